@@ -1,0 +1,135 @@
+"""`rtl`: one subcommand per entry point. Thin: parse → validated config → strategy → tracking.
+
+Flags are built from the config dataclasses (`lambda_d` → `--lambda-d`), so `rtl` and the
+MLproject entry points take exactly the same parameters. Errors the user can fix print one line
+(`error: ...`) and exit with the code of their kind (README: "Errors and exit codes").
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import typing
+import warnings
+from dataclasses import MISSING, fields
+
+from .errors import ConfigError, UserError
+
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _bool(name):
+    def conv(s: str) -> bool:
+        if str(s).lower() in TRUE:
+            return True
+        if str(s).lower() in FALSE:
+            return False
+        raise ConfigError(f"{name}={s!r} is not a boolean; use true or false")
+    return conv
+
+
+def _typed(name, typ):
+    def conv(s: str):
+        if s == "" or str(s).lower() == "none":
+            return None
+        try:
+            return typ(s)
+        except ValueError:
+            kind = {int: "a whole number", float: "a number"}.get(typ, typ.__name__)
+            raise ConfigError(f"{name}={s!r} is not {kind}") from None
+    return conv
+
+
+def _base_type(tp):
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if args else tp
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage dump
+        raise ConfigError(f"{message} (see `rtl {self.prog.split()[-1]} --help`)")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        typ = _base_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        if typ is bool:
+            parser.add_argument(flag, dest=f.name, type=_bool(f.name), nargs="?", const=True, default=default,
+                                help=f"true/false (default {default})")
+        else:
+            parser.add_argument(flag, dest=f.name, type=_typed(f.name, typ), default=default,
+                                help=f"default: {default!r}")
+
+
+def config_from_args(cls, args: argparse.Namespace):
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+def _commands():
+    from . import commands
+
+    return commands.COMMANDS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rtl", description="Adversarially robust transfer learning, tracked in MLflow.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (cls, _fn, help_) in _commands().items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        add_config_arguments(p, cls)
+    return parser
+
+
+def _fail_launcher_run() -> None:
+    """Under `mlflow run`, a run exists before we parse anything: mark it FAILED on a user error."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        from .tracking import tracking_uri
+
+        client = MlflowClient(tracking_uri())
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "FAILED")
+    except Exception:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("RTL_DEBUG") == "1"
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's own import prints a notice about `Any` type hints in its response types: not ours.
+    warnings.filterwarnings("ignore", message=".*Any type hint is inferred", category=UserWarning)
+    try:
+        args = build_parser().parse_args(argv)
+        cls, fn, _ = _commands()[args.command]
+        cfg = config_from_args(cls, args)
+        fn(cfg)
+        return 0
+    except UserError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        _fail_launcher_run()
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not a user error: say so, keep the traceback behind --debug
+        if debug:
+            raise
+        print(f"error: internal error {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        _fail_launcher_run()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""`create_model(arch, num_classes)`: the architecture registry (timm-style)."""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from torch import nn
+
+from ..errors import ConfigError, check_range
+from .base import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, ImageClassifier
+from .heads import HEAD_KINDS, HeadSpec, create_head
+from .resnet import preact_resnet18_body, resnet50_body
+from .small_cnn import small_cnn_body
+from .wide_resnet import wide_resnet_body
+
+_WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
+
+# name → body factory returning (nn.Sequential of blocks, feature_dim)
+_REGISTRY: dict[str, Callable[[], tuple[nn.Sequential, int]]] = {
+    "small-cnn": small_cnn_body,
+    "preact-resnet18": preact_resnet18_body,
+    "resnet50": resnet50_body,
+}
+ARCH_HELP = "small-cnn, wrn-<depth>-<width> (e.g. wrn-16-4, wrn-32-10), preact-resnet18, resnet50"
+
+
+def register_arch(name: str, body_factory: Callable[[], tuple[nn.Sequential, int]]) -> None:
+    _REGISTRY[name] = body_factory
+
+
+def list_archs() -> list[str]:
+    return sorted(_REGISTRY) + ["wrn-<depth>-<width>"]
+
+
+def _body(arch: str) -> tuple[nn.Sequential, int]:
+    if arch in _REGISTRY:
+        return _REGISTRY[arch]()
+    m = _WRN.match(arch)
+    if m:
+        return wide_resnet_body(int(m.group(1)), int(m.group(2)))
+    raise ConfigError(f"arch={arch!r} is not known; choose one of: {ARCH_HELP}")
+
+
+def default_normalization(arch: str) -> tuple[tuple, tuple]:
+    return (IMAGENET_MEAN, IMAGENET_STD) if arch == "resnet50" else (CIFAR_MEAN, CIFAR_STD)
+
+
+def create_model(arch: str, num_classes: int, *, head: HeadSpec | None = None, input_size: int = 32,
+                 mean=None, std=None) -> ImageClassifier:
+    """Build `arch` with a fresh `head` for `num_classes`; inputs are pixels in [0,1]."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool):
+        raise ConfigError(f"num_classes={num_classes!r} must be a whole number >= 2")
+    check_range("num_classes", num_classes, 2, 100_000)
+    check_range("input_size", input_size, 8, 1024)
+    body, dim = _body(arch)
+    d_mean, d_std = default_normalization(arch)
+    model = ImageClassifier(body, create_head(head or HeadSpec(), dim, num_classes), dim, arch=arch,
+                            num_classes=num_classes, input_size=input_size,
+                            mean=mean or d_mean, std=std or d_std)
+    model.head_spec = head or HeadSpec()
+    return model
+
+
+__all__ = ["create_model", "register_arch", "list_archs", "ImageClassifier", "HeadSpec", "create_head",
+           "HEAD_KINDS", "CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD"]

@@ -1,0 +1,96 @@
+"""Pieces every training strategy shares: budget, optimiser, schedule, epoch bookkeeping."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Budget:
+    """`iterations` wins over `epochs` (DESIGN.md); both become a count of optimiser updates."""
+
+    epochs: int
+    total_updates: int
+    updates_per_epoch: int
+
+    @classmethod
+    def of(cls, epochs: int, iterations: int | None, batches_per_epoch: int, updates_per_batch: int = 1):
+        per_epoch = batches_per_epoch * updates_per_batch
+        if iterations is not None:
+            return cls(math.ceil(iterations / per_epoch), iterations, per_epoch)
+        return cls(epochs, epochs * per_epoch, per_epoch)
+
+
+def make_sgd(params, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=False)
+
+
+def lr_at(update: int, total: int, base_lr: float, schedule: str, milestones: list[float] = ()) -> float:
+    """Learning rate for optimiser update `update` of `total` (a pure function: resumable)."""
+    if schedule == "cosine":
+        return base_lr * 0.5 * (1 + math.cos(math.pi * min(update, total) / total))
+    if schedule == "step":
+        drops = sum(update >= f * total for f in milestones)
+        return base_lr * (0.1 ** drops)
+    return base_lr
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Momentum buffers as flat named tensors (safetensors holds tensors only; no pickling)."""
+    out = {}
+    for i, state in opt.state_dict()["state"].items():
+        for k, v in state.items():
+            if torch.is_tensor(v):
+                out[f"opt.{i}.{k}"] = v
+    return out
+
+
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    sd = opt.state_dict()
+    state: dict[int, dict] = {}
+    for name, v in tensors.items():
+        if name.startswith("opt."):
+            _, i, k = name.split(".", 2)
+            state.setdefault(int(i), {})[k] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+class EpochMeter:
+    """Running loss/accuracy and throughput for one epoch."""
+
+    def __init__(self):
+        self.loss_sum = 0.0
+        self.correct = 0
+        self.seen = 0
+        self.start = time.perf_counter()
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        n = y.numel()
+        self.loss_sum += float(loss) * n
+        self.correct += int((logits.argmax(1) == y).sum())
+        self.seen += n
+
+    def metrics(self) -> dict[str, float]:
+        dt = time.perf_counter() - self.start
+        return {"train_loss": self.loss_sum / max(self.seen, 1), "train_clean_acc": self.correct / max(self.seen, 1),
+                "epoch_time_s": dt, "images_per_s": self.seen / max(dt, 1e-9)}
+
+
+def freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """NHWC is markedly faster for convolutions on CPU (measured in benchmarks/)."""
+    return model.to(memory_format=torch.channels_last)

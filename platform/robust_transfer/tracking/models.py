@@ -1,0 +1,83 @@
+"""Model logging, registration and resolution of model URIs to local checkpoints."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from ..checkpoints import META
+from ..errors import ModelError
+from .runs import tracking_uri
+
+MODEL_CODE = Path(__file__).with_name("model_code.py")
+URI_HELP = "a checkpoint directory, runs:/<run_id>/<path>, models:/<name>/<version> or models:/<name>@<alias>"
+
+
+def _pip_requirements() -> list[str]:
+    return ["torch==2.14.1", "safetensors==0.6.2", "mlflow==3.17.2", "numpy"]
+
+
+def log_checkpoint_model(checkpoint_dir: str | Path) -> str:
+    """Log the checkpoint to the active run as artifacts (`checkpoint/`) and as an MLflow pyfunc model.
+
+    The pyfunc is a model from code (MODEL_CODE), so nothing is pickled; returns the model URI.
+    """
+    if mlflow.active_run() is None:
+        raise RuntimeError("log_checkpoint_model needs an active MLflow run (use tracking.tracked_run)")
+    mlflow.log_artifacts(str(checkpoint_dir), "checkpoint")
+    info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE),
+                                   artifacts={"checkpoint": str(checkpoint_dir)},
+                                   pip_requirements=_pip_requirements())
+    return info.model_uri
+
+
+def register_checkpoint_model(model_uri: str, name: str, tags: dict[str, str], alias: str | None = "challenger"):
+    """Register `model_uri` as a new version of `name`, tag it (metrics, threat model, lineage), alias it."""
+    client = MlflowClient(tracking_uri())
+    mv = mlflow.register_model(model_uri, name, await_registration_for=60)
+    for k, v in tags.items():
+        client.set_model_version_tag(name, mv.version, k, str(v))
+    if alias:
+        client.set_registered_model_alias(name, alias, mv.version)
+    return mv
+
+
+def _find_checkpoint(root: Path) -> Path | None:
+    """The checkpoint inside a run's artifacts (`checkpoint/`) or a pyfunc model (`artifacts/<name>/`)."""
+    for cand in (root, root / "checkpoint", *sorted((root / "artifacts").glob("*"))):
+        if (cand / META).is_file():
+            return cand
+    return None
+
+
+def resolve_checkpoint(uri_or_path: str, download_dir: str | Path) -> Path:
+    """A local checkpoint directory for a path, or for an MLflow URI downloaded into `download_dir`."""
+    s = str(uri_or_path)
+    if not s.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
+        p = Path(s)
+        if not p.exists():
+            raise ModelError(f"model {s!r} does not exist; give {URI_HELP}")
+        found = _find_checkpoint(p)
+        if found is None:
+            raise ModelError(f"model {s!r} is not a robust-transfer checkpoint (no {META}); give {URI_HELP}")
+        return found
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=s, dst_path=str(download_dir)))
+    except MlflowException as e:
+        raise ModelError(f"model {s!r} could not be resolved: {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise ModelError(f"model {s!r} could not be downloaded: {e}") from None
+    found = _find_checkpoint(local)
+    if found is None:
+        raise ModelError(f"model {s!r} holds no robust-transfer checkpoint (no {META} under it)")
+    return found
+
+
+def checkpoint_summary(path: Path) -> dict:
+    return json.loads((Path(path) / META).read_text())

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny real-format datasets and an isolated MLflow/cache per test."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def write_imagefolder(root: Path, n_classes: int = 3, n_train: int = 24, n_test: int = 12, size: int = 16,
+                      seed: int = 0) -> Path:
+    """A learnable ImageFolder tree (PNG): each class is a colour with noise and a class-specific stripe."""
+    rng = np.random.default_rng(seed)
+    palette = rng.uniform(0.15, 0.85, size=(n_classes, 3))
+    for split, n in (("train", n_train), ("test", n_test)):
+        for c in range(n_classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = palette[c] + rng.normal(0, 0.08, size=(size, size, 3))
+                img[:, (c * size) // n_classes] += 0.3
+                Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(d / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    return write_imagefolder(tmp_path_factory.mktemp("tiny") / "tiny")
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """A clean working directory with its own sqlite MLflow store, caches and checkpoints."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("RTL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    return tmp_path

@@ -1,0 +1,90 @@
+"""Models: the registry, normalisation inside, features/head/blocks, heads."""
+import pytest
+import torch
+
+from robust_transfer import create_model
+from robust_transfer.errors import ConfigError
+from robust_transfer.models import CIFAR_MEAN, HeadSpec, list_archs
+
+# arch → (blocks, feature dim, parameter count in millions rounded to 0.01)
+ARCHS = {
+    "small-cnn": (5, 256, 0.39),
+    "wrn-16-4": (8, 256, 2.75),
+    "preact-resnet18": (10, 512, 11.17),
+}
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_shapes_blocks_and_size(arch):
+    n_blocks, dim, mparams = ARCHS[arch]
+    model = create_model(arch, 10).eval()
+    x = torch.rand(2, 3, 32, 32)
+    assert model(x).shape == (2, 10)
+    assert model.features(x).shape == (2, dim)
+    assert len(model.blocks()) == n_blocks
+    assert model.blocks()[-1] is model.head
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == mparams
+
+
+def test_wrn_32_10_is_madrys_network_with_the_papers_17_blocks():
+    model = create_model("wrn-32-10", 100)
+    assert len(model.blocks()) == 17  # paper Fig. 2
+    assert model.feature_dim == 640
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == 46.2
+
+
+def test_resnet50_at_224():
+    model = create_model("resnet50", 10, input_size=224).eval()
+    assert model(torch.rand(1, 3, 224, 224)).shape == (1, 10)
+    assert model.feature_dim == 2048
+
+
+def test_normalisation_is_inside_the_model():
+    model = create_model("small-cnn", 3).eval()
+    x = torch.full((1, 3, 32, 32), 0.5)
+    expected = (0.5 - CIFAR_MEAN[0]) / model.std.flatten()[0]
+    assert torch.allclose(model.normalize(x)[0, 0, 0, 0], expected)
+    body_out = model.body(model.normalize(x))
+    assert torch.equal(model.features(x), body_out)
+
+
+def test_head_forward_equals_head_of_features():
+    model = create_model("small-cnn", 4).eval()
+    x = torch.rand(3, 3, 32, 32)
+    assert torch.allclose(model(x), model.head(model.features(x)))
+
+
+@pytest.mark.parametrize("depth,bn,dropout,n_linear,n_bn,n_drop", [
+    (0, False, 0.0, 1, 0, 0), (1, False, 0.0, 2, 0, 0), (2, True, 0.0, 3, 2, 0), (3, True, 0.3, 4, 3, 3)])
+def test_mlp_head_structure(depth, bn, dropout, n_linear, n_bn, n_drop):
+    spec = HeadSpec("mlp", mlp_depth=depth, width=64, dropout=dropout, batch_norm=bn)
+    model = create_model("small-cnn", 7, head=spec).eval()
+    mods = list(model.head.modules())
+    assert sum(isinstance(m, torch.nn.Linear) for m in mods) == n_linear
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in mods) == n_bn
+    assert sum(isinstance(m, torch.nn.Dropout) for m in mods) == n_drop
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(arch="vgg16", num_classes=10), "arch='vgg16'"),
+    (dict(arch="wrn-17-4", num_classes=10), "depth=17"),
+    (dict(arch="small-cnn", num_classes=1), "num_classes=1"),
+    (dict(arch="small-cnn", num_classes=10, head=None, input_size=4), "input_size=4"),
+])
+def test_bad_model_requests_say_what_is_wrong(kwargs, needle):
+    arch = kwargs.pop("arch")
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace("[", r"\[")):
+        create_model(arch, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(kind="transformer"), "head='transformer'"), (dict(kind="mlp", dropout=1.0), "dropout=1.0"),
+    (dict(kind="mlp", mlp_depth=-1), "mlp_depth=-1")])
+def test_bad_head_specs(kwargs, needle):
+    with pytest.raises(ConfigError, match=needle):
+        HeadSpec(**kwargs)
+
+
+def test_list_archs_names_the_families():
+    assert {"small-cnn", "preact-resnet18", "resnet50", "wrn-<depth>-<width>"} <= set(list_archs())
