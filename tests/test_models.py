@@ -8,7 +8,7 @@ from robust_transfer.models import CIFAR_MEAN, HeadSpec, list_archs
 
 # arch → (blocks, feature dim, parameter count in millions rounded to 0.01)
 ARCHS = {
-    "small-cnn": (5, 256, 0.39),
+    "small-cnn": (5, 128, 0.10),
     "wrn-16-4": (8, 256, 2.75),
     "preact-resnet18": (10, 512, 11.17),
 }

@@ -91,6 +91,7 @@ def freeze(module: nn.Module) -> None:
         p.requires_grad_(False)
 
 
-def to_channels_last(model: nn.Module) -> nn.Module:
-    """NHWC is markedly faster for convolutions on CPU (measured in benchmarks/)."""
-    return model.to(memory_format=torch.channels_last)
+def memory_format_for(arch: str) -> torch.memory_format:
+    """NHWC speeds up the residual nets' convolutions on CPU; the thin small-cnn runs faster in NCHW
+    (both measured in benchmarks/bench_train.py)."""
+    return torch.contiguous_format if arch == "small-cnn" else torch.channels_last

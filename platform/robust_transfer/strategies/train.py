@@ -31,7 +31,7 @@ from ..errors import ModelError
 from ..models import create_model
 from ..reporting import RunLogger
 from .common import (Budget, EpochMeter, load_optimizer_tensors, lr_at, make_sgd, optimizer_tensors, set_lr,
-                     to_channels_last)
+                     memory_format_for)
 
 HELDOUT = 256  # per-epoch clean/PGD check on a fixed held-out batch of the test split
 
@@ -144,8 +144,9 @@ def train(cfg: TrainConfig, logger: RunLogger, *, run_id: str | None = None) -> 
     train_data, test_data = load_training_data(cfg)
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else default_checkpoint_dir(cfg)
 
+    fmt = memory_format_for(cfg.arch)
     model = create_model(cfg.arch, train_data.num_classes, input_size=train_data.image_size).to(device)
-    model = to_channels_last(model)
+    model = model.to(memory_format=fmt)
     opt = make_sgd(model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
     loader = BatchLoader(train_data, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed,
                          device=device, drop_last=len(train_data) >= 2 * cfg.batch_size)
@@ -188,7 +189,7 @@ def train(cfg: TrainConfig, logger: RunLogger, *, run_id: str | None = None) -> 
         bar = tqdm(loader, desc=f"{cfg.mode} epoch {epoch + 1}/{budget.epochs}", disable=not cfg.progress,
                    leave=False, unit="batch")
         for x, y in bar:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=fmt)
             loss, logits = step(x, y, on_update)
             meter.update(loss, logits, y)
             bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{opt.param_groups[0]['lr']:.4f}")

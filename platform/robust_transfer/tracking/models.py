@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -29,9 +30,11 @@ def log_checkpoint_model(checkpoint_dir: str | Path) -> str:
     if mlflow.active_run() is None:
         raise RuntimeError("log_checkpoint_model needs an active MLflow run (use tracking.tracked_run)")
     mlflow.log_artifacts(str(checkpoint_dir), "checkpoint")
-    info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE),
-                                   artifacts={"checkpoint": str(checkpoint_dir)},
-                                   pip_requirements=_pip_requirements())
+    with warnings.catch_warnings():  # predict takes any array: MLflow's type-hint schema notice is noise
+        warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE),
+                                       artifacts={"checkpoint": str(checkpoint_dir)},
+                                       pip_requirements=_pip_requirements())
     return info.model_uri
 
 

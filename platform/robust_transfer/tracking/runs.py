@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -46,19 +49,91 @@ class MLflowLogger:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
 
+class TeeLogger:
+    """A `RunLogger` that forwards every call to several loggers (the run's, plus e.g. a search trial's)."""
+
+    def __init__(self, *loggers):
+        self.loggers = [lg for lg in loggers if lg is not None]
+        self.run_id = next((getattr(lg, "run_id", None) for lg in self.loggers if getattr(lg, "run_id", None)), None)
+
+    def log_params(self, params):
+        for lg in self.loggers:
+            lg.log_params(params)
+
+    def log_metrics(self, metrics, step=None):
+        for lg in self.loggers:
+            lg.log_metrics(metrics, step=step)
+
+    def set_tags(self, tags):
+        for lg in self.loggers:
+            lg.set_tags(tags)
+
+    def log_artifact(self, path, artifact_path=None):
+        for lg in self.loggers:
+            lg.log_artifact(path, artifact_path)
+
+
+@dataclass
+class RunContext:
+    """How `tracked_run` should start the next run: as a child of `parent_run_id`, with an extra logger.
+
+    Set by `run_context(...)` around a command call (a search trial), so any entry point can run
+    as a nested child run without knowing it is part of a study.
+    """
+
+    parent_run_id: str | None = None
+    experiment_id: str | None = None
+    tags: dict = field(default_factory=dict)
+    run_name: str | None = None
+    extra_logger: object | None = None            # a RunLogger that also receives everything
+    on_start: Callable[[str], None] | None = None  # called with the child run id as soon as it exists
+
+
+_RUN_CONTEXT: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("rtl_run_context", default=None)
+
+
+@contextlib.contextmanager
+def run_context(**kwargs):
+    """Within this block, the next `tracked_run` starts a child run as described by RunContext(**kwargs)."""
+    token = _RUN_CONTEXT.set(RunContext(**kwargs))
+    try:
+        yield
+    finally:
+        _RUN_CONTEXT.reset(token)
+
+
+def _run_status(exc: BaseException) -> str:
+    """FAILED, unless the exception says otherwise (a pruned search trial ends KILLED, not FAILED)."""
+    return getattr(exc, "rtl_run_status", "FAILED")
+
+
 @contextlib.contextmanager
 def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experiment: str = "robust-transfer",
                 run_id: str | None = None, nested: bool = False, run_name: str | None = None):
     """Start (or resume, with `run_id`) a run; mark it FAILED if the body raises, KILLED on Ctrl-C."""
     mlflow.set_tracking_uri(tracking_uri())
-    # Inside `mlflow run`, MLFLOW_RUN_ID names the run the project launcher created: use it.
-    run_id = run_id or os.environ.get("MLFLOW_RUN_ID") if not nested else run_id
-    if run_id is None:
-        exp = mlflow.set_experiment(experiment)
-        run = mlflow.start_run(experiment_id=exp.experiment_id, nested=nested, run_name=run_name)
+    ctx = _RUN_CONTEXT.get()
+    if ctx is not None and run_id is None:
+        # A search trial: a child run of the study's run, in the study's experiment (explicit ids, so this
+        # also works in worker threads and Ray worker processes that have no active parent run).
+        _RUN_CONTEXT.set(None)  # only the outermost run of the command is the trial's run
+        active = mlflow.active_run()
+        run = mlflow.start_run(experiment_id=ctx.experiment_id, parent_run_id=ctx.parent_run_id,
+                               nested=active is not None, run_name=ctx.run_name or run_name,
+                               tags={k: str(v) for k, v in ctx.tags.items()})
+        if ctx.on_start is not None:
+            ctx.on_start(run.info.run_id)
     else:
-        run = mlflow.start_run(run_id=run_id, nested=nested)
+        # Inside `mlflow run`, MLFLOW_RUN_ID names the run the project launcher created: use it.
+        run_id = run_id or os.environ.get("MLFLOW_RUN_ID") if not nested else run_id
+        if run_id is None:
+            exp = mlflow.set_experiment(experiment)
+            run = mlflow.start_run(experiment_id=exp.experiment_id, nested=nested, run_name=run_name)
+        else:
+            run = mlflow.start_run(run_id=run_id, nested=nested)
     logger = MLflowLogger(run.info.run_id)
+    if ctx is not None and ctx.extra_logger is not None and run_id is None:
+        logger = TeeLogger(logger, ctx.extra_logger)
     try:
         existing = MlflowClient(tracking_uri()).get_run(run.info.run_id).data.params
         logger.log_params({k: v for k, v in params.items() if k not in existing})
@@ -67,8 +142,8 @@ def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experi
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
         raise
-    except BaseException:
-        mlflow.end_run("FAILED")
+    except BaseException as e:
+        mlflow.end_run(_run_status(e))
         raise
     else:
         mlflow.end_run("FINISHED")

@@ -1,0 +1,91 @@
+"""`transfer`: recycle a source's feature extractor, train a new head on the target (paper section 4):
+
+    min_w  l( h_w( z(x, θ*) ), y )                                        (Eq. 2)
+
+θ* is the source's feature extractor, frozen and in eval mode (its BatchNorm statistics never
+move); h_w is a linear head (Tables 2–3) or an MLP with `mlp_depth` hidden layers of `width`
+(Fig. 4). With augmentation off, z(x, θ*) of the training set never changes, so it is computed
+once and stored (`features.cached_features`) and the head trains on those vectors; with
+augmentation on, z is computed per batch. Evaluation always attacks the whole model h_w∘z in
+pixel space, never the stored features.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..attacks import ThreatModel
+from ..config import TransferConfig
+from ..data import ImageData
+from ..device import resolve_device
+from ..reporting import RunLogger
+from .common import Budget, freeze, lr_at, make_sgd
+from .features import cached_features
+from .source import (IndexedImages, StrategyResult, default_checkpoint_dir, finish, input_format, load_data,
+                     load_source, on_device, replace_head, set_modes, source_lineage, tag_run,
+                     train_loop)
+
+
+def head_batches(model, train: ImageData, cfg: TransferConfig, device):
+    """(batches(epoch) → (z, y) batches, batches per epoch): z from stored features when possible.
+
+    Both paths see the same examples in the same order, so they train the same head.
+    """
+    data = IndexedImages(train, cfg.batch_size, seed=cfg.seed, device=device, augment=cfg.augment,
+                         memory_format=input_format(model))
+    if cfg.feature_cache and not cfg.augment:
+        z_all = cached_features(model, train, device=device, progress=cfg.progress).to(device)
+
+        def from_cache(epoch):
+            for idx in data.epoch(epoch):
+                yield z_all[idx], data.labels[idx]
+        return from_cache, len(data)
+
+    def online(epoch):
+        for idx in data.epoch(epoch):
+            with torch.no_grad():  # θ* is frozen: no graph through the extractor
+                yield model.features(data.pixels(idx)), data.labels[idx]
+    return online, len(data)
+
+
+def fit_head(model, train: ImageData, cfg: TransferConfig, logger: RunLogger, device) -> int:
+    """Train `model.head` on z(x, θ*) with the extractor frozen; returns the number of updates."""
+    freeze(model.body)
+    set_modes(model, frozen=[model.body])  # eval-mode extractor: BatchNorm statistics stay the source's
+    opt = make_sgd(model.head.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
+    batches, per_epoch = head_batches(model, train, cfg, device)
+    budget = Budget.of(cfg.epochs, cfg.iterations, per_epoch)
+    milestones = cfg.milestone_fractions()
+
+    def update(batch, step):
+        z, y = batch
+        logits = model.head(z)
+        loss = F.cross_entropy(logits, y)   # Eq. 2: only w receives gradients
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach(), logits.detach(), y
+
+    return train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress, desc="transfer head",
+                      lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
+
+
+def transfer(cfg: TransferConfig, logger: RunLogger, *, run_id: str | None = None) -> StrategyResult:
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    threat = ThreatModel(cfg.epsilon, cfg.step_size)
+    source = load_source(cfg.source_model)
+    train, test = load_data(cfg.target, source, per_class=cfg.per_class, seed=cfg.seed, upsample=cfg.upsample,
+                            data_dir=cfg.data_dir, progress=cfg.progress)
+    tag_run(logger, source, train)
+    cached = cfg.feature_cache and not cfg.augment
+    logger.set_tags({"rtl.feature_cache": str(cached).lower()})
+
+    model = replace_head(source.model, cfg.head_spec(), train.num_classes)
+    model = on_device(model, device)
+    updates = fit_head(model, train, cfg, logger, device)
+
+    meta = {"training": {"strategy": "transfer", "updates": updates, "seed": cfg.seed, "feature_cache": cached},
+            "lineage": source_lineage("transfer", source, run_id, frozen="body")}
+    ckpt = cfg.checkpoint_dir or default_checkpoint_dir("transfer", train.spec, run_id)
+    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=ckpt, threat=threat, device=device)

@@ -1,0 +1,82 @@
+"""Source training: every mode runs, budgets and schedules are exact, --resume reproduces a run."""
+import pytest
+import torch
+
+from robust_transfer.checkpoints import load_checkpoint, read_metadata
+from robust_transfer.config import TrainConfig
+from robust_transfer.reporting import MemoryLogger
+from robust_transfer.strategies.common import Budget, lr_at
+from robust_transfer.strategies.train import train
+
+
+def _cfg(folder, **kw):
+    base = dict(dataset=f"imagefolder:{folder}", arch="small-cnn", batch_size=16, lr=0.05, epochs=2,
+                n_examples=12, progress=False, device="cpu", checkpoint_dir="ck")
+    return TrainConfig(**(base | kw))
+
+
+@pytest.mark.parametrize("mode", ["natural", "pgd", "free", "fgsm-rs"])
+def test_every_mode_trains_logs_and_checkpoints(workdir, tiny_folder, mode):
+    log = MemoryLogger()
+    res = train(_cfg(tiny_folder, mode=mode, steps=2, replay=2), log)
+    assert set(res.metrics) == {"clean_acc", "pgd20_acc"}
+    assert 0.0 <= res.metrics["pgd20_acc"] <= res.metrics["clean_acc"] <= 1.0
+    assert len(log.history("train_loss")) == 2  # one per epoch, logged with step=epoch
+    assert [s for s, m in log.metrics if "train_loss" in m] == [0, 1]
+    meta = read_metadata(workdir / "ck")
+    assert meta["training"]["mode"] == mode and meta["evaluation"]["n_examples"] == 12
+    assert meta["threat_model"]["epsilon"] == 8.0
+
+
+def test_natural_training_learns_the_tiny_task(workdir, tiny_folder):
+    res = train(_cfg(tiny_folder, epochs=6), MemoryLogger())
+    assert res.metrics["clean_acc"] >= 0.9
+
+
+@pytest.mark.parametrize("epochs,iterations,batches,per_batch,expect", [
+    (10, None, 5, 1, Budget(10, 50, 5)), (10, 12, 5, 1, Budget(3, 12, 5)), (1, 8, 5, 4, Budget(1, 8, 20)),
+    (3, None, 5, 4, Budget(3, 60, 20))])
+def test_budget_iterations_win_over_epochs(epochs, iterations, batches, per_batch, expect):
+    assert Budget.of(epochs, iterations, batches, per_batch) == expect
+
+
+@pytest.mark.parametrize("schedule,update,expect", [("constant", 7, 0.1), ("cosine", 0, 0.1), ("cosine", 50, 0.05),
+                                                    ("cosine", 100, 0.0), ("step", 49, 0.1), ("step", 50, 0.01),
+                                                    ("step", 75, 0.001)])
+def test_learning_rate_schedules(schedule, update, expect):
+    assert lr_at(update, 100, 0.1, schedule, [0.5, 0.75]) == pytest.approx(expect)
+
+
+def test_iterations_budget_counts_free_replays(workdir, tiny_folder):
+    log = MemoryLogger()
+    train(_cfg(tiny_folder, mode="free", replay=4, iterations=6, epochs=50), log)
+    # 72 images / batch 16 → 4 batches (drop_last) × 4 replays = 16 updates per epoch: 6 updates end in epoch 1
+    assert len(log.history("train_loss")) == 1
+
+
+class _Interrupt(MemoryLogger):
+    def log_metrics(self, metrics, step=None):
+        super().log_metrics(metrics, step)
+        if step == 1:
+            raise KeyboardInterrupt  # dies during epoch 2's bookkeeping: only epoch 1 is checkpointed
+
+
+@pytest.mark.parametrize("mode", ["natural", "free"])
+def test_resume_reproduces_an_uninterrupted_run_exactly(workdir, tiny_folder, mode):
+    straight = train(_cfg(tiny_folder, mode=mode, epochs=3, checkpoint_dir="a"), MemoryLogger())
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tiny_folder, mode=mode, epochs=3, checkpoint_dir="b"), _Interrupt())
+    resumed = train(_cfg(tiny_folder, mode=mode, epochs=3, checkpoint_dir="b", resume=True), MemoryLogger())
+    a, _ = load_checkpoint(workdir / "a")
+    b, _ = load_checkpoint(workdir / "b")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert resumed.metrics == straight.metrics
+
+
+def test_resume_refuses_a_checkpoint_of_another_recipe(workdir, tiny_folder):
+    from robust_transfer.errors import ModelError
+
+    train(_cfg(tiny_folder, epochs=1), MemoryLogger())
+    with pytest.raises(ModelError, match="different configuration"):
+        train(_cfg(tiny_folder, epochs=1, lr=0.01, resume=True), MemoryLogger())
