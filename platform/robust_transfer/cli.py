@@ -7,6 +7,7 @@ MLproject entry points take exactly the same parameters. Errors the user can fix
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import typing
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("RTL_DEBUG") == "1"
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's INFO lines ("Creating initial MLflow database tables...") would bury our one-line errors.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     # MLflow's own import prints a notice about `Any` type hints in its response types: not ours.
     warnings.filterwarnings("ignore", message=".*Any type hint is inferred", category=UserWarning)
     try:

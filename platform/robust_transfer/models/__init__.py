@@ -11,7 +11,7 @@ from .base import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, ImageClass
 from .heads import HEAD_KINDS, HeadSpec, create_head
 from .resnet import preact_resnet18_body, resnet50_body
 from .small_cnn import small_cnn_body
-from .wide_resnet import wide_resnet_body
+from .wide_resnet import units_per_stage, wide_resnet_body
 
 _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
 
@@ -30,6 +30,17 @@ def register_arch(name: str, body_factory: Callable[[], tuple[nn.Sequential, int
 
 def list_archs() -> list[str]:
     return sorted(_REGISTRY) + ["wrn-<depth>-<width>"]
+
+
+def check_arch(arch: str) -> str:
+    """Validate an arch name without building it (configs call this at the boundary)."""
+    if arch in _REGISTRY:
+        return arch
+    m = _WRN.match(str(arch))
+    if m:
+        units_per_stage(int(m.group(1)))
+        return arch
+    raise ConfigError(f"arch={arch!r} is not known; choose one of: {ARCH_HELP}")
 
 
 def _body(arch: str) -> tuple[nn.Sequential, int]:
@@ -61,5 +72,5 @@ def create_model(arch: str, num_classes: int, *, head: HeadSpec | None = None, i
     return model
 
 
-__all__ = ["create_model", "register_arch", "list_archs", "ImageClassifier", "HeadSpec", "create_head",
+__all__ = ["create_model", "check_arch", "register_arch", "list_archs", "ImageClassifier", "HeadSpec", "create_head",
            "HEAD_KINDS", "CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD"]

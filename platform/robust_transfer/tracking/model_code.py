@@ -7,7 +7,7 @@ and returns logits.
 import warnings
 
 # MLflow's own import (mlflow.types.responses) prints a notice about `Any` type hints: not ours.
-warnings.filterwarnings("ignore", message=".*Any type hint is inferred", category=UserWarning)
+warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
 
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402

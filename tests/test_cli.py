@@ -1,0 +1,162 @@
+"""The `rtl` command and `mlflow run`: bad input gives one line and the right exit code; runs are tracked."""
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from robust_transfer.checkpoints import save_checkpoint
+from robust_transfer.cli import main
+from robust_transfer.models import create_model
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _train_args(folder, *extra):
+    return ["train", "--dataset", f"imagefolder:{folder}", "--iterations", "2", "--batch-size", "16",
+            "--n-examples", "6", "--progress", "false", "--device", "cpu", *extra]
+
+
+def _runs(workdir):
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exps = client.search_experiments()
+    return client.search_runs([e.experiment_id for e in exps]) if exps else []
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file())).hexdigest()
+
+
+# (extra args, expected exit code, text the one-line message must contain, whether a run is created)
+TRAIN_BAD = [
+    (["--dataset", "mnist"], 2, "dataset='mnist'", False),
+    (["--arch", "vgg11"], 2, "arch='vgg11'", False),
+    (["--mode", "trades"], 2, "mode='trades'", False),
+    (["--epsilon", "-1"], 2, "epsilon=-1.0", False),
+    (["--epsilon", "300"], 2, "epsilon=300.0", False),
+    (["--step-size", "0"], 2, "step_size=0.0", False),
+    (["--steps", "0"], 2, "steps=0", False),
+    (["--lr", "-0.1"], 2, "lr=-0.1", False),
+    (["--lr", "fast"], 2, "lr='fast' is not a number", False),
+    (["--epochs", "2.5"], 2, "epochs='2.5' is not a whole number", False),
+    (["--batch-size", "0"], 2, "batch_size=0", False),
+    (["--device", "tpu"], 2, "device='tpu'", False),
+    (["--schedule", "linear"], 2, "schedule='linear'", False),
+    (["--augment", "maybe"], 2, "augment='maybe'", False),
+    (["--no-such-flag", "1"], 2, "unrecognized arguments", False),
+    (["--per-class", "1000"], 3, "per_class=1000", True),
+    (["--dataset", "imagefolder:/nonexistent/data"], 3, "/nonexistent/data", True),
+]
+
+
+@pytest.mark.parametrize("extra,code,needle,creates_run", TRAIN_BAD, ids=[" ".join(c[0]) for c in TRAIN_BAD])
+def test_train_bad_input_is_one_clear_line(workdir, tiny_folder, capsys, extra, code, needle, creates_run):
+    assert main(_train_args(tiny_folder, *extra)) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    runs = _runs(workdir)
+    if creates_run:
+        assert [r.info.status for r in runs] == ["FAILED"]
+    else:
+        assert runs == []
+
+
+@pytest.fixture
+def saved_model(workdir):
+    save_checkpoint(workdir / "m5", create_model("small-cnn", 5), {"data_spec": "cifar10-jpeg"})
+    return workdir / "m5"
+
+
+def _corrupt(path):
+    (path / "model.safetensors").write_bytes(b"\x00" * 64)
+    return path
+
+
+EVAL_BAD = [
+    (lambda w, f, m: ["--model", str(w / "missing")], 4, "does not exist"),
+    (lambda w, f, m: ["--model", str(_corrupt(m))], 4, "corrupted weights"),
+    (lambda w, f, m: ["--model", str(m), "--dataset", f"imagefolder:{f}"], 4, "has 5 classes"),
+    (lambda w, f, m: ["--model", "models:/no-such-model@champion"], 4, "no-such-model"),
+    (lambda w, f, m: ["--model", str(m), "--suite", "ultra"], 2, "suite='ultra'"),
+    (lambda w, f, m: ["--model", str(m), "--attacks", "clean,pgdx"], 2, "pgdx"),
+    (lambda w, f, m: ["--model", str(m), "--epsilon", "0"], 2, "epsilon=0.0"),
+    (lambda w, f, m: ["--model", ""], 2, "model is required"),
+]
+
+
+@pytest.mark.parametrize("make_args,code,needle", EVAL_BAD, ids=[c[2] for c in EVAL_BAD])
+def test_evaluate_bad_input_is_one_clear_line(workdir, tiny_folder, saved_model, capsys, make_args, code, needle):
+    args = ["evaluate", "--progress", "false", "--device", "cpu", *make_args(workdir, tiny_folder, saved_model)]
+    assert main(args) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert all(r.info.status == "FAILED" for r in _runs(workdir))
+
+
+def test_evaluate_n_examples_larger_than_the_split(workdir, tiny_folder, capsys):
+    assert main(_train_args(tiny_folder, "--checkpoint-dir", "ck")) == 0
+    args = ["evaluate", "--model", "ck", "--n-examples", "1000", "--progress", "false"]
+    assert main(args) == 2
+    assert "n_examples=1000 is larger than the test split (36 examples)" in capsys.readouterr().err
+
+
+def test_a_failed_run_damages_nothing_already_saved(workdir, tiny_folder):
+    assert main(_train_args(tiny_folder, "--checkpoint-dir", "ck")) == 0
+    before = _digest(workdir / "ck")
+    assert main(_train_args(tiny_folder, "--checkpoint-dir", "ck", "--per-class", "999")) == 3
+    assert _digest(workdir / "ck") == before
+
+
+def test_debug_shows_the_traceback(workdir, tiny_folder):
+    with pytest.raises(Exception, match="mode='trades'"):
+        main(["--debug", *_train_args(tiny_folder, "--mode", "trades")])
+
+
+def test_train_then_evaluate_tracks_runs_registers_and_loads_by_alias(workdir, tiny_folder, capsys):
+    assert main(_train_args(tiny_folder, "--register-as", "tiny-src", "--checkpoint-dir", "ck")) == 0
+    assert main(["evaluate", "--model", "models:/tiny-src@challenger", "--n-examples", "6",
+                 "--progress", "false", "--attacks", "pgd5"]) == 0
+    runs = {r.data.tags["rtl.strategy"]: r for r in _runs(workdir)}
+    assert runs["train"].info.status == "FINISHED" and runs["evaluate"].info.status == "FINISHED"
+    assert {"clean_acc", "pgd20_acc", "train_loss", "heldout_pgd10_acc"} <= set(runs["train"].data.metrics)
+    assert set(runs["evaluate"].data.metrics) == {"clean_acc", "pgd5_acc", "worst_acc"}
+    assert runs["evaluate"].data.tags["rtl.data"] == f"imagefolder:{tiny_folder}"
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    version = MlflowClient().get_registered_model("tiny-src").aliases["challenger"]
+    tags = MlflowClient().get_model_version("tiny-src", version).tags
+    assert float(tags["metric.clean_acc"]) == pytest.approx(runs["train"].data.metrics["clean_acc"], abs=1e-4)
+    assert tags["threat.epsilon"] == "8.0" and tags["lineage.run_id"] == runs["train"].info.run_id
+
+
+def _mlflow_run(workdir, entry, params):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(BIN / "mlflow"), "run", str(REPO), "-e", entry, "--env-manager", "local"]
+    for k, v in params.items():
+        cmd += ["-P", f"{k}={v}"]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_mlflow_run_train_and_evaluate(workdir, tiny_folder):
+    out = _mlflow_run(workdir, "train", {"dataset": f"imagefolder:{tiny_folder}", "iterations": 2, "batch_size": 16,
+                                         "n_examples": 6, "checkpoint_dir": str(workdir / "ck"), "device": "cpu"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    (train_run,) = _runs(workdir)
+    assert train_run.info.status == "FINISHED" and "pgd20_acc" in train_run.data.metrics
+    out = _mlflow_run(workdir, "evaluate", {"model": f"runs:/{train_run.info.run_id}/checkpoint", "n_examples": 6})
+    assert out.returncode == 0, out.stderr[-2000:]
+    ev = next(r for r in _runs(workdir) if r.data.tags.get("rtl.strategy") == "evaluate")
+    assert ev.info.status == "FINISHED" and {"clean_acc", "pgd20_acc", "cw20_acc"} <= set(ev.data.metrics)
+
+
+@pytest.mark.slow
+def test_mlflow_run_with_a_bad_value_fails_the_run(workdir, tiny_folder):
+    out = _mlflow_run(workdir, "train", {"dataset": f"imagefolder:{tiny_folder}", "mode": "trades"})
+    assert out.returncode != 0
+    assert "error: mode='trades' is not allowed" in out.stderr
+    assert [r.info.status for r in _runs(workdir)] == ["FAILED"]
