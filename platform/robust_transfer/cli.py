@@ -102,14 +102,19 @@ def _fail_launcher_run() -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("RTL_DEBUG") == "1"
+def quiet_third_party_output() -> None:
+    """Keep the terminal for our progress and our one-line errors."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # MLflow's INFO lines ("Creating initial MLflow database tables...") would bury our one-line errors.
+    # MLflow's INFO lines ("Creating initial MLflow database tables...") would bury our errors.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     # MLflow's own import prints a notice about `Any` type hints in its response types: not ours.
     warnings.filterwarnings("ignore", message=".*Any type hint is inferred", category=UserWarning)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("RTL_DEBUG") == "1"
+    quiet_third_party_output()
     try:
         args = build_parser().parse_args(argv)
         cls, fn, _ = _commands()[args.command]

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+from .cli import quiet_third_party_output
 from .commands import run_evaluate, run_train
 from .config import EvaluateConfig, TrainConfig
 from .errors import UserError
@@ -35,7 +36,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_third_party_output()
     t0 = time.perf_counter()
     common = dict(dataset=args.source, arch=args.arch, per_class=args.per_class, epochs=args.epochs,
                   n_examples=args.n_examples, experiment=args.experiment, data_dir=args.data_dir,

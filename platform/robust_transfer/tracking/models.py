@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 
 import mlflow
@@ -14,7 +13,6 @@ from ..checkpoints import META
 from ..errors import ModelError
 from .runs import tracking_uri
 
-MODEL_CODE = Path(__file__).with_name("model_code.py")
 URI_HELP = "a checkpoint directory, runs:/<run_id>/<path>, models:/<name>/<version> or models:/<name>@<alias>"
 
 
@@ -25,16 +23,15 @@ def _pip_requirements() -> list[str]:
 def log_checkpoint_model(checkpoint_dir: str | Path) -> str:
     """Log the checkpoint to the active run as artifacts (`checkpoint/`) and as an MLflow pyfunc model.
 
-    The pyfunc is a model from code (MODEL_CODE), so nothing is pickled; returns the model URI.
+    The pyfunc uses a `loader_module` (tracking/pyfunc_loader.py) over the safetensors checkpoint,
+    so nothing is pickled and `mlflow.pyfunc.load_model` works wherever robust-transfer is
+    installed. Returns the model URI.
     """
     if mlflow.active_run() is None:
         raise RuntimeError("log_checkpoint_model needs an active MLflow run (use tracking.tracked_run)")
     mlflow.log_artifacts(str(checkpoint_dir), "checkpoint")
-    with warnings.catch_warnings():  # predict takes any array: MLflow's type-hint schema notice is noise
-        warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE),
-                                       artifacts={"checkpoint": str(checkpoint_dir)},
-                                       pip_requirements=_pip_requirements())
+    info = mlflow.pyfunc.log_model(name="model", loader_module="robust_transfer.tracking.pyfunc_loader",
+                                   data_path=str(checkpoint_dir), pip_requirements=_pip_requirements())
     return info.model_uri
 
 
@@ -50,8 +47,8 @@ def register_checkpoint_model(model_uri: str, name: str, tags: dict[str, str], a
 
 
 def _find_checkpoint(root: Path) -> Path | None:
-    """The checkpoint inside a run's artifacts (`checkpoint/`) or a pyfunc model (`artifacts/<name>/`)."""
-    for cand in (root, root / "checkpoint", *sorted((root / "artifacts").glob("*"))):
+    """The checkpoint inside a run's artifacts (`checkpoint/`) or a pyfunc model (`data/<name>/`)."""
+    for cand in (root, root / "checkpoint", *sorted((root / "data").glob("*"))):
         if (cand / META).is_file():
             return cand
     return None
