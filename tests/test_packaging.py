@@ -32,7 +32,7 @@ def test_pins_agree_across_pyproject_requirements_conda_and_python_env():
     runtime = {k: v for k, v in from_in.items() if k != "pytest"}
     assert python_env == runtime
     assert conda_pip == runtime
-    assert from_in["torch"] == "2.14.1" and from_in["mlflow"] == "3.17.2" and from_in["optuna"] == "5.0.0"
+    assert from_in["torch"] == "2.14.1" and from_in["mlflow[auth]"] == "3.17.2" and from_in["optuna"] == "5.0.0"
 
 
 def test_lock_file_pins_every_top_level_requirement_at_the_same_version():
