@@ -37,6 +37,13 @@ def reinitialise(blocks, seed: int) -> None:
                 m.reset_parameters()
 
 
+def check_k(k: int, model) -> None:
+    n = len(model.blocks())
+    if k > n:
+        raise ConfigError(f"k={k} is larger than the number of blocks of {model.arch} ({n}, head included); "
+                          f"allowed: 1..{n}")
+
+
 def retrain_blocks(cfg: RetrainBlocksConfig, k: int, logger: RunLogger, *, run_id: str | None = None,
                    checkpoint_dir: str | Path | None = None) -> StrategyResult:
     device = resolve_device(cfg.device)
@@ -52,9 +59,7 @@ def retrain_blocks(cfg: RetrainBlocksConfig, k: int, logger: RunLogger, *, run_i
 
     model = source.model
     blocks = model.blocks()  # input → output, head last; their composition is the forward pass
-    if k > len(blocks):
-        raise ConfigError(f"k={k} is larger than the number of blocks of {model.arch} ({len(blocks)}, "
-                          f"head included); allowed: 1..{len(blocks)}")
+    check_k(k, model)
     frozen, retrained = blocks[:-k], blocks[-k:]
     reinitialise(retrained, cfg.seed)
     for b in frozen:
@@ -97,8 +102,10 @@ def retrain_blocks(cfg: RetrainBlocksConfig, k: int, logger: RunLogger, *, run_i
     meta = {"training": {"strategy": "retrain_blocks", "k": k, "blocks": len(blocks), "updates": updates,
                          "seed": cfg.seed},
             "lineage": source_lineage("retrain_blocks", source, run_id, k=k)}
-    ckpt = checkpoint_dir or cfg.checkpoint_dir or default_checkpoint_dir("retrain_blocks", train.spec, run_id, f"-k{k}")
-    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=Path(ckpt), threat=threat, device=device)
+    ckpt = (checkpoint_dir or cfg.checkpoint_dir
+            or default_checkpoint_dir("retrain_blocks", train.spec, run_id, f"-k{k}"))
+    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=Path(ckpt), threat=threat,
+                  device=device)
 
 
 def source_baseline(cfg: RetrainBlocksConfig) -> dict[str, float]:
@@ -125,7 +132,8 @@ def plot_robustness_vs_k(rows: dict[int, dict[str, float]], baseline: dict[str, 
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     for name, color in ((n, c) for n, c in zip(sorted(baseline), ("tab:blue", "tab:red", "tab:green"))):
         ax.plot(ks, [rows[k][name] for k in ks], "o-", color=color, label=name.replace("_acc", ""))
-        ax.axhline(baseline[name], color=color, linestyle="--", linewidth=1, label=f"{name.replace('_acc', '')} (source)")
+        ax.axhline(baseline[name], color=color, linestyle="--", linewidth=1,
+                   label=f"{name.replace('_acc', '')} (source, all frozen)")
     ax.set_xlabel("k (deepest blocks re-trained on natural examples)")
     ax.set_ylabel("accuracy")
     ax.set_xticks(ks)

@@ -4,6 +4,7 @@ the result checkpoint. Used by `retrain_blocks`, `transfer`, `finetune_adv` and 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -95,6 +96,18 @@ def on_device(model: ImageClassifier, device) -> ImageClassifier:
 
 def input_format(model: nn.Module) -> torch.memory_format:
     return memory_format_for(getattr(model, "arch", ""))
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """Run the block with `n` intra-op CPU threads (None: unchanged), then restore the setting."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def set_modes(model: nn.Module, frozen: list[nn.Module]) -> None:

@@ -21,8 +21,8 @@ from ..device import resolve_device
 from ..reporting import RunLogger
 from .common import Budget, freeze, lr_at, make_sgd
 from .features import cached_features
-from .source import (IndexedImages, StrategyResult, default_checkpoint_dir, finish, input_format, load_data,
-                     load_source, on_device, replace_head, set_modes, source_lineage, tag_run,
+from .source import (IndexedImages, StrategyResult, cpu_threads, default_checkpoint_dir, finish, input_format,
+                     load_data, load_source, on_device, replace_head, set_modes, source_lineage, tag_run,
                      train_loop)
 
 
@@ -44,7 +44,8 @@ def head_batches(model, train: ImageData, cfg: TransferConfig, device):
     def online(epoch):
         for idx in data.epoch(epoch):
             with torch.no_grad():  # θ* is frozen: no graph through the extractor
-                yield model.features(data.pixels(idx)), data.labels[idx]
+                z = model.features(data.pixels(idx))
+            yield z, data.labels[idx]  # (outside the no_grad block: a generator suspends inside it)
     return online, len(data)
 
 
@@ -56,6 +57,10 @@ def fit_head(model, train: ImageData, cfg: TransferConfig, logger: RunLogger, de
     batches, per_epoch = head_batches(model, train, cfg, device)
     budget = Budget.of(cfg.epochs, cfg.iterations, per_epoch)
     milestones = cfg.milestone_fractions()
+    # On stored features a small head is a stream of tiny matrix products: waking intra-op threads
+    # costs more than they save (10-20x slower on a shared 2-core CPU; benchmarks/bench_transfer.py).
+    tiny = (torch.device(device).type == "cpu" and cfg.feature_cache and not cfg.augment
+            and sum(p.numel() for p in model.head.parameters()) < 1_000_000)
 
     def update(batch, step):
         z, y = batch
@@ -66,8 +71,10 @@ def fit_head(model, train: ImageData, cfg: TransferConfig, logger: RunLogger, de
         opt.step()
         return loss.detach(), logits.detach(), y
 
-    return train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress, desc="transfer head",
-                      lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
+    with cpu_threads(1 if tiny else None):
+        return train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress,
+                          desc="transfer head",
+                          lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
 
 
 def transfer(cfg: TransferConfig, logger: RunLogger, *, run_id: str | None = None) -> StrategyResult:
