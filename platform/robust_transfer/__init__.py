@@ -4,7 +4,16 @@
 """
 from __future__ import annotations
 
-from .models import create_model
+import os as _os
+
+# OpenMP threads that spin-wait at every barrier burn the time slices of a shared CPU: on these
+# 2-core machines, with other jobs running, a training step at 2 threads is ~3x slower with
+# libgomp's default spinning than with passive waiting (benchmarks/bench_train.py, "wait policy").
+# libgomp reads this when torch loads, so it only takes effect if we are imported first (the `rtl`
+# command, `mlflow run`, the benchmarks); an explicit OMP_WAIT_POLICY wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .models import create_model  # noqa: E402
 
 
 def load_model_with_meta(uri_or_path: str):

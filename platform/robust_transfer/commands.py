@@ -4,7 +4,9 @@ from __future__ import annotations
 import re
 
 from .config import EvaluateConfig, TrainConfig
+from .config import FinetuneAdvConfig, LwfConfig, RetrainBlocksConfig, TransferConfig
 from .tracking import log_checkpoint_model, register_checkpoint_model, tracked_run
+from .transfer_commands import run_finetune_adv, run_lwf, run_retrain_blocks, run_transfer
 
 
 def registered_name(cfg, strategy: str) -> str | None:
@@ -52,24 +54,43 @@ def run_train(cfg: TrainConfig) -> dict:
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
-    from .evaluation import evaluate
+    from .evaluation import run_evaluate as _run_evaluate
 
-    tags = {"rtl.model": cfg.model, "rtl.suite": cfg.suite}
-    with tracked_run("evaluate", cfg.to_params(), tags, experiment=cfg.experiment) as log:
-        ev = evaluate(cfg.model, cfg.dataset, split=cfg.split, suite=cfg.suite, attacks=cfg.attacks,
-                      epsilon=cfg.epsilon, step_size=cfg.step_size, n_examples=cfg.n_examples, seed=cfg.seed,
-                      batch_size=cfg.batch_size, device=cfg.device, data_dir=cfg.data_dir, progress=cfg.progress)
-        res = ev.result
-        log.log_metrics(res.metrics)
-        log.set_tags({"rtl.data": ev.data.spec, "rtl.data_sha256": ev.data.sha256(),
-                      "rtl.eval_indices_sha256": res.indices_sha256})
-        print_table(f"evaluate {cfg.model} on {ev.data.spec}:{cfg.split} (n={res.n_examples}, "
-                    f"ε={cfg.epsilon}/255) — run {log.run_id}", res.metrics)
-        return {"run_id": log.run_id, "metrics": res.metrics}
+    return _run_evaluate(cfg)
 
 
 # name → (config class, function, help)
 COMMANDS = {
     "train": (TrainConfig, run_train, "Train a source model: natural, pgd, free or fgsm-rs (Table 1)."),
-    "evaluate": (EvaluateConfig, run_evaluate, "Clean, PGD-k and CW-k accuracy, worst case per example."),
+    "evaluate": (EvaluateConfig, run_evaluate, "Robust accuracy per attack and worst case per example: suite=quick "
+                 "(PGD-20, CW-20), standard (+ APGD-CE/DLR, Square; masking diagnostics) or full (AutoAttack-style)."),
+    "retrain-blocks": (RetrainBlocksConfig, run_retrain_blocks,
+                       "Re-initialise and re-train the k deepest blocks on natural examples (Fig. 1)."),
+    "transfer": (TransferConfig, run_transfer,
+                 "Frozen source features + a new linear/MLP head (Eq. 2, Tables 2-3, Fig. 3-4)."),
+    "finetune-adv": (FinetuneAdvConfig, run_finetune_adv,
+                     "End-to-end fine-tuning of the source on PGD-k examples of the target (Fig. 3 baseline)."),
+    "lwf": (LwfConfig, run_lwf, "Fine-tuning without forgetting: CE + lambda_d * d(z, z0) (Sec. 6, Tables 4-7)."),
 }
+
+
+# --- search and registry (issue #4) ------------------------------------------------------------------
+from .config import PromoteConfig, SearchConfig  # noqa: E402
+
+
+def run_search(cfg: SearchConfig) -> dict:
+    from .search.runner import run_search as _run_search
+
+    return _run_search(cfg)
+
+
+def run_promote(cfg: PromoteConfig) -> dict:
+    from .registry import run_promote as _run_promote
+
+    return _run_promote(cfg)
+
+
+COMMANDS["search"] = (SearchConfig, run_search, "Search a space (search_spaces/*.yaml) with Optuna or Ray Tune; "
+                      "one MLflow child run per trial.")
+COMMANDS["promote"] = (PromoteConfig, run_promote, "Move the champion alias of a registered model if a policy "
+                       "says so; records the decision and a model card.")

@@ -10,7 +10,9 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
+from .data.spec import parse_spec
 from .errors import ConfigError, check_range, one_of
+from .models import check_arch
 
 TRAIN_MODES = ("natural", "pgd", "free", "fgsm-rs")
 SCHEDULES = ("constant", "step", "cosine")
@@ -105,6 +107,8 @@ class TrainConfig(CommonConfig, ThreatConfig):
     def __post_init__(self):
         CommonConfig.__post_init__(self)
         self.check_threat()
+        parse_spec(self.dataset)
+        check_arch(self.arch)
         if self.mode not in TRAIN_MODES:
             raise one_of("mode", self.mode, TRAIN_MODES)
         if self.schedule not in SCHEDULES:
@@ -144,6 +148,14 @@ class EvaluateConfig(ThreatConfig):
     experiment: str = "robust-transfer"
     data_dir: str | None = None
     progress: bool = True
+    diagnostics: bool = True         # gradient-masking checks with suite=standard|full (false: skip them)
+    resume: bool = True              # reuse per-attack results stored under cache_dir()/eval/ (interrupted runs)
+    apgd_iters: int | None = None    # budget knobs; default: the suite's (evaluation.SUITE_BUDGETS)
+    apgd_restarts: int | None = None
+    apgd_targets: int | None = None  # target classes of targeted APGD-DLR (0: untargeted only)
+    square_queries: int | None = None
+    square_restarts: int | None = None
+    deepfool_iters: int | None = None
 
     def __post_init__(self):
         self.check_threat()
@@ -155,9 +167,172 @@ class EvaluateConfig(ThreatConfig):
             raise one_of("split", self.split, ("train", "test"))
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise one_of("device", self.device, DEVICES)
+        from .evaluation import BUDGET_KNOBS, suite_attacks, suite_budget
+
+        suite_attacks(self.suite, self.attacks)
+        suite_budget(self.suite, **{k: getattr(self, k) for k in BUDGET_KNOBS})
 
     def to_params(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v not in (None, "") and k not in ("progress", "data_dir")}
+
+
+# --- transfer strategies (issue #3): retrain_blocks, transfer, finetune_adv, lwf -----------------
+LWF_DISTANCES = ("l2", "l1", "l2sq")
+LWF_TEACHERS = ("offline", "online")
+
+
+def milestone_fractions(text: str) -> list[float]:
+    """'0.5,0.75' → [0.5, 0.75]: increasing fractions of the budget where a step schedule drops lr ×0.1."""
+    if not text:  # '' (or None from an empty flag): no drops
+        return []
+    try:
+        fr = [float(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"milestones={text!r} must be comma-separated fractions in (0,1), e.g. 0.5,0.75") from None
+    if any(not 0 < f < 1 for f in fr) or fr != sorted(fr):
+        raise ConfigError(f"milestones={text!r} must be increasing fractions in (0,1), e.g. 0.5,0.75")
+    return fr
+
+
+def parse_k_list(text) -> list[int]:
+    """`k=2` → [2]; `k=1,2,3` or `k=1-3` → [1, 2, 3] (the number of deepest blocks to re-train)."""
+    out: list[int] = []
+    for token in str(text).replace(" ", "").split(","):
+        m = re.match(r"^(\d+)(?:-(\d+))?$", token)
+        if not m or int(m.group(1)) < 1 or int(m.group(2) or m.group(1)) < int(m.group(1)):
+            raise ConfigError(f"k={text!r} must be whole numbers >= 1: one (k=2), a list (k=1,2,3) or a range (k=1-3)")
+        out.extend(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
+    return sorted(set(out))
+
+
+@dataclass
+class SourceConfig:
+    """What every strategy that starts from a source model shares (mixed into the configs below)."""
+
+    source_model: str = ""          # models:/name@alias, models:/name/version, runs:/... or a checkpoint path
+    upsample: bool = False          # resize the data to the source's input size (paper: CIFAR 32 → 224)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "constant"
+    milestones: str = ""            # step schedule: fractions of the budget where lr drops ×0.1
+    augment: bool = False
+    eval_steps: int = 20            # the final PGD-k evaluation (pgd20_acc)
+    checkpoint_dir: str | None = None
+
+    def check_source(self):
+        if not self.source_model:
+            raise ConfigError("source_model is required: a checkpoint path, runs:/<id>/..., "
+                              "models:/<name>/<version> or models:/<name>@<alias>")
+        if self.schedule not in SCHEDULES:
+            raise one_of("schedule", self.schedule, SCHEDULES)
+        milestone_fractions(self.milestones)
+        check_range("momentum", _check_finite("momentum", self.momentum), 0.0, 1.0, high_inclusive=False)
+        check_range("weight_decay", _check_finite("weight_decay", self.weight_decay), 0.0, 1.0)
+        _check_positive_int("eval_steps", self.eval_steps, 10_000)
+
+    def milestone_fractions(self) -> list[float]:
+        return milestone_fractions(self.milestones)
+
+
+@dataclass
+class RetrainBlocksConfig(CommonConfig, ThreatConfig, SourceConfig):
+    """`retrain_blocks` (Fig. 1): re-initialise the k deepest blocks, re-train them on natural examples."""
+
+    lr: float = 0.001                 # paper: momentum SGD, lr 0.001, 20,000 iterations
+    iterations: int | None = 20_000   # wins over epochs; give iterations= (empty) to budget by epochs
+    dataset: str = ""                 # default: the source's own dataset (the paper re-trains on it)
+    k: str = "1"                      # one k, or a list/range (k=1,2,3): one nested run per k
+    augment: bool = True              # paper footnote 3: standard augmentation
+
+    def __post_init__(self):
+        CommonConfig.__post_init__(self)
+        self.check_threat()
+        self.check_source()
+        parse_k_list(self.k)
+
+    def k_values(self) -> list[int]:
+        return parse_k_list(self.k)
+
+
+@dataclass
+class TransferConfig(CommonConfig, ThreatConfig, SourceConfig):
+    """`transfer` (Eq. 2, Tables 2–3, Fig. 3–4): frozen source features, a new linear or MLP head."""
+
+    epochs: int = 50                  # paper A.2: 50 epochs, batch 128, lr 0.01 → 0.001 at epoch 30
+    lr: float = 0.01
+    schedule: str = "step"
+    milestones: str = "0.6"
+    target: str = ""                  # default: the source's own dataset (Table 2, "same 50% of classes")
+    head: str = "linear"
+    mlp_depth: int = 1                # hidden layers of an mlp head (Fig. 4)
+    width: int = 2048
+    dropout: float = 0.0
+    batch_norm: bool = False
+    feature_cache: bool = True        # frozen extractor + no augmentation: compute z(x) once, train on it
+
+    def __post_init__(self):
+        CommonConfig.__post_init__(self)
+        self.check_threat()
+        self.check_source()
+        self.head_spec()
+
+    def head_spec(self):
+        from .models import HeadSpec
+
+        return HeadSpec(self.head, mlp_depth=self.mlp_depth, width=self.width, dropout=self.dropout,
+                        batch_norm=self.batch_norm)
+
+
+@dataclass
+class FinetuneAdvConfig(CommonConfig, ThreatConfig, SourceConfig):
+    """`finetune_adv` (Fig. 3 baseline, Hendrycks et al. 2019): end-to-end fine-tuning on PGD-k examples."""
+
+    epsilon: float = 5.0              # paper A.2 (ImageNet sources): PGD-3, step 3, ε 5
+    step_size: float = 3.0
+    steps: int = 3
+    epochs: int = 50
+    lr: float = 0.01
+    schedule: str = "step"
+    milestones: str = "0.6"
+    target: str = ""
+    augment: bool = True
+
+    def __post_init__(self):
+        CommonConfig.__post_init__(self)
+        self.check_threat()
+        self.check_source()
+        _check_positive_int("steps", self.steps, 1000)
+
+
+@dataclass
+class LwfConfig(CommonConfig, ThreatConfig, SourceConfig):
+    """`lwf` (section 6, Tables 4–7): CE(f(x), y) + λ_d · d(z(x, θ), z0(x, θ_r*)) with warm start."""
+
+    iterations: int | None = 20_000   # paper: batch 128, 20,000 iterations, lr 0.001 (A.1 says 1e-2)
+    lr: float = 0.001
+    target: str = ""                  # default: the source's own dataset (Tables 5 and 7)
+    lambda_d: float = 0.01
+    distance: str = "l2"              # l2: mean ‖z−z0‖₂ (paper text); l1: mean ‖z−z0‖₁ (authors' code); l2sq
+    warm_start: float = 0.5           # fraction of the updates that train only the head
+    finetune_lr: float | None = None  # lr once the extractor trains too ("we then cut the learning rate"); default lr
+    freeze_bn: bool = True            # A.1: BatchNorm statistics and affine parameters stay as in the source
+    teacher: str = "offline"          # offline: stored z0 of un-augmented images (paper); online: frozen source per batch
+
+    def __post_init__(self):
+        CommonConfig.__post_init__(self)
+        self.check_threat()
+        self.check_source()
+        check_range("lambda_d", _check_finite("lambda_d", self.lambda_d), 0.0, None)
+        check_range("warm_start", _check_finite("warm_start", self.warm_start), 0.0, 1.0)
+        if self.distance not in LWF_DISTANCES:
+            raise one_of("distance", self.distance, LWF_DISTANCES)
+        if self.teacher not in LWF_TEACHERS:
+            raise one_of("teacher", self.teacher, LWF_TEACHERS)
+        if self.finetune_lr is not None:
+            check_range("finetune_lr", _check_finite("finetune_lr", self.finetune_lr), 0.0, 10.0, low_inclusive=False)
+        if self.augment and self.teacher == "offline":
+            raise ConfigError("augment=true needs teacher=online: the stored z0 are features of un-augmented "
+                              "images (paper appendix B); use teacher=online or augment=false")
 
 
 def config_fields(cls) -> list:
@@ -166,3 +341,92 @@ def config_fields(cls) -> list:
 
 __all__ = ["CommonConfig", "ThreatConfig", "TrainConfig", "EvaluateConfig", "TRAIN_MODES", "SCHEDULES",
            "config_fields", "field"]
+__all__ += ["SourceConfig", "RetrainBlocksConfig", "TransferConfig", "FinetuneAdvConfig", "LwfConfig",
+            "LWF_DISTANCES", "LWF_TEACHERS", "milestone_fractions", "parse_k_list"]
+
+
+# --- search and registry (issue #4): search, promote ------------------------------------------------
+SEARCH_BACKENDS = ("optuna", "ray")
+
+
+@dataclass
+class SearchConfig:
+    """`search`: explore a search space (search_spaces/*.yaml) over any entry point, trials tracked in MLflow."""
+
+    space: str = ""                    # a search_spaces/*.yaml file
+    backend: str = "optuna"            # optuna (in-process trials) | ray (Ray Tune workers)
+    storage: str = "sqlite:///optuna.db"  # or postgresql://..., journal:PATH, redis://host:6379/0
+    study_name: str = ""               # default: the space's `study`, else its file name
+    trials: int | None = None          # trials to add (default: the space's `trials`, else 10)
+    timeout: float | None = None       # seconds; stop starting trials after this
+    n_jobs: int = 1                    # optuna: parallel trials (threads) in this process; ray: max concurrent trials (0 = as resources allow)
+    set: str = ""                      # override fixed parameters: set="epochs=1 per_class=20"
+    seed: int | None = None            # sampler seed (default: the space's)
+    resources_per_trial: str = "cpu=1"  # ray: e.g. cpu=2,gpu=0.5
+    address: str = ""                  # ray: an existing cluster (ray://host:10001 or host:6379); default a local one
+    num_cpus: int = 2                  # ray: CPUs of the local cluster
+    experiment: str = "robust-transfer"
+    quiet: bool = False                # no line per finished trial (they are log lines, not bars: on by default)
+
+    def __post_init__(self):
+        if not self.space:
+            raise ConfigError("space is required: a search space YAML, e.g. search_spaces/mlp_head.yaml")
+        if self.backend not in SEARCH_BACKENDS:
+            raise one_of("backend", self.backend, SEARCH_BACKENDS)
+        if self.trials is not None:
+            _check_positive_int("trials", self.trials, 10**6)
+        if self.timeout is not None:
+            check_range("timeout", _check_finite("timeout", self.timeout), 0.0, None, low_inclusive=False)
+        if not isinstance(self.n_jobs, int) or isinstance(self.n_jobs, bool) or not 0 <= self.n_jobs <= 1024:
+            raise ConfigError(f"n_jobs={self.n_jobs!r} must be a whole number in [0, 1024]")
+        if self.backend == "optuna" and self.n_jobs == 0:
+            raise ConfigError("n_jobs=0 means 'as resources allow' for backend=ray only; give n_jobs >= 1")
+        _check_positive_int("num_cpus", self.num_cpus, 4096)
+        if self.study_name and not _NAME.match(self.study_name):
+            raise ConfigError(f"study_name={self.study_name!r} is not a valid name; use letters, digits, '.', '_' or '-'")
+        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
+            raise ConfigError(f"seed={self.seed!r} must be a whole number >= 0")
+        from .search.ray_runner import parse_resources
+
+        parse_resources(self.resources_per_trial)
+
+    def to_params(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v not in (None, "") and k != "quiet"}
+
+
+@dataclass
+class PromoteConfig:
+    """`promote`: move the `champion` alias of a registered model only if a stated policy says so."""
+
+    name: str = ""                     # the registered model
+    policy: str = "max (clean_acc + pgd20_acc) / 2"  # e.g. "max pgd20_acc subject to clean_acc >= 0.7"
+    version: int | None = None         # the candidate version (default: the `alias` version)
+    alias: str = "challenger"          # the candidate alias when no version/study is given
+    study: str = ""                    # or: the best trial of this Optuna study (registered as a new version)
+    storage: str = "sqlite:///optuna.db"  # where `study` lives
+    min_delta: float = 0.0             # the candidate must beat the champion by more than this
+    allow_flagged: bool = False        # promote even a version tagged with gradient-masking flags
+    dry_run: bool = False              # decide and report, change nothing
+    experiment: str = "robust-transfer"
+
+    def __post_init__(self):
+        if not self.name:
+            raise ConfigError("name is required: the registered model whose champion to decide")
+        if not _NAME.match(self.name):
+            raise ConfigError(f"name={self.name!r} is not a valid model name; use letters, digits, '.', '_' or '-'")
+        if self.version is not None:
+            _check_positive_int("version", self.version, 10**9)
+        if self.version is not None and self.study:
+            raise ConfigError("give version or study, not both")
+        if not _NAME.match(self.alias):
+            raise ConfigError(f"alias={self.alias!r} is not a valid alias")
+        check_range("min_delta", _check_finite("min_delta", self.min_delta), 0.0, None)
+        from .registry import Policy
+
+        Policy.parse(self.policy)
+
+    def to_params(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v not in (None, "")}
+
+
+__all__ += ["SearchConfig", "PromoteConfig", "SEARCH_BACKENDS"]

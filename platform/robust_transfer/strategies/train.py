@@ -196,11 +196,13 @@ def train(cfg: TrainConfig, logger: RunLogger, *, run_id: str | None = None) -> 
             if updates >= budget.total_updates:
                 break
         metrics = meter.metrics() | heldout_metrics(model, test_data, threat, cfg.seed, device)
+        if cfg.mode != "natural":  # the meter saw the adversarial batch: name its accuracy for what it is
+            metrics["train_adv_acc"] = metrics.pop("train_clean_acc")
         metrics["lr"] = opt.param_groups[0]["lr"]
         logger.log_metrics(metrics, step=epoch)
         if cfg.progress:
             tqdm.write(f"epoch {epoch + 1}/{budget.epochs}  loss {metrics['train_loss']:.3f}  "
-                       f"train acc {metrics['train_clean_acc']:.3f}  held-out clean {metrics['heldout_clean_acc']:.3f} "
+                       f"train acc {metrics.get('train_clean_acc', metrics.get('train_adv_acc')):.3f}  held-out clean {metrics['heldout_clean_acc']:.3f} "
                        f"pgd10 {metrics['heldout_pgd10_acc']:.3f}  {metrics['images_per_s']:.0f} img/s")
         tensors = optimizer_tensors(opt) | {"rng.torch": torch.get_rng_state()}
         if step.delta is not None:

@@ -26,8 +26,12 @@ class MLflowLogger:
         self.client = MlflowClient(tracking_uri())
 
     def log_params(self, params: dict) -> None:
-        for k, v in params.items():
-            self.client.log_param(self.run_id, k, v)
+        # One batch (one database commit) per 100 params, not one per param: a search trial logs ~30.
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         import time
@@ -38,8 +42,11 @@ class MLflowLogger:
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step or 0) for k, v in metrics.items()])
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, tags=items[i:i + 100])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
@@ -118,6 +125,8 @@ def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experi
         # also works in worker threads and Ray worker processes that have no active parent run).
         _RUN_CONTEXT.set(None)  # only the outermost run of the command is the trial's run
         active = mlflow.active_run()
+        # (MLFLOW_RUN_ID, the `mlflow run` launcher's run, is hidden by the search while trials run:
+        # start_run would otherwise resume it instead of creating this child.)
         run = mlflow.start_run(experiment_id=ctx.experiment_id, parent_run_id=ctx.parent_run_id,
                                nested=active is not None, run_name=ctx.run_name or run_name,
                                tags={k: str(v) for k, v in ctx.tags.items()})
@@ -126,7 +135,17 @@ def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experi
     else:
         # Inside `mlflow run`, MLFLOW_RUN_ID names the run the project launcher created: use it.
         run_id = run_id or os.environ.get("MLFLOW_RUN_ID") if not nested else run_id
-        if run_id is None:
+        parent = mlflow.active_run() if nested else None
+        if run_id is None and parent is not None:
+            # A child lives in its parent's experiment; and MLflow's start_run would read MLFLOW_RUN_ID
+            # (the `mlflow run` launcher's run, our parent) and resume it instead of creating a child.
+            saved = os.environ.pop("MLFLOW_RUN_ID", None)
+            try:
+                run = mlflow.start_run(experiment_id=parent.info.experiment_id, nested=True, run_name=run_name)
+            finally:
+                if saved is not None:
+                    os.environ["MLFLOW_RUN_ID"] = saved
+        elif run_id is None:
             exp = mlflow.set_experiment(experiment)
             run = mlflow.start_run(experiment_id=exp.experiment_id, nested=nested, run_name=run_name)
         else:

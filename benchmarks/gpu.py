@@ -1,0 +1,211 @@
+"""GPU throughput: training images/s (fp32 vs bf16 autocast, NCHW vs channels_last), PGD-20 evaluation
+images/s and MFU against the card's measured bf16 matmul rate, for wrn-16-4, preact-resnet18 and
+wrn-34-10. Data stays on the device (a uint8 image set behind the library's BatchLoader, which
+augments on the device); every timing is bracketed by torch.cuda.synchronize(). The whole run keeps
+to a time budget (default 270 s): configurations left when it runs out are reported as skipped.
+
+On a machine without CUDA it prints one line saying it skipped and exits 0 (`make bench` calls it).
+
+    .venv/bin/python benchmarks/gpu.py [--budget-s 270]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import robust_transfer  # noqa: E402,F401  (before torch: sets OMP_WAIT_POLICY, see benchlib)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+ARCHS = (("wrn-16-4", 256), ("preact-resnet18", 256), ("wrn-34-10", 128))
+CONFIGS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))   # (precision, channels_last)
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def matmul_peak(device, dtype=torch.bfloat16, n: int = 8192, reps: int = 10) -> float:
+    """Best TFLOP/s of an n×n @ n×n torch.mm in `dtype` on `device` (2n³ FLOPs per product)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        torch.mm(a, b)
+    sync(device)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e12
+
+
+def device_loader(n_images: int, batch: int, device, size: int = 32):
+    """The library's BatchLoader over a random uint8 image set held on `device` (augment on)."""
+    from robust_transfer.data import BatchLoader, ImageData
+
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(torch.randint(0, 256, (n_images, 3, size, size), dtype=torch.uint8, generator=g),
+                     torch.randint(0, 10, (n_images,), generator=g), tuple(str(i) for i in range(10)), "random", "train")
+    return BatchLoader(data, batch, shuffle=True, augment=True, seed=0, device=device, drop_last=True)
+
+
+def _batches(loader):
+    while True:
+        yield from loader
+
+
+def flops_per_image(arch: str, device, precision: str, channels_last: bool) -> float:
+    """FLOPs of one training fwd+bwd per image (torch.utils.flop_counter: convolutions and matmuls)."""
+    from robust_transfer.models import create_model
+
+    model = create_model(arch, 10).to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = torch.rand(2, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+    with FlopCounterMode(display=False) as counter:
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(x), torch.zeros(2, dtype=torch.long, device=device))
+        loss.backward()
+    return counter.get_total_flops() / 2
+
+
+def train_throughput(arch: str, batch: int, *, device, precision: str = "fp32", channels_last: bool = True,
+                     steps: int = 20, warmup: int = 5, repeats: int = 2, n_images: int | None = None) -> dict:
+    """Training images/s (best of `repeats` runs of `steps` SGD steps) with data on the device."""
+    from robust_transfer.models import create_model
+
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = create_model(arch, 10).to(device).to(memory_format=fmt).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    batches = _batches(device_loader(n_images or max(4 * batch, 2 * batch), batch, device))
+
+    def step():
+        x, y = next(batches)
+        x = x.contiguous(memory_format=fmt)
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return {"arch": arch, "batch": batch, "precision": precision, "channels_last": channels_last,
+            "img_s": steps * batch / best, "step_s": best / steps}
+
+
+def pgd_throughput(arch: str, batch: int, *, device, precision: str = "bf16", channels_last: bool = True,
+                   steps: int = 20, repeats: int = 2) -> dict:
+    """PGD-`steps` evaluation images/s (robust_transfer.attacks.pgd_attack, no early exit) on the device."""
+    from robust_transfer.attacks import ThreatModel, pgd_attack
+    from robust_transfer.models import create_model
+
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = create_model(arch, 10).to(device).to(memory_format=fmt).eval()
+    x = torch.rand(batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,), device=device)
+    threat = ThreatModel(8, 2)
+
+    def attack(k):
+        with autocast(device, precision):
+            pgd_attack(model, x, y, eps=threat.eps, alpha=threat.alpha, steps=k, early_exit=False)
+
+    attack(1)   # warm-up (cuDNN algorithm choice)
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        attack(steps)
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return {"arch": arch, "batch": batch, "precision": precision, "channels_last": channels_last, "steps": steps,
+            "img_s": batch / best}
+
+
+def run(device="cuda", archs=ARCHS, configs=CONFIGS, *, budget_s: float = 270, steps: int = 20,
+        pgd_batch: int = 512, peak_n: int = 8192) -> dict:
+    """Everything, in priority order, until the time budget runs out. Returns the results; prints as it goes."""
+    t0 = time.perf_counter()
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    peak = matmul_peak(device, torch.bfloat16, peak_n)
+    peak32 = matmul_peak(device, torch.float32, peak_n)
+    name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
+    print(f"device: {name}; measured matmul peak: bf16 {peak:.1f} TFLOP/s, fp32 {peak32:.1f} TFLOP/s "
+          f"(TF32 matmul {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}, cuDNN TF32 convs "
+          f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'})", flush=True)
+    out = {"device": name, "peak_bf16_tflops": peak, "peak_fp32_tflops": peak32, "train": [], "pgd": [], "skipped": []}
+    print(f"{'arch':<16} {'batch':>5} {'precision':<9} {'layout':<6} {'train img/s':>12} {'MFU (bf16 peak)':>16}")
+    for arch, batch in archs:
+        flops = {}
+        for precision, cl in configs:
+            label = f"train {arch} {precision} {'NHWC' if cl else 'NCHW'}"
+            if time.perf_counter() - t0 > budget_s:
+                out["skipped"].append(label)
+                continue
+            try:
+                r = train_throughput(arch, batch, device=device, precision=precision, channels_last=cl, steps=steps)
+            except torch.cuda.OutOfMemoryError:
+                out["skipped"].append(label + " (out of memory)")
+                torch.cuda.empty_cache()
+                continue
+            key = (precision, cl)
+            flops[key] = flops.get(key) or flops_per_image(arch, device, precision, cl)
+            r["tflops"] = r["img_s"] * flops[key] / 1e12
+            r["mfu_bf16_peak"] = r["tflops"] / peak
+            out["train"].append(r)
+            print(f"{arch:<16} {batch:>5} {precision:<9} {'NHWC' if cl else 'NCHW':<6} {r['img_s']:>12.0f} "
+                  f"{r['mfu_bf16_peak']:>16.2f}", flush=True)
+        for precision in ("fp32", "bf16"):
+            label = f"pgd20 {arch} {precision}"
+            if time.perf_counter() - t0 > budget_s:
+                out["skipped"].append(label)
+                continue
+            r = pgd_throughput(arch, pgd_batch, device=device, precision=precision, channels_last=True)
+            out["pgd"].append(r)
+            print(f"{arch:<16} {pgd_batch:>5} {precision:<9} NHWC   PGD-20 evaluation {r['img_s']:.0f} img/s", flush=True)
+    if out["skipped"]:
+        print(f"skipped (time budget {budget_s:.0f} s): {', '.join(out['skipped'])}")
+    out["seconds"] = time.perf_counter() - t0
+    print(f"gpu.py finished in {out['seconds']:.0f} s")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--budget-s", type=float, default=270, help="stop starting new configurations after this")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("gpu.py: skipped: no CUDA device (torch.cuda.is_available() is False)")
+        return 0
+    run("cuda", budget_s=args.budget_s)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Metric expressions and constraints: `pgd20_acc`, `(clean_acc + pgd20_acc)/2`, `clean_acc >= 0.7`.
+
+A tiny, safe evaluator over Python's `ast` (numbers, metric names, + - * /, unary minus, min/max,
+parentheses): search spaces and promotion policies share it, so a policy and an objective mean
+the same thing by the same text.
+"""
+from __future__ import annotations
+
+import ast
+import operator
+import re
+from dataclasses import dataclass
+
+# Names a metric expression may use (DESIGN.md metric names, `heldout_*` per-epoch checks).
+METRIC_NAME = re.compile(r"^(heldout_)?(clean_acc|(pgd|cw)\d+_acc|aa_acc|worst_acc|train_loss|train_clean_acc|"
+                         r"epoch_time_s|images_per_s|[a-z0-9_]+_acc)$")
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_CMPOPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+_FUNCS = {"min": min, "max": max}
+
+
+class ExprError(ValueError):
+    """An expression that cannot be parsed or uses something other than metrics and arithmetic."""
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A parsed arithmetic expression over metric names."""
+
+    text: str
+    tree: ast.Expression
+    names: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> "Expr":
+        text = str(text).strip()
+        if not text:
+            raise ExprError("empty expression")
+        try:
+            tree = ast.parse(text, mode="eval")
+        except SyntaxError:
+            raise ExprError(f"{text!r} is not an arithmetic expression over metric names") from None
+        names: list[str] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name):
+                if node.id in _FUNCS:
+                    continue
+                if not METRIC_NAME.match(node.id):
+                    raise ExprError(f"{node.id!r} in {text!r} is not a metric name "
+                                    "(e.g. clean_acc, pgd20_acc, cw20_acc, aa_acc, worst_acc)")
+                names.append(node.id)
+            elif isinstance(node, ast.Call):
+                if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS or node.keywords:
+                    raise ExprError(f"{text!r}: only min(...) and max(...) may be called")
+            elif not isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Load, ast.USub,
+                                       ast.UAdd, *_BINOPS)):
+                raise ExprError(f"{text!r}: only numbers, metric names, + - * /, min, max and parentheses are allowed")
+            if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)):
+                raise ExprError(f"{text!r}: constants must be numbers")
+        if not names:
+            raise ExprError(f"{text!r} uses no metric")
+        return cls(text, tree, tuple(dict.fromkeys(names)))
+
+    def __call__(self, metrics: dict[str, float]) -> float:
+        missing = [n for n in self.names if n not in metrics]
+        if missing:
+            raise KeyError(", ".join(missing))
+        return float(_eval(self.tree.body, metrics))
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _eval(node, env):
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return float(env[node.id])
+    if isinstance(node, ast.UnaryOp):
+        v = _eval(node.operand, env)
+        return -v if isinstance(node.op, ast.USub) else v
+    if isinstance(node, ast.BinOp):
+        return _BINOPS[type(node.op)](_eval(node.left, env), _eval(node.right, env))
+    if isinstance(node, ast.Call):
+        return _FUNCS[node.func.id](*(_eval(a, env) for a in node.args))
+    raise ExprError(f"unsupported expression node {type(node).__name__}")  # parse() rules this out
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """`<expr> >= <number>` (or >, <=, <): feasible when it holds."""
+
+    text: str
+    expr: Expr
+    op: str
+    bound: float
+
+    @classmethod
+    def parse(cls, text: str) -> "Constraint":
+        m = re.match(r"^(.+?)\s*(>=|<=|>|<)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$", str(text).strip())
+        if not m:
+            raise ExprError(f"constraint {text!r} must read `<metric expression> >= <number>` (or >, <=, <), "
+                            "e.g. clean_acc >= 0.7")
+        return cls(str(text).strip(), Expr.parse(m.group(1)), m.group(2), float(m.group(3)))
+
+    def violation(self, metrics: dict[str, float]) -> float:
+        """Optuna's convention: <= 0 when satisfied, the amount of violation otherwise."""
+        v = self.expr(metrics)
+        return self.bound - v if self.op in (">=", ">") else v - self.bound
+
+    def holds(self, metrics: dict[str, float]) -> bool:
+        return _CMPOPS[self.op](self.expr(metrics), self.bound)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def intermediate_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Per-epoch stand-ins for final metrics (for pruning): `heldout_clean_acc` for `clean_acc`, and any
+    `heldout_pgd{k}_acc` for `pgd{j}_acc` (a cheaper held-out attack tracks the final one)."""
+    out = dict(metrics)
+    for k, v in metrics.items():
+        if k.startswith("heldout_"):
+            out.setdefault(k[len("heldout_"):], v)
+    pgd = [k for k in out if re.fullmatch(r"pgd\d+_acc", k)]
+    if pgd:
+        out["_pgd_any"] = out[pgd[0]]
+    return out
+
+
+def evaluate_intermediate(expr: Expr, epoch_metrics: dict[str, float]) -> float | None:
+    """The expression on per-epoch metrics, or None when they do not carry what it needs."""
+    env = intermediate_metrics(epoch_metrics)
+    for n in expr.names:
+        if n not in env and re.fullmatch(r"pgd\d+_acc", n) and "_pgd_any" in env:
+            env[n] = env["_pgd_any"]
+    try:
+        return expr(env)
+    except (KeyError, ZeroDivisionError):
+        return None

@@ -1,0 +1,102 @@
+"""Optuna storage URLs: sqlite (default), any SQLAlchemy RDB URL (PostgreSQL, MySQL), a journal file
+(`journal:PATH`) or a Redis journal (`redis://host:port/db`) for parallel workers."""
+from __future__ import annotations
+
+import contextlib
+import re
+import warnings
+from pathlib import Path
+
+from ..errors import SearchError
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+HELP = ("sqlite:///optuna.db, an RDB URL such as postgresql://user@host:5432/db, journal:PATH "
+        "(a journal file) or redis://host:6379/0 (a Redis journal)")
+
+
+def redact(url: str) -> str:
+    """The URL without its password (safe for MLflow params and messages)."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(url))
+
+
+def rdb_url(url: str) -> str:
+    """`postgresql://...` with the driver that is installed: SQLAlchemy 2.1 defaults PostgreSQL URLs to
+    psycopg 3, while this environment ships psycopg2 (`postgresql+psycopg2://`)."""
+    import importlib.util
+
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain) and importlib.util.find_spec("psycopg") is None \
+                and importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url[len(plain):]
+    return url
+
+
+def kind(url: str) -> str:
+    url = str(url)
+    if url.startswith("journal:"):
+        return "journal"
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return "redis"
+    if url.startswith("sqlite:"):
+        return "sqlite"
+    if "://" in url:
+        return "rdb"
+    raise SearchError(f"storage={url!r} is not a storage URL; give {HELP}")
+
+
+def open_storage(url: str):
+    """An Optuna storage object for `url`; SearchError (one line) when it cannot be reached."""
+    import optuna
+
+    k = kind(url)
+    try:
+        if k == "journal":
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            path = Path(url[len("journal:"):])
+            if not str(path) or str(path) == ".":
+                raise SearchError(f"storage={url!r}: give a file, e.g. journal:optuna.log")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        if k == "redis":
+            from optuna.storages.journal import JournalRedisBackend, JournalStorage
+
+            with warnings.catch_warnings():  # experimental in Optuna since 3.1, and the documented way
+                warnings.simplefilter("ignore")
+                backend = JournalRedisBackend(url)
+            backend._redis.ping()  # fail now, not in trial 1
+            return JournalStorage(backend)
+        engine_kwargs = {}
+        if url.startswith(("postgresql", "postgres")):
+            engine_kwargs = {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
+        elif url.startswith("sqlite:"):
+            db = url.split(":///", 1)[-1]
+            if db and db != ":memory:":
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            engine_kwargs = {"connect_args": {"timeout": 60}}
+        return optuna.storages.RDBStorage(rdb_url(url), engine_kwargs=engine_kwargs)
+    except SearchError:
+        raise
+    except ModuleNotFoundError as e:
+        raise SearchError(f"storage={redact(url)!r} needs the Python package {e.name!r}") from None
+    except Exception as e:  # sqlalchemy OperationalError, redis ConnectionError, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SearchError(f"storage={redact(url)!r} cannot be reached: {first[:300]}; give {HELP}") from None
+
+
+@contextlib.contextmanager
+def creation_lock(url: str):
+    """Serialise study creation between processes on one machine (sqlite and journal files: never let
+    several processes create one study at once). RDB servers and Redis handle it themselves."""
+    k = kind(url)
+    if k not in ("sqlite", "journal"):
+        yield
+        return
+    from filelock import FileLock
+
+    target = url.split(":///", 1)[-1] if k == "sqlite" else url[len("journal:"):]
+    if not target or target == ":memory:":
+        yield
+        return
+    with FileLock(str(target) + ".create.lock", timeout=120):
+        yield
