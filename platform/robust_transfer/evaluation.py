@@ -1,37 +1,90 @@
-"""`evaluate`: robustness of a model (object, checkpoint path or MLflow URI) on a dataset split."""
+"""`evaluate`: robustness of a model (object, checkpoint path or MLflow URI) on a dataset split.
+
+Suites (`suite=`), each a list of attacks (attacks/strong.py) with a compute budget:
+
+    quick      clean, PGD-20 (CE), CW-20 (margin); the worst case per example (`worst_acc`)
+    standard   quick + PGD-100 + APGD-CE + APGD-DLR (targeted towards the top classes on what the untargeted
+               run leaves) + Square (score-based black box), through ART; `aa_acc` = worst case per example;
+               gradient-masking diagnostics (attacks/diagnostics.py)
+    full       AutoAttack's standard set as ART provides it (APGD-CE, APGD-T(DLR), DeepFool in FAB's place,
+               Square) at AutoAttack's budget, plus PGD-100 with 5 restarts; diagnostics
+
+`attacks=` replaces a suite's attack list (the suite still sets the budget and whether diagnostics
+run). Evaluated examples are a seeded subset (`indices_sha256`), so numbers are comparable across runs;
+results are stored per attack and batch under `cache_dir()/eval/` and an interrupted evaluation resumes.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import re
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
 
 import torch
 
-from .attacks import EvalResult, ThreatModel, evaluate_robustness, parse_attack
+from .attacks import EvalResult, ThreatModel, indices_sha256, select_examples
+from .attacks.diagnostics import FLAG_TAG_PREFIX, MASKING_TAG, Diagnostics, MaskingThresholds, diagnose
+from .attacks.resume import EvalStore, tensors_sha256, weights_sha256
+from .attacks.strong import AttackRunner, Budget, parse_attack_list
 from .data import ImageData, load_dataset, resize_images
 from .device import resolve_device
-from .errors import ConfigError, ModelError, one_of
+from .errors import ConfigError, DataError, ModelError, RegistryError, one_of
 
-# Attack suites (issue: strong evaluation extends `standard` and `full` with APGD/Square/AutoAttack).
 SUITES = {
     "quick": ("clean", "pgd20", "cw20"),
+    "standard": ("clean", "pgd20", "cw20", "pgd100", "apgd-ce", "apgd-dlr", "square"),
+    "full": ("clean", "pgd20", "cw20", "apgd-ce", "apgd-dlr", "deepfool", "square", "pgd100r5"),
 }
+# Budgets: `full` is AutoAttack's (APGD 100 iterations, 9 target classes, Square 5000 queries); `standard`
+# is sized for CPU runs. Every knob can be overridden (apgd_iters=, square_queries=, ...).
+SUITE_BUDGETS = {
+    "quick": Budget(apgd_iters=50, apgd_targets=3, square_queries=1000, deepfool_iters=50),
+    "standard": Budget(apgd_iters=50, apgd_targets=3, square_queries=1000, deepfool_iters=50),
+    "full": Budget(apgd_iters=100, apgd_targets=9, square_queries=5000, deepfool_iters=100),
+}
+DIAGNOSED_SUITES = ("standard", "full")   # gradient-masking diagnostics run with these (and aa_acc is reported)
+BUDGET_KNOBS = ("apgd_iters", "apgd_restarts", "apgd_targets", "square_queries", "square_restarts", "deepfool_iters")
+
+
+class MaskingWarning(UserWarning):
+    """An evaluation found signs of gradient masking (see Evaluation.diagnostics)."""
 
 
 @dataclass
 class Evaluation:
     result: EvalResult
     meta: dict
-    data: ImageData
+    data: ImageData | None
+    suite: str = "quick"
+    diagnostics: Diagnostics | None = None     # None when the suite runs none (quick)
+    budget: Budget | None = None
+    extra: dict = field(default_factory=dict)  # resumed batches, skipped attacks, per-attack seconds
+
+    @property
+    def masking_flags(self) -> list[str]:
+        return self.diagnostics.flag_names if self.diagnostics else []
+
+
+def check_suite(suite: str) -> str:
+    if suite not in SUITES:
+        raise one_of("suite", suite, tuple(SUITES))
+    return suite
 
 
 def suite_attacks(suite: str, override: str = "") -> tuple[str, ...]:
-    if override:
-        names = tuple(a.strip() for a in override.split(",") if a.strip())
-        for a in names:
-            parse_attack(a)
-        return names if "clean" in names else ("clean", *names)
-    if suite not in SUITES:
-        raise one_of("suite", suite, tuple(SUITES))
-    return SUITES[suite]
+    """The attack names a suite (or an `attacks=` override of it) runs, canonical, clean first."""
+    check_suite(suite)
+    return tuple(s.name for s in parse_attack_list(override or SUITES[suite]))
+
+
+def suite_budget(suite: str, **overrides) -> Budget:
+    """The suite's budget with any non-None knob overridden (ConfigError on a bad value)."""
+    unknown = set(overrides) - set(BUDGET_KNOBS)
+    if unknown:
+        raise ConfigError(f"unknown budget knob(s) {', '.join(sorted(unknown))}; allowed: {', '.join(BUDGET_KNOBS)}")
+    return SUITE_BUDGETS[check_suite(suite)].with_overrides(**overrides)
 
 
 def load_any_model(model) -> tuple[torch.nn.Module, dict]:
@@ -59,16 +112,178 @@ def data_for_model(meta: dict, dataset: str, split: str, data_dir=None, progress
 
 def evaluate(model, dataset: str = "", *, split: str = "test", suite: str = "quick", attacks: str = "",
              epsilon: float = 8.0, step_size: float = 2.0, n_examples: int = 1000, seed: int = 0,
-             batch_size: int = 256, device: str = "auto", data_dir=None, progress: bool = True) -> Evaluation:
-    """Clean and adversarial accuracy, per attack and worst case per example."""
-    names = suite_attacks(suite, attacks)
-    threat = ThreatModel(epsilon, step_size)
+             batch_size: int = 256, device: str = "auto", data_dir=None, progress: bool = True,
+             diagnostics: bool | None = None, resume: bool = True, thresholds: MaskingThresholds | None = None,
+             **budget) -> Evaluation:
+    """Clean and adversarial accuracy, per attack and worst case per example (+ diagnostics for
+    standard/full). `budget`: apgd_iters, apgd_restarts, apgd_targets, square_queries, square_restarts,
+    deepfool_iters (default: the suite's)."""
+    suite_attacks(suite, attacks)           # validate the request before loading anything
+    suite_budget(suite, **budget)
+    ThreatModel(epsilon, step_size)
     net, meta = load_any_model(model)
     data = data_for_model(meta, dataset, split, data_dir, progress, net)
-    if n_examples > len(data):
+    if isinstance(n_examples, int) and not isinstance(n_examples, bool) and n_examples > len(data):
         raise ConfigError(f"n_examples={n_examples} is larger than the {split} split ({len(data)} examples)")
-    dev = resolve_device(device)
-    result = evaluate_robustness(net.to(dev), data.images, data.labels, attacks=names, threat=threat,
-                                 n_examples=n_examples, seed=seed, batch_size=batch_size, device=dev,
-                                 progress=progress)
-    return Evaluation(result=result, meta=meta, data=data)
+    ev = evaluate_tensors(net, data.images, data.labels, suite=suite, attacks=attacks, epsilon=epsilon,
+                          step_size=step_size, n_examples=n_examples, seed=seed, batch_size=batch_size,
+                          device=device, progress=progress, diagnostics=diagnostics, resume=resume,
+                          thresholds=thresholds, data_sha256=data.sha256(), **budget)
+    ev.meta, ev.data = meta, data
+    return ev
+
+
+def evaluate_tensors(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, suite: str = "quick",
+                     attacks: str | tuple = "", epsilon: float = 8.0, step_size: float = 2.0,
+                     n_examples: int | None = 1000, seed: int = 0, batch_size: int = 256, device="auto",
+                     progress: bool = True, diagnostics: bool | None = None, resume: bool = True,
+                     thresholds: MaskingThresholds | None = None, data_sha256: str | None = None,
+                     store_root=None, **budget) -> Evaluation:
+    """`evaluate` on in-memory data: uint8 [N,3,H,W] (or float pixels in [0,1]) and int labels [N]."""
+    specs = parse_attack_list(attacks if attacks else SUITES[check_suite(suite)])
+    bud = suite_budget(suite, **budget)
+    threat = ThreatModel(epsilon, step_size)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} must be a whole number >= 1")
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] == 0:
+        raise DataError(f"images must be a non-empty tensor [N, C, H, W]; got {getattr(images, 'shape', type(images))}")
+    diagnosed = suite in DIAGNOSED_SUITES if diagnostics is None else bool(diagnostics)
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    idx = select_examples(images.shape[0], n_examples, seed)
+    if images.is_floating_point():
+        chosen = images[idx]
+        if chosen.min() < 0 or chosen.max() > 1:
+            raise DataError(f"float images must be pixels in [0,1]; got values in "
+                            f"[{chosen.min().item():.3g}, {chosen.max().item():.3g}] (pass uint8 0-255 instead?)")
+    idx_sha = indices_sha256(idx)
+
+    model.to(dev)
+    store = None
+    if resume:
+        from .data import cache_dir
+
+        root = store_root or cache_dir() / "eval"
+        store = EvalStore(root, {"model": weights_sha256(model), "data": data_sha256 or tensors_sha256(images, labels),
+                                 "indices": idx_sha, "batch_size": batch_size, "seed": seed})
+    start = time.perf_counter()
+    runner = AttackRunner(model, images, labels, idx, batch_size=batch_size, seed=seed, device=dev, budget=bud,
+                          progress=progress, store=store)
+    correct: dict[str, torch.Tensor] = {}
+    for spec in specs:
+        if spec.kind == "apgd-dlr" and runner.num_classes < 3:
+            runner.run.skipped[spec.name] = "the DLR loss needs at least 3 classes"
+            continue
+        correct[spec.name] = runner.clean if spec.kind == "clean" else runner.attack(spec, threat)
+    run_specs = [s for s in specs if s.name in correct]
+    diag = diagnose(runner, correct, run_specs, threat, thresholds or MaskingThresholds()) if diagnosed else None
+    seconds = time.perf_counter() - start
+
+    worst = torch.stack(list(correct.values())).all(dim=0)
+    metrics = {s.metric: correct[s.name].float().mean().item() for s in run_specs}
+    metrics["worst_acc"] = worst.float().mean().item()
+    if suite in DIAGNOSED_SUITES:
+        metrics["aa_acc"] = metrics["worst_acc"]
+    if diag is not None:
+        metrics.update(diag.measurements)
+    n = idx.numel()
+    params = {"attacks": [s.name for s in run_specs], **threat.to_dict(), "n_examples": n, "seed": seed,
+              "batch_size": batch_size, "suite": suite, "budget": bud.to_dict(), "attack_seconds": runner.run.seconds}
+    result = EvalResult(metrics=metrics, correct=correct, n_examples=n, indices_sha256=idx_sha, seconds=seconds,
+                        images_per_s=n / seconds if seconds > 0 else float("inf"), params=params)
+    ev = Evaluation(result=result, meta={}, data=None, suite=suite, diagnostics=diag, budget=bud,
+                    extra={"resumed_batches": runner.run.resumed, "skipped": runner.run.skipped,
+                           "attack_seconds": runner.run.seconds, "store": str(store.dir) if store else None})
+    if diag is not None and diag.flags:
+        warnings.warn(diag.warning(), MaskingWarning, stacklevel=2)
+    return ev
+
+
+# ------------------------------------------------------------------------------------------ the entry point
+_REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
+
+
+def _mlflow_client():
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from .tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return MlflowClient(tracking_uri())
+
+
+def registered_version(model_uri: str) -> tuple[str, str] | None:
+    """(name, version) for models:/name/version or models:/name@alias (alias resolved); None otherwise."""
+    m = _REGISTERED.match(str(model_uri))
+    if not m:
+        return None
+    client = _mlflow_client()
+    name = m.group("name")
+    if m.group("version"):
+        return name, m.group("version")
+    aliases = client.get_registered_model(name).aliases     # search_model_versions returns no aliases in MLflow 3
+    if m.group("alias") not in aliases:
+        raise RegistryError(f"registered model {name!r} has no alias {m.group('alias')!r}")
+    return name, str(aliases[m.group("alias")])
+
+
+def tag_model_version(model_uri: str, ev: Evaluation, run_id: str | None) -> tuple[str, str] | None:
+    """Put the evaluation on the registered version it came from: `metric.<name>` per metric, the masking
+    flags (stale per-flag tags removed), and `eval.*` (time, run, suite, examples) for `promote`."""
+    found = registered_version(model_uri)
+    if found is None or ev.diagnostics is None:
+        return None
+    client = _mlflow_client()
+    name, version = found
+    res = ev.result
+    tags = {f"metric.{k}": f"{v:.4f}" for k, v in res.metrics.items()}
+    tags.update(ev.diagnostics.tags())
+    tags.update({"eval.timestamp": str(int(time.time() * 1000)), "eval.suite": ev.suite,
+                 "eval.n_examples": str(res.n_examples), "eval.indices_sha256": res.indices_sha256,
+                 "eval.epsilon": str(res.params.get("epsilon"))})
+    if ev.data is not None:
+        tags.update({"eval.data": ev.data.spec, "eval.data_sha256": ev.data.sha256()})
+    if run_id:
+        tags["eval.run_id"] = run_id
+    current = client.get_model_version(name, version).tags or {}
+    for k in current:
+        if k.startswith(FLAG_TAG_PREFIX) and k not in tags:
+            client.delete_model_version_tag(name, version, k)
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version, k, v)
+    return name, version
+
+
+def run_evaluate(cfg) -> dict:
+    """`rtl evaluate` / the `evaluate` entry point: evaluate, log to MLflow, tag a registered version."""
+    from .commands import print_table
+    from .tracking import tracked_run
+
+    budget = {k: getattr(cfg, k, None) for k in BUDGET_KNOBS}
+    tags = {"rtl.model": cfg.model, "rtl.suite": cfg.suite}
+    with tracked_run("evaluate", cfg.to_params(), tags, experiment=cfg.experiment) as log:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MaskingWarning)   # reported below, as one line
+            ev = evaluate(cfg.model, cfg.dataset, split=cfg.split, suite=cfg.suite, attacks=cfg.attacks,
+                          epsilon=cfg.epsilon, step_size=cfg.step_size, n_examples=cfg.n_examples, seed=cfg.seed,
+                          batch_size=cfg.batch_size, device=cfg.device, data_dir=cfg.data_dir,
+                          progress=cfg.progress, diagnostics=None if getattr(cfg, "diagnostics", True) else False,
+                          resume=getattr(cfg, "resume", True), **budget)
+        res = ev.result
+        log.log_metrics(res.metrics)
+        run_tags = {"rtl.data": ev.data.spec, "rtl.data_sha256": ev.data.sha256(),
+                    "rtl.eval_indices_sha256": res.indices_sha256, "rtl.eval_attacks": ",".join(res.params["attacks"]),
+                    "rtl.eval_budget": json.dumps(ev.budget.to_dict(), sort_keys=True)}
+        if ev.diagnostics is not None:
+            run_tags.update(ev.diagnostics.tags())
+        log.set_tags(run_tags)
+        version = tag_model_version(cfg.model, ev, log.run_id)
+        if version:
+            log.set_tags({"rtl.model_version": f"{version[0]}/{version[1]}"})
+        print_table(f"evaluate {cfg.model} on {ev.data.spec}:{cfg.split} (n={res.n_examples}, "
+                    f"ε={cfg.epsilon}/255, suite={cfg.suite}) — run {log.run_id}", res.metrics)
+        if ev.diagnostics is not None:
+            line = ev.diagnostics.warning()
+            print(line or "gradient-masking diagnostics: no flags", file=sys.stderr if line else sys.stdout)
+        return {"run_id": log.run_id, "metrics": res.metrics, "masking_flags": ev.masking_flags,
+                "model_version": version}

@@ -1,0 +1,357 @@
+"""Strong evaluation (issue #5): suites, ART attacks, gradient-masking diagnostics, resumability, registry tags.
+
+Models are tiny and trained here (tests/test_attacks.py's helpers); the whole file stays well
+under 3 minutes on two cores. Our PGD against ART's PGD is in test_attacks.py (not repeated).
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from torch import nn
+
+from robust_transfer.attacks import strong
+from robust_transfer.attacks.diagnostics import FLAGS, MASKING_TAG
+from robust_transfer.attacks.resume import EvalStore, weights_sha256
+from robust_transfer.attacks.strong import AttackSpec, Budget, parse_attack_list, parse_strong_attack
+from robust_transfer.cli import main
+from robust_transfer.errors import ConfigError
+from robust_transfer.evaluation import (SUITES, MaskingWarning, evaluate_tensors, suite_attacks, suite_budget)
+from test_attacks import TinyCNN, synthetic, train
+
+# Small budgets: enough to break a natural tiny model, cheap on CPU.
+FAST = dict(apgd_iters=10, apgd_targets=2, square_queries=150, deepfool_iters=10)
+
+
+class ScaledLogits(nn.Module):
+    """Gradient masking by construction: logits ×1e4 saturate the softmax, ∇ₓ CE underflows to exactly 0."""
+
+    def __init__(self, model: nn.Module, scale: float = 1e4):
+        super().__init__()
+        self.model = model
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, x):
+        return self.model(x) * self.scale
+
+
+class NoisyOutput(nn.Module):
+    """A randomised model: Gaussian noise on the logits even in eval mode."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        out = self.model(x)
+        return out + torch.randn_like(out)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and busy-waiting ones cost CPU on shared machines."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(2000, seed=0), synthetic(200, seed=1)
+
+
+@pytest.fixture(scope="module")
+def natural(data):
+    (x, y), _ = data
+    torch.manual_seed(0)
+    return train(TinyCNN(), x, y, epochs=6)
+
+
+def _images(x):
+    return (x * 255).round().to(torch.uint8)
+
+
+# ---------------------------------------------------------------- names, suites, budgets
+@pytest.mark.parametrize("name, expected", [
+    ("apgd-ce", AttackSpec("apgd-ce", "apgd-ce")), ("APGD_DLR", AttackSpec("apgd-dlr", "apgd-dlr")),
+    ("square", AttackSpec("square", "square")), ("deepfool", AttackSpec("deepfool", "deepfool")),
+    ("pgd100r5", AttackSpec("pgd100r5", "pgd", 100, 5)), ("cw20", AttackSpec("cw20", "cw", 20, 1)),
+    ("fgsm", AttackSpec("fgsm", "fgsm", 1)),
+])
+def test_attack_names(name, expected):
+    spec = parse_strong_attack(name)
+    assert spec == expected
+    assert spec.metric == expected.name.replace("-", "_") + "_acc"
+
+
+@pytest.mark.parametrize("name, needle", [("fab", "use deepfool"), ("pgd100r0", "restarts"), ("apgd", "apgd-ce"),
+                                          ("pgd0", "steps"), ("", "")])
+def test_bad_attack_names(name, needle):
+    with pytest.raises(ConfigError) as e:
+        parse_strong_attack(name)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_suites_contents_and_budgets():
+    assert set(SUITES) == {"quick", "standard", "full"}
+    assert suite_attacks("quick") == ("clean", "pgd20", "cw20")
+    standard, full = suite_attacks("standard"), suite_attacks("full")
+    assert set(suite_attacks("quick")) < set(standard)
+    assert {"apgd-ce", "apgd-dlr", "square"} <= set(standard) and {"deepfool", "pgd100r5"} <= set(full)
+    assert suite_attacks("standard", "square, PGD7") == ("clean", "square", "pgd7")
+    assert suite_budget("full").square_queries == 5000 and suite_budget("full").apgd_targets == 9
+    assert suite_budget("standard", square_queries=10).square_queries == 10
+    assert [s.name for s in parse_attack_list("cw5,clean,cw5")] == ["clean", "cw5"]
+    for bad in ({"apgd_iters": 0}, {"square_queries": 2.5}, {"apgd_targets": -1}, {"warp": 3}):
+        with pytest.raises(ConfigError):
+            suite_budget("standard", **bad)
+    with pytest.raises(ConfigError, match="suite='ultra'"):
+        suite_attacks("ultra")
+    with pytest.raises(ConfigError):
+        Budget(apgd_restarts=0)
+
+
+# ---------------------------------------------------------------- the evidence: natural and masked models
+def test_natural_model_is_broken_by_every_attack_and_not_flagged(natural, data):
+    _, (x, y) = data
+    ev = evaluate_tensors(natural, _images(x), y, suite="standard", n_examples=64, batch_size=64, device="cpu",
+                          progress=False, resume=False, **{**FAST, "square_queries": 500})
+    m = ev.result.metrics
+    print("\nnatural:", {k: round(v, 3) for k, v in m.items()})
+    assert m["clean_acc"] > 0.85
+    attacks = [k for k in m if k.endswith("_acc") and k not in ("clean_acc",) and not k.startswith("diag_")]
+    assert {"pgd20_acc", "cw20_acc", "pgd100_acc", "apgd_ce_acc", "apgd_dlr_acc", "square_acc", "aa_acc"} <= set(m)
+    for k in attacks:
+        assert m[k] <= (0.06 if k == "square_acc" else 0.02), k     # ~0 (Square, a random search: nearly)
+    assert m["aa_acc"] == m["worst_acc"] <= min(m[k] for k in attacks)
+    assert ev.diagnostics is not None and ev.diagnostics.flags == {}, ev.diagnostics.flags
+    assert ev.diagnostics.tags() == {MASKING_TAG: ""}
+    assert m["diag_zero_grad_frac"] == 0 and m["diag_pgd20_eps64_acc"] <= 0.05
+
+
+def test_masked_model_is_flagged_and_pgd_overstates_it(natural, data):
+    _, (x, y) = data
+    masked = ScaledLogits(natural)
+    with pytest.warns(MaskingWarning, match="gradient masking"):
+        ev = evaluate_tensors(masked, _images(x), y, suite="standard", n_examples=64, batch_size=64, device="cpu",
+                              progress=False, resume=False, **FAST)
+    m, flags = ev.result.metrics, ev.diagnostics.flags
+    print("\nmasked:", {k: round(v, 3) for k, v in m.items()}, "\nflags:", flags)
+    assert m["clean_acc"] > 0.85
+    assert m["pgd20_acc"] > 0.7 and m["pgd20_acc"] - m["aa_acc"] > 0.5        # PGD alone: a robust-looking model
+    assert m["aa_acc"] <= 0.05 and m["apgd_dlr_acc"] <= 0.05                    # the scale-invariant DLR sees through
+    assert {"zero_gradients", "cw_below_ce", "pgd_steps"} <= set(flags)
+    tags = ev.diagnostics.tags()
+    assert tags[MASKING_TAG] == ",".join(f for f in FLAGS if f in flags)
+    assert all(tags[f"rtl.masking.{f}"] and "\n" not in tags[f"rtl.masking.{f}"] for f in flags)
+    assert "\n" not in ev.diagnostics.warning() and ev.diagnostics.warning().startswith("warning: ")
+
+
+def test_randomised_model_is_flagged(natural, data):
+    _, (x, y) = data
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskingWarning)
+        ev = evaluate_tensors(NoisyOutput(natural), _images(x), y, suite="standard", attacks="pgd5", n_examples=32,
+                              batch_size=32, device="cpu", progress=False, resume=False)
+    assert "randomised_output" in ev.diagnostics.flags
+    assert "cw_below_ce" in ev.diagnostics.skipped and "pgd_steps" in ev.diagnostics.skipped
+    assert list(ev.result.metrics)[:2] == ["clean_acc", "pgd5_acc"]
+
+
+def test_quick_suite_runs_no_diagnostics_and_reports_no_aa(natural, data):
+    _, (x, y) = data
+    ev = evaluate_tensors(natural, _images(x), y, suite="quick", n_examples=16, batch_size=16, device="cpu",
+                          progress=False, resume=False)
+    assert list(ev.result.metrics) == ["clean_acc", "pgd20_acc", "cw20_acc", "worst_acc"]
+    assert ev.diagnostics is None and ev.masking_flags == []
+
+
+# ---------------------------------------------------------------- resumable
+def test_full_evaluation_resumes_after_an_interruption(natural, data, tmp_path, monkeypatch):
+    _, (x, y) = data
+    images = _images(x)
+    kwargs = dict(suite="full", n_examples=48, batch_size=16, device="cpu", progress=False, diagnostics=False,
+                  store_root=tmp_path / "eval", apgd_iters=5, apgd_targets=1, square_queries=20, deepfool_iters=5)
+    reference = evaluate_tensors(natural, images, y, **{**kwargs, "store_root": tmp_path / "ref"})
+
+    real = strong.attack_batch
+    calls: list[tuple[str, int]] = []
+
+    def interrupt_after_first_attack(model, spec, *args, **kw):
+        if spec.name != "pgd20":                    # suite full: clean, pgd20, cw20, ...
+            raise KeyboardInterrupt
+        calls.append((spec.name, len(args[0])))
+        return real(model, spec, *args, **kw)
+
+    monkeypatch.setattr(strong, "attack_batch", interrupt_after_first_attack)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_tensors(natural, images, y, **kwargs)
+    assert [c[0] for c in calls] == ["pgd20"] * 3                                # 3 batches of the first attack
+    stored = sorted(p.name for p in (tmp_path / "eval").rglob("*") if p.is_file())
+    assert any(n.startswith("pgd20-") and n.endswith(".safetensors") for n in stored)
+    assert any(n.startswith("pgd20-") and n.endswith(".json") for n in stored)
+    assert not any(n.startswith("cw20-") for n in stored)
+    record = json.loads(next((tmp_path / "eval").rglob("pgd20-*.json")).read_text())
+    assert record["batches_done"] == record["batches"] == 3 and record["params"]["threat"]["epsilon"] == 8.0
+
+    # Interrupt the next attack in the middle: its first batch is kept.
+    seen: list[str] = []
+
+    def interrupt_mid_cw(model, spec, *args, **kw):
+        seen.append(spec.name)
+        if spec.name == "cw20" and seen.count("cw20") == 2:
+            raise KeyboardInterrupt
+        return real(model, spec, *args, **kw)
+
+    monkeypatch.setattr(strong, "attack_batch", interrupt_mid_cw)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_tensors(natural, images, y, **kwargs)
+    assert seen == ["cw20", "cw20"]                                             # pgd20 came from the store
+
+    seen.clear()
+    monkeypatch.setattr(strong, "attack_batch", lambda model, spec, *a, **kw: (seen.append(spec.name),
+                                                                               real(model, spec, *a, **kw))[1])
+    resumed = evaluate_tensors(natural, images, y, **kwargs)
+    assert "pgd20" not in seen and seen.count("cw20") == 2                      # only the unfinished batches
+    assert resumed.extra["resumed_batches"]["pgd20"] == 3 and resumed.extra["resumed_batches"]["cw20"] == 1
+    assert resumed.result.metrics == reference.result.metrics
+    assert all(torch.equal(resumed.result.correct[k], reference.result.correct[k]) for k in reference.result.correct)
+
+    seen.clear()
+    again = evaluate_tensors(natural, images, y, **kwargs)                       # everything stored: no attack runs
+    assert seen == [] and again.result.metrics == reference.result.metrics
+    evaluate_tensors(natural, images, y, **{**kwargs, "square_queries": 21, "attacks": "square"})
+    assert seen and set(seen) == {"square"}                                     # a new budget is a new key
+
+
+def test_store_keys_weights_and_survives_a_torn_file(natural, tmp_path):
+    a, b = weights_sha256(natural), weights_sha256(ScaledLogits(natural))
+    assert a != b and a == weights_sha256(natural)
+    store = EvalStore(tmp_path, {"model": a})
+    state = strong.AttackState(correct=torch.tensor([True, False]), done=torch.tensor([True]))
+    store.save("pgd20", {"x": 1}, state)
+    loaded = store.load("pgd20", {"x": 1}, 2, 1)
+    assert torch.equal(loaded.correct, state.correct) and loaded.finished
+    assert store.load("pgd20", {"x": 2}, 2, 1) is None and store.load("pgd20", {"x": 1}, 3, 1) is None
+    next(tmp_path.rglob("*.safetensors")).write_bytes(b"torn")
+    assert store.load("pgd20", {"x": 1}, 2, 1) is None
+
+
+# ---------------------------------------------------------------- the command, on registered models
+def _mlflow(workdir):
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    return MlflowClient()
+
+
+def _register_masked(workdir, tiny_folder, name):
+    """Train a tiny source, then register a copy whose logits are scaled ×1e5 (a masked model)."""
+    from robust_transfer.checkpoints import load_checkpoint, save_checkpoint
+    from robust_transfer.tracking import log_checkpoint_model, register_checkpoint_model, tracked_run
+
+    assert main(["train", "--dataset", f"imagefolder:{tiny_folder}", "--iterations", "40", "--batch-size", "24",
+                 "--lr", "0.05", "--n-examples", "6", "--progress", "false", "--device", "cpu",
+                 "--checkpoint-dir", "src", "--register-as", name]) == 0
+    model, meta = load_checkpoint(workdir / "src")
+    last = [m for m in model.head.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(1e5)
+        last.bias.mul_(1e5)
+    save_checkpoint(workdir / "masked", model, {k: v for k, v in meta.items() if k in ("data_spec", "threat_model")})
+    with tracked_run("train", {}, {}):
+        uri = log_checkpoint_model(workdir / "masked")
+        register_checkpoint_model(uri, f"{name}-masked", {"metric.clean_acc": "0.9", "metric.pgd20_acc": "0.9"})
+
+
+EVAL = ["evaluate", "--progress", "false", "--device", "cpu", "--suite", "standard", "--n-examples", "12",
+        "--apgd-iters", "5", "--apgd-targets", "1", "--square-queries", "20"]
+
+
+def test_standard_on_registered_models_tags_the_version_and_promote_refuses_flags(workdir, tiny_folder, capsys):
+    _register_masked(workdir, tiny_folder, "tiny")
+    client = _mlflow(workdir)
+    client.set_model_version_tag("tiny", "1", "rtl.masking.stale_flag", "left by an older evaluation")
+
+    assert main([*EVAL, "--model", "models:/tiny/1"]) == 0
+    assert main([*EVAL, "--model", "models:/tiny-masked@challenger"]) == 0
+    out = capsys.readouterr()
+    assert "apgd_ce_acc" in out.out and "square_acc" in out.out and "aa_acc" in out.out
+    warning_lines = [line for line in out.err.splitlines() if line.startswith("warning: possible gradient masking")]
+    assert len(warning_lines) == 1                                              # the masked model only
+
+    runs = {r.data.tags["rtl.model"]: r for r in client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`rtl.strategy` = 'evaluate'")}
+    for uri, name in (("models:/tiny/1", "tiny"), ("models:/tiny-masked@challenger", "tiny-masked")):
+        run = runs[uri]
+        assert run.info.status == "FINISHED" and run.data.tags["rtl.suite"] == "standard"
+        assert {"clean_acc", "pgd20_acc", "cw20_acc", "pgd100_acc", "apgd_ce_acc", "apgd_dlr_acc", "square_acc",
+                "worst_acc", "aa_acc"} <= set(run.data.metrics)
+        version = client.get_model_version(name, "1")
+        assert run.data.tags["rtl.model_version"] == f"{name}/1"
+        assert version.tags[MASKING_TAG] == run.data.tags[MASKING_TAG]
+        assert float(version.tags["metric.apgd_ce_acc"]) == pytest.approx(run.data.metrics["apgd_ce_acc"], abs=1e-4)
+        assert version.tags["eval.run_id"] == run.info.run_id and version.tags["eval.suite"] == "standard"
+        assert int(version.tags["eval.timestamp"]) > 0 and version.tags["eval.n_examples"] == "12"
+        flags = [f for f in version.tags[MASKING_TAG].split(",") if f]
+        assert {k for k in version.tags if k.startswith("rtl.masking.")} == {f"rtl.masking.{f}" for f in flags}
+    masked = client.get_model_version("tiny-masked", "1").tags
+    assert "zero_gradients" in masked[MASKING_TAG].split(",")
+    print("\n", {u: (r.data.tags[MASKING_TAG], {k: round(v, 3) for k, v in r.data.metrics.items()})
+                 for u, r in runs.items()})
+
+    # promote (registry.py) refuses the flagged version unless told otherwise explicitly.
+    assert main(["promote", "--name", "tiny-masked", "--policy", "max pgd20_acc"]) == 6
+    assert "gradient-masking" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, code, needle", [
+    (["--suite", "ultra"], 2, "suite='ultra'"),
+    (["--suite", "standard", "--attacks", "clean,fab"], 2, "use deepfool"),
+    (["--suite", "full", "--attacks", "apgd-ce,pgdx"], 2, "attack='pgdx'"),
+    (["--suite", "standard", "--epsilon", "0"], 2, "epsilon=0.0"),
+    (["--suite", "full", "--epsilon", "256"], 2, "epsilon=256.0"),
+    (["--suite", "standard", "--square-queries", "0"], 2, "square_queries=0"),
+    (["--suite", "full", "--apgd-iters", "many"], 2, "apgd_iters='many'"),
+    (["--suite", "standard", "--n-examples", "1000"], 2, "n_examples=1000 is larger than the test split"),
+    (["--suite", "full", "--n-examples", "1000"], 2, "n_examples=1000 is larger than the test split"),
+])
+def test_bad_input_is_one_clear_line(workdir, tiny_folder, capsys, extra, code, needle):
+    from robust_transfer.checkpoints import save_checkpoint
+    from robust_transfer.models import create_model
+
+    save_checkpoint(workdir / "m3", create_model("small-cnn", 3), {"data_spec": f"imagefolder:{tiny_folder}"})
+    assert main(["evaluate", "--model", str(workdir / "m3"), "--progress", "false", "--device", "cpu", *extra]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+
+
+class SaturatedSoftmax(nn.Module):
+    """The other classic: a softmax output layer at low temperature outputs saturated probabilities."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return torch.softmax(self.model(x) * 1e3, dim=1)
+
+
+def test_saturated_softmax_model_is_flagged(natural, data):
+    _, (x, y) = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskingWarning)
+        ev = evaluate_tensors(SaturatedSoftmax(natural), _images(x), y, suite="standard",
+                              attacks="pgd20,cw20,pgd100,apgd-dlr,square", n_examples=32, batch_size=32,
+                              device="cpu", progress=False, resume=False, **{**FAST, "square_queries": 300})
+    m, flags = ev.result.metrics, ev.diagnostics.flags
+    print("\nsaturated softmax:", {k: round(v, 3) for k, v in m.items()}, "\nflags:", sorted(flags))
+    assert m["clean_acc"] > 0.85 and m["pgd20_acc"] > 0.7            # every gradient attack is stuck ...
+    assert {"zero_gradients", "pgd_epsilon"} <= set(flags)            # ... and the diagnostics say so
+    # Square's margin loss is flat on saturated probabilities too, so no attack here gives the true
+    # number: the flags are what keep this model out of promotion.
