@@ -105,7 +105,10 @@ def _fail_launcher_run() -> None:
 def quiet_third_party_output() -> None:
     """Keep the terminal for our progress and our one-line errors."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # MLflow's INFO lines ("Creating initial MLflow database tables...") would bury our errors.
+    # MLflow's INFO lines ("Creating initial MLflow database tables...") would bury our errors. Import it
+    # first: importing mlflow configures its loggers and would reset the level.
+    import mlflow  # noqa: F401
+
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     # MLflow's own import prints a notice about `Any` type hints in its response types: not ours.
     warnings.filterwarnings("ignore", message=".*Any type hint is inferred", category=UserWarning)

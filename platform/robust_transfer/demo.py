@@ -97,7 +97,7 @@ def main(argv=None) -> int:
         study = f"demo-lwf-lambda-{int(time.time())}"
         found = run_search(SearchConfig(space=str(SPACE), study_name=study, trials=args.trials, set=overrides,
                                         storage="sqlite:///optuna.db", experiment=args.experiment,
-                                        progress=args.progress))
+                                        quiet=False))
 
         clock.step(f"promoting the best trial by policy: {POLICY}")
         decision = run_promote(PromoteConfig(name="demo-lwf", study=study, storage="sqlite:///optuna.db",
