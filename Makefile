@@ -7,30 +7,34 @@ VENV ?= $(HOME)/.cache/robust-transfer/venv-$(LOCK_HASH)
 STAMP := $(VENV)/.installed
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# The venv is shared by every checkout with the same lock (CI's clone included): put this checkout's
+# package first on the path, whichever checkout the venv's editable install points at.
+RUN := PYTHONPATH=$(CURDIR)/platform PATH=$(BIN):$$PATH
 
 .PHONY: venv test test-fast demo bench lock clean-venv
 
 venv: $(STAMP)
+	@ln -sfn $(VENV) .venv
 
-$(STAMP): requirements.lock pyproject.toml
+# Keyed by the lock's hash (in the path), so it is built once per lock, not per clone.
+$(STAMP):
 	@echo "== building the virtual environment in $(VENV) (first time only: a few minutes)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	ln -sfn $(VENV) .venv
 	touch $(STAMP)
 
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(RUN) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(RUN) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: venv
-	PATH=$(BIN):$$PATH $(BIN)/python -m robust_transfer.demo
+	$(RUN) $(BIN)/python -m robust_transfer.demo
 
 bench: venv
-	$(BIN)/python benchmarks/run_all.py
+	$(RUN) $(BIN)/python benchmarks/run_all.py
 
 lock:
 	$(PYTHON) -m venv /tmp/rtl-lock-venv && /tmp/rtl-lock-venv/bin/pip install -q -r requirements.in

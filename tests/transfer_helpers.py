@@ -35,6 +35,10 @@ def make_source(path: Path, folder: Path, *, epochs: int = 12, seed: int = 0, in
                 loss.backward()
                 opt.step()
     model.eval()
+    if train:  # the fixtures' premise: a source that has learnt its task (chance is 1/3)
+        with torch.no_grad():
+            acc = (model(data.images.float() / 255).argmax(1) == data.labels).float().mean().item()
+        assert acc >= 0.6, f"the tiny source did not learn its task (train accuracy {acc:.2f})"
     save_checkpoint(path, model, {"classes": list(data.classes), "data_spec": data.spec,
                                   "data_sha256": data.sha256(), "lineage": {"strategy": "test-fixture"}})
     return path

@@ -1,30 +1,12 @@
 """PreAct-ResNet-18 (He et al. 2016, the usual robust-training baseline) and torchvision ResNet-50."""
 from __future__ import annotations
 
-import torch
 import torchvision
 from torch import nn
 
 from .base import GlobalPool
-
-
-class PreActBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(c_in)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.shortcut = None
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride, bias=False)
-
-    def forward(self, x):
-        o = torch.relu(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(o)
-        o = self.conv1(o)
-        o = self.conv2(torch.relu(self.bn2(o)))
-        return o + shortcut
+# The pre-activation basic block is the same unit in PreAct-ResNet and in Madry's WRN.
+from .wide_resnet import WideBasic as PreActBlock
 
 
 def preact_resnet18_body() -> tuple[nn.Sequential, int]:
