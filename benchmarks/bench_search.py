@@ -32,29 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 SPACE = REPO / "search_spaces" / "mlp_head.yaml"
 TARGET = "cifar10-jpeg:half-b"
 
-
-def isolated_cache() -> Path:
-    """A fresh RTL_CACHE_DIR sharing the user's decoded data (no re-decoding), with its own feature cache."""
-    from robust_transfer.data import cache_dir
-
-    shared = cache_dir()
-    tmp = Path(tempfile.mkdtemp(prefix="rtl-bench-search-"))
-    (shared / "decoded").mkdir(parents=True, exist_ok=True)
-    (tmp / "decoded").symlink_to(shared / "decoded")
-    if (shared / "file-hashes.json").is_file():
-        shutil.copy(shared / "file-hashes.json", tmp / "file-hashes.json")
-    os.environ["RTL_CACHE_DIR"] = str(tmp)
-    return tmp
-
-
-def make_source(tmp: Path) -> str:
-    """A small-cnn source with random weights: speed does not depend on what the weights learnt."""
-    from robust_transfer import create_model
-    from robust_transfer.checkpoints import save_checkpoint
-
-    torch.manual_seed(0)
-    model = create_model("small-cnn", 5).eval()
-    return str(save_checkpoint(tmp / "source", model, {"data_spec": "cifar10-jpeg:half-a"}))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The same isolated feature cache (shared decoded data) and random-weight source as the transfer bench.
+from bench_transfer import isolated_feature_cache as isolated_cache, make_source  # noqa: E402
 
 
 def overrides(source: str, args) -> str:

@@ -7,7 +7,6 @@ least-disturbed run); medians are kept for the record. No absolute time is ever 
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import statistics
@@ -18,6 +17,8 @@ from typing import Callable
 
 import robust_transfer  # noqa: F401  (before torch: it sets OMP_WAIT_POLICY=PASSIVE while libgomp can still read it)
 import torch
+
+from robust_transfer.strategies.source import cpu_threads
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -127,16 +128,8 @@ def fmt_times(ts: list[float]) -> str:
     return ", ".join(f"{t:.3f}" for t in ts)
 
 
-@contextlib.contextmanager
-def threads(n: int | None):
-    """Run the block with `n` intra-op threads (None: unchanged), then restore the setting."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+# Run a block with n intra-op threads, then restore: the package's own helper.
+threads = cpu_threads
 
 
 

@@ -6,8 +6,6 @@ logged as an MLflow model and optionally registered.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -19,24 +17,6 @@ from .tracking import log_checkpoint_model, register_checkpoint_model, tracked_r
 
 def _source_tags(cfg) -> dict[str, str]:
     return {"rtl.source_model": cfg.source_model}
-
-
-@contextlib.contextmanager
-def _no_launcher_run_id():
-    """Hide MLFLOW_RUN_ID (the `mlflow run` launcher's run, already our parent) from a nested start_run:
-    MLflow would otherwise resume that run as the "child" instead of creating one."""
-    saved = os.environ.pop("MLFLOW_RUN_ID", None)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            os.environ["MLFLOW_RUN_ID"] = saved
-
-
-def _active_experiment_name() -> str:
-    import mlflow
-
-    return mlflow.get_experiment(mlflow.active_run().info.experiment_id).name
 
 
 def _publish(cfg, log, result, strategy: str, name_suffix: str = "") -> str:
@@ -101,11 +81,10 @@ def run_retrain_blocks(cfg: RetrainBlocksConfig) -> dict:
                            _publish(cfg, parent, result, "retrain_blocks", f"-k{ks[0]}"))
         check_k(max(ks), load_source(cfg.source_model).model)  # every k, before any is trained
         rows, children = {}, {}
-        experiment = _active_experiment_name()  # children beside their parent (mlflow run / search may pick another)
         for k in ks:
-            with _no_launcher_run_id(), \
-                    tracked_run("retrain_blocks", {**cfg.to_params(), "k": k}, _source_tags(cfg) | {"rtl.k": str(k)},
-                                experiment=experiment, nested=True, run_name=f"k={k}") as child:
+            # nested: a child in its parent's experiment, even under `mlflow run` (see tracked_run)
+            with tracked_run("retrain_blocks", {**cfg.to_params(), "k": k}, _source_tags(cfg) | {"rtl.k": str(k)},
+                             nested=True, run_name=f"k={k}") as child:
                 ckpt = Path(cfg.checkpoint_dir) / f"k{k}" if cfg.checkpoint_dir else None
                 result = retrain_blocks(cfg, k, child, run_id=child.run_id, checkpoint_dir=ckpt)
                 model_uri = _publish(cfg, child, result, "retrain_blocks", f"-k{k}")

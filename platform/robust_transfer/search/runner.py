@@ -214,22 +214,11 @@ def prepare(cfg):
     return space, notes
 
 
-@contextlib.contextmanager
-def launcher_run_hidden():
-    """Under `mlflow run`, MLFLOW_RUN_ID names the launcher's run, which is our parent run; MLflow's
-    start_run would resume it instead of creating each trial's child run. Hide it while trials run."""
-    saved = os.environ.pop("MLFLOW_RUN_ID", None)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            os.environ["MLFLOW_RUN_ID"] = saved
-
-
 def run_search(cfg, callbacks=()) -> dict:
     """The `search` entry point. `callbacks`: extra Optuna callbacks `(study, frozen_trial)` run after each
     trial (backend=optuna), e.g. to stop on a condition or to time something between trials."""
     from ..tracking import tracked_run
+    from ..tracking.runs import launcher_run_hidden
 
     space, notes = prepare(cfg)
     study_name = study_name_for(cfg, space)

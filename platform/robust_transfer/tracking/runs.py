@@ -115,6 +115,18 @@ def _run_status(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
+def launcher_run_hidden():
+    """Under `mlflow run`, MLFLOW_RUN_ID names the launcher's run (our parent); MLflow's start_run
+    would resume it instead of creating a child run. Hide it for the block."""
+    saved = os.environ.pop("MLFLOW_RUN_ID", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_RUN_ID"] = saved
+
+
+@contextlib.contextmanager
 def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experiment: str = "robust-transfer",
                 run_id: str | None = None, nested: bool = False, run_name: str | None = None):
     """Start (or resume, with `run_id`) a run; mark it FAILED if the body raises, KILLED on Ctrl-C."""
@@ -139,12 +151,8 @@ def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experi
         if run_id is None and parent is not None:
             # A child lives in its parent's experiment; and MLflow's start_run would read MLFLOW_RUN_ID
             # (the `mlflow run` launcher's run, our parent) and resume it instead of creating a child.
-            saved = os.environ.pop("MLFLOW_RUN_ID", None)
-            try:
+            with launcher_run_hidden():
                 run = mlflow.start_run(experiment_id=parent.info.experiment_id, nested=True, run_name=run_name)
-            finally:
-                if saved is not None:
-                    os.environ["MLFLOW_RUN_ID"] = saved
         elif run_id is None:
             exp = mlflow.set_experiment(experiment)
             run = mlflow.start_run(experiment_id=exp.experiment_id, nested=nested, run_name=run_name)
