@@ -71,21 +71,6 @@ def one_torch_thread(monkeypatch):
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="session")
-def mlflow_db_template(tmp_path_factory) -> Path:
-    """An MLflow sqlite store with its tables already created (creating them takes seconds per test)."""
-    from mlflow.tracking import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def wd(workdir, mlflow_db_template) -> Path:
-    """The conftest `workdir`, its MLflow store pre-created from the template."""
-    shutil.copy(mlflow_db_template, workdir / "mlflow.db")
-    return workdir
 
 
 # ------------------------------------------------------------------------------------------ shipped spaces
@@ -579,20 +564,76 @@ def postgres_url(tmp_path_factory):
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
 
 
-def _worker(argv: list[str], cwd: str, log: str) -> None:
-    """One `rtl search` worker process (forked from a server that imported the package once)."""
+def _worker(argv: list[str], cwd: str, log: str, env: dict | None = None) -> None:
+    """One `rtl search` worker process (forked from a server that imported the package once). `env`: the
+    test's environment (the forkserver keeps the environment of the test that started it)."""
     import contextlib
 
+    os.environ.update(env or {})
     os.chdir(cwd)
     with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         code = main(argv)
     sys.exit(code)
 
 
-@pytest.mark.slow
-def test_three_workers_share_one_postgres_study_and_no_trial_is_lost(wd, tiny_folder, postgres_url):
+WORKER_ENV = ("MLFLOW_TRACKING_URI", "RTL_CACHE_DIR", "OMP_NUM_THREADS", "RTL_HEARTBEAT_INTERVAL", "RTL_HEARTBEAT_GRACE",
+              "RTL_TRIAL_MAX_RETRY")
+
+
+def _workers_context():
+    """Worker OS processes; a forkserver imports torch/mlflow/optuna once instead of once per worker on 2 cores."""
     import multiprocessing
 
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["robust_transfer.cli", "robust_transfer.commands", "robust_transfer.search.runner",
+                                "robust_transfer.search.artifacts", "robust_transfer.strategies.train",
+                                "optuna.importance", "matplotlib", "pandas"])
+    return ctx
+
+
+def _start_worker(ctx, argv, wd: Path, log: Path):
+    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    w = ctx.Process(target=_worker, args=(argv, str(wd), str(log), env))
+    w.start()
+    return w
+
+
+@pytest.fixture
+def worker_storage(request, wd):
+    """A storage URL several worker processes share: PostgreSQL, a journal file, or a Redis journal in a Redis
+    database of its own (an empty one, claimed with a marker key and flushed afterwards: only this test's keys)."""
+    kind = request.param
+    if kind == "postgresql":
+        yield request.getfixturevalue("postgres_url")
+        return
+    if kind == "journal":
+        yield f"journal:{wd / 'optuna.log'}"
+        return
+    import redis
+
+    base = os.environ.get("RTL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15").rsplit("/", 1)[0]
+    try:
+        redis.Redis.from_url(base + "/0", socket_connect_timeout=3).ping()
+    except Exception:
+        if IN_CI:
+            raise
+        pytest.skip(f"no Redis at {base}")
+    for db in range(14, 4, -1):
+        client = redis.Redis.from_url(f"{base}/{db}")
+        if client.dbsize() == 0 and client.set("rtl-test-claim", uuid.uuid4().hex, nx=True) and client.dbsize() == 1:
+            break
+    else:
+        pytest.skip("no empty Redis database (5-14) for this test")
+    try:
+        yield f"{base}/{db}"
+    finally:
+        client.flushdb()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("worker_storage", ["postgresql", "journal", "redis"], indirect=True)
+def test_three_workers_share_one_study_and_no_trial_is_lost(wd, tiny_folder, worker_storage):
+    """PostgreSQL, a journal file and a Redis journal: three OS processes add 2 trials each to one study."""
     import mlflow
     import optuna
 
@@ -602,29 +643,24 @@ def test_three_workers_share_one_postgres_study_and_no_trial_is_lost(wd, tiny_fo
     space = write(wd / "pg.yaml", tiny_yaml(tiny_folder))
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     mlflow.set_experiment("robust-transfer")   # the shared MLflow store exists before the workers start
-    argv = ["search", "--space", str(space), "--storage", postgres_url, "--study-name", study_name,
+    argv = ["search", "--space", str(space), "--storage", worker_storage, "--study-name", study_name,
             "--trials", "2", "--set", "epochs=1"]
-    # Three OS processes; a forkserver imports torch/mlflow/optuna once instead of three times on 2 cores.
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["robust_transfer.cli", "robust_transfer.commands", "robust_transfer.search.runner",
-                                "robust_transfer.search.artifacts", "robust_transfer.strategies.train",
-                                "optuna.importance", "matplotlib", "pandas"])
+    ctx = _workers_context()
     logs = [wd / f"worker{i}.log" for i in range(3)]
     try:
-        workers = [ctx.Process(target=_worker, args=(argv, str(wd), str(log))) for log in logs]
-        for w in workers:
-            w.start()
+        workers = [_start_worker(ctx, argv, wd, log) for log in logs]
         for w in workers:
             w.join(timeout=240)
         outs = [log.read_text() for log in logs]
         for w, out in zip(workers, outs):
             assert w.exitcode == 0, out[-2000:]
         assert len({w.pid for w in workers}) == 3
-        study = optuna.load_study(study_name=study_name, storage=open_storage(postgres_url))
+        study = optuna.load_study(study_name=study_name, storage=open_storage(worker_storage))
         trials = study.get_trials()
         assert len(trials) == 6, [t.number for t in trials]                 # none lost
         assert sorted(t.number for t in trials) == list(range(6))           # each stored once
         assert all(t.state.name == "COMPLETE" for t in trials)
+        assert len({t.user_attrs["worker"] for t in trials}) >= 2           # really shared between processes
         run_ids = [t.user_attrs["mlflow_run_id"] for t in trials]
         assert len(set(run_ids)) == 6
         progress_lines = sum(ln.startswith("trial ") for out in outs for ln in out.splitlines())
@@ -633,10 +669,86 @@ def test_three_workers_share_one_postgres_study_and_no_trial_is_lost(wd, tiny_fo
         assert len(parents) == 3
         children = {r.info.run_id for r in mlflow_runs() if r.data.tags.get("rtl.study") == study_name
                     and r.data.tags.get("rtl.strategy") == "train"}
-        assert children == set(run_ids)
+        assert children == set(run_ids)                                     # one MLflow child run per trial
     finally:
         try:
-            optuna.delete_study(study_name=study_name, storage=open_storage(postgres_url))
+            optuna.delete_study(study_name=study_name, storage=open_storage(worker_storage))
+        except KeyError:
+            pass
+
+
+@pytest.mark.slow
+def test_a_killed_worker_s_trial_fails_by_heartbeat_is_retried_and_the_study_gets_its_trials(
+        wd, tiny_folder, postgres_url, monkeypatch):
+    """Two workers on PostgreSQL; one is SIGKILLed mid-trial. Its trial has no heartbeat after the grace period:
+    the next trial start marks it FAIL (its MLflow child run too) and re-queues its parameters; a worker runs
+    the retry, and every invocation that ran to the end got its `trials` COMPLETE trials."""
+    import signal
+
+    import mlflow
+    import optuna
+
+    from robust_transfer.search.storage import open_storage
+
+    monkeypatch.setenv("RTL_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("RTL_HEARTBEAT_GRACE", "3")
+    study_name = f"rtl-kill-{uuid.uuid4().hex[:12]}"
+    space = write(wd / "kill.yaml", tiny_yaml(tiny_folder, extra="pruner: none\n"))   # PRUNED would count too
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    mlflow.set_experiment("robust-transfer")
+    argv = ["search", "--space", str(space), "--storage", postgres_url, "--study-name", study_name,
+            "--trials", "2", "--set", "epochs=2"]
+    ctx = _workers_context()
+    storage = open_storage(postgres_url)
+    try:
+        victim = _start_worker(ctx, argv, wd, wd / "victim.log")
+        survivor = _start_worker(ctx, argv, wd, wd / "survivor.log")
+        me = f"{socket.gethostname()}:{victim.pid}"
+        killed, deadline = None, time.time() + 120
+        while killed is None and time.time() < deadline and victim.is_alive():
+            try:
+                study = optuna.load_study(study_name=study_name, storage=storage)
+            except KeyError:
+                time.sleep(0.2)
+                continue
+            mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == me]
+            running = [t for t in mine if t.state.name == "RUNNING" and t.user_attrs.get("mlflow_run_id")]
+            if running:
+                os.kill(victim.pid, signal.SIGKILL)                        # mid-trial: its child run is open
+                killed = running[0]
+            elif mine and all(t.state.name != "RUNNING" for t in mine):
+                pytest.fail(f"the victim finished a trial before it could be killed: {mine}")
+            time.sleep(0.1)
+        assert killed is not None, (wd / "victim.log").read_text()[-2000:]
+        victim.join(timeout=30)
+        assert victim.exitcode == -signal.SIGKILL
+        killed_at = time.time()
+        time.sleep(max(0.0, killed_at + 3.5 - time.time()))               # past the grace period
+        newcomer = _start_worker(ctx, argv, wd, wd / "newcomer.log")      # the same command, started again
+        for w in (survivor, newcomer):
+            w.join(timeout=180)
+        for w, log in ((survivor, "survivor.log"), (newcomer, "newcomer.log")):
+            assert w.exitcode == 0, (wd / log).read_text()[-2000:]
+
+        trials = optuna.load_study(study_name=study_name, storage=storage).get_trials()
+        by_number = {t.number: t for t in trials}
+        assert sorted(by_number) == list(range(len(trials)))               # each stored once
+        assert by_number[killed.number].state.name == "FAIL"               # by heartbeat, not left RUNNING
+        retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+        assert len(retries) == 1, [(t.number, t.state.name, t.system_attrs) for t in trials]
+        retry = retries[0]
+        assert retry.system_attrs["retry_history"] == [killed.number]
+        assert retry.state.name == "COMPLETE" and retry.params == killed.params
+        states = [t.state.name for t in trials]
+        assert states.count("COMPLETE") == 4, states                      # 2 per invocation that ran to the end
+        assert states.count("FAIL") == 1 and "RUNNING" not in states, states
+        client = mlflow.MlflowClient()
+        dead_run = client.get_run(killed.user_attrs["mlflow_run_id"])
+        assert dead_run.info.status == "FAILED" and dead_run.data.tags["rtl.trial_state"] == "FAIL"
+        assert client.get_run(retry.user_attrs["mlflow_run_id"]).info.status == "FINISHED"
+    finally:
+        try:
+            optuna.delete_study(study_name=study_name, storage=storage)
         except KeyError:
             pass
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sys
 import tempfile
 import warnings
@@ -109,6 +110,7 @@ def optimize_optuna(space: SearchSpace, cfg, study, *, parent_run_id: str, exper
     prune = single and space.pruner["type"] != "none"
 
     def objective(trial):
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which process ran it
         sampled = suggest(trial, space)
 
         def on_epoch(value, step, metrics):
@@ -155,15 +157,38 @@ def optimize_optuna(space: SearchSpace, cfg, study, *, parent_run_id: str, exper
                       feasible(frozen))
         errs = progress.errors
         if progress.completed == 0 and len(errs) >= STOP_AFTER_SAME_FAILURES and len(set(errs)) == 1:
+            stopped_early.append(True)
             study_.stop()
 
+    # `trials` counts this invocation's trials that end COMPLETE or PRUNED: a failed trial is replaced by another
+    # (at most `trials` replacements), so a transient failure does not shrink the study. Trials of a dead worker
+    # are failed and re-queued by the storage's heartbeat (storage.retry_stale_trial); `study.ask` runs the
+    # re-queued ones first, and each counts for the worker that runs it.
+    stopped_early: list[bool] = []
+    wanted, timeout = cfg_trials(cfg, space), cfg_timeout(cfg, space)
+    t0 = time.perf_counter()
     restore = _optuna_quiet()
     try:
         with quiet_stdout(True), collect_warnings(progress), split_threads(cfg.n_jobs):
-            study.optimize(objective, n_trials=cfg_trials(cfg, space), timeout=cfg_timeout(cfg, space),
-                           n_jobs=cfg.n_jobs, catch=(Exception,), callbacks=[after, *callbacks])
+            while True:
+                need = wanted - progress.states.get("COMPLETE", 0) - progress.states.get("PRUNED", 0)
+                left = None if timeout is None else timeout - (time.perf_counter() - t0)
+                if need <= 0 or stopped_early or (left is not None and left <= 0) \
+                        or progress.states.get("FAIL", 0) > wanted or _grid_exhausted(study):
+                    break
+                study.optimize(objective, n_trials=need, timeout=left, n_jobs=min(cfg.n_jobs, need) if cfg.n_jobs > 0
+                               else cfg.n_jobs, catch=(Exception,), callbacks=[after, *callbacks])
+                if getattr(study, "_stop_flag", False) and not stopped_early:
+                    break  # an extra callback (or the sampler) stopped the study
     finally:
         restore()
+
+
+def _grid_exhausted(study) -> bool:
+    import optuna
+
+    sampler = study.sampler
+    return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
 
 
 @contextlib.contextmanager
@@ -222,7 +247,7 @@ def run_search(cfg, callbacks=()) -> dict:
 
     space, notes = prepare(cfg)
     study_name = study_name_for(cfg, space)
-    storage = open_storage(cfg.storage)
+    storage = open_storage(cfg.storage, heartbeat=cfg.backend == "optuna")
     restore = _optuna_quiet()
     try:
         study = create_or_load_study(space, storage, cfg.storage, study_name,

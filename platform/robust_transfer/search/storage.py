@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import warnings
 from pathlib import Path
@@ -12,6 +13,63 @@ from ..errors import SearchError
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 HELP = ("sqlite:///optuna.db, an RDB URL such as postgresql://user@host:5432/db, journal:PATH "
         "(a journal file) or redis://host:6379/0 (a Redis journal)")
+
+
+# A worker that dies mid-trial (SIGKILL, OOM, a lost machine) leaves its trial RUNNING. RDB storages (sqlite,
+# PostgreSQL, ...) record a heartbeat per running trial; the next worker that starts a trial marks trials
+# without a heartbeat for the grace period FAIL and re-queues each (up to max_retry times) with the same parameters
+# (`retry_stale_trial`). Seconds, from the environment (tests shorten them).
+def heartbeat_settings() -> tuple[int, int, int]:
+    """(heartbeat interval, grace period, max retries) from RTL_HEARTBEAT_INTERVAL / RTL_HEARTBEAT_GRACE /
+    RTL_TRIAL_MAX_RETRY (defaults 10 s, 60 s, 2); RTL_HEARTBEAT_INTERVAL=0 turns heartbeats off."""
+    def get(name: str, default: int, low: int) -> int:
+        raw = os.environ.get(name, "").strip()
+        try:
+            value = int(raw) if raw else default
+        except ValueError:
+            value = -1
+        if value < low:
+            raise SearchError(f"{name}={raw!r} is not a whole number >= {low}")
+        return value
+
+    interval = get("RTL_HEARTBEAT_INTERVAL", 10, 0)
+    grace = get("RTL_HEARTBEAT_GRACE", max(60, 3 * interval), 1)
+    if interval and grace <= interval:
+        raise SearchError(f"RTL_HEARTBEAT_GRACE={grace} must be longer than RTL_HEARTBEAT_INTERVAL={interval}")
+    return interval, grace, get("RTL_TRIAL_MAX_RETRY", 2, 0)
+
+
+def retry_stale_trial(max_retry: int):
+    """The heartbeat-stale callback: re-queue the dead worker's trial (Optuna's
+    RetryHeartbeatStaleTrialCallback: system attrs `failed_trial`, `retry_history`) and end its MLflow child
+    run FAILED instead of leaving it RUNNING forever (needs the shared tracking store every worker uses)."""
+    import optuna
+
+    with warnings.catch_warnings():  # experimental since Optuna 2.8, and the documented way
+        warnings.simplefilter("ignore")
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def callback(study, trial) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            retry(study, trial)
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if not run_id:
+            return
+        try:
+            from mlflow.tracking import MlflowClient
+
+            from ..tracking import tracking_uri
+
+            client = MlflowClient(tracking_uri())
+            client.set_tag(run_id, "rtl.trial_state", "FAIL")
+            client.set_tag(run_id, "rtl.failure", "worker lost: no heartbeat within the grace period")
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, "FAILED")
+        except Exception:  # another tracking store, or it is unreachable: the Optuna side is what matters
+            pass
+
+    return callback
 
 
 def redact(url: str) -> str:
@@ -44,8 +102,9 @@ def kind(url: str) -> str:
     raise SearchError(f"storage={url!r} is not a storage URL; give {HELP}")
 
 
-def open_storage(url: str):
-    """An Optuna storage object for `url`; SearchError (one line) when it cannot be reached."""
+def open_storage(url: str, *, heartbeat: bool = True):
+    """An Optuna storage object for `url`; SearchError (one line) when it cannot be reached. `heartbeat`: RDB
+    storages record trial heartbeats (only `study.optimize` does; Ray's ask/tell must not: Optuna warns)."""
     import optuna
 
     k = kind(url)
@@ -74,7 +133,14 @@ def open_storage(url: str):
             if db and db != ":memory:":
                 Path(db).parent.mkdir(parents=True, exist_ok=True)
             engine_kwargs = {"connect_args": {"timeout": 60}}
-        return optuna.storages.RDBStorage(rdb_url(url), engine_kwargs=engine_kwargs)
+        interval, grace, max_retry = heartbeat_settings()
+        beats = {}
+        if interval and heartbeat:
+            beats = {"heartbeat_interval": interval, "grace_period": grace,
+                         "heartbeat_stale_trial_callback": retry_stale_trial(max_retry)}
+        with warnings.catch_warnings():  # heartbeat_interval is an "experimental argument" in Optuna 5
+            warnings.simplefilter("ignore")
+            return optuna.storages.RDBStorage(rdb_url(url), engine_kwargs=engine_kwargs, **beats)
     except SearchError:
         raise
     except ModuleNotFoundError as e:
