@@ -1,8 +1,12 @@
 """GPU throughput: training images/s (fp32 vs bf16 autocast, NCHW vs channels_last), PGD-20 evaluation
 images/s and MFU against the card's measured bf16 matmul rate, for wrn-16-4, preact-resnet18 and
-wrn-34-10. Data stays on the device (a uint8 image set behind the library's BatchLoader, which
-augments on the device); every timing is bracketed by torch.cuda.synchronize(). The whole run keeps
-to a time budget (default 270 s): configurations left when it runs out are reported as skipped.
+wrn-34-10. Training steps are the library's own (strategies.train.ModeStep under a FastPath:
+bf16 autocast, channels_last), and the data is CIFAR-10 from ../shared/data (cifar10-jpeg; random
+pixels if it is absent) held on the device as uint8 behind the library's BatchLoader, which crops
+and flips there; every timing is bracketed by torch.cuda.synchronize(). PGD-20 runs
+robust_transfer.attacks.pgd_attack on test images (fp32 as the library evaluates; bf16 asked for
+explicitly, for the record). The whole run keeps to a time budget (default 270 s): configurations
+left when it runs out are reported as skipped.
 
 On a machine without CUDA it prints one line saying it skipped and exits 0 (`make bench` calls it).
 
@@ -54,14 +58,33 @@ def matmul_peak(device, dtype=torch.bfloat16, n: int = 8192, reps: int = 10) -> 
     return 2 * n ** 3 / best / 1e12
 
 
-def device_loader(n_images: int, batch: int, device, size: int = 32):
-    """The library's BatchLoader over a random uint8 image set held on `device` (augment on)."""
-    from robust_transfer.data import BatchLoader, ImageData
+_DATA: dict = {}
 
-    g = torch.Generator().manual_seed(0)
-    data = ImageData(torch.randint(0, 256, (n_images, 3, size, size), dtype=torch.uint8, generator=g),
-                     torch.randint(0, 10, (n_images,), generator=g), tuple(str(i) for i in range(10)), "random", "train")
-    return BatchLoader(data, batch, shuffle=True, augment=True, seed=0, device=device, drop_last=True)
+
+def image_data(split: str, n_images: int, size: int = 32):
+    """CIFAR-10 (cifar10-jpeg from the data directory, decoded once) or, without it, random uint8 pixels."""
+    from robust_transfer.data import ImageData, load_dataset
+
+    key = (split, n_images)
+    if key not in _DATA:
+        try:
+            d = load_dataset("cifar10-jpeg", split, progress=False)
+            n = min(n_images, len(d))
+            _DATA[key] = ImageData(d.images[:n], d.labels[:n], d.classes, d.spec, split)
+        except Exception:  # noqa: BLE001  (no data here: random pixels measure the same speed)
+            g = torch.Generator().manual_seed(0)
+            _DATA[key] = ImageData(torch.randint(0, 256, (n_images, 3, size, size), dtype=torch.uint8, generator=g),
+                                   torch.randint(0, 10, (n_images,), generator=g), tuple(str(i) for i in range(10)),
+                                   "random", split)
+    return _DATA[key]
+
+
+def device_loader(n_images: int, batch: int, device, size: int = 32, memory_format=torch.contiguous_format):
+    """The library's BatchLoader over a uint8 image set held on `device` (augment on, on the device)."""
+    from robust_transfer.data import BatchLoader
+
+    return BatchLoader(image_data("train", n_images, size), batch, shuffle=True, augment=True, seed=0, device=device,
+                       drop_last=True, memory_format=memory_format)
 
 
 def _batches(loader):
@@ -86,23 +109,27 @@ def flops_per_image(arch: str, device, precision: str, channels_last: bool) -> f
 
 def train_throughput(arch: str, batch: int, *, device, precision: str = "fp32", channels_last: bool = True,
                      steps: int = 20, warmup: int = 5, repeats: int = 2, n_images: int | None = None) -> dict:
-    """Training images/s (best of `repeats` runs of `steps` SGD steps) with data on the device."""
+    """Training images/s (best of `repeats` runs of `steps` SGD steps of the library's ModeStep, natural
+    mode, under a FastPath with this precision and layout) with the data on the device."""
+    from robust_transfer.attacks import ThreatModel
+    from robust_transfer.config import TrainConfig
     from robust_transfer.models import create_model
+    from robust_transfer.strategies.common import FastPath, make_sgd
+    from robust_transfer.strategies.train import ModeStep
 
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fast = FastPath(torch.device(device), torch.bfloat16 if precision == "bf16" else None, fmt)
     model = create_model(arch, 10).to(device).to(memory_format=fmt).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    batches = _batches(device_loader(n_images or max(4 * batch, 2 * batch), batch, device))
+    opt = make_sgd(model.parameters(), 0.01)
+    cfg = TrainConfig(arch=arch, mode="natural", progress=False, device=str(torch.device(device).type),
+                      precision=precision, channels_last=str(channels_last).lower())
+    mode_step = ModeStep(cfg, model, opt, ThreatModel(), torch.Generator(device=device), fast)
+    batches = _batches(device_loader(n_images or max(4 * batch, 2 * batch), batch, device, memory_format=fmt))
 
     def step():
         x, y = next(batches)
-        x = x.contiguous(memory_format=fmt)
-        with autocast(device, precision):
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        mode_step(x, y, lambda: True)
 
     for _ in range(warmup):
         step()
@@ -120,20 +147,21 @@ def train_throughput(arch: str, batch: int, *, device, precision: str = "fp32", 
 
 def pgd_throughput(arch: str, batch: int, *, device, precision: str = "bf16", channels_last: bool = True,
                    steps: int = 20, repeats: int = 2) -> dict:
-    """PGD-`steps` evaluation images/s (robust_transfer.attacks.pgd_attack, no early exit) on the device."""
+    """PGD-`steps` evaluation images/s (robust_transfer.attacks.pgd_attack, no early exit) on CIFAR-10 test
+    images on the device; `precision` bf16 is passed to the attack (which otherwise stays fp32)."""
     from robust_transfer.attacks import ThreatModel, pgd_attack
     from robust_transfer.models import create_model
 
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = create_model(arch, 10).to(device).to(memory_format=fmt).eval()
-    x = torch.rand(batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)
-    y = torch.randint(0, 10, (batch,), device=device)
+    data = image_data("test", batch)
+    x = data.images[:batch].to(device).float().div_(255).contiguous(memory_format=fmt)
+    y = data.labels[:batch].to(device)
     threat = ThreatModel(8, 2)
 
     def attack(k):
-        with autocast(device, precision):
-            pgd_attack(model, x, y, eps=threat.eps, alpha=threat.alpha, steps=k, early_exit=False)
+        pgd_attack(model, x, y, eps=threat.eps, alpha=threat.alpha, steps=k, early_exit=False, precision=precision)
 
     attack(1)   # warm-up (cuDNN algorithm choice)
     sync(device)
@@ -144,7 +172,7 @@ def pgd_throughput(arch: str, batch: int, *, device, precision: str = "bf16", ch
         sync(device)
         best = min(best, time.perf_counter() - start)
     return {"arch": arch, "batch": batch, "precision": precision, "channels_last": channels_last, "steps": steps,
-            "img_s": batch / best}
+            "img_s": len(y) / best}
 
 
 def run(device="cuda", archs=ARCHS, configs=CONFIGS, *, budget_s: float = 270, steps: int = 20,
@@ -160,6 +188,9 @@ def run(device="cuda", archs=ARCHS, configs=CONFIGS, *, budget_s: float = 270, s
           f"(TF32 matmul {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}, cuDNN TF32 convs "
           f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'})", flush=True)
     out = {"device": name, "peak_bf16_tflops": peak, "peak_fp32_tflops": peak32, "train": [], "pgd": [], "skipped": []}
+    data = image_data("train", 1)
+    print(f"data: {'CIFAR-10 (cifar10-jpeg)' if data.spec != 'random' else 'random uint8 pixels (no cifar10-jpeg found)'}"
+          f", held on the device as uint8", flush=True)
     print(f"{'arch':<16} {'batch':>5} {'precision':<9} {'layout':<6} {'train img/s':>12} {'MFU (bf16 peak)':>16}")
     for arch, batch in archs:
         flops = {}

@@ -1,11 +1,12 @@
 """`make bench`: every benchmark, one table of ratios against their targets, written to docs/benchmarks.md.
 
-    .venv/bin/python benchmarks/run_all.py [--quick] [--no-write] [--only train,attacks,data,transfer,others,gpu]
+    .venv/bin/python benchmarks/run_all.py [--quick] [--no-write] [--only train,attacks,data,transfer,memory,others,gpu]
 
 Stages (each a module here with a `rows(quick)` function returning (list of benchlib.Row, raw dict)):
 bench_train (MFU, free vs natural, OpenMP wait policy), bench_attacks (PGD-20 vs its floor, early
 exit, ART), bench_data (BatchLoader, decode-once cache), the transfer pieces (bench_transfer.py's
-helpers: 50-epoch head with and without the feature cache, and its cost vs per_class N), the other
+helpers: 50-epoch head with and without the feature cache, and its cost vs per_class N), bench_memory
+(peak RSS of head-search and lwf-search trials on Tiny-ImageNet, N = 1, 2, 4, 8 trials), the other
 engineers' bench_search.py / bench_evaluation.py when present, and gpu.py (a subprocess; it skips
 on machines without CUDA).
 
@@ -40,9 +41,10 @@ from benchlib import CLOCK, DOCS, Row, loadavg, machine  # noqa: E402  (first: s
 
 import torch  # noqa: E402
 
-OWNED = ("Machine", "Training", "Attacks", "Data", "Scaling", "GPU")
-STAGES = ("train", "attacks", "data", "transfer", "others", "gpu")
-PLOTS = {"pgd": "bench_pgd_steps.png", "train": "bench_train_batches.png", "transfer": "bench_transfer_per_class.png"}
+OWNED = ("Machine", "Training", "Attacks", "Data", "Memory", "Scaling", "GPU")
+STAGES = ("train", "attacks", "data", "transfer", "memory", "others", "gpu")
+PLOTS = {"pgd": "bench_pgd_steps.png", "train": "bench_train_batches.png", "transfer": "bench_transfer_per_class.png",
+         "memory": "bench_memory_trials.png"}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -206,6 +208,17 @@ def plots(raw: dict, out_dir: Path) -> dict[str, str]:
         plt.close(fig)
         made[key] = path.name
 
+    mem = {k: v for k, v in raw.get("memory", {}).items() if isinstance(v, dict) and v.get("peak_mib")}
+    if mem:
+        fig, ax = plt.subplots(figsize=(4.2, 3))
+        for (k, s), style in zip(mem.items(), ("o-", "s--")):
+            ax.plot(s["trials"], s["peak_mib"], style, label=f"{k} (peak)")
+            ax.plot(s["trials"], s["rss_mib"], style[0] + ":", alpha=0.6, label=f"{k} (current)")
+        ax.set(xlabel="trials run in one process", ylabel="RSS (MiB)", title="memory vs search trials")
+        ax.set_xticks(next(iter(mem.values()))["trials"])
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7)
+        save(fig, "memory")
     if "pgd_scaling" in raw.get("attacks", {}):
         s = raw["attacks"]["pgd_scaling"]
         fig, ax = plt.subplots(figsize=(4.2, 3))
@@ -273,11 +286,15 @@ def flips(rows: list[Row]) -> str:
             f"shares its 2 cores with other jobs, wall time also counts the time it waited for them.")
 
 
-SPREAD = """Run-to-run spread: five full runs on 2026-11-27 (load average 4-8) gave small-cnn MFU
-0.62-0.80, wrn-16-4 MFU 0.87-0.92 (1.1 once, with a matmul peak under-measured from a single
-sample per round, since fixed), free ÷ natural 1.00-1.08, PGD plain ÷ bare 0.98-1.05, early exit
-÷ bare 0.34-0.36, ART ÷ ours 1.44-1.50 (plain) and 4.1-4.5 (early exit). Rows within a few
-percent of their target (small-cnn MFU, PGD plain ÷ bare) can change verdict between runs here."""
+SPREAD = """Run-to-run spread: five full runs on 2026-11-27 on another host of this pool (AMD EPYC, AVX2;
+load average 4-8), before the attacks folded BatchNorm, gave small-cnn MFU 0.62-0.80, wrn-16-4 MFU
+0.87-0.92, free ÷ natural 1.00-1.08, PGD plain ÷ bare 0.98-1.05, early exit ÷ bare 0.34-0.36, ART ÷
+ours 1.44-1.50 (plain) and 4.1-4.5 (early exit). On this Intel Xeon (AVX-512), with folding
+(development runs, random and robust-ish small-cnn, 64 images): plain ÷ bare 0.75-0.85, ART ÷ ours
+1.8-2.0 on a channels_last model and 2.2-3.0 on the model as loaded (2.5-3.0 on random-weight
+models, 2.24 on the robust-ish one of `make bench`). MFU depends on the host: the AVX-512 matmul
+peak is ~2.1× the AVX2 one, the small nets' convolutions and memory-bound ops gain less. Rows near
+their target (wrn-16-4 MFU, ART ÷ ours on the model as loaded) can change verdict between runs."""
 
 
 def split_sections(text: str) -> tuple[str, list[tuple[str, str]]]:
@@ -411,7 +428,9 @@ interleaved (GFLOP/s and MFU by the primary clock; "other clock" is the MFU by t
   library keeps torch's default (all cores); OMP_NUM_THREADS or `torch.set_num_threads` override it.
 - **Fusion.** `torch.compile` (inductor, CPU) of small-cnn's training step took 78 s to compile on
   this machine during development and ran within 5% of eager afterwards, so it is not used
-  (`RTL_BENCH_COMPILE=1` adds it as an arm). Conv+BN folding applies to inference only.
+  (`RTL_BENCH_COMPILE=1` adds it as an arm); `compile=true` (CommonConfig) turns it on for training.
+  Conv+BN folding changes the training function, so it is used where BatchNorm is fixed: by the
+  attacks, which run the model in eval mode (`attacks/fold.py`; see Attacks).
 - **Where a step's time goes** (profiler, self time, best configuration): {bd}.
 - **Free training** ({fr['arch']}, batch {fr['batch']}, replay {fr['replay']}; one timing = {fr['replay']} updates):
   natural {fr['natural']}; free {fr['free']}.
@@ -420,7 +439,8 @@ interleaved (GFLOP/s and MFU by the primary clock; "other clock" is the MFU by t
     a = raw.get("attacks", {})
     if a:
         p, mdl = a["pgd"], a["model"]
-        arms = "\n".join(f"| {k} | {p[k]} |" for k in ("bare", "plain", "ee", "art") if k in p)
+        arms = "\n".join(f"| {k} | {p[k]} |" for k in ("bare", "bare_folded", "plain", "ee", "art") if k in p)
+        arms += "".join(f"\n| {k} (model as loaded, NCHW) | {v} |" for k, v in a.get("pgd_as_loaded", {}).items())
         mine["Attacks"] = f"""## Attacks
 
 Model: {mdl.get('source')} — {', '.join(f'{k}={v}' for k, v in mdl.items() if k not in ('source',) and v is not None)};
@@ -434,7 +454,13 @@ Images pushed through the model: plain {p['forward_images_plain']}, early exit {
 |---|---|
 {arms}
 
-`bare` = 20 × (forward + input-gradient backward) + 1 forward, nothing else: the floor for PGD-20.
+`bare` = 20 × (forward + backward w.r.t. the input only, with the parameters frozen) + 1 forward of
+the model as given, nothing else: the floor of a PGD-20 that runs the model as it is. (Until
+2026-11-27 the floor was the same without freezing the parameters: `torch.autograd.grad` w.r.t.
+the input already skips the weight-gradient products, so the two cost the same, within 1-2%.)
+`bare_folded` is that floor on the view ours attacks — eval-mode BatchNorm folded into the
+convolution before it (`attacks/fold.py`; the same function up to float rounding) — so plain ÷
+bare_folded is what ours adds per step (sign step, projection, best-iterate tracking).
 
 {misses(by('Attacks'))}"""
     d = raw.get("data", {})
@@ -456,6 +482,38 @@ step of the same batch: loader {lo['loader']}; training {lo['train']}
 {cache_text}
 
 {misses(by('Data'))}"""
+    mem = raw.get("memory", {})
+    if mem:
+        lines = []
+        for k, s in mem.items():
+            if not isinstance(s, dict) or not s.get("peak_mib"):
+                continue
+            lines.append(f"| {k} | {s['target']} | {s['per_class']} | {s['start_rss_mib']:,.0f} | "
+                         + ", ".join(f"{p:,.0f}" for p in s["peak_mib"]) + " | "
+                         + ", ".join(f"{p:,.0f}" for p in s["rss_mib"]) + f" | {s['seconds'][-1]:.0f} |")
+        plot = f"\n![peak RSS vs trials]({made['memory']})\n" if "memory" in made else ""
+        mine["Memory"] = f"""## Memory
+
+Peak resident memory of a search's trials, run one after another in one process as the Optuna
+runner runs them (`benchmarks/bench_memory.py`; each series in its own child process, so the
+high-water mark is its own). Head search: `transfer` with an MLP head on the feature cache
+(hyperparameters vary per trial: depth, dropout, lr); lwf search: `lwf` with `teacher=offline`
+(stored z0; λ_d varies). Target Tiny-ImageNet (200 classes, 64×64 → 32×32), a small-cnn source;
+each trial ends with its own (small) final evaluation and checkpoint. Peak RSS = VmHWM of the
+child (`/proc/self/status`; not `ru_maxrss`, which a child inherits from its parent across fork and
+exec on Linux) after trials 1, 2, 4, 8; current RSS from psutil. The row passes if the peak after 8 trials is
+within {int(round((__import__('bench_memory').BOUND - 1) * 100))}% of the peak after 1.
+
+| search | target | per_class | RSS before (MiB) | peak RSS after 1, 2, 4, 8 trials (MiB) | current RSS (MiB) | seconds |
+|---|---|---|---|---|---|---|
+{chr(10).join(lines)}
+{plot}
+"RSS before" is the process with torch and the library imported, before any trial; the rest of
+the peak is what one trial needs at its busiest (the Tiny-ImageNet split read from the decode-once
+cache before the per-class subset is taken, the resized subset, features, the model and its
+evaluation). The current RSS settles after the first trial or two (allocator pools) and then stays flat.
+
+{misses(by('Memory'))}"""
     sc = ["## Scaling", "", "How cost grows with work (one run each, this run's load):", ""]
     if "pgd" in made:
         s = a["pgd_scaling"]
@@ -478,10 +536,13 @@ step of the same batch: loader {lo['loader']}; training {lo['train']}
     g = raw.get("gpu", {})
     mine["GPU"] = f"""## GPU
 
-`benchmarks/gpu.py` (run by `make bench`): on a CUDA machine, training images/s for wrn-16-4,
-preact-resnet18 and wrn-34-10 in fp32 and bf16 autocast, NCHW and channels_last, PGD-20 evaluation
-images/s (fp32 and bf16, channels_last), and MFU against the card's measured bf16 matmul rate, with
-the data on the device (the library's BatchLoader over a uint8 set held there), within a 270 s budget.
+`benchmarks/gpu.py` (run by `make bench`; alone: `python benchmarks/gpu.py` with `../shared/data`
+beside the repository): on a CUDA machine, training images/s for wrn-16-4, preact-resnet18 and
+wrn-34-10 in fp32 and bf16 autocast, NCHW and channels_last (the library's `ModeStep` under a
+`FastPath`, i.e. what `precision=` / `channels_last=` select), PGD-20 evaluation images/s (fp32 as
+the library evaluates, and bf16 asked for explicitly), and MFU against the card's measured bf16
+matmul rate, with CIFAR-10 (cifar10-jpeg) held on the device as uint8 behind the library's
+BatchLoader (crop and flip on the device), within a 270 s budget (≤ 5 minutes in all).
 This run's output:
 
 ```
@@ -535,12 +596,14 @@ def main(argv=None) -> int:
 
     import bench_attacks
     import bench_data
+    import bench_memory
     import bench_train
 
     stage("train", lambda: bench_train.rows(args.quick))
     stage("attacks", lambda: bench_attacks.rows(args.quick))
     stage("data", lambda: bench_data.rows(args.quick))
     stage("transfer", lambda: transfer_rows(args.quick))
+    stage("memory", lambda: bench_memory.rows(args.quick))
     stage("others", lambda: other_engineers(args.quick))
     if raw.get("others", {}).get("search_has_head_row"):
         for r in rows:  # bench_search.py's own head-search row carries the target then

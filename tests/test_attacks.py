@@ -388,3 +388,74 @@ def test_pgd20_agrees_with_art(robust_model, data):
     print(f"\nrobust tiny CNN: clean {clean:.3f}  PGD-20 ours {ours:.3f}  ART {art:.3f}")
     assert 0.10 < ours < 0.90 and ours < clean - 0.1          # non-trivial, so the comparison means something
     assert abs(ours - art) <= 0.02
+
+
+# ---------------------------------------------------------------- speed: BatchNorm folding, fp32 attacks
+def _small_cnn_with_bn_stats(seed=0):
+    from robust_transfer.models import create_model
+
+    torch.manual_seed(seed)
+    model = create_model("small-cnn", 10).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def test_folded_view_follows_weight_changes_without_retracing():
+    from robust_transfer.attacks import fold
+
+    model = _small_cnn_with_bn_stats()
+    x = torch.rand(4, 3, 32, 32)
+    view = fold.attack_view(model)
+    traces = fold.TRACES
+    with torch.no_grad():
+        model.body[0][1].running_var.mul_(2.0)      # in place (as an optimiser step or a BN update)
+        model.body[0][0].weight.add_(0.1)
+        assert fold.attack_view(model) is view and fold.TRACES == traces   # refreshed, not re-traced
+        torch.testing.assert_close(view(x), model(x), rtol=1e-4, atol=1e-5)
+        model.body[1][0] = nn.Conv2d(16, 32, 3, padding=1, bias=False)      # a replaced module: re-traced
+        view2 = fold.attack_view(model)
+        assert fold.TRACES == traces + 1
+        torch.testing.assert_close(view2(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_folding_leaves_the_model_alone_and_skips_hooked_models():
+    from robust_transfer.attacks import fold
+
+    model = _small_cnn_with_bn_stats()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.rand(6, 3, 32, 32), torch.randint(0, 10, (6,))
+    model.train()
+    pgd_attack(model, x, y, eps=EPS, alpha=ALPHA, steps=2, generator=torch.Generator().manual_seed(0))
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    seen = []
+    model.body[0].register_forward_hook(lambda m, i, o: seen.append(1))
+    assert fold.attack_view(model) is model                 # hooks must fire: attacked unfolded
+    pgd_attack(model, x, y, eps=EPS, alpha=ALPHA, steps=1)
+    assert len(seen) == 2
+
+
+def test_folded_and_unfolded_pgd_agree():
+    model = _small_cnn_with_bn_stats()
+    x, y = torch.rand(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    out = {fold: pgd_attack(model, x, y, eps=EPS, alpha=ALPHA, steps=5, fold_bn=fold,
+                            generator=torch.Generator().manual_seed(1)) for fold in (True, False)}
+    # the same function up to float rounding: a gradient component near 0 may flip its sign
+    assert (out[True].fooled != out[False].fooled).sum() <= 1
+    assert (out[True].x_adv - out[False].x_adv).abs().max() <= 2 * EPS + 1e-6
+
+
+def test_attacks_run_in_fp32_inside_a_bf16_autocast_region():
+    model = _small_cnn_with_bn_stats()
+    x, y = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    ref = pgd_attack(model, x, y, eps=EPS, alpha=ALPHA, steps=3, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):     # as a training step under precision=bf16
+        out = pgd_attack(model, x, y, eps=EPS, alpha=ALPHA, steps=3, generator=torch.Generator().manual_seed(0))
+        g = input_gradients(model, x, y)
+    assert torch.equal(out.x_adv, ref.x_adv) and torch.equal(out.fooled, ref.fooled)
+    assert g.dtype == torch.float32
+    with pytest.raises(ConfigError, match="precision='fp16'"):
+        pgd_attack(model, x, y, eps=EPS, alpha=ALPHA, steps=1, precision="fp16")

@@ -15,6 +15,7 @@ sys.path.insert(0, str(BENCH))
 import benchlib  # noqa: E402
 import bench_attacks  # noqa: E402
 import bench_data  # noqa: E402
+import bench_memory  # noqa: E402
 import bench_train  # noqa: E402
 import gpu  # noqa: E402
 import run_all  # noqa: E402
@@ -79,8 +80,29 @@ def test_attack_benches_tiny():
     well_formed(rows)
     assert raw["pgd20_acc_early_exit"] <= raw["pgd20_acc_plain"]
     assert raw["forward_images_ee"] <= raw["forward_images_plain"]
+    assert raw["bare_over_bare_folded"] > 0 and "bare_folded" in raw
+    rows, raw = bench_attacks.as_loaded_rows(model.to(memory_format=torch.channels_last), x, y, repeats=1)
+    well_formed(rows)
+    assert set(raw) == {"plain", "art", "bare"}
     s = bench_attacks.pgd_scaling(model, x, y, steps=(1, 2))
     assert len(s["plain_s"]) == len(s["ee_s"]) == 2
+
+
+def test_memory_bench_tiny(workdir, tiny_folder):
+    for kind in ("transfer", "lwf"):
+        s = bench_memory.series(kind, trials=2, target=f"imagefolder:{tiny_folder}", per_class=2, checkpoints=(1, 2))
+        assert s["trials"] == [1, 2] and all(p > 0 for p in s["peak_mib"] + s["rss_mib"])
+        assert s["peak_mib"][1] >= s["peak_mib"][0]             # a high-water mark never falls
+        row = bench_memory.row_of(s)
+        well_formed([row])
+        assert row.section == "Memory" and row.target == bench_memory.BOUND
+
+
+def test_attack_floor_freezes_and_restores_parameters():
+    model = bench_attacks.create_model("small-cnn", 10).eval()
+    x, y = torch.rand(2, 3, 32, 32), torch.randint(0, 10, (2,))
+    bench_attacks.bare_pgd_cost(model, x, y, steps=1)
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())
 
 
 def test_data_benches_tiny(workdir, tiny_folder):
@@ -102,6 +124,7 @@ def test_gpu_inner_functions_on_cpu():
     assert gpu.flops_per_image("small-cnn", "cpu", "fp32", True) > 0
     out = gpu.run("cpu", archs=(("small-cnn", 2),), configs=(("fp32", True),), steps=1, pgd_batch=2, peak_n=32)
     assert out["train"][0]["mfu_bf16_peak"] > 0 and out["pgd"]
+    assert {r["precision"] for r in out["pgd"]} == {"fp32", "bf16"}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the skip path is for machines without CUDA")
@@ -135,14 +158,17 @@ def test_foreign_rows_accepts_dicts():
 @pytest.mark.slow
 def test_run_all_quick_end_to_end(tmp_path):
     (tmp_path / "benchmarks.md").write_text("# Benchmarks\n\n## Evaluation\ntheirs\n")
-    out = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--quick", "--only", "train,attacks,data,gpu",
+    out = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--quick", "--only", "train,attacks,data,memory,gpu",
                           "--docs", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "training step MFU" in out.stdout and "PGD-20 evaluation" in out.stdout
     md = (tmp_path / "benchmarks.md").read_text()
-    for section in ("## Machine", "## Training", "## Attacks", "## Data", "## Scaling", "## GPU", "## Evaluation\ntheirs"):
+    assert "peak RSS growth over trials" in out.stdout
+    for section in ("## Machine", "## Training", "## Attacks", "## Data", "## Memory", "## Scaling", "## GPU",
+                    "## Evaluation\ntheirs"):
         assert section in md
     assert (tmp_path / "bench_pgd_steps.png").stat().st_size > 0 and (tmp_path / "benchmarks.json").is_file()
+    assert (tmp_path / "bench_memory_trials.png").stat().st_size > 0
 
 
 @pytest.mark.slow

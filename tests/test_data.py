@@ -616,3 +616,13 @@ def test_real_cifar10_jpeg(tmp_path):
     assert train.num_classes == 10 and train.classes[:3] == ("airplane", "automobile", "bird")
     assert train.images.shape[1:] == (3, 32, 32) and torch.bincount(test.labels).tolist() == [1000] * 10
     assert times[1] * 5 <= times[0], times
+
+
+def test_loader_memory_format_and_host_copy_give_the_same_batches():
+    d = ImageData(torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8), torch.arange(10) % 2, ("a", "b"), "toy",
+                  "train")
+    ref = list(BatchLoader(d, 4, augment=True, seed=3))
+    nhwc = list(BatchLoader(d, 4, augment=True, seed=3, memory_format=torch.channels_last, on_device=False))
+    for (x, y), (x2, y2) in zip(ref, nhwc):
+        assert x2.is_contiguous(memory_format=torch.channels_last) and x2.dtype == torch.float32
+        assert torch.equal(x, x2) and torch.equal(y, y2)

@@ -88,3 +88,40 @@ def test_bad_head_specs(kwargs, needle):
 
 def test_list_archs_names_the_families():
     assert {"small-cnn", "preact-resnet18", "resnet50", "wrn-<depth>-<width>"} <= set(list_archs())
+
+
+@pytest.mark.parametrize("arch", ["small-cnn", "wrn-10-2", "preact-resnet18"])
+def test_channels_last_gives_the_same_logits(arch):
+    torch.manual_seed(0)
+    model = create_model(arch, 10).eval()
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        out = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["small-cnn", "wrn-10-2", "preact-resnet18"])
+def test_attack_view_folds_batchnorm_into_the_same_function(arch):
+    from robust_transfer.attacks import fold
+
+    torch.manual_seed(0)
+    model = create_model(arch, 10, head=HeadSpec("mlp", mlp_depth=1, width=32, batch_norm=True)).eval()
+    for m in model.modules():   # non-trivial BatchNorm statistics
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    view = fold.attack_view(model)
+    assert view is not model and fold._CACHE[model].pairs                  # something was folded
+    mods = dict(view.named_modules())
+    bn_calls = [n for n in view.graph.nodes if n.op == "call_module" and isinstance(mods[n.target], torch.nn.BatchNorm2d)]
+    assert len(bn_calls) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) - len(fold._CACHE[model].pairs)
+    x, y = torch.rand(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    with torch.no_grad():
+        torch.testing.assert_close(view(x), model(x), rtol=1e-4, atol=1e-5)
+    xg = x.clone().requires_grad_(True)
+    (g_ref,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xg), y, reduction="sum"), xg)
+    xg = x.clone().requires_grad_(True)
+    (g_view,) = torch.autograd.grad(torch.nn.functional.cross_entropy(view(xg), y, reduction="sum"), xg)
+    assert ((g_view - g_ref).norm() / g_ref.norm()) < 1e-4

@@ -1,7 +1,10 @@
-"""Pieces every training strategy shares: budget, optimiser, schedule, epoch bookkeeping."""
+"""Pieces every training strategy shares: budget, optimiser, schedule, epoch bookkeeping, and the
+fast path (`FastPath`: autocast precision, memory format, optional torch.compile)."""
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import time
 from dataclasses import dataclass
 
@@ -96,3 +99,75 @@ def memory_format_for(arch: str) -> torch.memory_format:
     max-pooling and BatchNorm are much faster in NHWC) gains ~1.3x per training step and ~1.4x per
     PGD step; wrn-16-4 is about even (benchmarks/bench_train.py, docs/benchmarks.md "## Training")."""
     return torch.channels_last
+
+
+def resolve_precision(precision: str, device) -> torch.dtype | None:
+    """The training autocast dtype: None (fp32) or torch.bfloat16. `auto` = bf16 on a CUDA device
+    that supports it, fp32 elsewhere (CPUs without native bf16 run it slower than fp32)."""
+    device = torch.device(device)
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def resolve_memory_format(channels_last: str, arch: str) -> torch.memory_format:
+    """`auto` = `memory_format_for(arch)` (channels_last for the conv nets here), else as asked."""
+    if channels_last == "true":
+        return torch.channels_last
+    if channels_last == "false":
+        return torch.contiguous_format
+    return memory_format_for(arch)
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """How a training step runs: the device, the autocast dtype (None = fp32), the memory format of
+    the model and its inputs, and whether the model's body is torch.compile'd while training.
+
+    Attacks run inside a training step stay fp32 (attacks/pgd.attack_precision), so only the
+    parameter update uses the autocast dtype.
+    """
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None = None
+    memory_format: torch.memory_format = torch.channels_last
+    compile: bool = False
+
+    @classmethod
+    def of(cls, cfg, device, arch: str) -> "FastPath":
+        """From a CommonConfig's `precision`, `channels_last` and `compile` (defaults when absent)."""
+        device = torch.device(device)
+        return cls(device, resolve_precision(getattr(cfg, "precision", "auto"), device),
+                   resolve_memory_format(getattr(cfg, "channels_last", "auto"), arch), bool(getattr(cfg, "compile", False)))
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.autocast_dtype == torch.bfloat16 else "fp32"
+
+    def autocast(self):
+        """The context a training forward runs in (a no-op in fp32)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    @contextlib.contextmanager
+    def compiled(self, model: nn.Module):
+        """While training: `model.body` compiled in place (nn.Module.compile: parameters, state_dict and
+        checkpoints unchanged), restored to eager afterwards so evaluation does not recompile. A no-op
+        unless `compile`; if torch.compile cannot be set up here the step runs eagerly, with a warning."""
+        body = getattr(model, "body", None)
+        if not self.compile or body is None:
+            yield model
+            return
+        try:
+            body.compile()
+        except Exception as e:  # noqa: BLE001  (inductor missing pieces: train eagerly rather than fail)
+            print(f"warning: compile=true ignored: torch.compile failed ({type(e).__name__}: {e})", file=sys.stderr)
+            yield model
+            return
+        try:
+            yield model
+        finally:
+            body._compiled_call_impl = None   # back to eager (what nn.Module.compile set)

@@ -20,7 +20,7 @@ from ..data import BatchLoader
 from ..device import resolve_device
 from ..models import HeadSpec
 from ..reporting import RunLogger
-from .common import Budget, lr_at, make_sgd
+from .common import Budget, FastPath, lr_at, make_sgd
 from .source import (StrategyResult, default_checkpoint_dir, drop_last, finish, input_format, load_data,
                      load_source, on_device, replace_head, source_lineage, tag_run, train_loop)
 
@@ -35,8 +35,9 @@ def finetune_adv(cfg: FinetuneAdvConfig, logger: RunLogger, *, run_id: str | Non
     tag_run(logger, source, train)
 
     model = replace_head(source.model, HeadSpec(), train.num_classes)
-    model = on_device(model, device)
-    fmt = input_format(model)
+    fast = FastPath.of(cfg, device, model.arch)   # precision, channels_last, compile (the PGD stays fp32)
+    model = on_device(model, device, fast)
+    fmt = input_format(model, fast)
     model.train()  # end to end: every parameter and BatchNorm statistic adapts to the target
     opt = make_sgd(model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
     loader = BatchLoader(train, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed, device=device,
@@ -63,7 +64,7 @@ def finetune_adv(cfg: FinetuneAdvConfig, logger: RunLogger, *, run_id: str | Non
 
     # the meter sees the adversarial logits: their accuracy is logged as train_adv_acc
     updates = train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress,
-                         desc=f"finetune_adv pgd{cfg.steps}", acc_name="train_adv_acc",
+                         desc=f"finetune_adv pgd{cfg.steps}", acc_name="train_adv_acc", fast=fast, model=model,
                          lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
     meta = {"training": {"strategy": "finetune_adv", "updates": updates, "seed": cfg.seed, "steps": cfg.steps,
                          "epsilon": cfg.epsilon, "step_size": cfg.step_size},

@@ -28,7 +28,7 @@ from ..config import LwfConfig
 from ..device import resolve_device
 from ..models import HeadSpec
 from ..reporting import RunLogger
-from .common import Budget, freeze, lr_at, make_sgd
+from .common import Budget, FastPath, freeze, lr_at, make_sgd
 from .features import cached_features
 from .source import (IndexedImages, StrategyResult, batchnorm_modules, default_checkpoint_dir, finish, input_format,
                      load_data, load_source, on_device, replace_head, same_classes, set_modes, source_lineage,
@@ -66,11 +66,12 @@ def lwf(cfg: LwfConfig, logger: RunLogger, *, run_id: str | None = None) -> Stra
     freeze(teacher)
     keep_head = same_classes(source, train)  # same-dataset mode (Tables 5, 7): the source's head fits
     model = source.model if keep_head else replace_head(source.model, HeadSpec(), train.num_classes)
-    model = on_device(model, device)
+    fast = FastPath.of(cfg, device, model.arch)   # precision, channels_last, compile
+    model = on_device(model, device, fast)
     z0_all = (cached_features(teacher, train, device=device, progress=cfg.progress).to(device)
               if cfg.teacher == "offline" else None)  # the paper's offline trick: z0 stored, computed once
     data = IndexedImages(train, cfg.batch_size, seed=cfg.seed, device=device, augment=cfg.augment,
-                         memory_format=input_format(model))
+                         memory_format=input_format(model, fast))
 
     bn = batchnorm_modules(model.body)
     bn_params = {id(p) for m in bn for p in m.parameters()}
@@ -118,7 +119,7 @@ def lwf(cfg: LwfConfig, logger: RunLogger, *, run_id: str | None = None) -> Stra
         return loss.detach(), logits.detach(), y, {"train_feature_distance": float(d.detach())}
 
     updates = train_loop(budget, data.epoch, update, opt=opt, logger=logger, progress=cfg.progress,
-                         desc=f"lwf λ_d={cfg.lambda_d}", lr_for=lr_for)
+                         desc=f"lwf λ_d={cfg.lambda_d}", lr_for=lr_for, fast=fast, model=model)
     meta = {"training": {"strategy": "lwf", "updates": updates, "warm_updates": warm_updates, "seed": cfg.seed,
                          "lambda_d": cfg.lambda_d, "distance": cfg.distance, "teacher": cfg.teacher,
                          "freeze_bn": cfg.freeze_bn, "head": "source" if keep_head else "new"},

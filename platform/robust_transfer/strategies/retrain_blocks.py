@@ -23,7 +23,7 @@ from ..data import BatchLoader
 from ..device import resolve_device
 from ..errors import ConfigError, ModelError
 from ..reporting import RunLogger
-from .common import Budget, freeze, lr_at, make_sgd
+from .common import Budget, FastPath, freeze, lr_at, make_sgd
 from .source import (StrategyResult, default_checkpoint_dir, drop_last, final_evaluation, finish, input_format,
                      load_data, load_source, on_device, set_modes, source_lineage, tag_run, train_loop)
 
@@ -64,8 +64,9 @@ def retrain_blocks(cfg: RetrainBlocksConfig, k: int, logger: RunLogger, *, run_i
     reinitialise(retrained, cfg.seed)
     for b in frozen:
         freeze(b)
-    model = on_device(model, device)
-    fmt = input_format(model)
+    fast = FastPath.of(cfg, device, model.arch)   # precision, channels_last, compile
+    model = on_device(model, device, fast)
+    fmt = input_format(model, fast)
     set_modes(model, frozen=frozen)  # the frozen part stays in eval mode: its BatchNorm statistics are θ_r*'s
 
     def forward(x):
@@ -97,7 +98,7 @@ def retrain_blocks(cfg: RetrainBlocksConfig, k: int, logger: RunLogger, *, run_i
         return loss.detach(), logits.detach(), y
 
     updates = train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress,
-                         desc=f"retrain k={k}",
+                         desc=f"retrain k={k}", fast=fast, model=model,
                          lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
     meta = {"training": {"strategy": "retrain_blocks", "k": k, "blocks": len(blocks), "updates": updates,
                          "seed": cfg.seed},

@@ -21,7 +21,7 @@ from ..data.transforms import random_crop_flip
 from ..errors import ConfigError, ModelError
 from ..models import HeadSpec, ImageClassifier, create_head
 from ..reporting import RunLogger
-from .common import Budget, EpochMeter, memory_format_for, set_lr
+from .common import Budget, EpochMeter, FastPath, memory_format_for, set_lr
 
 SOURCE_META_KEYS = ("arch", "num_classes", "input_size", "classes", "data_spec", "data_sha256", "threat_model",
                     "training", "head", "lineage", "evaluation")
@@ -89,13 +89,14 @@ def replace_head(model: ImageClassifier, spec: HeadSpec, num_classes: int) -> Im
     return model
 
 
-def on_device(model: ImageClassifier, device) -> ImageClassifier:
-    """`model` on `device` in the memory format its convolutions run fastest in (common.memory_format_for)."""
-    return model.to(device=device, memory_format=memory_format_for(model.arch))
+def on_device(model: ImageClassifier, device, fast: FastPath | None = None) -> ImageClassifier:
+    """`model` on `device` in the memory format its convolutions run fastest in (common.memory_format_for),
+    or the one `fast` (the config's channels_last) asks for."""
+    return model.to(device=device, memory_format=input_format(model, fast))
 
 
-def input_format(model: nn.Module) -> torch.memory_format:
-    return memory_format_for(getattr(model, "arch", ""))
+def input_format(model: nn.Module, fast: FastPath | None = None) -> torch.memory_format:
+    return fast.memory_format if fast is not None else memory_format_for(getattr(model, "arch", ""))
 
 
 @contextlib.contextmanager
@@ -158,20 +159,32 @@ class IndexedImages:
 
 
 def train_loop(budget: Budget, batches, update, *, opt: torch.optim.Optimizer, lr_for, logger: RunLogger,
-               progress: bool, desc: str, acc_name: str = "train_clean_acc") -> int:
+               progress: bool, desc: str, acc_name: str = "train_clean_acc", fast: FastPath | None = None,
+               model: nn.Module | None = None) -> int:
     """`budget.total_updates` optimiser updates over epochs of `batches(epoch)`.
 
     `update(batch, step)` performs update number `step` and returns (loss, logits, y[, extras]);
     `lr_for(step)` is its learning rate. Per epoch (step=epoch): train_loss, `acc_name`,
-    epoch_time_s, images_per_s, lr and the epoch means of any extras.
+    epoch_time_s, images_per_s, lr and the epoch means of any extras. With `fast`, each update runs
+    under its autocast (attacks inside stay fp32) and `model`'s body is compiled if it asks.
     """
-    step = 0
     bar = tqdm(total=budget.total_updates, desc=desc, unit="it", disable=not progress, leave=False)
+    compiled = fast.compiled(model) if fast is not None and model is not None else contextlib.nullcontext()
+    with compiled:
+        step = _epochs(budget, batches, update, opt, lr_for, logger, bar, acc_name, fast)
+    bar.close()
+    return step
+
+
+def _epochs(budget, batches, update, opt, lr_for, logger, bar, acc_name, fast) -> int:
+    step = 0
+    autocast = fast.autocast if fast is not None else contextlib.nullcontext
     for epoch in range(budget.epochs):
         meter, extras, seen = EpochMeter(), {}, 0
         for batch in batches(epoch):
             set_lr(opt, lr_for(step))
-            loss, logits, y, *rest = update(batch, step)
+            with autocast():
+                loss, logits, y, *rest = update(batch, step)
             meter.update(loss, logits, y)
             for k, v in (rest[0] if rest else {}).items():
                 extras[k] = extras.get(k, 0.0) + float(v)
@@ -188,7 +201,6 @@ def train_loop(budget: Budget, batches, update, *, opt: torch.optim.Optimizer, l
         logger.log_metrics(metrics, step=epoch)
         if step >= budget.total_updates:
             break
-    bar.close()
     return step
 
 

@@ -30,8 +30,8 @@ from ..device import resolve_device
 from ..errors import ModelError
 from ..models import create_model
 from ..reporting import RunLogger
-from .common import (Budget, EpochMeter, load_optimizer_tensors, lr_at, make_sgd, optimizer_tensors, set_lr,
-                     memory_format_for)
+from .common import (Budget, EpochMeter, FastPath, load_optimizer_tensors, lr_at, make_sgd, optimizer_tensors,
+                     set_lr)
 
 HELDOUT = 256  # per-epoch clean/PGD check on a fixed held-out batch of the test split
 
@@ -47,14 +47,19 @@ class TrainResult:
 class ModeStep:
     """One minibatch of a training mode; returns (loss, logits) of the last update for the meters."""
 
-    def __init__(self, cfg: TrainConfig, model, opt, threat: ThreatModel, generator: torch.Generator):
+    def __init__(self, cfg: TrainConfig, model, opt, threat: ThreatModel, generator: torch.Generator,
+                 fast: FastPath | None = None):
         self.cfg, self.model, self.opt, self.threat, self.gen = cfg, model, opt, threat, generator
+        # the update's forward runs under the fast path's autocast (bf16 or none); the attacks that
+        # make adversarial examples always run in fp32 (attacks.pgd.attack_precision)
+        self.fast = fast or FastPath(generator.device, None, torch.channels_last)
         self.delta: torch.Tensor | None = None  # free training's carried perturbation
         self.updates_per_batch = cfg.replay if cfg.mode == "free" else 1
 
     def _update(self, x, y):
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
+        with self.fast.autocast():
+            logits = self.model(x)
+            loss = F.cross_entropy(logits.float(), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -85,8 +90,9 @@ class ModeStep:
         for _ in range(self.cfg.replay):
             delta = self.delta[: x.shape[0]].clone().requires_grad_(True)
             x_adv = (x + delta).clamp(0, 1)
-            logits = self.model(x_adv)
-            loss = F.cross_entropy(logits, y)
+            with self.fast.autocast():
+                logits = self.model(x_adv)
+                loss = F.cross_entropy(logits.float(), y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()  # one backward: gradients for θ and for δ
             self.opt.step()
@@ -110,7 +116,10 @@ def load_training_data(cfg: TrainConfig) -> tuple[ImageData, ImageData]:
 
 def config_fingerprint(cfg: TrainConfig) -> str:
     """What must match for --resume to continue the same run (budget and recipe, not progress flags)."""
-    keep = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "progress", "device", "data_dir", "register_as")}
+    skip = ("resume", "progress", "device", "data_dir", "register_as", "compile", "channels_last")
+    keep = {k: v for k, v in asdict(cfg).items() if k not in skip}
+    if keep.get("precision") == "auto":   # (so checkpoints written before the field existed still match)
+        keep.pop("precision")
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -144,14 +153,15 @@ def train(cfg: TrainConfig, logger: RunLogger, *, run_id: str | None = None) -> 
     train_data, test_data = load_training_data(cfg)
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else default_checkpoint_dir(cfg)
 
-    fmt = memory_format_for(cfg.arch)
+    fast = FastPath.of(cfg, device, cfg.arch)   # precision, channels_last, compile
+    fmt = fast.memory_format
     model = create_model(cfg.arch, train_data.num_classes, input_size=train_data.image_size).to(device)
     model = model.to(memory_format=fmt)
     opt = make_sgd(model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
     loader = BatchLoader(train_data, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed,
-                         device=device, drop_last=len(train_data) >= 2 * cfg.batch_size)
+                         device=device, drop_last=len(train_data) >= 2 * cfg.batch_size, memory_format=fmt)
     gen = torch.Generator(device=device)
-    step = ModeStep(cfg, model, opt, threat, gen)
+    step = ModeStep(cfg, model, opt, threat, gen, fast)
     budget = Budget.of(cfg.epochs, cfg.iterations, len(loader), step.updates_per_batch)
     milestones = cfg.milestone_fractions()
 
@@ -169,7 +179,8 @@ def train(cfg: TrainConfig, logger: RunLogger, *, run_id: str | None = None) -> 
 
     meta = {"classes": list(train_data.classes), "data_spec": cfg.dataset, "data_sha256": train_data.sha256(),
             "threat_model": threat.to_dict(), "training": {"mode": cfg.mode, "epochs": budget.epochs,
-            "updates": budget.total_updates, "seed": cfg.seed}, "lineage": {"strategy": "train", "run_id": run_id}}
+            "updates": budget.total_updates, "seed": cfg.seed, "precision": fast.precision},
+            "lineage": {"strategy": "train", "run_id": run_id}}
     logger.set_tags({"rtl.data_sha256": train_data.sha256()})
 
     def on_update() -> bool:
@@ -188,13 +199,13 @@ def train(cfg: TrainConfig, logger: RunLogger, *, run_id: str | None = None) -> 
         meter = EpochMeter()
         bar = tqdm(loader, desc=f"{cfg.mode} epoch {epoch + 1}/{budget.epochs}", disable=not cfg.progress,
                    leave=False, unit="batch")
-        for x, y in bar:
-            x = x.contiguous(memory_format=fmt)
-            loss, logits = step(x, y, on_update)
-            meter.update(loss, logits, y)
-            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{opt.param_groups[0]['lr']:.4f}")
-            if updates >= budget.total_updates:
-                break
+        with fast.compiled(model):   # eager again for the held-out check below
+            for x, y in bar:   # x already in `fmt` (BatchLoader's memory_format)
+                loss, logits = step(x, y, on_update)
+                meter.update(loss, logits, y)
+                bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{opt.param_groups[0]['lr']:.4f}")
+                if updates >= budget.total_updates:
+                    break
         metrics = meter.metrics() | heldout_metrics(model, test_data, threat, cfg.seed, device)
         if cfg.mode != "natural":  # the meter saw the adversarial batch: name its accuracy for what it is
             metrics["train_adv_acc"] = metrics.pop("train_clean_acc")

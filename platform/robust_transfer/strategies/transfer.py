@@ -19,7 +19,7 @@ from ..config import TransferConfig
 from ..data import ImageData
 from ..device import resolve_device
 from ..reporting import RunLogger
-from .common import Budget, freeze, lr_at, make_sgd
+from .common import Budget, FastPath, freeze, lr_at, make_sgd
 from .features import cached_features
 from .source import (IndexedImages, StrategyResult, cpu_threads, default_checkpoint_dir, finish, input_format,
                      load_data, load_source, on_device, replace_head, set_modes, source_lineage, tag_run,
@@ -32,7 +32,7 @@ def head_batches(model, train: ImageData, cfg: TransferConfig, device):
     Both paths see the same examples in the same order, so they train the same head.
     """
     data = IndexedImages(train, cfg.batch_size, seed=cfg.seed, device=device, augment=cfg.augment,
-                         memory_format=input_format(model))
+                         memory_format=input_format(model, FastPath.of(cfg, device, model.arch)))
     if cfg.feature_cache and not cfg.augment:
         z_all = cached_features(model, train, device=device, progress=cfg.progress).to(device)
 
@@ -73,7 +73,7 @@ def fit_head(model, train: ImageData, cfg: TransferConfig, logger: RunLogger, de
 
     with cpu_threads(1 if tiny else None):
         return train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress,
-                          desc="transfer head",
+                          desc="transfer head", fast=FastPath.of(cfg, device, model.arch), model=model,
                           lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
 
 
@@ -89,7 +89,7 @@ def transfer(cfg: TransferConfig, logger: RunLogger, *, run_id: str | None = Non
     logger.set_tags({"rtl.feature_cache": str(cached).lower()})
 
     model = replace_head(source.model, cfg.head_spec(), train.num_classes)
-    model = on_device(model, device)
+    model = on_device(model, device, FastPath.of(cfg, device, model.arch))
     updates = fit_head(model, train, cfg, logger, device)
 
     meta = {"training": {"strategy": "transfer", "updates": updates, "seed": cfg.seed, "feature_cache": cached},
