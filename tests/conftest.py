@@ -42,3 +42,22 @@ def workdir(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def mlflow_db_template(tmp_path_factory) -> Path:
+    """An MLflow sqlite store with its tables already created (creating them takes seconds per test)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def wd(workdir, mlflow_db_template) -> Path:
+    """The `workdir`, its MLflow store pre-created from the template (still one store per test)."""
+    import shutil
+
+    shutil.copy(mlflow_db_template, workdir / "mlflow.db")
+    return workdir

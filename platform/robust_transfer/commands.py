@@ -53,10 +53,18 @@ def run_train(cfg: TrainConfig) -> dict:
                 "checkpoint": str(result.checkpoint_dir)}
 
 
-def run_evaluate(cfg: EvaluateConfig) -> dict:
-    from .evaluation import run_evaluate as _run_evaluate
+def _lazy(module: str, name: str):
+    """A command implemented in `module`, imported only when it runs (keeps `rtl --help` and MLproject fast)."""
+    def run(cfg) -> dict:
+        import importlib
 
-    return _run_evaluate(cfg)
+        return getattr(importlib.import_module(module, __package__), name)(cfg)
+
+    run.__name__ = run.__qualname__ = name
+    return run
+
+
+run_evaluate = _lazy(".evaluation", "run_evaluate")
 
 
 # name → (config class, function, help)
@@ -74,23 +82,22 @@ COMMANDS = {
 }
 
 
-# --- search and registry (issue #4) ------------------------------------------------------------------
-from .config import PromoteConfig, SearchConfig  # noqa: E402
+# --- search and registry (issue #4); analysis, reports and suites (issue #6) ---------------------------
+from .config import AnalyzeConfig, PromoteConfig, ReportConfig, SearchConfig, SuiteConfig  # noqa: E402
 
-
-def run_search(cfg: SearchConfig) -> dict:
-    from .search.runner import run_search as _run_search
-
-    return _run_search(cfg)
-
-
-def run_promote(cfg: PromoteConfig) -> dict:
-    from .registry import run_promote as _run_promote
-
-    return _run_promote(cfg)
-
+run_search = _lazy(".search.runner", "run_search")
+run_promote = _lazy(".registry", "run_promote")
+run_analyze = _lazy(".analysis.analyze", "run_analyze")
+run_report = _lazy(".analysis.report", "run_report")
+run_suite = _lazy(".suite", "run_suite")
 
 COMMANDS["search"] = (SearchConfig, run_search, "Search a space (search_spaces/*.yaml) with Optuna or Ray Tune; "
                       "one MLflow child run per trial.")
 COMMANDS["promote"] = (PromoteConfig, run_promote, "Move the champion alias of a registered model if a policy "
                        "says so; records the decision and a model card.")
+COMMANDS["analyze"] = (AnalyzeConfig, run_analyze, "Input-gradient images of models (what=gradients, Fig. 5) or "
+                       "feature distances between images and their augmented copies (what=feature-distance, Fig. 7).")
+COMMANDS["report"] = (ReportConfig, run_report, "Write a suite's tables, figures and claim verdicts "
+                      "(projects/*.yaml `report:`) from its newest FINISHED step runs to <out>/<scale>/.")
+COMMANDS["suite"] = (SuiteConfig, run_suite, "Run a paper table/figure (projects/*.yaml) as child runs, reusing "
+                     "finished steps, passing models by registry alias, ending with report.")

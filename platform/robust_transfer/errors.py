@@ -42,6 +42,12 @@ class RegistryError(UserError):
     exit_code = 6
 
 
+class SuiteError(UserError):
+    """A suite file (projects/*.yaml) problem, or a suite step that failed."""
+
+    exit_code = 7
+
+
 def one_of(name: str, value: object, allowed) -> ConfigError:
     """The standard message for a value outside a fixed set."""
     return ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")

@@ -83,32 +83,35 @@ def _line_map(node, path=(), out=None) -> dict[tuple, int]:
 class _Where:
     """Turns a key path into `FILE:LINE: key.path` for messages."""
 
-    def __init__(self, source: str, lines: dict[tuple, int]):
-        self.source, self.lines = source, lines
+    def __init__(self, source: str, lines: dict[tuple, int], error: type[UserError] = SearchError):
+        self.source, self.lines, self.error_class = source, lines, error
 
     def line(self, path: tuple) -> int:
         while path and path not in self.lines:
             path = path[:-1]
         return self.lines.get(path, 1)
 
-    def error(self, path: tuple, message: str) -> SearchError:
+    def error(self, path: tuple, message: str) -> UserError:
         dotted = ".".join(str(p) for p in path) if path else "(top level)"
-        return SearchError(f"{self.source}:{self.line(path)}: {dotted}: {message}")
+        return self.error_class(f"{self.source}:{self.line(path)}: {dotted}: {message}")
 
 
-def load_yaml(text: str, source: str) -> tuple[dict, _Where]:
+def load_yaml(text: str, source: str, error: type[UserError] = SearchError,
+              what: str = "a search space is a YAML mapping (entry_point, fixed, params, objective(s), ...)"
+              ) -> tuple[dict, _Where]:
+    """Safe-load YAML text; every problem becomes `error` with `FILE:LINE` (search spaces, suites)."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 1
-        raise SearchError(f"{source}:{line}: YAML syntax error: {e.problem or e.context}") from None
+        raise error(f"{source}:{line}: YAML syntax error: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
-        raise SearchError(f"{source}: YAML error: {str(e).splitlines()[0]}") from None
-    where = _Where(source, _line_map(node) if node is not None else {})
+        raise error(f"{source}: YAML error: {str(e).splitlines()[0]}") from None
+    where = _Where(source, _line_map(node) if node is not None else {}, error)
     if not isinstance(data, dict):
-        raise where.error((), "a search space is a YAML mapping (entry_point, fixed, params, objective(s), ...)")
+        raise where.error((), what)
     return data, where
 
 

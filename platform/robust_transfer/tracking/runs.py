@@ -126,6 +126,16 @@ def launcher_run_hidden():
             os.environ["MLFLOW_RUN_ID"] = saved
 
 
+def _launcher_tags(run_id: str) -> dict:
+    """Tags a `suite` asks its step's run to carry (RTL_LAUNCHER_TAGS), on the launcher's run only."""
+    raw = os.environ.get("RTL_LAUNCHER_TAGS")
+    if not raw or run_id != os.environ.get("MLFLOW_RUN_ID"):
+        return {}
+    import json
+
+    return {str(k): str(v) for k, v in json.loads(raw).items()}
+
+
 @contextlib.contextmanager
 def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experiment: str = "robust-transfer",
                 run_id: str | None = None, nested: bool = False, run_name: str | None = None):
@@ -164,7 +174,7 @@ def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experi
     try:
         existing = MlflowClient(tracking_uri()).get_run(run.info.run_id).data.params
         logger.log_params({k: v for k, v in params.items() if k not in existing})
-        logger.set_tags({"rtl.strategy": strategy, **(tags or {})})
+        logger.set_tags({"rtl.strategy": strategy, **(tags or {}), **_launcher_tags(run.info.run_id)})
         yield logger
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")

@@ -1,0 +1,9 @@
+"""Analysis (issue #6): input-gradient images (Fig. 5), feature-distance histograms (Fig. 7), reports.
+
+The computations are MLflow-free; `analyze.run_analyze` loads models and data and logs to MLflow.
+"""
+from .feature_distance import FeatureDistanceResult, feature_distance_figure, feature_distance_summary, feature_distances
+from .gradients import gradient_display, gradient_grid_figure, input_gradients, perceptual_alignment
+
+__all__ = ["input_gradients", "gradient_display", "gradient_grid_figure", "perceptual_alignment",
+           "feature_distances", "feature_distance_summary", "feature_distance_figure", "FeatureDistanceResult"]

@@ -1,0 +1,137 @@
+"""The paper's claims as checks over runs: a verdict is computed from logged metrics, never typed in.
+
+A suite's `report:` may hold `claim:` entries:
+
+    - claim: robustness-transfers
+      text: "Robustness transfers through frozen features"
+      paper: "Table 2: 17.70% PGD-20 from the robust source vs 0.00% from the natural one"
+      check: "tr-large-robust-c10.pgd20_acc >= tr-large-natural-c10.pgd20_acc + 0.05"
+
+`<step>.<metric>` reads the newest FINISHED run of that step at the report's scale (as tables do);
+`<step>[k=5].<metric>` reads its child run whose param k is 5 (e.g. one k of retrain_blocks).
+The check is arithmetic (+ - * /, min, max, numbers) with one comparison, or several joined by
+`and` / `or`. Verdicts: supported, not supported, or not run (a run or metric is missing).
+"""
+from __future__ import annotations
+
+import ast
+import operator
+import re
+
+from ..errors import ConfigError
+
+REF = re.compile(r"(?<![\w.-])([A-Za-z0-9][A-Za-z0-9-]*)(?:\[([A-Za-z_]\w*)=([\w.+-]+)\])?\.([A-Za-z_]\w*)")
+SUPPORTED, NOT_SUPPORTED, NOT_RUN = "supported", "not supported", "not run"
+_CMP = {ast.GtE: operator.ge, ast.Gt: operator.gt, ast.LtE: operator.le, ast.Lt: operator.lt}
+_BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_FUNCS = {"min": min, "max": max}
+
+
+def parse_check(text: str, where: str) -> tuple[ast.Expression, list[tuple[str, str | None, str | None, str]]]:
+    """The check's syntax tree (references replaced by names r0, r1, ...) and its references."""
+    refs: list[tuple] = []
+
+    def name(m):
+        refs.append((m.group(1), m.group(2), m.group(3), m.group(4)))
+        return f"r{len(refs) - 1}"
+
+    body = REF.sub(name, str(text))
+    try:
+        tree = ast.parse(body, mode="eval")
+    except SyntaxError:
+        raise ConfigError(f"{where}: check={text!r} is not an expression like `step.pgd20_acc >= other.pgd20_acc`") from None
+    allowed = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.Compare, ast.BinOp, ast.UnaryOp, ast.USub,
+               ast.Constant, ast.Name, ast.Load, ast.Call, *_CMP, *_BIN)
+    for node in ast.walk(tree):
+        if not isinstance(node, allowed):
+            raise ConfigError(f"{where}: check={text!r} may use only step.metric references, numbers, + - * /, "
+                              "min, max, comparisons, and/or")
+        if isinstance(node, ast.Name) and not (re.fullmatch(r"r\d+", node.id) or node.id in _FUNCS):
+            raise ConfigError(f"{where}: check={text!r}: {node.id!r} is not a `<step>.<metric>` reference")
+        if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS):
+            raise ConfigError(f"{where}: check={text!r}: only min(...) and max(...) may be called")
+    top = tree.body.values if isinstance(tree.body, ast.BoolOp) else [tree.body]
+    if not refs or not all(isinstance(t, ast.Compare) for t in top):
+        raise ConfigError(f"{where}: check={text!r} must compare metrics of steps, e.g. a.pgd20_acc > b.pgd20_acc")
+    return tree, refs
+
+
+def _eval(node, env):
+    if isinstance(node, ast.Expression):
+        return _eval(node.body, env)
+    if isinstance(node, ast.BoolOp):
+        values = [_eval(v, env) for v in node.values]
+        return all(values) if isinstance(node.op, ast.And) else any(values)
+    if isinstance(node, ast.Compare):
+        left = _eval(node.left, env)
+        for op, right_node in zip(node.ops, node.comparators):
+            right = _eval(right_node, env)
+            if not _CMP[type(op)](left, right):
+                return False
+            left = right
+        return True
+    if isinstance(node, ast.BinOp):
+        return _BIN[type(node.op)](_eval(node.left, env), _eval(node.right, env))
+    if isinstance(node, ast.UnaryOp):
+        return -_eval(node.operand, env)
+    if isinstance(node, ast.Call):
+        return _FUNCS[node.func.id](*(_eval(a, env) for a in node.args))
+    if isinstance(node, ast.Name):
+        return env[node.id]
+    return float(node.value)
+
+
+def claim_entry(raw: dict, where: str) -> dict:
+    """Validate one `claim:` entry of a suite's report."""
+    name = str(raw.get("claim", "")).strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
+        raise ConfigError(f"{where}: claim={raw.get('claim')!r} needs a name (letters, digits, '.', '_', '-')")
+    for key in ("text", "check"):
+        if not str(raw.get(key, "")).strip():
+            raise ConfigError(f"{where}: claim {name!r} needs `{key}`")
+    unknown = set(raw) - {"claim", "text", "paper", "check", "scales"}
+    if unknown:
+        raise ConfigError(f"{where}: claim {name!r}: unknown key {sorted(unknown)[0]!r}; allowed: text, paper, check, scales")
+    _, refs = parse_check(raw["check"], f"{where}, claim {name!r}")
+    return {"type": "claim", "name": name, "text": str(raw["text"]), "paper": str(raw.get("paper", "")),
+            "check": str(raw["check"]), "steps": list(dict.fromkeys(r[0] for r in refs)),
+            "scales": raw.get("scales")}
+
+
+def _child(sel, run: dict, param: str, value: str) -> dict | None:
+    for child in sel.children(run):
+        got = child["params"].get(param)
+        try:
+            if got is not None and float(got) == float(value):
+                return child
+        except ValueError:
+            if str(got) == value:
+                return child
+    return None
+
+
+def evaluate_claim(entry: dict, sel) -> dict:
+    """{verdict, values (reference text → value or None), shown (the check with numbers filled in)}."""
+    from .report import metric_value
+
+    tree, refs = parse_check(entry["check"], entry["name"])
+    env, values = {}, {}
+    for i, (step, param, value, metric) in enumerate(refs):
+        text = f"{step}[{param}={value}].{metric}" if param else f"{step}.{metric}"
+        run = sel.run(step)
+        if run is not None and param:
+            run = _child(sel, run, param, value)
+        v = metric_value(run, metric)
+        values[text] = v
+        if v is not None:
+            env[f"r{i}"] = v
+    if len(env) < len(refs):
+        verdict = NOT_RUN
+    else:
+        verdict = SUPPORTED if _eval(tree, env) else NOT_SUPPORTED
+    shown = REF.sub(lambda m: _fmt(values.get(m.group(0))), entry["check"])
+    return {"verdict": verdict, "values": values, "shown": shown}
+
+
+def _fmt(v) -> str:
+    return "?" if v is None else f"{v:.3f}"

@@ -1,0 +1,77 @@
+"""docs/results.md from what `rtl report` wrote: the claim verdicts of every suite, then every suite's tables
+and figures. Nothing here holds a number: they all come from the reports' CSV and Markdown files.
+
+    python -m robust_transfer.analysis.publish --results docs/results --scale cpu --intro docs/results_intro.md \
+        > docs/results.md
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from pathlib import Path
+
+SUITE_ORDER = ["table1", "table2", "table3", "fig1", "fig3", "fig4", "fig5", "table4", "table5", "table6", "table7",
+               "fig7"]
+_SECTION = re.compile(r"<!-- rtl-report:(?P<name>[^ ]+) begin -->\n(?P<body>.*?)<!-- rtl-report:(?P=name) end -->", re.S)
+
+
+def _order(name: str) -> tuple[int, str]:
+    return (SUITE_ORDER.index(name) if name in SUITE_ORDER else len(SUITE_ORDER), name)
+
+
+def claims_summary(scale_dir: Path) -> list[str]:
+    rows = []
+    for path in sorted(scale_dir.glob("*-claims.csv"), key=lambda p: _order(p.name[:-len("-claims.csv")])):
+        suite = path.name[:-len("-claims.csv")]
+        with open(path, newline="", encoding="utf-8") as f:
+            rows += [(suite, r) for r in csv.DictReader(f)]
+    if not rows:
+        return ["*No claim has been checked yet: run the suites, then `rtl report`.*", ""]
+    counts = {}
+    for _, r in rows:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    out = ["| suite | claim | paper | our numbers | verdict |", "|---|---|---|---|---|"]
+    for suite, r in rows:
+        out.append(f"| [{suite}](#{suite}) | {r['text']} | {r['paper']} | `{r['values']}` | **{r['verdict']}** |")
+    total = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+    return out + ["", f"{len(rows)} claims: {total}.", ""]
+
+
+def suite_sections(scale_dir: Path) -> list[str]:
+    index = scale_dir / "index.md"
+    if not index.exists():
+        return []
+    prefix = f"{scale_dir.parent.name}/{scale_dir.name}"  # results.md sits beside the results folder
+    found = {m["name"]: m["body"] for m in _SECTION.finditer(index.read_text(encoding="utf-8"))}
+    out = []
+    for name in sorted(found, key=_order):
+        body = found[name]
+        # index.md links its files relative to its folder; results.md sits two levels up
+        body = re.sub(r"\]\((?!https?:|#)([^)]+)\)", lambda m: f"]({prefix}/{m.group(1)})", body)
+        out += [f'<a id="{name}"></a>', "", body.rstrip(), ""]
+    return out
+
+
+def compose(results: Path, scale: str, intro: str) -> str:
+    scale_dir = results / scale
+    parts = [intro.rstrip(), "", "## Claims, checked against our runs", ""]
+    parts += claims_summary(scale_dir)
+    parts += [f"## Tables and figures (scale `{scale}`)", ""] + suite_sections(scale_dir)
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", default="docs/results")
+    p.add_argument("--scale", default="cpu")
+    p.add_argument("--intro", default="docs/results_intro.md")
+    a = p.parse_args(argv)
+    intro = Path(a.intro).read_text(encoding="utf-8") if Path(a.intro).exists() else "# Results"
+    sys.stdout.write(compose(Path(a.results), a.scale, intro))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""`rtl report`: tables and figures of a suite YAML, from real MLflow runs in a temporary sqlite store."""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from robust_transfer.cli import main
+
+T0 = 1_700_000_000_000  # start times in ms: explicit, so "newest" never depends on the clock
+
+SUITE = """\
+name: t2
+title: "Table 2: frozen features"
+paper: "Table 2"
+scales:
+  cpu: {description: "Tiny-IN 32px to CIFAR-10, 500 per class", target: cifar10-jpeg}
+  paper: {target: cifar10}
+steps: []
+report:
+  - table: table2
+    title: "Transfer by freezing the feature extractor"
+    columns: {clean_acc: "val.", pgd20_acc: "PGD-20", cw20_acc: "CW-20"}
+    rows:
+      - label: "natural → {target}"
+        step: s-natural
+        paper_label: "CIFAR-100 → CIFAR-10, natural"
+        paper: {clean_acc: 0.8305, pgd20_acc: 0.0}
+      - label: robust
+        step: s-robust
+        metrics_from: {cw20_acc: s-eval}
+        paper_label: "CIFAR-100 → CIFAR-10, robust"
+        paper: {clean_acc: 0.6419, pgd20_acc: 0.1756}
+      - label: missing
+        step: s-missing
+  - figure: fig1
+    kind: lines
+    title: "PGD-20 vs k"
+    x: k
+    y: [pgd20_acc, clean_acc]
+    series:
+      - {label: "robust source", step: s-retrain, children: true}
+    hlines:
+      - {label: "all frozen", step: s-robust, metric: pgd20_acc}
+    paper_note: "Paper: robustness stays up to k=3."
+  - figure: fig3
+    kind: bars
+    x: per_class
+    y: [clean_acc, mean]
+    series:
+      - {label: "scratch", steps: [s-n10, s-n50]}
+      - {label: "transfer", steps: [s-t10, s-t50]}
+  - figure: fig5
+    kind: artifact
+    step: s-grad
+    artifact: plots/grad.png
+"""
+
+
+def _run(client, exp, step, *, t, metrics=None, params=None, status="FINISHED", scale="cpu", parent=None,
+         artifact=None):
+    from mlflow.entities import Metric, Param
+
+    tags = {"rtl.step": step, "rtl.scale": scale, "rtl.suite": "t2"} if step else {}
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    rid = client.create_run(exp, start_time=T0 + t, tags=tags).info.run_id
+    client.log_batch(rid, metrics=[Metric(k, v, T0, 0) for k, v in (metrics or {}).items()],
+                     params=[Param(k, str(v)) for k, v in (params or {}).items()])
+    if artifact:
+        client.log_artifact(rid, str(artifact), "plots")
+    client.set_terminated(rid, status, end_time=T0 + t + 500)
+    return rid
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory):
+    """Step runs of suite t2 (and distractors: older, FAILED, other scale, another experiment), created
+    once: creating an MLflow sqlite store takes seconds. Tests copy the database (artifact URIs are absolute)."""
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path_factory.mktemp("report-store")
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # the default artifact root ./mlruns resolves here
+        exp = client.create_experiment("suites")
+        other = client.create_experiment("elsewhere")
+    ids = {}
+    ids["natural-old"] = _run(client, exp, "s-natural", t=0, metrics={"clean_acc": 0.40, "pgd20_acc": 0.0})
+    ids["natural"] = _run(client, exp, "s-natural", t=1000, metrics={"clean_acc": 0.5234, "pgd20_acc": 0.0012})
+    ids["natural-failed"] = _run(client, exp, "s-natural", t=2000, status="FAILED", metrics={"clean_acc": 0.99})
+    ids["natural-paper"] = _run(client, exp, "s-natural", t=3000, scale="paper", metrics={"clean_acc": 0.77})
+    ids["robust"] = _run(client, exp, "s-robust", t=100, metrics={"clean_acc": 0.61, "pgd20_acc": 0.2345})
+    ids["eval"] = _run(client, other, "s-eval", t=100, metrics={"cw20_acc": 0.1999})
+    ids["retrain"] = parent = _run(client, exp, "s-retrain", t=100, params={"k": "1,2,10"})
+    for i, (k, pgd, clean) in enumerate([(10, 0.05, 0.70), (2, 0.30, 0.60), (1, 0.40, 0.55)]):
+        ids[f"k{k}"] = _run(client, exp, None, t=200 + i, parent=parent, params={"k": k},
+                            metrics={"pgd20_acc": pgd, "clean_acc": clean})
+    _run(client, exp, None, t=300, parent=parent, status="FAILED", params={"k": 4}, metrics={"pgd20_acc": 0.9})
+    for step, n, clean, pgd in [("s-n10", 10, 0.30, 0.10), ("s-n50", 50, 0.50, 0.20), ("s-t10", 10, 0.40, 0.20),
+                                ("s-t50", 50, 0.60, 0.30)]:
+        ids[step] = _run(client, exp, step, t=100, params={"per_class": n}, metrics={"clean_acc": clean, "pgd20_acc": pgd})
+    ids["dist"] = _run(client, exp, "s-dist", t=100, metrics={"feature_distance_mean": 1.234567})
+    ids["png"] = png = root / "grad.png"
+    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3)).save(png)
+    ids["grad"] = _run(client, exp, "s-grad", t=100, artifact=png)
+    return root, ids
+
+
+@pytest.fixture
+def store(workdir, populated):
+    root, ids = populated
+    shutil.copy(root / "mlflow.db", workdir / "mlflow.db")
+    (workdir / "t2.yaml").write_text(SUITE)
+    return ids
+
+
+def _csv(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_report_writes_exact_tables_from_newest_finished_runs(store, workdir, capsys):
+    assert main(["report", "--project", "t2.yaml", "--scale", "cpu", "--out", "results"]) == 0
+    out, err = capsys.readouterr()
+    md = (workdir / "results/cpu/table2.md").read_text()
+    lines = md.splitlines()
+    assert lines[0] == "### Transfer by freezing the feature extractor"
+    assert "Suite **Table 2: frozen features** (paper: Table 2) at scale `cpu`: Tiny-IN 32px to CIFAR-10, 500 per class." in md
+    assert f"`s-natural` {store['natural']}" in md and f"`s-eval` {store['eval']}" in md
+    assert store["natural-old"] not in md and store["natural-failed"] not in md and store["natural-paper"] not in md
+    assert "Not run: `s-missing`." in md
+    table = lines[lines.index(next(ln for ln in lines if ln.startswith("| setting"))):]
+    assert table == [
+        "| setting | val. (ours) | val. (paper) | PGD-20 (ours) | PGD-20 (paper) | CW-20 (ours) | CW-20 (paper) | paper row |",
+        "|:---|---:|---:|---:|---:|---:|---:|:---|",
+        "| natural → cifar10-jpeg | 52.34 | 83.05 | 0.12 | 0.00 | n/a |  | CIFAR-100 → CIFAR-10, natural |",
+        "| robust | 61.00 | 64.19 | 23.45 | 17.56 | 19.99 |  | CIFAR-100 → CIFAR-10, robust |",
+        "| missing | not run |  | not run |  | not run |  |  |",
+    ]
+    assert "| natural → cifar10-jpeg | 52.34 | 83.05 |" in out          # tables are printed too
+    assert "warning: table2: step 's-missing' has no FINISHED run at scale 'cpu'" in err
+
+    rows = _csv(workdir / "results/cpu/table2.csv")
+    assert list(rows[0]) == ["label", "metric", "ours", "paper", "step", "run_id"]
+    by = {(r["label"], r["metric"]): r for r in rows}
+    assert by[("natural → cifar10-jpeg", "clean_acc")] == {
+        "label": "natural → cifar10-jpeg", "metric": "clean_acc", "ours": "0.5234", "paper": "0.8305",
+        "step": "s-natural", "run_id": store["natural"]}
+    assert by[("robust", "cw20_acc")]["ours"] == "0.1999" and by[("robust", "cw20_acc")]["step"] == "s-eval"
+    assert by[("missing", "pgd20_acc")] == {"label": "missing", "metric": "pgd20_acc", "ours": "", "paper": "",
+                                            "step": "s-missing", "run_id": ""}
+
+    # figures: PNGs and the plotted values
+    for name in ("fig1", "fig3", "fig5"):
+        assert (workdir / f"results/cpu/{name}.png").stat().st_size > 0
+    fig1 = _csv(workdir / "results/cpu/fig1.csv")
+    pgd = [(r["x"], r["y"]) for r in fig1 if r["kind"] == "point" and r["metric"] == "pgd20_acc"]
+    assert sorted(pgd) == [("1", "0.4"), ("10", "0.05"), ("2", "0.3")]          # the FAILED k=4 child is left out
+    assert [(r["series"], r["y"], r["run_id"]) for r in fig1 if r["kind"] == "hline"] == [
+        ("all frozen", "0.2345", store["robust"])]
+    fig3 = {(r["series"], r["metric"], r["x"]): float(r["y"]) for r in _csv(workdir / "results/cpu/fig3.csv")}
+    assert fig3[("transfer", "mean", "50")] == pytest.approx(0.45) and len(fig3) == 8
+    assert (workdir / "results/cpu/fig5.png").read_bytes() == store["png"].read_bytes()
+
+    index = (workdir / "results/cpu/index.md").read_text()
+    assert "| robust | 61.00 | 64.19 |" in index and "![PGD-20 vs k](fig1.png)" in index
+    assert "![fig5](fig5.png)" in index and "*Paper: robustness stays up to k=3.*" in index
+
+    # the report is a run of its own, with its files as artifacts
+    import mlflow
+
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`rtl.strategy` = 'report'")
+    assert len(runs) == 1 and runs["status"][0] == "FINISHED"
+    arts = {a.path for a in mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).list_artifacts(runs["run_id"][0], "report/cpu")}
+    assert {"report/cpu/table2.md", "report/cpu/fig1.png", "report/cpu/index.md"} <= arts
+
+
+def test_figures_plot_one_line_per_series_and_metric_and_grouped_bars(store, workdir):
+    from robust_transfer.analysis.report import run_report
+    from robust_transfer.config import ReportConfig
+
+    result = run_report(ReportConfig(project="t2.yaml", scale="cpu", out="results", experiment="suites"))
+    ax = result["figures"]["fig1"].axes[0]
+    lines = ax.get_lines()
+    assert len(lines) == 3                                                   # 1 series × 2 metrics + 1 hline
+    assert [list(ln.get_xdata()) for ln in lines[:2]] == [[1.0, 2.0, 10.0]] * 2   # numeric order of k
+    assert list(lines[0].get_ydata()) == pytest.approx([40.0, 30.0, 5.0])
+    assert lines[2].get_linestyle() == "--" and list(lines[2].get_ydata()) == pytest.approx([23.45, 23.45])
+    bars = result["figures"]["fig3"].axes[0]
+    assert len(bars.containers) == 4 and len(bars.patches) == 8              # 2 series × 2 metrics, 2 groups each
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["10", "50"]
+    from robust_transfer.analysis.report import select_runs
+
+    runs = select_runs(["s-natural", "s-missing"], "cpu")
+    assert runs.loc["s-natural", "run_id"] == store["natural"] and runs.loc["s-missing", "run_id"] is None
+    assert runs.loc["s-natural", "metrics.clean_acc"] == 0.5234
+    # --experiment restricts the search: s-eval lives in another experiment
+    cw20 = result["tables"]["table2"].set_index(["label", "metric"]).loc[("robust", "cw20_acc")]
+    assert cw20["run_id"] is None and cw20["ours"] != cw20["ours"]          # not run: NaN
+
+
+def test_index_keeps_other_suites_and_files(store, workdir):
+    other = textwrap.dedent("""\
+        name: t3
+        title: "Table 3"
+        scales: {cpu: {}}
+        report:
+          - table: table3
+            columns: [clean_acc, feature_distance_mean]
+            rows: [{label: natural, step: s-natural}, {label: distance, step: s-dist}]
+          - figure: lines3
+            kind: lines
+            x: per_class
+            y: clean_acc
+            series: [{label: scratch, steps: [{step: s-n10, x: 0}, s-n50]}]
+        """)
+    (workdir / "t3.yaml").write_text(other)
+    (workdir / "results/cpu").mkdir(parents=True)
+    (workdir / "results/cpu/keep.txt").write_text("not ours")
+    for project in ("t2.yaml", "t3.yaml", "t2.yaml"):
+        assert main(["report", "--project", project, "--scale", "cpu", "--out", "results"]) == 0
+    index = (workdir / "results/cpu/index.md").read_text()
+    assert index.count("<!-- rtl-report:t2 begin -->") == 1 and index.count("<!-- rtl-report:t3 begin -->") == 1
+    table3 = (workdir / "results/cpu/table3.md").read_text()
+    assert "| natural | 52.34 | n/a |" in table3 and "| distance | n/a | 1.235 |" in table3  # not a percentage
+    assert [(r["x"], r["y"]) for r in _csv(workdir / "results/cpu/lines3.csv")] == [("0", "0.3"), ("50", "0.5")]
+    assert "| natural | 52.34 |" in index
+    assert (workdir / "results/cpu/keep.txt").read_text() == "not ours"
+
+
+@pytest.mark.parametrize("argv, yaml_text, fragment", [
+    (["--project", "nope.yaml"], None, "project='nope.yaml' does not exist"),
+    (["--project", "t2.txt"], "x: 1", "project='t2.txt' is not a suite YAML; give a .yaml or .yml file"),
+    (["--project", "t2.yaml", "--scale", "gpu"], None, "scale='gpu' is not a scale of t2.yaml; choose one of: cpu, paper"),
+    (["--project", "bad.yaml"], "name: x\nscales: {cpu: {}\nreport: []\n", "project='bad.yaml' is not valid YAML (line 3"),
+    (["--project", "bad.yaml"], "name: x\nscales: {cpu: {}}\nreport:\n  - {figure: f, kind: pie}\n",
+     "kind='pie' is not allowed; choose one of: lines, bars, artifact"),
+    (["--project", "t2.yaml", "--experiment", "nosuch"], None, "experiment='nosuch' does not exist"),
+], ids=["missing-project", "not-yaml", "unknown-scale", "malformed-yaml", "unknown-kind", "unknown-experiment"])
+def test_bad_inputs_exit_2_with_one_line(store, workdir, capsys, argv, yaml_text, fragment):
+    if yaml_text is not None:
+        (workdir / argv[1]).write_text(yaml_text)
+    assert main(["report", *argv, "--out", "results"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and fragment in err and len(err.splitlines()) == 1, err
+    assert not (workdir / "results").exists()
+
+
+CLAIMS = """\
+name: claims
+scales:
+  cpu: {}
+steps: []
+report:
+  - claim: transfers
+    text: "robustness transfers"
+    paper: "17.70% vs 0.00%"
+    check: "s-robust.pgd20_acc >= s-natural.pgd20_acc + 0.05"
+  - claim: tradeoff
+    text: "clean drops"
+    check: "s-robust.clean_acc > s-natural.clean_acc"
+  - claim: blocks
+    text: "robustness falls with k"
+    check: "s-retrain[k=10].pgd20_acc < s-retrain[k=1].pgd20_acc - 0.1 and max(s-t10.mean, s-t50.mean) > 0.44"
+  - claim: missing
+    text: "needs a run that does not exist"
+    check: "s-missing.pgd20_acc > 0"
+"""
+
+
+def test_claims_get_verdicts_computed_from_runs(store, workdir, capsys):
+    (workdir / "claims.yaml").write_text(CLAIMS)
+    assert main(["report", "--project", str(workdir / "claims.yaml"), "--scale", "cpu", "--out", "out"]) == 0
+    rows = {r["claim"]: r for r in csv.DictReader(open(workdir / "out" / "cpu" / "claims-claims.csv"))}
+    assert {k: r["verdict"] for k, r in rows.items()} == {
+        "transfers": "supported",        # 0.2345 >= 0.0012 + 0.05
+        "tradeoff": "supported",         # 0.61 > 0.5234
+        "blocks": "supported",           # child k=10: 0.05 < k=1: 0.40 - 0.1; max(mean) = max(0.30, 0.45)
+        "missing": "not run"}
+    assert rows["transfers"]["values"] == "0.234 >= 0.001 + 0.05"
+    assert rows["blocks"]["values"] == "0.050 < 0.400 - 0.1 and max(0.300, 0.450) > 0.44"
+    index = (workdir / "out" / "cpu" / "index.md").read_text()
+    assert "| robustness transfers | 17.70% vs 0.00% |" in index and "**not run**" in index
+    assert "claim 'missing': not run (s-missing.pgd20_acc)" in capsys.readouterr().err
+
+    from robust_transfer.analysis.publish import compose
+
+    results = compose(workdir / "out", "cpu", "# Results")
+    assert "| [claims](#claims) | robustness transfers | 17.70% vs 0.00% | `0.234 >= 0.001 + 0.05` | **supported** |" in results
+    assert "4 claims: 1 not run, 3 supported." in results
+    assert '<a id="claims"></a>' in results
+
+
+@pytest.mark.parametrize("check,fragment", [
+    ("s-robust.pgd20_acc", "must compare metrics of steps"),
+    ("__import__('os').system('x') > 1", "only min(...) and max(...) may be called"),
+    ("s-robust.pgd20_acc > [1][0]", "may use only step.metric references"),
+    ("s-robust.pgd20_acc > nothing", "'nothing' is not a `<step>.<metric>` reference"),
+])
+def test_bad_claims_are_one_line_config_errors(workdir, capsys, check, fragment):
+    (workdir / "c.yaml").write_text(CLAIMS.replace('"s-missing.pgd20_acc > 0"', repr(check).replace("'", '"')
+                                                   if "'" not in check else f"\"{check}\""))
+    assert main(["report", "--project", str(workdir / "c.yaml"), "--scale", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err, err

@@ -1,0 +1,215 @@
+"""Suites (projects/*.yaml): planning, validation, step reuse, models passed by alias, kill and resume."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from robust_transfer.cli import main
+from robust_transfer.suite import load_suite
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PROJECTS = sorted((REPO / "projects").glob("*.yaml"))
+
+SHARED = """\
+name: sources
+scales:
+  tiny: {{data: "imagefolder:{folder}", epochs: 1}}
+steps:
+  - name: src
+    entry: train
+    params: {{dataset: "{{data}}", epochs: "{{epochs}}", batch_size: 8, n_examples: 6, mode: natural, eval_steps: 2,
+              device: cpu}}
+"""
+SUITE = """\
+name: mini
+title: "a two-step chain"
+scales:
+  tiny: {{description: "tiny imagefolder", head_epochs: 2}}
+steps:
+  - use: src
+  - name: head
+    entry: transfer
+    params: {{source_model: "{{model:src}}", epochs: "{{head_epochs}}", batch_size: 8, n_examples: 6, eval_steps: 2,
+              device: cpu}}
+  - name: check
+    entry: evaluate
+    params: {{model: "{{model:head}}", attacks: "clean,pgd2", n_examples: 6, device: cpu}}
+""".format()
+
+
+@pytest.fixture
+def project(workdir, tiny_folder):
+    """A project directory like the repository's: MLproject at the root, suites under projects/."""
+    shutil.copy(REPO / "MLproject", workdir / "MLproject")
+    shutil.copy(REPO / "python_env.yaml", workdir / "python_env.yaml")
+    (workdir / "projects").mkdir()
+    (workdir / "projects" / "sources.yaml").write_text(SHARED.format(folder=tiny_folder))
+    (workdir / "projects" / "mini.yaml").write_text(SUITE)
+    return workdir
+
+
+def _runs(client, filter_string=""):
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exps, filter_string, max_results=500)
+
+
+@pytest.mark.parametrize("path", PROJECTS, ids=[p.stem for p in PROJECTS])
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_every_shipped_suite_plans_at_both_scales(path, scale):
+    suite = load_suite(path, scale)
+    assert suite.steps and suite.description, f"{path.name} has no steps or no description at {scale}"
+    for step in suite.steps:
+        assert "{" not in "".join(step.params.values()), f"{step.name}: unsubstituted variable in {step.params}"
+
+
+def test_shared_steps_have_one_key_in_every_suite():
+    """A source used by several suites must plan identically, or each suite would train its own."""
+    keys: dict[str, set] = {}
+    for path in PROJECTS:
+        for step in load_suite(path, "cpu", version="v").steps:
+            keys.setdefault(step.name, set()).add(step.key)
+    assert {k for k, v in keys.items() if len(v) > 1} == set()
+    assert len(keys["src-large-robust"]) == 1
+
+
+def test_every_paper_table_and_figure_has_a_suite():
+    names = {p.stem for p in PROJECTS}
+    assert {"table1", "table2", "table3", "table4", "table5", "table6", "table7", "fig1", "fig3", "fig4", "fig5",
+            "fig7"} <= names
+
+
+def test_model_references_become_registry_aliases_that_follow_upstream_keys(project):
+    a = load_suite(project / "projects" / "mini.yaml", "tiny", version="v1")
+    src, head, check = a.steps
+    assert head.params["source_model"] == f"models:/tiny-src@s-{src.key[:16]}"
+    assert check.params["model"] == f"models:/tiny-head@s-{head.key[:16]}"
+    assert src.params["register_as"] == "tiny-src" and "register_as" not in check.params
+    b = load_suite(project / "projects" / "mini.yaml", "tiny", version="v2")
+    assert [s.key for s in a.steps] != [s.key for s in b.steps]  # a code change re-runs every step
+
+
+BAD = [
+    ("unknown top-level key", "colour: red\n", "colour: unknown key"),
+    ("unknown entry point", "steps:\n  - {name: x, entry: trian}\n", "entry point 'trian' is unknown"),
+    ("unknown parameter", "steps:\n  - {name: x, entry: train, params: {epoch: 1}}\n", "train has no parameter 'epoch'"),
+    ("unknown variable", "steps:\n  - {name: x, entry: train, params: {epochs: \"{nope}\"}}\n", "{nope} is not a variable"),
+    ("model of a later step", "steps:\n  - {name: x, entry: evaluate, params: {model: \"{model:y}\"}}\n",
+     "{model:y} names no earlier step"),
+    ("unknown shared step", "steps:\n  - use: nothere\n", "'nothere' is not a step of sources.yaml"),
+    ("suite names models itself", "steps:\n  - {name: x, entry: train, params: {register_as: m}}\n",
+     "the suite names registered models itself"),
+    ("malformed YAML", "steps: [\n", "YAML syntax error"),
+]
+
+
+@pytest.mark.parametrize("what,body,fragment", BAD, ids=[b[0] for b in BAD])
+def test_bad_suite_files_fail_with_file_line_and_exit_7(project, capsys, what, body, fragment):
+    path = project / "projects" / "bad.yaml"
+    head = "name: bad\nscales:\n  tiny: {}\n"
+    path.write_text(head + body if "steps" in body else head + body + "steps:\n  - use: src\n")
+    assert main(["suite", "--project", str(path), "--scale", "tiny"]) == 7
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err and "bad.yaml:" in err, err
+    assert not _runs(MlflowClient(os.environ["MLFLOW_TRACKING_URI"]))  # nothing started
+
+
+def test_unknown_scale_and_missing_file_name_the_value(project, capsys):
+    assert main(["suite", "--project", str(project / "projects" / "mini.yaml"), "--scale", "huge"]) == 2
+    assert "scale='huge' is not defined" in capsys.readouterr().err
+    assert main(["suite", "--project", "projects/none.yaml"]) == 7
+    assert "'projects/none.yaml' cannot be read" in capsys.readouterr().err
+    assert main(["suite", "--project", "x.yaml", "--reuse", "sometimes"]) == 2
+    assert "reuse='sometimes'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_suite_runs_steps_as_children_passes_models_by_alias_and_reuses_finished_steps(project, capsys):
+    path = str(project / "projects" / "mini.yaml")
+    assert main(["suite", "--project", path, "--scale", "tiny", "--report", "false"]) == 0
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    suite_run = _runs(client, "tags.`rtl.strategy` = 'suite'")[0]
+    steps = {r.data.tags["rtl.step"]: r for r in _runs(client, "tags.`rtl.step` != ''")}
+    assert set(steps) == {"src", "head", "check"}
+    for r in steps.values():
+        assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == suite_run.info.run_id
+        assert r.data.tags["rtl.scale"] == "tiny" and r.data.tags["rtl.project"] == "mini"
+    # the transfer started from the source by alias; evaluate read the transferred model by alias
+    alias = steps["head"].data.params["source_model"]
+    assert alias.startswith("models:/tiny-src@s-")
+    assert client.get_model_version_by_alias("tiny-src", alias.split("@")[1]).run_id == steps["src"].info.run_id
+    assert steps["check"].data.metrics["clean_acc"] == pytest.approx(steps["head"].data.metrics["clean_acc"])
+    assert suite_run.data.metrics["steps_run"] == 3 and suite_run.data.metrics["steps_reused"] == 0
+
+    capsys.readouterr()
+    assert main(["suite", "--project", path, "--scale", "tiny", "--report", "false"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("reused run") == 3
+    assert len(_runs(client, "tags.`rtl.step` != ''")) == 3  # nothing ran again
+    second = _runs(client, "tags.`rtl.strategy` = 'suite'")[0]
+    assert second.data.metrics["steps_reused"] == 3
+
+
+@pytest.mark.slow
+def test_a_failing_step_fails_the_suite_with_one_line_and_keeps_finished_steps(project, capsys):
+    path = project / "projects" / "mini.yaml"
+    path.write_text(SUITE.replace('attacks: "clean,pgd2"', 'attacks: "clean,pgd2", dataset: "imagefolder:/nowhere"'))
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 7
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "step 'check' (evaluate) failed" in err
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    status = {r.data.tags.get("rtl.step", "suite"): r.info.status for r in _runs(client)}
+    assert status == {"src": "FINISHED", "head": "FINISHED", "check": "FAILED", "suite": "FAILED"}
+
+
+@pytest.mark.slow
+def test_killed_suite_resumes_from_its_finished_steps(project):
+    """SIGKILL the suite (and its running step) mid-way; the rerun reuses what finished."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    args = [str(BIN / "rtl"), "suite", "--project", "projects/mini.yaml", "--scale", "tiny", "--report", "false"]
+    victim = subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    deadline = time.time() + 240
+    while time.time() < deadline and victim.poll() is None:
+        try:
+            running = _runs(client, "tags.`rtl.step` = 'head' and attributes.status = 'RUNNING'")
+        except Exception:  # the database may not exist yet
+            running = []
+        if running:
+            break
+        time.sleep(0.2)
+    assert victim.poll() is None, victim.stdout.read()
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    first = {r.data.tags["rtl.step"]: (r.info.run_id, r.info.status) for r in _runs(client, "tags.`rtl.step` != ''")}
+    assert first["src"][1] == "FINISHED" and first["head"][1] == "RUNNING"
+
+    rerun = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    after = {}
+    for r in _runs(client, "tags.`rtl.step` != ''"):
+        after.setdefault(r.data.tags["rtl.step"], []).append((r.info.run_id, r.info.status))
+    assert after["src"] == [first["src"]]                        # reused, not re-run
+    assert sorted(s for _, s in after["head"]) == ["FINISHED", "KILLED"]  # the orphan is closed, then re-run
+    assert [s for _, s in after["check"]] == ["FINISHED"]
+
+
+@pytest.mark.slow
+def test_suite_through_mlflow_run(project):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    res = subprocess.run([str(BIN / "mlflow"), "run", ".", "-e", "suite", "-P", "project=projects/mini.yaml",
+                          "-P", "scale=tiny", "-P", "report=false", "--env-manager", "local"],
+                         cwd=project, env=env, capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stderr[-2000:]
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    launcher = _runs(client, "tags.`rtl.strategy` = 'suite'")
+    assert len(launcher) == 1 and launcher[0].info.status == "FINISHED"
+    children = _runs(client, f"tags.`mlflow.parentRunId` = '{launcher[0].info.run_id}'")
+    assert {r.data.tags["rtl.step"] for r in children} == {"src", "head", "check"}
