@@ -202,14 +202,21 @@ def test_killed_suite_resumes_from_its_finished_steps(project):
 
 
 @pytest.mark.slow
-def test_suite_through_mlflow_run(project):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+def test_suite_through_mlflow_run_reuses_steps_run_by_rtl_in_another_experiment(project, capsys):
+    """`rtl suite` runs in experiment robust-transfer, `mlflow run` in Default: a step is found by its key."""
+    assert main(["suite", "--project", "projects/mini.yaml", "--scale", "tiny", "--report", "false"]) == 0
+    # a separate invocation: not the experiment that set_experiment exported in this process
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_EXPERIMENT_ID"}
+    env["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
     res = subprocess.run([str(BIN / "mlflow"), "run", ".", "-e", "suite", "-P", "project=projects/mini.yaml",
                           "-P", "scale=tiny", "-P", "report=false", "--env-manager", "local"],
                          cwd=project, env=env, capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("reused run") == 3, res.stdout
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    launcher = _runs(client, "tags.`rtl.strategy` = 'suite'")
+    suites = _runs(client, "tags.`rtl.strategy` = 'suite'")
+    launcher = [r for r in suites if r.info.experiment_id == "0"]
+    assert len(suites) == 2, [(r.info.experiment_id, r.info.status) for r in suites]
     assert len(launcher) == 1 and launcher[0].info.status == "FINISHED"
-    children = _runs(client, f"tags.`mlflow.parentRunId` = '{launcher[0].info.run_id}'")
-    assert {r.data.tags["rtl.step"] for r in children} == {"src", "head", "check"}
+    assert launcher[0].data.metrics["steps_reused"] == 3
+    assert len(_runs(client, "tags.`rtl.step` != ''")) == 3  # nothing ran twice

@@ -236,16 +236,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def find_finished(client, experiment_id: str, key: str):
-    runs = client.search_runs([experiment_id], f"tags.`rtl.step_key` = '{key}' and attributes.status = 'FINISHED'",
+def all_experiments(client) -> list[str]:
+    """A step's identity is its key, not where it ran: `mlflow run` (experiment Default) and `rtl suite`
+    (experiment robust-transfer) reuse each other's steps."""
+    return [e.experiment_id for e in client.search_experiments()]
+
+
+def find_finished(client, key: str):
+    runs = client.search_runs(all_experiments(client), f"tags.`rtl.step_key` = '{key}' and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
 
 
-def close_orphans(client, experiment_id: str, key: str) -> int:
+def close_orphans(client, key: str) -> int:
     """A step whose launcher was killed stays RUNNING forever: mark it KILLED if its process is gone."""
     closed = 0
-    for run in client.search_runs([experiment_id], f"tags.`rtl.step_key` = '{key}' and attributes.status = 'RUNNING'"):
+    for run in client.search_runs(all_experiments(client), f"tags.`rtl.step_key` = '{key}' and attributes.status = 'RUNNING'"):
         tags = run.data.tags
         same_host = tags.get("rtl.host") == socket.gethostname()
         pid = int(tags.get("rtl.suite_pid", "0") or 0)
@@ -274,11 +280,11 @@ def run_step(client, suite: Suite, step: Step, experiment_id: str, project_root:
     """Reuse or run one step; returns (run, reused)."""
     import mlflow.projects
 
-    close_orphans(client, experiment_id, step.key)
-    done = None if reuse == "never" else find_finished(client, experiment_id, step.key)
+    close_orphans(client, step.key)
+    done = None if reuse == "never" else find_finished(client, step.key)
     if done is None and reuse == "params":
         # Same entry point and parameters under any code version (what changed was elsewhere).
-        runs = client.search_runs([experiment_id], f"tags.`rtl.step` = '{step.name}' and tags.`rtl.scale` = "
+        runs = client.search_runs(all_experiments(client), f"tags.`rtl.step` = '{step.name}' and tags.`rtl.scale` = "
                                   f"'{suite.scale}' and tags.`rtl.params_key` = '{_params_key(step)}' and "
                                   "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
                                   max_results=1)

@@ -42,7 +42,7 @@ def _new_figure(title: str, note: str | None, width: float = 6.4, height: float 
 
 
 METRIC_LABELS = {"clean_acc": "clean", "pgd20_acc": "PGD-20", "cw20_acc": "CW-20", "aa_acc": "AutoAttack",
-                 "mean": "mean of clean and PGD-20"}
+                 "mean": "(clean + PGD-20)/2"}
 
 
 def _scale(metrics) -> tuple[float, str]:
@@ -72,8 +72,11 @@ def plot_lines(points: pd.DataFrame, hlines: pd.DataFrame | None = None, *, titl
         group = group.sort_values("x", key=lambda s: s.map(x_sort_key))
         xs = [float(v) for v in group["x"]] if numeric else [cats.index(v) for v in group["x"]]
         ax.plot(xs, [factor * v for v in group["y"]], marker="o", label=_line_label(series, metric, len(metrics)))
-    for row in (hlines.itertuples() if hlines is not None else ()):
-        ax.axhline(factor * row.y, linestyle="--", linewidth=1.2, color="0.35" if len(hlines) == 1 else None,
+    line_colours = [line.get_color() for line in ax.get_lines()]
+    for i, row in enumerate(hlines.itertuples() if hlines is not None else ()):
+        # the i-th reference line belongs to the i-th series (its first line): same colour, dashed
+        colour = line_colours[i * max(len(metrics), 1)] if i * max(len(metrics), 1) < len(line_colours) else "0.35"
+        ax.axhline(factor * row.y, linestyle="--", linewidth=1.2, color=colour,
                    label=f"{row.label} ({METRIC_LABELS.get(row.metric, row.metric)})")
     if numeric and len(points):
         ticks = sorted({float(v) for v in points["x"]})
@@ -92,22 +95,29 @@ def plot_lines(points: pd.DataFrame, hlines: pd.DataFrame | None = None, *, titl
 def plot_bars(points: pd.DataFrame, *, title: str = "", x: str = "x", note: str | None = None) -> Figure:
     """Grouped bars: one group per x value (sorted numerically), one bar per (series, metric) in each
     group that has a value. `points` has POINT_COLUMNS; metrics are fractions, drawn as percentages."""
-    fig, ax = _new_figure(title, note, width=7.2)
+    fig, ax = _new_figure(title, note, width=9.5, height=5.4)
     groups = sorted(set(points["x"]), key=x_sort_key) if len(points) else []
     keys = list(dict.fromkeys(zip(points["series"], points["metric"]))) if len(points) else []
     n_metrics = len(set(points["metric"])) if len(points) else 0
     width = 0.8 / max(len(keys), 1)
     factor, ylabel = _scale(m for _, m in keys)
+    # One colour per series (method), one hatch per metric: the eye groups by method, then reads the metric.
+    series_names = list(dict.fromkeys(s for s, _ in keys))
+    metric_names = list(dict.fromkeys(m for _, m in keys))
+    colours = {s: f"C{i % 10}" for i, s in enumerate(series_names)}
+    hatches = {m: h for m, h in zip(metric_names, ["", "///", "...", "xx", "\\\\", "oo"])}
     for i, (series, metric) in enumerate(keys):
         sel = points[(points["series"] == series) & (points["metric"] == metric)]
         pos = [groups.index(v) - 0.4 + width * (i + 0.5) for v in sel["x"]]
-        ax.bar(pos, [factor * v for v in sel["y"]], width=width, label=_line_label(series, metric, n_metrics))
+        ax.bar(pos, [factor * v for v in sel["y"]], width=width, color=colours[series], hatch=hatches.get(metric, ""),
+               edgecolor="white", linewidth=0.5, label=_line_label(series, metric, n_metrics))
     ax.set_xticks(range(len(groups)), [str(g) for g in groups])
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    if keys:
-        ax.legend(fontsize=7)
+    if keys:  # below the axes: with many bars a legend inside covers them
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(series_names),
+                   fontsize=7)
     else:
         ax.text(0.5, 0.5, "no runs yet", ha="center", va="center", transform=ax.transAxes)
     return fig
