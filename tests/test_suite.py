@@ -93,6 +93,9 @@ def test_model_references_become_registry_aliases_that_follow_upstream_keys(proj
     assert src.params["register_as"] == "tiny-src" and "register_as" not in check.params
     b = load_suite(project / "projects" / "mini.yaml", "tiny", version="v2")
     assert [s.key for s in a.steps] != [s.key for s in b.steps]  # a code change re-runs every step
+    # ... unless reuse=params: then the chain matches by parameters, upstream models included
+    assert [s.params_key for s in a.steps] == [s.params_key for s in b.steps]
+    assert len({s.params_key for s in a.steps}) == 3
 
 
 BAD = [
@@ -118,6 +121,14 @@ def test_bad_suite_files_fail_with_file_line_and_exit_7(project, capsys, what, b
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fragment in err and "bad.yaml:" in err, err
     assert not _runs(MlflowClient(os.environ["MLFLOW_TRACKING_URI"]))  # nothing started
+
+
+def test_a_malformed_report_fails_before_any_step_runs(project, capsys):
+    path = project / "projects" / "mini.yaml"
+    path.write_text(SUITE + "report:\n  - claim: c\n    text: t\n    check: \"head.pgd20_acc\"\n")
+    assert main(["suite", "--project", str(path), "--scale", "tiny"]) == 2
+    assert "must compare metrics of steps" in capsys.readouterr().err
+    assert not _runs(MlflowClient(os.environ["MLFLOW_TRACKING_URI"]))
 
 
 def test_unknown_scale_and_missing_file_name_the_value(project, capsys):

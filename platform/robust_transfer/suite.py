@@ -39,6 +39,7 @@ class Step:
     params: dict[str, str]         # after substitution
     registers: bool
     key: str = ""                  # sha256(entry, params, code version)
+    params_key: str = ""           # sha256(entry, params) with upstream models named by *their* params_key
     upstream: list[str] = field(default_factory=list)
 
     @property
@@ -180,6 +181,7 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> S
         raise where.error(at + ("params",), "a mapping of parameter → value")
     registers = bool(raw.get("registers", entry in MAKES_MODEL))
     params: dict[str, str] = {}
+    by_params: dict[str, str] = {}
     upstream: list[str] = []
     for k, v in params_raw.items():
         if k not in entries[entry]:
@@ -187,15 +189,18 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> S
         if k == "register_as":
             raise where.error(at + ("params", k), "the suite names registered models itself (<scale>-<step>)")
         params[k] = _substitute(v, variables, by_name, scale, upstream, lambda m: where.error(at + ("params", k), m))
+        # the same value with upstream models named by parameters only: what reuse=params compares
+        by_params[k] = _substitute(v, variables, by_name, scale, [], lambda m: where.error(at + ("params", k), m),
+                                   alias=lambda step: f"p-{step.params_key[:16]}")
     if registers:
         if "register_as" not in entries[entry]:
             raise where.error(at + ("registers",), f"{entry} does not register models")
-        params["register_as"] = f"{scale}-{name}"
-    return Step(name=name, entry=entry, params=params, registers=registers,
-                key=step_key(entry, params, version), upstream=upstream)
+        params["register_as"] = by_params["register_as"] = f"{scale}-{name}"
+    return Step(name=name, entry=entry, params=params, registers=registers, key=step_key(entry, params, version),
+                params_key=step_key(entry, by_params, ""), upstream=upstream)
 
 
-def _substitute(value, variables, by_name, scale, upstream, error) -> str:
+def _substitute(value, variables, by_name, scale, upstream, error, alias=lambda step: step.alias) -> str:
     """`{var}` → the scale's variable; `{model:step}` → that step's model by registry alias."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -209,10 +214,10 @@ def _substitute(value, variables, by_name, scale, upstream, error) -> str:
             if not by_name[arg].registers:
                 raise error(f"{{model:{arg}}}: step {arg!r} does not register a model")
             upstream.append(arg)
-            return f"models:/{scale}-{arg}@{by_name[arg].alias}"
+            return f"models:/{scale}-{arg}@{alias(by_name[arg])}"
         if arg is not None or var not in variables:
             raise error(f"{{{m.group(0)[1:-1]}}} is not a variable of this scale; defined: {', '.join(sorted(variables))}")
-        return _substitute(variables[var], variables, by_name, scale, upstream, error)
+        return _substitute(variables[var], variables, by_name, scale, upstream, error, alias)
 
     return _VAR.sub(repl, text)
 
@@ -285,7 +290,7 @@ def run_step(client, suite: Suite, step: Step, experiment_id: str, project_root:
     if done is None and reuse == "params":
         # Same entry point and parameters under any code version (what changed was elsewhere).
         runs = client.search_runs(all_experiments(client), f"tags.`rtl.step` = '{step.name}' and tags.`rtl.scale` = "
-                                  f"'{suite.scale}' and tags.`rtl.params_key` = '{_params_key(step)}' and "
+                                  f"'{suite.scale}' and tags.`rtl.params_key` = '{step.params_key}' and "
                                   "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
                                   max_results=1)
         done = runs[0] if runs else None
@@ -319,13 +324,9 @@ def run_step(client, suite: Suite, step: Step, experiment_id: str, project_root:
     return client.get_run(run_id), False
 
 
-def _params_key(step: Step) -> str:
-    return hashlib.sha256(json.dumps({"entry": step.entry, "params": step.params}, sort_keys=True).encode()).hexdigest()
-
-
 def step_tags(suite: Suite, step: Step) -> dict[str, str]:
     return {"rtl.project": suite.name, "rtl.step": step.name, "rtl.scale": suite.scale, "rtl.step_key": step.key,
-            "rtl.params_key": _params_key(step), "rtl.code_version": suite.code_version,
+            "rtl.params_key": step.params_key, "rtl.code_version": suite.code_version,
             "rtl.host": socket.gethostname(), "rtl.suite_pid": str(os.getpid())}
 
 
@@ -350,6 +351,10 @@ def run_suite(cfg) -> dict:
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     suite = load_suite(cfg.project, cfg.scale)
+    if cfg.report:  # a malformed report: say so now, not after hours of steps
+        from .analysis.report import load_report_spec
+
+        load_report_spec(cfg.project)
     project_root = project_root_for(Path(cfg.project))
     steps = suite.steps
     if cfg.only:
@@ -392,11 +397,18 @@ def run_suite(cfg) -> dict:
             print(f"[report] {suite.name} → {cfg.out}/{suite.scale}/", flush=True)
             import mlflow.projects
 
-            submitted = mlflow.projects.run(str(project_root), entry_point="report", env_manager="local",
-                                            parameters={"project": str(Path(cfg.project).resolve()),
-                                                        "scale": suite.scale, "out": str(Path(cfg.out).resolve()),
-                                                        "experiment": cfg.experiment},
-                                            experiment_id=experiment_id, synchronous=True, run_name="report")
+            from mlflow.exceptions import ExecutionException
+
+            try:
+                submitted = mlflow.projects.run(str(project_root), entry_point="report", env_manager="local",
+                                                parameters={"project": str(Path(cfg.project).resolve()),
+                                                            "scale": suite.scale, "out": str(Path(cfg.out).resolve()),
+                                                            "experiment": cfg.experiment},
+                                                experiment_id=experiment_id, synchronous=True, run_name="report")
+            except ExecutionException:
+                raise SuiteError(f"the report of {suite.name} failed (its error is printed above); every step "
+                                 f"finished: fix the report and run `rtl report --project {cfg.project} "
+                                 f"--scale {suite.scale}`") from None
             client.set_tag(submitted.run_id, "rtl.project", suite.name)
         print(f"suite {suite.name}: {len(steps) - reused} steps run, {reused} reused, "
               f"{time.time() - t_start:.0f} s", flush=True)

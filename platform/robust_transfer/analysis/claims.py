@@ -50,10 +50,16 @@ def parse_check(text: str, where: str) -> tuple[ast.Expression, list[tuple[str, 
             raise ConfigError(f"{where}: check={text!r}: {node.id!r} is not a `<step>.<metric>` reference")
         if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS):
             raise ConfigError(f"{where}: check={text!r}: only min(...) and max(...) may be called")
-    top = tree.body.values if isinstance(tree.body, ast.BoolOp) else [tree.body]
-    if not refs or not all(isinstance(t, ast.Compare) for t in top):
+    if not refs or not _comparisons(tree.body):
         raise ConfigError(f"{where}: check={text!r} must compare metrics of steps, e.g. a.pgd20_acc > b.pgd20_acc")
     return tree, refs
+
+
+def _comparisons(node) -> bool:
+    """True when `node` is a comparison, or comparisons joined (and nested) by and/or."""
+    if isinstance(node, ast.BoolOp):
+        return all(_comparisons(v) for v in node.values)
+    return isinstance(node, ast.Compare)
 
 
 def _eval(node, env):
