@@ -30,7 +30,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import CLOCK, Row, interleaved, real_data_available  # noqa: E402  (first: see benchlib)
+from benchlib import CLOCK, Row, interleaved, print_rows, real_data_available  # noqa: E402  (first: see benchlib)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -290,8 +290,7 @@ def main(argv=None) -> int:
     for k, v in raw["pgd"].items():
         print(f"  {k}: {round(v, 4) if isinstance(v, float) else v}")
     print("scaling:", raw["pgd_scaling"])
-    for row in out:
-        print(f"{row.name:<48} {row.value_text():>14}  {row.target_text():>7}  {row.status}")
+    print_rows(out, 48)
     return 0
 
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import CLOCK, Row, interleaved, real_data_available  # noqa: E402  (first: see benchlib)
+from benchlib import CLOCK, Row, interleaved, print_rows, real_data_available  # noqa: E402  (first: see benchlib)
 
 import torch  # noqa: E402
 
@@ -131,8 +131,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out, raw = rows(args.quick)
     print(raw)
-    for row in out:
-        print(f"{row.name:<48} {row.value_text():>14}  {row.target_text():>7}  {row.status}")
+    print_rows(out, 48)
     return 0
 
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import Row, real_data_available  # noqa: E402  (first: see benchlib)
+from benchlib import Row, print_rows, real_data_available  # noqa: E402  (first: see benchlib)
 
 import torch  # noqa: E402
 
@@ -189,8 +189,7 @@ def main(argv=None) -> int:
     out, raw = rows(args.quick)
     for s in raw.values():
         print(s)
-    for r in out:
-        print(f"{r.name:<44} {r.value_text():>10}  {r.target_text():>7}  {r.status}")
+    print_rows(out, 44)
     return 0
 
 

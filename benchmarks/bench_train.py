@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import CLOCK, Row, interleaved, threads  # noqa: E402  (first: see benchlib)
+from benchlib import CLOCK, Row, interleaved, print_rows, threads  # noqa: E402  (first: see benchlib)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -275,8 +275,7 @@ def main(argv=None) -> int:
         print(f"  {c['arch']:<10} {c['config']:<12} {c['gflops']:6.1f} GFLOP/{CLOCK}-s  MFU {c['mfu']:.2f} "
               f"(by the other clock {c['mfu_alt']:.2f})  {c['img_s_wall']:7.1f} img/s wall   {c['times']}")
     print("peak GFLOP/s:", raw["mfu"]["peak"], " NCHW÷NHWC time:", raw["mfu"]["nhwc_speedup"])
-    for row in out:
-        print(f"{row.name:<58} {row.value_text():>14}  {row.target_text():>7}  {row.status}")
+    print_rows(out, 58)
     return 0
 
 

@@ -106,6 +106,12 @@ class Timings:
         return f"wall {fmt_times(self.wall[name])} s; cpu {fmt_times(self.cpu[name])} s"
 
 
+def print_rows(rows, width: int = 48) -> None:
+    """One line per row: name, value, target, PASS/FAIL (each bench's `main`)."""
+    for row in rows:
+        print(f"{row.name:<{width}} {row.value_text():>14}  {row.target_text():>7}  {row.status}")
+
+
 def interleaved(arms: dict[str, Callable[[], object]], repeats: int, *, warmup: int = 1) -> Timings:
     """Time each arm over `repeats` rounds, run A B C, B C A, C A B, ... (warm-up rounds untimed)."""
     names = list(arms)

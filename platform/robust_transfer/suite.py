@@ -77,6 +77,11 @@ def step_key(entry: str, params: dict[str, str], version: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def params_key(entry: str, params: dict[str, str]) -> str:
+    """What `reuse=params` compares: the key without the code version."""
+    return hashlib.sha256(json.dumps({"entry": entry, "params": params}, sort_keys=True).encode()).hexdigest()
+
+
 # ------------------------------------------------------------------------------------------- loading
 def _entry_parameters() -> dict[str, set[str]]:
     """MLproject entry point → its parameter names (from the same dataclasses MLproject is generated from)."""
@@ -197,7 +202,7 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> S
             raise where.error(at + ("registers",), f"{entry} does not register models")
         params["register_as"] = by_params["register_as"] = f"{scale}-{name}"
     return Step(name=name, entry=entry, params=params, registers=registers, key=step_key(entry, params, version),
-                params_key=step_key(entry, by_params, ""), upstream=upstream)
+                params_key=params_key(entry, by_params), upstream=upstream)
 
 
 def _substitute(value, variables, by_name, scale, upstream, error, alias=lambda step: step.alias) -> str:
