@@ -113,3 +113,17 @@ def test_tracking_server_with_basic_auth_refuses_anonymous_requests(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("exc,status", [(SystemExit(0), "KILLED"), (SystemExit(None), "KILLED"),
+                                        (SystemExit(3), "FAILED"), (ValueError("boom"), "FAILED"),
+                                        (KeyboardInterrupt(), "KILLED")])
+def test_a_run_ends_killed_when_told_to_stop_and_failed_on_errors(workdir, exc, status):
+    """Ray Tune stops a trial (ASHA) by `sys.exit(0)` inside `report`: that is a stop, not a failure."""
+    from robust_transfer.tracking import tracked_run
+
+    with pytest.raises(type(exc)):
+        with tracked_run("probe", {}, {}, experiment="stops") as log:
+            raise exc
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    assert client.get_run(log.run_id).info.status == status

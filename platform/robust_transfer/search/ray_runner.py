@@ -154,8 +154,13 @@ def _progress_callback(progress, study_ref):
             if run_id:
                 client = MlflowClient(tracking_uri())
                 client.set_tag(run_id, "rtl.trial_state", state)
-                if state in ("PRUNED", "FAIL") and client.get_run(run_id).info.status == "RUNNING":
-                    client.set_terminated(run_id, "KILLED" if state == "PRUNED" else "FAILED")
+                status = client.get_run(run_id).info.status
+                # A trial ASHA stops is KILLED, even when stopping its actor already ended the run FAILED
+                # (on a busy machine the worker can see the stop as an error before this callback runs).
+                if state == "PRUNED" and status in ("RUNNING", "FAILED"):
+                    client.set_terminated(run_id, "KILLED")
+                elif state == "FAIL" and status == "RUNNING":
+                    client.set_terminated(run_id, "FAILED")
             values = frozen.values if frozen is not None and state == "COMPLETE" else None
             metrics = frozen.user_attrs.get("metrics") if frozen is not None else {}
             err = None

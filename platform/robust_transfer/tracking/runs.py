@@ -110,7 +110,9 @@ def run_context(**kwargs):
 
 
 def _run_status(exc: BaseException) -> str:
-    """FAILED, unless the exception says otherwise (a pruned search trial ends KILLED, not FAILED)."""
+    """FAILED, unless the exception says otherwise (a pruned search trial or a clean exit ends KILLED)."""
+    if isinstance(exc, SystemExit) and exc.code in (0, None):
+        return "KILLED"  # told to stop, e.g. Ray Tune's `report` exits 0 when ASHA stops a trial
     return getattr(exc, "rtl_run_status", "FAILED")
 
 
