@@ -764,7 +764,7 @@ def test_optuna_dashboard_serves_the_study_over_http(workdir, tiny_folder):
 
     url = f"sqlite:///{workdir / 'optuna.db'}"
     space = loads_space(tiny_yaml(tiny_folder))
-    study = create_or_load_study(space, open_storage(url), url, "dash")
+    study = create_or_load_study(space, open_storage(url, heartbeat=False), url, "dash")
     for v in (0.4, 0.6):
         t = study.ask()
         t.suggest_float("lr", 0.001, 0.2, log=True)
