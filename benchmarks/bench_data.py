@@ -19,7 +19,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import CLOCK, Row, interleaved, print_rows, real_data_available  # noqa: E402  (first: see benchlib)
+from benchlib import CLOCK, Row, env_restored, interleaved, print_rows, real_data_available  # noqa: E402  (first: see benchlib)
 
 import torch  # noqa: E402
 
@@ -77,28 +77,23 @@ def _touch(data: ImageData) -> int:
 
 def decode_cache(spec: str = "cifar10-jpeg", splits=("train", "test"), repeats: int = 3) -> tuple[list[Row], dict]:
     """Second load ÷ first load of `spec` (all `splits`) from a fresh cache folder."""
-    old = os.environ.get("RTL_CACHE_DIR")
     tmp = tempfile.mkdtemp(prefix="rtl-bench-cache-")
-    os.environ["RTL_CACHE_DIR"] = tmp
 
     def load_all():
         return sum(_touch(load_dataset(spec, s, progress=False)) for s in splits)
 
     try:
-        w, c = time.perf_counter(), time.process_time()
-        first_sum = load_all()
-        first = {"cpu": time.process_time() - c, "wall": time.perf_counter() - w}
-        later = {"cpu": [], "wall": []}
-        for _ in range(repeats):
+        with env_restored("RTL_CACHE_DIR", tmp):
             w, c = time.perf_counter(), time.process_time()
-            assert load_all() == first_sum, "the cached data differs from the decoded data"
-            later["cpu"].append(time.process_time() - c)
-            later["wall"].append(time.perf_counter() - w)
+            first_sum = load_all()
+            first = {"cpu": time.process_time() - c, "wall": time.perf_counter() - w}
+            later = {"cpu": [], "wall": []}
+            for _ in range(repeats):
+                w, c = time.perf_counter(), time.process_time()
+                assert load_all() == first_sum, "the cached data differs from the decoded data"
+                later["cpu"].append(time.process_time() - c)
+                later["wall"].append(time.perf_counter() - w)
     finally:
-        if old is None:
-            os.environ.pop("RTL_CACHE_DIR", None)
-        else:
-            os.environ["RTL_CACHE_DIR"] = old
         shutil.rmtree(tmp, ignore_errors=True)
     r = {k: max(min(later[k]), 1e-6) / first[k] for k in ("cpu", "wall")}
     other = "wall" if CLOCK == "cpu" else "cpu"

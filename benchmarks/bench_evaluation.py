@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,16 +50,7 @@ def arm(model, images, labels, suite: str, batch_size: int, last: dict):
 
 def write_section(text: str, path: Path = REPO / "docs" / "benchmarks.md") -> None:
     """Replace (or append) the "## Evaluation" section, leaving every other section alone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == "## Evaluation"), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + text + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-    path.write_text(new)
+    benchlib.write_section("Evaluation", text, path)
 
 
 def main(argv=None) -> int:

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import Row, print_rows, real_data_available  # noqa: E402  (first: see benchlib)
+from benchlib import Row, env_restored, print_rows  # noqa: E402  (first: see benchlib)
 
 import torch  # noqa: E402
 
@@ -153,16 +153,9 @@ def rows(quick: bool = False) -> tuple[list[Row], dict]:
                     for k in range(4):
                         px = torch.randint(0, 256, (16, 16, 3), dtype=torch.uint8, generator=g).numpy()
                         Image.fromarray(px).save(root / "f" / split / f"c{c}" / f"{k}.png")
-            old = os.environ.get("RTL_CACHE_DIR")
-            os.environ["RTL_CACHE_DIR"] = str(root / "cache")
-            try:
+            with env_restored("RTL_CACHE_DIR", root / "cache"):
                 res = {k: series(k, trials=2, target=f"imagefolder:{root / 'f'}", per_class=4, checkpoints=(1, 2))
                        for k in ("transfer", "lwf")}
-            finally:
-                if old is None:
-                    os.environ.pop("RTL_CACHE_DIR", None)
-                else:
-                    os.environ["RTL_CACHE_DIR"] = old
         finally:
             shutil.rmtree(root, ignore_errors=True)
         return [row_of(s) for s in res.values()], res

@@ -33,6 +33,7 @@ SPACE = REPO / "search_spaces" / "mlp_head.yaml"
 TARGET = "cifar10-jpeg:half-b"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
 # The same isolated feature cache (shared decoded data) and random-weight source as the transfer bench.
 from bench_transfer import isolated_feature_cache as isolated_cache, make_source  # noqa: E402
 
@@ -90,16 +91,7 @@ def run_study(source: str, work: Path, args, twin: PlainTwin) -> tuple[float, ob
 
 def write_section(text: str, path: Path = REPO / "docs" / "benchmarks.md") -> None:
     """Replace (or append) the "## Search" section, leaving every other section alone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == "## Search"), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + text + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-    path.write_text(new)
+    benchlib.write_section("Search", text, path)
 
 
 def section_text(args, machine: str, load: str, n: int, wall: float, train_s: float, notes: str = "") -> str:

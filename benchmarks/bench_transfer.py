@@ -23,7 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402  (imports robust_transfer before torch: passive OpenMP waiting)
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "cifar10-jpeg:half-b"
@@ -95,16 +97,7 @@ def time_lwf(source_uri: str, per_class: int, iterations: int, *, teacher: str, 
 
 def write_section(text: str, path: Path = REPO / "docs" / "benchmarks.md") -> None:
     """Replace (or append) the "## Transfer" section, leaving every other section alone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == "## Transfer"), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + text + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-    path.write_text(new)
+    benchlib.write_section("Transfer", text, path)
 
 
 def main(argv=None) -> int:

@@ -7,6 +7,7 @@ least-disturbed run); medians are kept for the record. No absolute time is ever 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import statistics
@@ -104,6 +105,35 @@ class Timings:
 
     def summary(self, name: str) -> str:
         return f"wall {fmt_times(self.wall[name])} s; cpu {fmt_times(self.cpu[name])} s"
+
+
+@contextlib.contextmanager
+def env_restored(name: str, value: str | os.PathLike | None = None):
+    """Within the block `name` is `value` (when given); afterwards it is what it was, or absent again."""
+    old = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = str(value)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def write_section(heading: str, text: str, path: Path) -> None:
+    """Replace (or append) the `## <heading>` section of a Markdown file, leaving every other section alone."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    lines = old.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.strip() == f"## {heading}"), None)
+    if start is None:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        new = "".join(lines[:start]) + text + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
+    path.write_text(new)
 
 
 def print_rows(rows, width: int = 48) -> None:

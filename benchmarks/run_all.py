@@ -37,7 +37,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from benchlib import CLOCK, DOCS, Row, loadavg, machine  # noqa: E402  (first: see benchlib)
+from benchlib import CLOCK, DOCS, Row, env_restored, loadavg, machine  # noqa: E402  (first: see benchlib)
 
 import torch  # noqa: E402
 
@@ -94,23 +94,19 @@ def transfer_rows(quick: bool) -> tuple[list[Row], dict]:
     from robust_transfer.data import load_dataset
 
     cached_n, uncached_n, ratio_n = ((2, 4), (2,), 2) if quick else ((10, 20, 40, 80), (10, 20), 20)
-    old = os.environ.get("RTL_CACHE_DIR")
-    root = mod.isolated_feature_cache()   # sets RTL_CACHE_DIR to a fresh folder (decoded data shared)
-    try:
-        src = mod.make_source(root)
-        load_dataset(mod.TARGET, "train", progress=False)   # decode (or read the cache) before timing
-        cached, uncached = {}, {}
-        for n in sorted(set(cached_n) | set(uncached_n)):   # interleaved per N
-            if n in cached_n:
-                cached[n] = mod.time_head(src, n, cached=True, cache_root=root)[0]
-            if n in uncached_n:
-                uncached[n] = mod.time_head(src, n, cached=False, cache_root=root)[0]
-    finally:
-        if old is None:
-            os.environ.pop("RTL_CACHE_DIR", None)
-        else:
-            os.environ["RTL_CACHE_DIR"] = old
-        shutil.rmtree(root, ignore_errors=True)
+    with env_restored("RTL_CACHE_DIR"):
+        root = mod.isolated_feature_cache()   # sets RTL_CACHE_DIR to a fresh folder (decoded data shared)
+        try:
+            src = mod.make_source(root)
+            load_dataset(mod.TARGET, "train", progress=False)   # decode (or read the cache) before timing
+            cached, uncached = {}, {}
+            for n in sorted(set(cached_n) | set(uncached_n)):   # interleaved per N
+                if n in cached_n:
+                    cached[n] = mod.time_head(src, n, cached=True, cache_root=root)[0]
+                if n in uncached_n:
+                    uncached[n] = mod.time_head(src, n, cached=False, cache_root=root)[0]
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
     r = cached[ratio_n] / uncached[ratio_n]
     search_note = (" (bench_search.py times a whole Optuna study, not this ratio)" if (HERE / "bench_search.py").is_file()
                    else " (bench_search.py not yet built)")

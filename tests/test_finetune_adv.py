@@ -1,5 +1,4 @@
 """`finetune_adv` (Fig. 3 baseline): end-to-end fine-tuning on PGD-k examples, head replaced."""
-import subprocess
 
 import pytest
 import torch
@@ -7,7 +6,7 @@ import torch
 from robust_transfer.config import FinetuneAdvConfig
 from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies.finetune_adv import finetune_adv
-from transfer_helpers import BIN, REPO, all_runs, mlflow_env, other_folder, sources, state  # noqa: F401
+from transfer_helpers import all_runs, mlflow_run, other_folder, sources, state  # noqa: F401
 
 
 def test_everything_trains_on_adversarial_examples_with_a_new_head(workdir, sources, other_folder):
@@ -30,10 +29,8 @@ def test_everything_trains_on_adversarial_examples_with_a_new_head(workdir, sour
 
 @pytest.mark.slow
 def test_mlflow_run_finetune_adv_entry_point(workdir, sources):
-    cmd = [str(BIN / "mlflow"), "run", str(REPO), "-e", "finetune_adv", "--env-manager", "local",
-           "-P", f"source_model={sources.src}", "-P", "iterations=2", "-P", "steps=1", "-P", "n_examples=6",
-           "-P", "eval_steps=2", "-P", f"checkpoint_dir={workdir / 'ck'}"]
-    out = subprocess.run(cmd, env=mlflow_env(workdir), capture_output=True, text=True, timeout=120)
+    out = mlflow_run(workdir, "finetune_adv", source_model=sources.src, iterations=2, steps=1, n_examples=6,
+                     eval_steps=2, checkpoint_dir=workdir / "ck")
     assert out.returncode == 0, out.stderr[-2000:]
     (run,) = all_runs()
     assert run.info.status == "FINISHED" and run.data.tags["rtl.strategy"] == "finetune_adv"

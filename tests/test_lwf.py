@@ -1,6 +1,5 @@
 """`lwf` (section 6): the Eq. 3 loss by hand, warm start, frozen BatchNorm, z0 computed once."""
 import math
-import subprocess
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies import features
 from robust_transfer.strategies.lwf import feature_distance, lwf, lwf_loss
 from robust_transfer.strategies.source import batchnorm_modules
-from transfer_helpers import BIN, REPO, all_runs, mlflow_env, other_folder, sources, state  # noqa: F401
+from transfer_helpers import all_runs, mlflow_run, other_folder, sources, state  # noqa: F401
 
 
 def cfg(src, **kw) -> LwfConfig:
@@ -124,10 +123,8 @@ def test_same_dataset_mode_keeps_the_source_head(workdir, sources):
 
 @pytest.mark.slow
 def test_mlflow_run_lwf_entry_point(workdir, sources):
-    cmd = [str(BIN / "mlflow"), "run", str(REPO), "-e", "lwf", "--env-manager", "local",
-           "-P", f"source_model={sources.src}", "-P", "iterations=4", "-P", "n_examples=6", "-P", "eval_steps=2",
-           "-P", "lambda_d=0.1", "-P", "distance=l1", "-P", f"checkpoint_dir={workdir / 'ck'}"]
-    out = subprocess.run(cmd, env=mlflow_env(workdir), capture_output=True, text=True, timeout=120)
+    out = mlflow_run(workdir, "lwf", source_model=sources.src, iterations=4, n_examples=6, eval_steps=2,
+                     lambda_d=0.1, distance="l1", checkpoint_dir=workdir / "ck")
     assert out.returncode == 0, out.stderr[-2000:]
     (run,) = all_runs()
     assert run.info.status == "FINISHED" and run.data.tags["rtl.strategy"] == "lwf"

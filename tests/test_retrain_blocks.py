@@ -1,6 +1,5 @@
 """`retrain_blocks` (Fig. 1): the k deepest blocks re-initialised and re-trained, the rest frozen;
 a list of k gives nested child runs and a robustness-vs-k plot."""
-import subprocess
 
 import pytest
 import torch
@@ -9,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from robust_transfer.config import RetrainBlocksConfig
 from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies.retrain_blocks import retrain_blocks
-from transfer_helpers import BIN, FAST, REPO, all_runs, mlflow_env, rtl, sources, state  # noqa: F401
+from transfer_helpers import FAST, all_runs, mlflow_run, rtl, sources, state  # noqa: F401
 
 
 def cfg(src, **kw) -> RetrainBlocksConfig:
@@ -69,10 +68,8 @@ def test_a_list_of_k_gives_nested_child_runs_and_a_plot(workdir, sources):
 
 @pytest.mark.slow
 def test_mlflow_run_retrain_blocks_entry_point(workdir, sources):
-    cmd = [str(BIN / "mlflow"), "run", str(REPO), "-e", "retrain_blocks", "--env-manager", "local",
-           "-P", f"source_model={sources.src}", "-P", "k=1,2", "-P", "iterations=2", "-P", "n_examples=6",
-           "-P", "eval_steps=2", "-P", f"checkpoint_dir={workdir / 'ck'}"]
-    out = subprocess.run(cmd, env=mlflow_env(workdir), capture_output=True, text=True, timeout=120)
+    out = mlflow_run(workdir, "retrain_blocks", source_model=sources.src, k="1,2", iterations=2, n_examples=6,
+                     eval_steps=2, checkpoint_dir=workdir / "ck")
     assert out.returncode == 0, out.stderr[-2000:]
     runs = all_runs()
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)

@@ -507,7 +507,8 @@ def test_ray_backend_runs_the_same_yaml_on_a_local_cluster(wd, tiny_folder, caps
 
 
 def test_ray_resources_parse():
-    from robust_transfer.search.ray_runner import absolute_tracking_uri, parse_resources
+    from robust_transfer.search.ray_runner import parse_resources
+    from robust_transfer.tracking.runs import absolute_tracking_uri
 
     assert parse_resources("cpu=2,gpu=0.5") == {"cpu": 2.0, "gpu": 0.5}
     assert parse_resources("gpu=1") == {"cpu": 1.0, "gpu": 1.0}

@@ -112,7 +112,7 @@ def test_fast_path_resolution_on_the_cpu():
 
 def test_bf16_autocast_training_learns_and_checkpoints_fp32(workdir, tiny_folder):
     log = MemoryLogger()
-    res = train(_cfg(tiny_folder, precision="bf16", channels_last="false", epochs=4), log)
+    train(_cfg(tiny_folder, precision="bf16", channels_last="false", epochs=4), log)
     losses = log.history("train_loss")
     assert losses[-1] < losses[0]                            # it learns under bf16 autocast
     model, meta = load_checkpoint(workdir / "ck")

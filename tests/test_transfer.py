@@ -1,6 +1,5 @@
 """`transfer` (Eq. 2): frozen extractor in eval mode, feature cache, whole-model evaluation, tracking."""
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from robust_transfer.errors import ModelError
 from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies import features
 from robust_transfer.strategies.transfer import transfer
-from transfer_helpers import BIN, FAST, REPO, all_runs, mlflow_env, other_folder, rtl, sources, state  # noqa: F401
+from transfer_helpers import FAST, all_runs, mlflow_run, other_folder, rtl, sources, state  # noqa: F401
 
 
 def cfg(src, **kw) -> TransferConfig:
@@ -133,10 +132,8 @@ def test_source_given_as_registry_and_run_uris(workdir, sources):
 
 @pytest.mark.slow
 def test_mlflow_run_transfer_entry_point(workdir, sources):
-    cmd = [str(BIN / "mlflow"), "run", str(REPO), "-e", "transfer", "--env-manager", "local",
-           "-P", f"source_model={sources.src}", "-P", "epochs=2", "-P", "n_examples=6", "-P", "eval_steps=2",
-           "-P", "head=mlp", "-P", "width=16", "-P", f"checkpoint_dir={workdir / 'ck'}"]
-    out = subprocess.run(cmd, env=mlflow_env(workdir), capture_output=True, text=True, timeout=120)
+    out = mlflow_run(workdir, "transfer", source_model=sources.src, epochs=2, n_examples=6, eval_steps=2,
+                     head="mlp", width=16, checkpoint_dir=workdir / "ck")
     assert out.returncode == 0, out.stderr[-2000:]
     (run,) = all_runs()
     assert run.info.status == "FINISHED" and run.data.tags["rtl.strategy"] == "transfer"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,3 +96,11 @@ def mlflow_env(workdir: Path) -> dict[str, str]:
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("MLFLOW_RUN_ID", None)
     return env
+
+
+def mlflow_run(workdir: Path, entry: str, **params) -> subprocess.CompletedProcess:
+    """`mlflow run <repo> -e <entry> -P k=v ... --env-manager local`, as a user would type it."""
+    cmd = [str(BIN / "mlflow"), "run", str(REPO), "-e", entry, "--env-manager", "local"]
+    for k, v in params.items():
+        cmd += ["-P", f"{k}={v}"]
+    return subprocess.run(cmd, env=mlflow_env(workdir), capture_output=True, text=True, timeout=120)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .attacks import EvalResult, ThreatModel, indices_sha256, select_examples
-from .attacks.diagnostics import FLAG_TAG_PREFIX, MASKING_TAG, Diagnostics, MaskingThresholds, diagnose
+from .attacks.diagnostics import FLAG_TAG_PREFIX, Diagnostics, MaskingThresholds, diagnose
 from .attacks.resume import EvalStore, tensors_sha256, weights_sha256
 from .attacks.strong import AttackRunner, Budget, parse_attack_list
 from .data import ImageData, load_dataset, resize_images

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .attacks.diagnostics import MASKING_TAG  # the tag `evaluate` writes; promote refuses what it flags
 from .errors import ConfigError, RegistryError, SearchError
 from .search.expr import Constraint, Expr, ExprError
 
 CHAMPION = "champion"
-MASKING_TAG = "rtl.masking_flags"
 # A metric logged per epoch by every training strategy: its last timestamp is when the weights last changed.
 TRAINING_PROGRESS_METRICS = ("train_loss", "train_clean_acc")
 
@@ -298,8 +298,8 @@ def model_card(name: str, mv, policy: Policy, cand: Judged, champ: Judged | None
              f"- **decided**: {_iso(int(time.time() * 1000))}" + (f" by promote run `{run_id}`" if run_id else ""),
              f"- **source run**: `{mv.run_id}`" if mv.run_id else "- **source run**: —",
              f"- **data**: {tags.get('data_spec', '—')}, **arch**: {tags.get('arch', '—')}",
-             f"- **threat model**: " + (", ".join(f"{k}={v}" for k, v in sorted(threat.items())) or "—"),
-             f"- **lineage**: " + (", ".join(f"{k}={v}" for k, v in sorted(lineage.items())) or "—"),
+             "- **threat model**: " + (", ".join(f"{k}={v}" for k, v in sorted(threat.items())) or "—"),
+             "- **lineage**: " + (", ".join(f"{k}={v}" for k, v in sorted(lineage.items())) or "—"),
              f"- **evaluated**: {_iso(eval_t)} (weights last changed {_iso(model_t)})",
              f"- **gradient-masking flags**: {tags.get(MASKING_TAG) or 'none'}",
              "", "## Metrics", "", *rows, ""]

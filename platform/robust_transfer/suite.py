@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, SuiteError, UserError
+from .errors import ConfigError, SuiteError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SHARED_STEPS_FILE = "sources.yaml"
@@ -58,8 +58,11 @@ class Suite:
     path: Path
     code_version: str
 
-    def model_name(self, step: str) -> str:
-        return f"{self.scale}-{step}"
+
+
+def registered_name(scale: str, step: str) -> str:
+    """The registered model a step's model becomes (and later steps read by alias)."""
+    return f"{scale}-{step}"
 
 
 # ------------------------------------------------------------------------------------------- code version
@@ -200,7 +203,7 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> S
     if registers:
         if "register_as" not in entries[entry]:
             raise where.error(at + ("registers",), f"{entry} does not register models")
-        params["register_as"] = by_params["register_as"] = f"{scale}-{name}"
+        params["register_as"] = by_params["register_as"] = registered_name(scale, name)
     return Step(name=name, entry=entry, params=params, registers=registers, key=step_key(entry, params, version),
                 params_key=params_key(entry, by_params), upstream=upstream)
 
@@ -219,7 +222,7 @@ def _substitute(value, variables, by_name, scale, upstream, error, alias=lambda 
             if not by_name[arg].registers:
                 raise error(f"{{model:{arg}}}: step {arg!r} does not register a model")
             upstream.append(arg)
-            return f"models:/{scale}-{arg}@{alias(by_name[arg])}"
+            return f"models:/{registered_name(scale, arg)}@{alias(by_name[arg])}"
         if arg is not None or var not in variables:
             raise error(f"{{{m.group(0)[1:-1]}}} is not a variable of this scale; defined: {', '.join(sorted(variables))}")
         return _substitute(variables[var], variables, by_name, scale, upstream, error, alias)
@@ -350,7 +353,10 @@ def run_suite(cfg) -> dict:
 
     from .tracking import tracked_run
 
-    _absolute_tracking_uri()
+    from .tracking.runs import absolute_tracking_uri, tracking_uri
+
+    # steps run with the project root as working directory: a relative sqlite store must not move
+    os.environ["MLFLOW_TRACKING_URI"] = absolute_tracking_uri(tracking_uri())
     # Steps run `rtl` (and asynchronous project runs the `mlflow` CLI) from this Python environment.
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
@@ -397,7 +403,7 @@ def run_suite(cfg) -> dict:
                          "model_uri": run.data.tags.get("rtl.model_uri", "")})
         log.log_metrics({"steps_run": len(steps) - reused, "steps_reused": reused,
                          "suite_time_s": time.time() - t_start})
-        _log_json(log, plan, "suite_plan.json")
+        client.log_dict(log.run_id, plan, "suite_plan.json")
         if cfg.report and not cfg.only:
             print(f"[report] {suite.name} → {cfg.out}/{suite.scale}/", flush=True)
             import mlflow.projects
@@ -420,15 +426,6 @@ def run_suite(cfg) -> dict:
         return {"run_id": log.run_id, "plan": plan}
 
 
-def _absolute_tracking_uri() -> None:
-    """Steps run with the project root as working directory: a relative sqlite path must not move."""
-    from .tracking import tracking_uri
-
-    uri = tracking_uri()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-
-
 def _with_upstream(steps: list[Step], wanted: list[str]) -> list[Step]:
     by_name = {s.name: s for s in steps}
     need: set[str] = set()
@@ -444,15 +441,4 @@ def _with_upstream(steps: list[Step], wanted: list[str]) -> list[Step]:
     return [s for s in steps if s.name in need]
 
 
-def _log_json(log, obj, name: str) -> None:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / name
-        p.write_text(json.dumps(obj, indent=2))
-        log.log_artifact(p)
-
-
-__all__ = ["Suite", "Step", "load_suite", "run_suite", "code_version", "step_key", "UserError"]
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use `rtl suite`")
+__all__ = ["Suite", "Step", "load_suite", "run_suite", "code_version", "step_key", "params_key", "registered_name"]

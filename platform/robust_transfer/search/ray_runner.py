@@ -43,13 +43,6 @@ def parse_resources(text: str) -> dict[str, float]:
     return out
 
 
-def absolute_tracking_uri(uri: str) -> str:
-    """Workers may run elsewhere (another cwd): a relative sqlite path becomes absolute."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-    return uri
-
-
 def _ray_trial(config: dict, payload: dict) -> None:
     """The Ray Tune function trainable: runs in a worker process."""
     from ray import tune
@@ -225,7 +218,7 @@ def ray_cluster(address: str, num_cpus: int, env: dict[str, str]):
 
 
 def optimize_ray(space: SearchSpace, cfg, study, storage, *, parent_run_id: str, experiment_id: str, progress) -> None:
-    from ..tracking import tracking_uri
+    from ..tracking.runs import absolute_tracking_uri, tracking_uri
 
     resources = parse_resources(cfg.resources_per_trial)
     env = {k: os.environ[k] for k in FORWARD_ENV if os.environ.get(k)}

@@ -18,6 +18,14 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def absolute_tracking_uri(uri: str) -> str:
+    """Processes that run elsewhere (a Ray worker, a suite step in the project root) must not move a
+    relative sqlite store: make its path absolute."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
 class MLflowLogger:
     """`RunLogger` over one MLflow run (by id, so it also works off the fluent run stack)."""
 
