@@ -36,12 +36,12 @@ def print_table(title: str, rows: dict[str, float]) -> None:
 
 
 def run_train(cfg: TrainConfig) -> dict:
-    from .strategies.train import resume_state, train
+    from .strategies.train import check_resume_run, default_checkpoint_dir, resume_state, train
 
     state = resume_state(cfg) if cfg.resume else None
+    run_id = check_resume_run(state, cfg.checkpoint_dir or default_checkpoint_dir(cfg), cfg) if state else None
     tags = {"rtl.data": cfg.dataset, "rtl.mode": cfg.mode}
-    with tracked_run("train", cfg.to_params(), tags, experiment=cfg.experiment,
-                     run_id=state["json"].get("run_id") if state else None) as log:
+    with tracked_run("train", cfg.to_params(), tags, experiment=cfg.experiment, run_id=run_id) as log:
         result = train(cfg, log, run_id=log.run_id)
         model_uri = log_checkpoint_model(result.checkpoint_dir)
         name = registered_name(cfg, f"train-{cfg.mode}")

@@ -28,6 +28,35 @@ def _check_positive_int(name: str, value, high: int = 10**9):
     return check_range(name, value, 1, high)
 
 
+MAX_SEED = 2**32 - 1        # numpy's and Optuna's samplers take seeds below 2**32
+MAX_EXPERIMENT_CHARS = 256  # MLflow's experiment name column
+
+
+def _check_seed(name: str, value, optional: bool = False):
+    if optional and value is None:
+        return value
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{name}={value!r} must be a whole number in [0, {MAX_SEED}]")
+    return value
+
+
+def _check_experiment(value, allow_empty: bool = False):
+    if allow_empty and value in ("", None):
+        return value
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_EXPERIMENT_CHARS:
+        shown = value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "..."
+        raise ConfigError(f"experiment={shown!r} is not an experiment name; give 1 to {MAX_EXPERIMENT_CHARS} "
+                          "characters, not only spaces")
+    return value
+
+
+def _check_checkpoint_dir(value):
+    if value is not None:
+        from .checkpoints import check_checkpoint_target
+
+        check_checkpoint_target(value)
+
+
 def _check_finite(name: str, value):
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         raise ConfigError(f"{name}={value!r} must be a finite number")
@@ -61,8 +90,8 @@ class CommonConfig:
         _check_positive_int("batch_size", self.batch_size, 65_536)
         _check_finite("lr", self.lr)
         check_range("lr", self.lr, 0.0, 10.0, low_inclusive=False)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"seed={self.seed!r} must be a whole number >= 0")
+        _check_seed("seed", self.seed)
+        _check_experiment(self.experiment)
         if self.per_class is not None:
             _check_positive_int("per_class", self.per_class, 10**7)
         _check_positive_int("n_examples", self.n_examples, 10**7)
@@ -134,6 +163,7 @@ class TrainConfig(CommonConfig, ThreatConfig):
         if self.resize is not None:
             check_range("resize", self.resize, 8, 1024)
         self.milestone_fractions()
+        _check_checkpoint_dir(self.checkpoint_dir)
 
     def milestone_fractions(self) -> list[float]:
         try:
@@ -178,6 +208,8 @@ class EvaluateConfig(ThreatConfig):
         _check_positive_int("batch_size", self.batch_size, 65_536)
         if self.split not in ("train", "test"):
             raise one_of("split", self.split, ("train", "test"))
+        _check_seed("seed", self.seed)
+        _check_experiment(self.experiment)
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise one_of("device", self.device, DEVICES)
         from .evaluation import BUDGET_KNOBS, suite_attacks, suite_budget
@@ -207,6 +239,9 @@ def milestone_fractions(text: str) -> list[float]:
     return fr
 
 
+MAX_K = 1000
+
+
 def parse_k_list(text) -> list[int]:
     """`k=2` → [2]; `k=1,2,3` or `k=1-3` → [1, 2, 3] (the number of deepest blocks to re-train)."""
     out: list[int] = []
@@ -214,6 +249,9 @@ def parse_k_list(text) -> list[int]:
         m = re.match(r"^(\d+)(?:-(\d+))?$", token)
         if not m or int(m.group(1)) < 1 or int(m.group(2) or m.group(1)) < int(m.group(1)):
             raise ConfigError(f"k={text!r} must be whole numbers >= 1: one (k=2), a list (k=1,2,3) or a range (k=1-3)")
+        if int(m.group(2) or m.group(1)) > MAX_K:   # bounded before the range becomes a list
+            raise ConfigError(f"k={text!r} goes up to {m.group(2) or m.group(1)}; at most k={MAX_K} "
+                              "(no model here has more blocks)")
         out.extend(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
     return sorted(set(out))
 
@@ -242,6 +280,7 @@ class SourceConfig:
         check_range("momentum", _check_finite("momentum", self.momentum), 0.0, 1.0, high_inclusive=False)
         check_range("weight_decay", _check_finite("weight_decay", self.weight_decay), 0.0, 1.0)
         _check_positive_int("eval_steps", self.eval_steps, 10_000)
+        _check_checkpoint_dir(self.checkpoint_dir)
 
     def milestone_fractions(self) -> list[float]:
         return milestone_fractions(self.milestones)
@@ -288,6 +327,9 @@ class TransferConfig(CommonConfig, ThreatConfig, SourceConfig):
         self.check_threat()
         self.check_source()
         self.head_spec()
+        if self.head == "mlp" and self.batch_norm and self.mlp_depth > 0 and self.batch_size < 2:
+            raise ConfigError(f"batch_size={self.batch_size} with batch_norm=true: BatchNorm cannot train on "
+                              "batches of one example; give batch_size >= 2")
 
     def head_spec(self):
         from .models import HeadSpec
@@ -397,8 +439,8 @@ class SearchConfig:
         _check_positive_int("num_cpus", self.num_cpus, 4096)
         if self.study_name and not _NAME.match(self.study_name):
             raise ConfigError(f"study_name={self.study_name!r} is not a valid name; use letters, digits, '.', '_' or '-'")
-        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
-            raise ConfigError(f"seed={self.seed!r} must be a whole number >= 0")
+        _check_seed("seed", self.seed, optional=True)
+        _check_experiment(self.experiment)
         from .search.ray_runner import parse_resources
 
         parse_resources(self.resources_per_trial)
@@ -434,6 +476,7 @@ class PromoteConfig:
         if not _NAME.match(self.alias):
             raise ConfigError(f"alias={self.alias!r} is not a valid alias")
         check_range("min_delta", _check_finite("min_delta", self.min_delta), 0.0, None)
+        _check_experiment(self.experiment)
         from .registry import Policy
 
         Policy.parse(self.policy)
@@ -508,8 +551,8 @@ class AnalyzeConfig:
                 check_range("n_images", self.n_images, 1, ANALYZE_MAX_GRID_IMAGES)
             else:  # a distance to a *different* image needs two
                 check_range("n_images", self.n_images, 2, 10**7)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"seed={self.seed!r} must be a whole number >= 0")
+        _check_seed("seed", self.seed)
+        _check_experiment(self.experiment)
         _check_positive_int("batch_size", self.batch_size, 65_536)
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise one_of("device", self.device, DEVICES)
@@ -560,8 +603,7 @@ class ReportConfig:
             raise ConfigError(f"scale={self.scale!r} is not a scale name; give one of the suite's `scales`, e.g. cpu")
         if not self.out:
             raise ConfigError("out is required: the folder for the results, e.g. docs/results")
-        if self.experiment and not isinstance(self.experiment, str):
-            raise ConfigError(f"experiment={self.experiment!r} must be an experiment name")
+        _check_experiment(self.experiment, allow_empty=True)
 
     def to_params(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v not in (None, "")}
@@ -594,6 +636,7 @@ class SuiteConfig:
             raise one_of("reuse", self.reuse, SUITE_REUSE)
         if not _NAME.match(str(self.scale)):
             raise ConfigError(f"scale={self.scale!r} is not a valid scale name (letters, digits, '.', '_', '-')")
+        _check_experiment(self.experiment)
 
     def to_params(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v not in (None, "")}

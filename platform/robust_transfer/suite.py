@@ -99,7 +99,9 @@ def _read(path: Path, what: str):
     from .search.space import load_yaml
 
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SuiteError(f"{what} {str(path)!r} is not UTF-8 text (offset {e.start}); save it as UTF-8") from None
     except OSError as e:
         raise SuiteError(f"{what} {str(path)!r} cannot be read ({e.strerror})") from None
     return load_yaml(text, str(path), SuiteError, "a suite is a YAML mapping (name, scales, steps, report)")

@@ -49,6 +49,9 @@ def _read_yaml(path: Path):
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"project={str(path)!r} cannot be read: {getattr(e, 'strerror', None) or e}") from None
     try:
+        from ..search.space import _check_alias_budget  # (issue 17 §2: alias expansion and depth bounded)
+
+        _check_alias_budget(text, f"project={str(path)!r}", ConfigError)
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

@@ -23,6 +23,36 @@ class ExprError(ValueError):
     """An expression that cannot be parsed or uses something other than metrics and arithmetic."""
 
 
+MAX_EXPR_CHARS = 1000   # an objective or policy is a line, not a program (30,000 chained `+` recursed)
+MAX_EXPR_DEPTH = 50     # nesting of the parsed expression (the evaluator recurses over it)
+
+
+def _check_shape(tree: ast.Expression, text: str) -> None:
+    """Bounded nesting; min/max of two or more arguments; no division by a constant zero (issue 17 §4)."""
+    todo = [(tree, 0)]
+    while todo:   # iterative: the depth is what is being checked
+        node, depth = todo.pop()
+        if depth > MAX_EXPR_DEPTH:
+            raise ExprError(f"{text[:60]!r} nests deeper than {MAX_EXPR_DEPTH} levels (the limit)")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS:
+            if len(node.args) < 2 or any(isinstance(a, ast.Starred) for a in node.args):
+                raise ExprError(f"{text!r}: {node.func.id}(...) takes two or more metric expressions, "
+                                f"e.g. {node.func.id}(clean_acc, pgd20_acc)")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and _constant_zero(node.right):
+            raise ExprError(f"{text!r} divides by zero")
+        todo.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
+def _constant_zero(node) -> bool:
+    """True when `node` uses no metric and evaluates to 0 (e.g. `0`, `0.0`, `(1 - 1)`)."""
+    if any(isinstance(n, (ast.Name, ast.Call)) for n in ast.walk(node)):
+        return False
+    try:
+        return _eval(node, {}) == 0
+    except (ZeroDivisionError, KeyError, TypeError, ExprError, OverflowError):
+        return False
+
+
 @dataclass(frozen=True)
 class Expr:
     """A parsed arithmetic expression over metric names."""
@@ -36,10 +66,14 @@ class Expr:
         text = str(text).strip()
         if not text:
             raise ExprError("empty expression")
+        if len(text) > MAX_EXPR_CHARS:
+            raise ExprError(f"{text[:40]!r}... is {len(text)} characters long; an expression has at most "
+                            f"{MAX_EXPR_CHARS}")
         try:
             tree = ast.parse(text, mode="eval")
-        except SyntaxError:
+        except (SyntaxError, RecursionError, MemoryError, ValueError):
             raise ExprError(f"{text!r} is not an arithmetic expression over metric names") from None
+        _check_shape(tree, text)
         names: list[str] = []
         for node in ast.walk(tree):
             if isinstance(node, ast.Name):

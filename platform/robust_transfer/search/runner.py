@@ -247,11 +247,14 @@ def run_search(cfg, callbacks=()) -> dict:
 
     space, notes = prepare(cfg)
     study_name = study_name_for(cfg, space)
+    sampler, pruner = make_sampler(space, cfg.seed), make_pruner(space)  # (bad options fail before any storage exists)
+    from ..tracking.runs import check_experiment_usable
+
+    check_experiment_usable(cfg.experiment)
     storage = open_storage(cfg.storage, heartbeat=cfg.backend == "optuna")
     restore = _optuna_quiet()
     try:
-        study = create_or_load_study(space, storage, cfg.storage, study_name,
-                                     sampler=make_sampler(space, cfg.seed), pruner=make_pruner(space))
+        study = create_or_load_study(space, storage, cfg.storage, study_name, sampler=sampler, pruner=pruner)
     finally:
         restore()
     before = len(study.get_trials(deepcopy=False))

@@ -96,11 +96,63 @@ class _Where:
         return self.error_class(f"{self.source}:{self.line(path)}: {dotted}: {message}")
 
 
+YAML_MAX_DEPTH = 64          # nesting of mappings/sequences, aliases expanded
+YAML_MAX_NODES = 100_000     # nodes of the document with every alias expanded (billion laughs)
+
+
+def _check_alias_budget(text: str, source: str, error: type[UserError]) -> None:
+    """Refuse, before composing, YAML whose aliases expand beyond YAML_MAX_NODES nodes or which nests deeper
+    than YAML_MAX_DEPTH (counting what aliases bring in), and an anchor that refers to itself. One pass over
+    the parser's events, no recursion: each anchor's expanded size and depth are known when it closes."""
+    stack: list[list] = []          # per open collection: [anchor, expanded nodes so far, deepest below]
+    anchors: dict[str, tuple[int, int]] = {}  # anchor -> (expanded nodes, depth below it incl. itself)
+    total = 0
+
+    def fail(event, what: str):
+        line = event.start_mark.line + 1 if event.start_mark else 1
+        return error(f"{source}:{line}: {what}")
+
+    def add(nodes: int, depth: int, event) -> None:
+        nonlocal total
+        total += nodes
+        if total > YAML_MAX_NODES:
+            raise fail(event, f"YAML aliases expand to more than {YAML_MAX_NODES} nodes (the limit); "
+                              "write the values out or use fewer aliases")
+        if len(stack) + depth > YAML_MAX_DEPTH:
+            raise fail(event, f"YAML nests deeper than {YAML_MAX_DEPTH} levels (the limit)")
+        if stack:
+            stack[-1][1] += nodes
+            stack[-1][2] = max(stack[-1][2], depth)
+
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor not in anchors:
+                open_anchors = {frame[0] for frame in stack}
+                what = ("refers to itself" if event.anchor in open_anchors else "is not defined before it is used")
+                raise fail(event, f"YAML alias *{event.anchor} {what}")
+            add(*anchors[event.anchor], event)
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor:
+                anchors[event.anchor] = (1, 0)
+            add(1, 0, event)
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            if len(stack) >= YAML_MAX_DEPTH:
+                raise fail(event, f"YAML nests deeper than {YAML_MAX_DEPTH} levels (the limit)")
+            stack.append([event.anchor, 1, 0])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            anchor, nodes, below = stack.pop()
+            if anchor:
+                anchors[anchor] = (nodes, below + 1)
+            total -= nodes - 1     # its children were counted as they came: count the collection itself now
+            add(nodes, below + 1, event)
+
+
 def load_yaml(text: str, source: str, error: type[UserError] = SearchError,
               what: str = "a search space is a YAML mapping (entry_point, fixed, params, objective(s), ...)"
               ) -> tuple[dict, _Where]:
     """Safe-load YAML text; every problem becomes `error` with `FILE:LINE` (search spaces, suites)."""
     try:
+        _check_alias_budget(text, source, error)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
@@ -366,6 +418,9 @@ def _parse_param(where: _Where, name: str, spec, entry_points) -> ParamSpec:
         _num(where, path + (k,), spec[k])
         if typ == "int" and not float(spec[k]).is_integer():
             raise where.error(path + (k,), f"{spec[k]!r} is not a whole number (type: int)")
+        if typ == "int" and abs(spec[k]) > MAX_INT_PARAM:
+            raise where.error(path + (k,), f"{k}={spec[k]!r} is out of range; an int parameter stays within "
+                              f"[-{MAX_INT_PARAM}, {MAX_INT_PARAM}]")
     low, high = spec["low"], spec["high"]
     log = spec.get("log", False)
     if not isinstance(log, bool):
@@ -457,6 +512,23 @@ def _parse_objectives(where: _Where, data: dict) -> list[Objective]:
     if len(set(names)) != len(names):
         raise where.error((key,), f"objective names repeat: {names}; give each a distinct name:")
     return out
+
+
+MAX_SAMPLER_SEED = 2**32 - 1   # numpy's RandomState (Optuna's samplers) takes seeds below 2**32
+MAX_GRID = 100_000             # points of a `sampler: grid` (the grid becomes lists)
+MAX_INT_PARAM = 2**53          # |low|, |high| of an int parameter (exact as a float, as Optuna stores it)
+# Sampler/pruner options that count something: whole numbers >= the bound (Optuna checks few of them itself).
+COUNT_OPTIONS = {"n_startup_trials": 0, "n_warmup_steps": 0, "interval_steps": 1, "n_ei_candidates": 1,
+                 "population_size": 2, "min_resource": 1, "reduction_factor": 2, "n_min_trials": 1,
+                 "bootstrap_count": 0}
+
+
+def _check_counts(where, key: str, options: dict) -> None:
+    for name, low in COUNT_OPTIONS.items():
+        if name in options:
+            v = options[name]
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= 10**9:
+                raise where.error((key, name), f"{name}={v!r} must be a whole number in [{low}, {10**9}]")
 
 
 def _parse_choice(where, data, key, allowed, default):
@@ -569,8 +641,18 @@ def parse_space(data: dict, where: _Where, text: str = "") -> SearchSpace:
         for n, p in params.items():
             if p.type != "categorical" and not (p.type == "int" and not p.log):
                 raise where.error(("params", n), "sampler: grid needs categorical or int parameters")
-    if sampler.get("seed") is not None and (isinstance(sampler["seed"], bool) or not isinstance(sampler["seed"], int)):
-        raise where.error(("sampler", "seed"), f"seed={sampler['seed']!r} must be a whole number")
+    if sampler.get("seed") is not None and (isinstance(sampler["seed"], bool) or not isinstance(sampler["seed"], int)
+                                            or not 0 <= sampler["seed"] <= MAX_SAMPLER_SEED):
+        raise where.error(("sampler", "seed"), f"seed={sampler['seed']!r} must be a whole number in [0, {MAX_SAMPLER_SEED}]")
+    _check_counts(where, "sampler", sampler)
+    _check_counts(where, "pruner", pruner)
+    if sampler["type"] == "grid":
+        size = 1
+        for n, p in params.items():
+            size *= len(p.choices) if p.type == "categorical" else (int(p.high) - int(p.low)) // int(p.step or 1) + 1
+            if size > MAX_GRID:
+                raise where.error(("params", n), f"sampler: grid has more than {MAX_GRID} points (the limit) "
+                                  "with this parameter; narrow the ranges, add a step, or use another sampler")
 
     trials = data.get("trials")
     if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
@@ -578,6 +660,8 @@ def parse_space(data: dict, where: _Where, text: str = "") -> SearchSpace:
     timeout = data.get("timeout")
     if timeout is not None:
         _num(where, ("timeout",), timeout)
+        if timeout <= 0:
+            raise where.error(("timeout",), f"timeout={timeout!r} must be > 0 seconds (leave it out for no limit)")
     study = data.get("study")
     if study is not None and not isinstance(study, str):
         raise where.error(("study",), "study must be a name")
@@ -595,8 +679,19 @@ def load_space(path: str | Path) -> SearchSpace:
     if not p.is_file():
         hint = ", ".join(sorted(x.name for x in Path("search_spaces").glob("*.yaml"))) if Path("search_spaces").is_dir() else ""
         raise SearchError(f"space={str(path)!r} does not exist" + (f"; search_spaces/ has: {hint}" if hint else ""))
-    text = p.read_text()
+    text = read_yaml_text(p, SearchError, "space")
     return parse_space(*load_yaml(text, str(path)), text=text)
+
+
+def read_yaml_text(path: Path, error: type[UserError], what: str) -> str:
+    """The file's text as UTF-8; `error` (one line) when it cannot be read or is not UTF-8."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{what}={str(path)!r} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                    "save it as UTF-8") from None
+    except OSError as e:
+        raise error(f"{what}={str(path)!r} cannot be read ({e.strerror})") from None
 
 
 def loads_space(text: str, source: str = "<space>") -> SearchSpace:

@@ -144,12 +144,19 @@ class IndexedImages:
         self.gen = torch.Generator()
 
     def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
+        if self.drop_last:
+            return self.n // self.batch_size
+        # A last batch of one example is merged into the one before (BatchNorm cannot train on one example).
+        return math.ceil(self.n / self.batch_size) - (1 if self.n % self.batch_size == 1 and self.n > 1 else 0)
 
     def epoch(self, epoch: int) -> list[torch.Tensor]:
         self.gen.manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(self.n, generator=self.gen).to(self.device)
-        return [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(len(self))]
+        k = len(self)
+        batches = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(k)]
+        if not self.drop_last and k and k * self.batch_size < self.n:   # the merged example of a last batch of one
+            batches[-1] = order[(k - 1) * self.batch_size:]
+        return batches
 
     def pixels(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.images[idx]

@@ -140,6 +140,38 @@ def resume_state(cfg: TrainConfig) -> dict | None:
     return state
 
 
+FINGERPRINT_TAG, CHECKPOINT_TAG = "rtl.train_fingerprint", "rtl.checkpoint_dir"   # identify the run a state belongs to
+
+
+def check_resume_run(state: dict, ckpt: Path, cfg: TrainConfig) -> str:
+    """The run `--resume` may continue: the one that wrote the state (issue 17 §1). It must exist, carry this
+    checkpoint's fingerprint and directory in its tags, and not be FINISHED (a finished run is never reopened).
+    ModelError (exit 4) otherwise; returns the run id."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from ..tracking import tracking_uri
+
+    run_id = state["json"].get("run_id")
+    where = f"--resume: checkpoint {str(ckpt)!r}"
+    if not isinstance(run_id, str) or not run_id:
+        raise ModelError(f"{where} names no run (run_id={run_id!r}); drop --resume to train anew")
+    try:
+        run = MlflowClient(tracking_uri()).get_run(run_id)
+    except MlflowException:
+        raise ModelError(f"{where} names run_id={run_id!r}, which does not exist in the tracking store "
+                         f"{tracking_uri()!r}; drop --resume to train anew") from None
+    tags = run.data.tags
+    if (tags.get("rtl.strategy") != "train" or tags.get(FINGERPRINT_TAG) != config_fingerprint(cfg)
+            or tags.get(CHECKPOINT_TAG) != str(Path(ckpt).resolve())):
+        raise ModelError(f"{where} names run {run_id}, which did not write it (its tags {FINGERPRINT_TAG}/"
+                         f"{CHECKPOINT_TAG} do not match); drop --resume to train anew")
+    if run.info.status == "FINISHED":
+        raise ModelError(f"{where}: run {run_id} is FINISHED and a finished run is never reopened; "
+                         "drop --resume to train anew (or give another checkpoint_dir)")
+    return run_id
+
+
 def heldout_metrics(model, test: ImageData, threat: ThreatModel, seed: int, device) -> dict[str, float]:
     res = evaluate_robustness(model, test.images, test.labels, attacks=("clean", "pgd10"), threat=threat,
                               n_examples=min(HELDOUT, len(test)), seed=seed, device=device, progress=False)
@@ -181,7 +213,8 @@ def train(cfg: TrainConfig, logger: RunLogger, *, run_id: str | None = None) -> 
             "threat_model": threat.to_dict(), "training": {"mode": cfg.mode, "epochs": budget.epochs,
             "updates": budget.total_updates, "seed": cfg.seed, "precision": fast.precision},
             "lineage": {"strategy": "train", "run_id": run_id}}
-    logger.set_tags({"rtl.data_sha256": train_data.sha256()})
+    logger.set_tags({"rtl.data_sha256": train_data.sha256(), FINGERPRINT_TAG: config_fingerprint(cfg),
+                     CHECKPOINT_TAG: str(ckpt_dir.resolve())})
 
     def on_update() -> bool:
         nonlocal updates
