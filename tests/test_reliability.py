@@ -196,21 +196,24 @@ def test_resume_continues_only_the_run_that_wrote_the_state_and_never_a_finished
     ckpt_a = _tree(workdir / "a")
     # 1. a FINISHED run is never reopened
     _one_line(capfd, 4, main(_tiny_train(tiny_folder, workdir / "a", "--resume")), "FINISHED")
-    # 2. a state that names another run (b's, with the same fingerprint): not the run that wrote it
-    state = json.loads((workdir / "a" / "train_state.json").read_text())
-    shutil.copytree(workdir / "a", workdir / "a2")
-    (workdir / "a2" / "train_state.json").write_text(json.dumps({**state, "run_id": run_b}))
-    _one_line(capfd, 4, main(_tiny_train(tiny_folder, workdir / "a2", "--resume")), "did not write it")
+    # 2. b's state (its fingerprint matches b's configuration) edited to name run a: not the run that wrote it
+    state = json.loads((workdir / "b" / "train_state.json").read_text())
+    ckpt_b = _tree(workdir / "b")
+    (workdir / "b" / "train_state.json").write_text(json.dumps({**state, "run_id": run_a}))
+    _one_line(capfd, 4, main(_tiny_train(tiny_folder, workdir / "b", "--resume")), "did not write it")
     # 3. ... even when that run is not finished
-    client.set_terminated(run_b, "KILLED")
-    _one_line(capfd, 4, main(_tiny_train(tiny_folder, workdir / "a2", "--resume")), "did not write it")
+    client.set_terminated(run_a, "KILLED")
+    _one_line(capfd, 4, main(_tiny_train(tiny_folder, workdir / "b", "--resume")), "did not write it")
     # 4. a run id that does not exist, or none: exit 4, not an internal error
     for rid, needle in (("0" * 32, "does not exist"), (None, "names no run"), (12, "names no run")):
-        (workdir / "a2" / "train_state.json").write_text(json.dumps({**state, "run_id": rid}))
-        _one_line(capfd, 4, main(_tiny_train(tiny_folder, workdir / "a2", "--resume")), needle)
+        (workdir / "b" / "train_state.json").write_text(json.dumps({**state, "run_id": rid}))
+        _one_line(capfd, 4, main(_tiny_train(tiny_folder, workdir / "b", "--resume")), needle)
+    (workdir / "b" / "train_state.json").write_text(json.dumps(state))
     assert _tree(workdir / "a") == ckpt_a
-    assert history(run_a) == before[run_a][0] and client.get_run(run_a).info.status == "FINISHED"
-    assert history(run_b) == before[run_b][0]
+    assert {k: v for k, v in _tree(workdir / "b").items() if k != "train_state.json"} == \
+        {k: v for k, v in ckpt_b.items() if k != "train_state.json"}
+    assert history(run_a) == before[run_a][0] and history(run_b) == before[run_b][0]
+    assert client.get_run(run_b).info.status == "FINISHED"
     assert len(_runs(client)) == 2   # no run was created or reopened by a refusal
     # 5. the run that wrote it, interrupted (KILLED): resumed, into that same run
     client.set_terminated(run_a, "KILLED")
@@ -289,7 +292,9 @@ def test_a_last_batch_of_one_example_is_merged_into_the_one_before(n, batch_size
     data = ImageData(torch.zeros(n, 3, 8, 8, dtype=torch.uint8), torch.arange(n) % 2, classes=("a", "b"), spec="t", split="train")
     batches = IndexedImages(data, batch_size, seed=0, device="cpu").epoch(0)
     assert len(batches) == len(IndexedImages(data, batch_size, seed=0, device="cpu"))
-    assert sorted(torch.cat(batches).tolist()) == list(range(n))        # every example once
+    seen = torch.cat(batches).tolist()
+    assert len(set(seen)) == len(seen)                                  # no example twice
+    assert len(seen) == (n // batch_size * batch_size if n >= 2 * batch_size else n)  # (drop_last: as in train)
     assert batch_size == 1 or min(len(b) for b in batches) >= 2          # BatchNorm can train on every batch
 
 
