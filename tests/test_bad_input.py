@@ -467,6 +467,8 @@ HOSTILE = [
     ("promote-policy-max-of-none", "promote", _promote("max max()"), "config", "two or more"),
     ("promote-policy-30000-plus", "promote", _promote("max " + " + ".join(["clean_acc"] * 30_000)), "config",
      "characters long"),
+    ("promote-policy-10000-plus", "promote", _promote("max " + " + ".join(["clean_acc"] * 10_000)), "config",
+     "characters long"),   # (fits one argv entry: the RSS test runs it as a process)
     ("promote-policy-200-plus", "promote", _promote("max " + "+".join(["clean_acc"] * 200)), "config",
      "characters long"),
     ("promote-policy-deep-unary", "promote", _promote("max " + "-" * 900 + "clean_acc"), "config",
@@ -642,7 +644,7 @@ RSS_RUNNER = ("import resource, subprocess, sys\n"
               "sys.stderr.write(p.stderr)\n")
 RSS_CASES = ["search-billion-laughs", "search-20k-deep-sequence", "search-grid-of-1e9-ints", "train-classes-range-30M",
              "retrain-blocks-k-range-1e9", "evaluate-meta-head-16x65536", "evaluate-meta-nested-100k",
-             "train-png-bomb-gray-64MP", "promote-policy-30000-plus", "evaluate-checkpoint-data_spec-classes-30M",
+             "train-png-bomb-gray-64MP", "promote-policy-10000-plus", "evaluate-checkpoint-data_spec-classes-30M",
              "suite-billion-laughs", "evaluate-meta-wrn-10-0", "transfer-head-16x65536"]
 
 
