@@ -661,4 +661,5 @@ def test_refused_small_inputs_stay_small_in_memory(wd, world):
         lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
         assert rc == CODES[kind] and len(lines) == 1 and needle in lines[0], (case, out.stderr[-2000:])  # no warnings
         peaks[case] = kb // 1024
+    print("peak RSS (MB) per refused input:", peaks)
     assert max(peaks.values()) < 1024, peaks
