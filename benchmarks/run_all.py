@@ -2,24 +2,10 @@
 
     .venv/bin/python benchmarks/run_all.py [--quick] [--no-write] [--only train,attacks,data,transfer,memory,others,gpu]
 
-Stages (each a module here with a `rows(quick)` function returning (list of benchlib.Row, raw dict)):
-bench_train (MFU, free vs natural, OpenMP wait policy), bench_attacks (PGD-20 vs its floor, early
-exit, ART), bench_data (BatchLoader, decode-once cache), the transfer pieces (bench_transfer.py's
-helpers: 50-epoch head with and without the feature cache, and its cost vs per_class N), bench_memory
-(peak RSS of head-search and lwf-search trials on Tiny-ImageNet, N = 1, 2, 4, 8 trials), the other
-engineers' bench_search.py / bench_evaluation.py when present, and gpu.py (a subprocess; it skips
-on machines without CUDA).
-
-Contract for bench_search.py / bench_evaluation.py / bench_transfer.py: a module-level
-`rows(quick: bool = False)` returning rows (benchlib.Row, or dicts with keys name, value, target,
-better ("<=" or ">="), and optionally measured_as, unit, note, section), or (rows, raw). Without
-one, bench_transfer.py is driven through its time_head helper, and the others run as subprocesses
-(their output kept in the log, their rows n/a). Their own sections of docs/benchmarks.md
-("## Transfer", "## Search", "## Evaluation") are preserved as they are.
-
-Ratios are measured side by side, interleaved, in this one process (see benchlib). The docs are
-rewritten only for the sections this script owns: the preamble with the summary table, "## Machine",
-"## Training", "## Attacks", "## Data", "## Scaling" and "## GPU".
+What each stage measures, how (clocks, interleaving, floors), the contract for other benchmark modules
+(`rows(quick)`) and the run-to-run spread: docs/benchmarks.md, section "How the numbers are measured".
+This script rewrites only the sections it owns (OWNED, and the preamble); every other section of that
+file, the hand-written method section included, is kept as it is.
 """
 from __future__ import annotations
 
@@ -43,6 +29,7 @@ import torch  # noqa: E402
 
 OWNED = ("Machine", "Training", "Attacks", "Data", "Memory", "Scaling", "GPU")
 STAGES = ("train", "attacks", "data", "transfer", "memory", "others", "gpu")
+PLOT_DPI = 150        # figures people read (tests/test_benchmarks.py checks it)
 PLOTS = {"pgd": "bench_pgd_steps.png", "train": "bench_train_batches.png", "transfer": "bench_transfer_per_class.png",
          "memory": "bench_memory_trials.png"}
 
@@ -200,7 +187,7 @@ def plots(raw: dict, out_dir: Path) -> dict[str, str]:
     def save(fig, key):
         path = out_dir / PLOTS[key]
         fig.tight_layout()
-        fig.savefig(path, dpi=90)
+        fig.savefig(path, dpi=PLOT_DPI)
         plt.close(fig)
         made[key] = path.name
 
@@ -282,15 +269,6 @@ def flips(rows: list[Row]) -> str:
             f"shares its 2 cores with other jobs, wall time also counts the time it waited for them.")
 
 
-SPREAD = """Run-to-run spread: five full runs on 2026-11-27 on another host of this pool (AMD EPYC, AVX2;
-load average 4-8), before the attacks folded BatchNorm, gave small-cnn MFU 0.62-0.80, wrn-16-4 MFU
-0.87-0.92, free ÷ natural 1.00-1.08, PGD plain ÷ bare 0.98-1.05, early exit ÷ bare 0.34-0.36, ART ÷
-ours 1.44-1.50 (plain) and 4.1-4.5 (early exit). On this Intel Xeon (AVX-512), with folding
-(development runs, random and robust-ish small-cnn, 64 images): plain ÷ bare 0.75-0.85, ART ÷ ours
-1.8-2.0 on a channels_last model and 2.2-3.0 on the model as loaded (2.5-3.0 on random-weight
-models, 2.24 on the robust-ish one of `make bench`). MFU depends on the host: the AVX-512 matmul
-peak is ~2.1× the AVX2 one, the small nets' convolutions and memory-bound ops gain less. Rows near
-their target (wrn-16-4 MFU, ART ÷ ours on the model as loaded) can change verdict between runs."""
 
 
 def split_sections(text: str) -> tuple[str, list[tuple[str, str]]]:
@@ -341,24 +319,20 @@ def render(rows: list[Row], raw: dict, info: dict, made: dict[str, str]) -> tupl
     pre = f"""# Benchmarks
 
 `make bench` (= `.venv/bin/python benchmarks/run_all.py`) measures everything below in one run and
-rewrites this file's own sections (the Transfer, Search and Evaluation sections belong to their
-benchmarks and are kept as they are). Last run: {info['date']}, {info['seconds']:.0f} s, on
+rewrites this file's own sections; the Transfer, Search and Evaluation sections belong to their
+benchmarks, and "How the numbers are measured" (method, targets, spread) is written by hand: both are
+kept as they are. Last run: {info['date']}, {info['seconds']:.0f} s, on
 {info['machine']['cpu']} ({info['machine']['cores']} cores; details under Machine), load average
 {info['load_before']} before and {info['load_after']} after (1, 5, 15 min).
 
-Every figure with a target is a **ratio of two things measured side by side in one process**,
-interleaved (A B, B A, ...), each summarised by the least-disturbed of its repeats. The machine is
-shared and was busy, so the primary clock is the **{clock_words}**; the wall-clock ratio is shown
-next to it for the record (`RTL_BENCH_CLOCK=wall` swaps them). No absolute time is asserted
-anywhere; images/s rows are information only and are wall clock (inflated by the load).
+Every figure with a target is a **ratio of two things measured side by side in one process**; the
+primary clock of this run is the **{clock_words}**, the other clock's ratio is shown next to it.
 
 {n_pass} pass, {n_fail} fail, {sum(r.status == 'n/a' for r in rows)} n/a.
 
 {table(rows)}
 
 {flips(rows)}
-
-{SPREAD}
 """
     m = info["machine"]
     mine = {"Machine": f"""## Machine
@@ -399,34 +373,18 @@ anywhere; images/s rows are information only and are wall clock (inflated by the
                              if f"{lay}/1t" in thr and f"{lay}/{th}t" in thr and th != 1)
         mine["Training"] = f"""## Training
 
-MFU = FLOPs of one training fwd+bwd (torch.utils.flop_counter: convolutions and matmuls;
-GFLOP/image: {', '.join(f'{a} {g:.3f}' for a, g in mf['gflop_per_image'].items())}) per second of the
-library's own `ModeStep` update (fwd + bwd + SGD), ÷ the fp32 peak of a 2048² `torch.mm` measured
-in the same interleaved rounds (GFLOP/s by clock/threads — {peaks}). Every configuration, all
-interleaved (GFLOP/s and MFU by the primary clock; "other clock" is the MFU by the other one):
+MFU per configuration, all interleaved (GFLOP/s and MFU by the primary clock; "other clock" is the MFU
+by the other one). GFLOP/image: {', '.join(f'{a} {g:.3f}' for a, g in mf['gflop_per_image'].items())};
+fp32 matmul peak (GFLOP/s by clock/threads): {peaks}.
 
 | arch | batch | layout/threads | GFLOP/s | MFU | MFU (other clock) | img/s (wall) | repeats |
 |---|---|---|---|---|---|---|---|
 {cfg_lines}
 
-- **Memory format** ({CLOCK} time) — {fmt_text}. `strategies.common.memory_format_for` returns
-  channels_last for every arch (before this benchmark it chose NCHW for small-cnn, whose
-  max-pooling and BatchNorm kernels are several times faster in NHWC on this CPU).
-- **Threads.** On 2 shared cores the biggest thread-setting effect is how idle OpenMP threads wait.
-  libgomp's default spins at every barrier, burning the time slices the busy thread needs; a
-  small-cnn step (separate processes, alternated), default ÷ OMP_WAIT_POLICY=PASSIVE:
-  **{wp_ratio:.2f}×** wall, {wp_cpu:.2f}× CPU ({wp_text}). During development, at load 5-10, the
-  wall ratio was 2-3.4× (GOMP_SPINCOUNT=10000 came close to PASSIVE); one single-sample run at
-  load ≈ 4 had the default 1.2× faster in wall time, while still using 1.6× the CPU. `robust_transfer` sets
-  OMP_WAIT_POLICY=PASSIVE on import (before torch loads libgomp; an explicit setting wins).
-  With passive waiting, one thread vs all cores for small-cnn: {thr_text or 'not measured'}. Which
-  wins depends on what else runs (one thread when the other core is busy with other jobs), so the
-  library keeps torch's default (all cores); OMP_NUM_THREADS or `torch.set_num_threads` override it.
-- **Fusion.** `torch.compile` (inductor, CPU) of small-cnn's training step took 78 s to compile on
-  this machine during development and ran within 5% of eager afterwards, so it is not used
-  (`RTL_BENCH_COMPILE=1` adds it as an arm); `compile=true` (CommonConfig) turns it on for training.
-  Conv+BN folding changes the training function, so it is used where BatchNorm is fixed: by the
-  attacks, which run the model in eval mode (`attacks/fold.py`; see Attacks).
+- **Memory format** ({CLOCK} time): {fmt_text}.
+- **OpenMP wait policy**, a small-cnn step, default ÷ OMP_WAIT_POLICY=PASSIVE: **{wp_ratio:.2f}×** wall,
+  {wp_cpu:.2f}× CPU ({wp_text}).
+- **Threads** (passive waiting), small-cnn: {thr_text or 'not measured'}.
 - **Where a step's time goes** (profiler, self time, best configuration): {bd}.
 - **Free training** ({fr['arch']}, batch {fr['batch']}, replay {fr['replay']}; one timing = {fr['replay']} updates):
   natural {fr['natural']}; free {fr['free']}.
@@ -450,13 +408,7 @@ Images pushed through the model: plain {p['forward_images_plain']}, early exit {
 |---|---|
 {arms}
 
-`bare` = 20 × (forward + backward w.r.t. the input only, with the parameters frozen) + 1 forward of
-the model as given, nothing else: the floor of a PGD-20 that runs the model as it is. (Until
-2026-11-27 the floor was the same without freezing the parameters: `torch.autograd.grad` w.r.t.
-the input already skips the weight-gradient products, so the two cost the same, within 1-2%.)
-`bare_folded` is that floor on the view ours attacks — eval-mode BatchNorm folded into the
-convolution before it (`attacks/fold.py`; the same function up to float rounding) — so plain ÷
-bare_folded is what ours adds per step (sign step, projection, best-iterate tracking).
+`bare`, `bare_folded`: the floors defined in the method section.
 
 {misses(by('Attacks'))}"""
     d = raw.get("data", {})
@@ -490,25 +442,14 @@ step of the same batch: loader {lo['loader']}; training {lo['train']}
         plot = f"\n![peak RSS vs trials]({made['memory']})\n" if "memory" in made else ""
         mine["Memory"] = f"""## Memory
 
-Peak resident memory of a search's trials, run one after another in one process as the Optuna
-runner runs them (`benchmarks/bench_memory.py`; each series in its own child process, so the
-high-water mark is its own). Head search: `transfer` with an MLP head on the feature cache
-(hyperparameters vary per trial: depth, dropout, lr); lwf search: `lwf` with `teacher=offline`
-(stored z0; λ_d varies). Target Tiny-ImageNet (200 classes, 64×64 → 32×32), a small-cnn source;
-each trial ends with its own (small) final evaluation and checkpoint. Peak RSS = VmHWM of the
-child (`/proc/self/status`; not `ru_maxrss`, which a child inherits from its parent across fork and
-exec on Linux) after trials 1, 2, 4, 8; current RSS from psutil. The row passes if the peak after 8 trials is
-within {int(round((__import__('bench_memory').BOUND - 1) * 100))}% of the peak after 1.
+Peak resident memory of a search's trials run one after another in one process
+(`benchmarks/bench_memory.py`; the method section says what each series runs). The row passes if
+the peak after 8 trials is within {int(round((__import__('bench_memory').BOUND - 1) * 100))}% of the peak after 1.
 
 | search | target | per_class | RSS before (MiB) | peak RSS after 1, 2, 4, 8 trials (MiB) | current RSS (MiB) | seconds |
 |---|---|---|---|---|---|---|
 {chr(10).join(lines)}
 {plot}
-"RSS before" is the process with torch and the library imported, before any trial; the rest of
-the peak is what one trial needs at its busiest (the Tiny-ImageNet split read from the decode-once
-cache before the per-class subset is taken, the resized subset, features, the model and its
-evaluation). The current RSS settles after the first trial or two (allocator pools) and then stays flat.
-
 {misses(by('Memory'))}"""
     sc = ["## Scaling", "", "How cost grows with work (one run each, this run's load):", ""]
     if "pgd" in made:
@@ -532,14 +473,8 @@ evaluation). The current RSS settles after the first trial or two (allocator poo
     g = raw.get("gpu", {})
     mine["GPU"] = f"""## GPU
 
-`benchmarks/gpu.py` (run by `make bench`; alone: `python benchmarks/gpu.py` with `../shared/data`
-beside the repository): on a CUDA machine, training images/s for wrn-16-4, preact-resnet18 and
-wrn-34-10 in fp32 and bf16 autocast, NCHW and channels_last (the library's `ModeStep` under a
-`FastPath`, i.e. what `precision=` / `channels_last=` select), PGD-20 evaluation images/s (fp32 as
-the library evaluates, and bf16 asked for explicitly), and MFU against the card's measured bf16
-matmul rate, with CIFAR-10 (cifar10-jpeg) held on the device as uint8 behind the library's
-BatchLoader (crop and flip on the device), within a 270 s budget (≤ 5 minutes in all).
-This run's output:
+`benchmarks/gpu.py` (run by `make bench`; alone: `python benchmarks/gpu.py`; what it measures: the
+method section). This run's output:
 
 ```
 {g.get('output', '(not run)')}
