@@ -17,7 +17,7 @@ from transfer_helpers import BIN, REPO, all_runs, make_source, mlflow_env, other
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     before = torch.get_num_threads()
-    torch.set_num_threads(1)   # tiny models on shared cores (README: notes for developers)
+    torch.set_num_threads(1)   # tiny models on shared cores (CONTRIBUTING.md: notes for developers)
     yield
     torch.set_num_threads(before)
 
