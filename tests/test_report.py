@@ -182,7 +182,7 @@ def test_report_writes_exact_tables_from_newest_finished_runs(store, workdir, ca
 
 
 def test_figures_plot_one_line_per_series_and_metric_and_grouped_bars(store, workdir):
-    from robust_transfer.analysis.report import run_report
+    from robust_transfer.commands import run_report
     from robust_transfer.config import ReportConfig
 
     result = run_report(ReportConfig(project="t2.yaml", scale="cpu", out="results", experiment="suites"))

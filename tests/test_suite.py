@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from robust_transfer.cli import main
-from robust_transfer.suite import load_suite
+from robust_transfer.suites import load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -118,7 +118,7 @@ def _child(sel, run: dict, param: str, value: str) -> dict | None:
 
 def evaluate_claim(entry: dict, sel) -> dict:
     """{verdict, values (reference text → value or None), shown (the check with numbers filled in)}."""
-    from .report import metric_value
+    from .report_runs import metric_value
 
     tree, refs = parse_check(entry["check"], entry["name"])
     env, values = {}, {}

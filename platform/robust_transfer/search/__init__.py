@@ -3,7 +3,7 @@
     from robust_transfer.search import load_space
     space = load_space("search_spaces/mlp_head.yaml")     # SearchError `FILE:LINE: key: ...` when malformed
 """
-from .expr import Constraint, Expr
+from ..expr import Constraint, Expr
 from .space import ParamSpec, SearchSpace, load_space, loads_space
 
 __all__ = ["load_space", "loads_space", "SearchSpace", "ParamSpec", "Expr", "Constraint"]

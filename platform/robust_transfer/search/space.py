@@ -1,6 +1,6 @@
 """Search spaces: one YAML per study → a validated `SearchSpace` → Optuna distributions / Ray Tune domains.
 
-    entry_point: lwf                       # any entry point of commands.COMMANDS (or search it, see below)
+    entry_point: lwf                       # any entry point of config.CONFIGS (or search it, see below)
     study: lwf-lambda                      # default study name
     fixed: {source_model: "models:/src@champion", target: "cifar10-jpeg:half-b"}
     params:
@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import math
 import shlex
-import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import yaml
 
+from ..config import CONFIGS, canonical_entry_point, coerce
+from ..config.coerce import field_types
 from ..errors import ConfigError, SearchError, UserError
-from .expr import Constraint, Expr, ExprError
+from ..io import Where, load_yaml
+from ..expr import Constraint, Expr, ExprError
 
 TOP_KEYS = {"study", "entry_point", "description", "fixed", "fixed_by_entry_point", "params", "objective",
             "objectives", "directions", "constraints", "pruner", "sampler", "trials", "timeout"}
@@ -41,78 +42,11 @@ PRUNERS = ("median", "hyperband", "threshold", "none")
 SAMPLERS = ("tpe", "random", "nsga2", "grid")
 NOT_SEARCHABLE = {"experiment", "register_as", "progress", "data_dir", "device", "checkpoint_dir", "resume"}
 ENTRY_POINT_PARAM = "entry_point"
-
-
-def _commands() -> dict:
-    from ..commands import COMMANDS
-
-    return COMMANDS
-
-
-def canonical_entry_point(name) -> str | None:
-    """`finetune_adv` (MLproject spelling) or `finetune-adv` (rtl spelling) → the COMMANDS key; None if unknown."""
-    if not isinstance(name, str):
-        return None
-    for cand in (name, name.replace("_", "-"), name.replace("-", "_")):
-        if cand in _commands():
-            return cand
-    return None
+SPACE_SHAPE = "a search space is a YAML mapping (entry_point, fixed, params, objective(s), ...)"
 
 
 def entry_point_names() -> str:
-    return ", ".join(n.replace("-", "_") for n in _commands() if n not in ("search", "promote", "evaluate"))
-
-
-# ---------------------------------------------------------------------------------------------- YAML + lines
-def _line_map(node, path=(), out=None) -> dict[tuple, int]:
-    """1-based line of every key path in a composed YAML document."""
-    out = {} if out is None else out
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            key = k.value if isinstance(k, yaml.ScalarNode) else str(k.value)
-            out[path + (key,)] = k.start_mark.line + 1
-            _line_map(v, path + (key,), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            out[path + (i,)] = v.start_mark.line + 1
-            _line_map(v, path + (i,), out)
-    return out
-
-
-class _Where:
-    """Turns a key path into `FILE:LINE: key.path` for messages."""
-
-    def __init__(self, source: str, lines: dict[tuple, int], error: type[UserError] = SearchError):
-        self.source, self.lines, self.error_class = source, lines, error
-
-    def line(self, path: tuple) -> int:
-        while path and path not in self.lines:
-            path = path[:-1]
-        return self.lines.get(path, 1)
-
-    def error(self, path: tuple, message: str) -> UserError:
-        dotted = ".".join(str(p) for p in path) if path else "(top level)"
-        return self.error_class(f"{self.source}:{self.line(path)}: {dotted}: {message}")
-
-
-def load_yaml(text: str, source: str, error: type[UserError] = SearchError,
-              what: str = "a search space is a YAML mapping (entry_point, fixed, params, objective(s), ...)"
-              ) -> tuple[dict, _Where]:
-    """Safe-load YAML text; every problem becomes `error` with `FILE:LINE` (search spaces, suites)."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else 1
-        raise error(f"{source}:{line}: YAML syntax error: {e.problem or e.context}") from None
-    except yaml.YAMLError as e:
-        raise error(f"{source}: YAML error: {str(e).splitlines()[0]}") from None
-    where = _Where(source, _line_map(node) if node is not None else {}, error)
-    if not isinstance(data, dict):
-        raise where.error((), what)
-    return data, where
+    return ", ".join(n.replace("-", "_") for n in CONFIGS if n not in ("search", "promote", "evaluate"))
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -208,7 +142,7 @@ class SearchSpace:
 
     def build_config(self, sampled: dict):
         ep, values = self.config_values(sampled)
-        cls = _commands()[ep][0]
+        cls = CONFIGS[ep]
         try:
             return ep, cls(**values)
         except UserError:
@@ -235,7 +169,7 @@ class SearchSpace:
         self.check_configs()
         return notes
 
-    def check_configs(self, where: "_Where | None" = None) -> None:
+    def check_configs(self, where: "Where | None" = None) -> None:
         """Build each entry point's config for every end of every range and every choice (others at their
         first value), so a bad fixed value or an impossible choice fails now, not in trial 7."""
         base = {n: (p.choices[0] if p.type == "categorical" else (int(p.low) if p.type == "int" else p.low))
@@ -260,45 +194,20 @@ class SearchSpace:
 
 # ---------------------------------------------------------------------------------------------- config fields
 def config_field_names(entry_point: str) -> set[str]:
-    cls = _commands()[entry_point][0]
-    return {f.name for f in fields(cls)}
+    return {f.name for f in fields(CONFIGS[entry_point])}
 
 
 def _field_type(entry_point: str, name: str):
-    from ..cli import _base_type
-
-    cls = _commands()[entry_point][0]
-    return _base_type(typing.get_type_hints(cls)[name])
+    return field_types(CONFIGS[entry_point])[name]
 
 
 def coerce_value(entry_point: str, name: str, value):
-    """A YAML/`set`/sampled value as the config field's type (`"20"` → 20, `"true"` → True)."""
-    from ..cli import _bool, _typed
-
-    typ = _field_type(entry_point, name)
-    if isinstance(value, str):
-        return _bool(name)(value) if typ is bool else _typed(name, typ)(value)
-    if value is None:
-        return None
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name}={value!r} is not a boolean; use true or false")
-    if typ is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ConfigError(f"{name}={value!r} must be a whole number")
-        return int(value)
-    if typ is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{name}={value!r} must be a number")
-        return float(value)
-    if typ is str:
-        return str(value)
-    return value
+    """A YAML/`set`/sampled value as the entry point's config field type (config.coerce)."""
+    return coerce.coerce_value(CONFIGS[entry_point], name, value)
 
 
 def coerce_values(entry_point: str, values: dict) -> dict:
-    return {k: coerce_value(entry_point, k, v) for k, v in values.items()}
+    return coerce.coerce_values(CONFIGS[entry_point], values)
 
 
 def parse_set(text: str | None) -> dict[str, str]:
@@ -319,13 +228,13 @@ def parse_set(text: str | None) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------- parsing
-def _num(where: _Where, path, value, what="a number"):
+def _num(where: Where, path, value, what="a number"):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise where.error(path, f"{value!r} is not {what}")
     return value
 
 
-def _parse_param(where: _Where, name: str, spec, entry_points) -> ParamSpec:
+def _parse_param(where: Where, name: str, spec, entry_points) -> ParamSpec:
     path = ("params", name)
     if not isinstance(spec, dict):
         raise where.error(path, "a parameter is a mapping: {type: float|int|categorical, ...}")
@@ -401,7 +310,7 @@ def _parse_param(where: _Where, name: str, spec, entry_points) -> ParamSpec:
     return ParamSpec(name, typ, low=low, high=high, log=log, step=step)
 
 
-def _parse_objectives(where: _Where, data: dict) -> list[Objective]:
+def _parse_objectives(where: Where, data: dict) -> list[Objective]:
     if ("objective" in data) == ("objectives" in data):
         raise where.error((), "give exactly one of `objective` (one) or `objectives` (a list, multi-objective)")
     key = "objective" if "objective" in data else "objectives"
@@ -470,7 +379,7 @@ def _parse_choice(where, data, key, allowed, default):
     return dict(raw)
 
 
-def parse_space(data: dict, where: _Where, text: str = "") -> SearchSpace:
+def parse_space(data: dict, where: Where, text: str = "") -> SearchSpace:
     unknown = set(data) - TOP_KEYS
     if unknown:
         k = sorted(unknown)[0]
@@ -491,7 +400,7 @@ def parse_space(data: dict, where: _Where, text: str = "") -> SearchSpace:
         entry_points = tuple(choices)
     else:
         if "entry_point" not in data:
-            raise where.error((), f"entry_point is required; choose one of: {', '.join(_commands())}")
+            raise where.error((), f"entry_point is required; choose one of: {', '.join(CONFIGS)}")
         entry_points = (data["entry_point"],)
     for i, ep in enumerate(entry_points):
         path = ("params", ENTRY_POINT_PARAM, "choices", i) if ENTRY_POINT_PARAM in params_raw else ("entry_point",)
@@ -596,11 +505,11 @@ def load_space(path: str | Path) -> SearchSpace:
         hint = ", ".join(sorted(x.name for x in Path("search_spaces").glob("*.yaml"))) if Path("search_spaces").is_dir() else ""
         raise SearchError(f"space={str(path)!r} does not exist" + (f"; search_spaces/ has: {hint}" if hint else ""))
     text = p.read_text()
-    return parse_space(*load_yaml(text, str(path)), text=text)
+    return parse_space(*load_yaml(text, str(path), SearchError, SPACE_SHAPE), text=text)
 
 
 def loads_space(text: str, source: str = "<space>") -> SearchSpace:
-    return parse_space(*load_yaml(text, source), text=text)
+    return parse_space(*load_yaml(text, source, SearchError, SPACE_SHAPE), text=text)
 
 
 def grid_values(space: SearchSpace) -> dict[str, list]:

@@ -44,7 +44,7 @@ class StrategyResult:
 
 def load_source(uri: str) -> Source:
     """The source model (trainable, CPU) and its checkpoint metadata; ModelError if it cannot be had."""
-    from .. import load_model_with_meta
+    from ..tracking.models import load_model_with_meta
 
     model, meta = load_model_with_meta(uri)
     if not isinstance(model, ImageClassifier) or not isinstance(model.body, nn.Sequential):
