@@ -29,8 +29,18 @@ def report(title: str, log, result, model_uri: str) -> dict:
             "checkpoint": str(result.checkpoint_dir)}
 
 
+def resolve_source(cfg):
+    """The source model, loaded once, before any run starts (a source_model that cannot be had fails with
+    no run opened) and handed to the strategy."""
+    from ..strategies.source import load_source
+
+    return load_source(cfg.source_model)
+
+
 def run_source_strategy(strategy: str, cfg, fn, title: str) -> dict:
-    """transfer, finetune_adv, lwf: one tracked run around `fn(cfg, log, run_id=...)`."""
+    """transfer, finetune_adv, lwf: the source resolved, then one tracked run around
+    `fn(cfg, log, run_id=..., source=...)`."""
+    source = resolve_source(cfg)
     with tracked_run(strategy, cfg.to_params(), source_tags(cfg), experiment=cfg.experiment) as log:
-        result = fn(cfg, log, run_id=log.run_id)
+        result = fn(cfg, log, run_id=log.run_id, source=source)
         return report(title, log, result, publish(cfg, log, result, strategy))

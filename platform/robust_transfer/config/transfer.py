@@ -1,10 +1,15 @@
-"""`retrain_blocks`, `transfer`, `finetune_adv`, `lwf`: the strategies that start from a source model."""
+"""`retrain_blocks`, `transfer`, `finetune_adv`, `lwf`: the strategies that start from a source model.
+Their paper defaults are written at the top of each strategy's file (`DEFAULTS`) and read from there."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
 from ..errors import ConfigError, check_range, one_of
+from ..strategies.finetune_adv import DEFAULTS as FINETUNE_ADV
+from ..strategies.lwf import DEFAULTS as LWF
+from ..strategies.retrain_blocks import DEFAULTS as RETRAIN_BLOCKS
+from ..strategies.transfer import DEFAULTS as TRANSFER
 from .common import SCHEDULES, CommonConfig, ThreatConfig, _check_finite, _check_positive_int, milestone_fractions
 
 LWF_DISTANCES = ("l2", "l1", "l2sq")
@@ -54,11 +59,11 @@ class SourceConfig:
 class RetrainBlocksConfig(CommonConfig, ThreatConfig, SourceConfig):
     """`retrain_blocks` (Fig. 1): re-initialise the k deepest blocks, re-train them on natural examples."""
 
-    lr: float = 0.001                 # paper: momentum SGD, lr 0.001, 20,000 iterations
-    iterations: int | None = 20_000   # wins over epochs; give iterations= (empty) to budget by epochs
+    lr: float = RETRAIN_BLOCKS["lr"]
+    iterations: int | None = RETRAIN_BLOCKS["iterations"]   # wins over epochs; iterations= (empty): by epochs
     dataset: str = ""                 # default: the source's own dataset (the paper re-trains on it)
     k: str = "1"                      # one k, or a list/range (k=1,2,3): one nested run per k
-    augment: bool = True              # paper footnote 3: standard augmentation
+    augment: bool = RETRAIN_BLOCKS["augment"]
 
     def __post_init__(self):
         CommonConfig.__post_init__(self)
@@ -74,14 +79,14 @@ class RetrainBlocksConfig(CommonConfig, ThreatConfig, SourceConfig):
 class TransferConfig(CommonConfig, ThreatConfig, SourceConfig):
     """`transfer` (Eq. 2, Tables 2–3, Fig. 3–4): frozen source features, a new linear or MLP head."""
 
-    epochs: int = 50                  # paper A.2: 50 epochs, batch 128, lr 0.01 → 0.001 at epoch 30
-    lr: float = 0.01
-    schedule: str = "step"
-    milestones: str = "0.6"
+    epochs: int = TRANSFER["epochs"]
+    lr: float = TRANSFER["lr"]
+    schedule: str = TRANSFER["schedule"]
+    milestones: str = TRANSFER["milestones"]
     target: str = ""                  # default: the source's own dataset (Table 2, "same 50% of classes")
-    head: str = "linear"
-    mlp_depth: int = 1                # hidden layers of an mlp head (Fig. 4)
-    width: int = 2048
+    head: str = TRANSFER["head"]
+    mlp_depth: int = TRANSFER["mlp_depth"]   # hidden layers of an mlp head (Fig. 4)
+    width: int = TRANSFER["width"]
     dropout: float = 0.0
     batch_norm: bool = False
     feature_cache: bool = True        # frozen extractor + no augmentation: compute z(x) once, train on it
@@ -103,15 +108,15 @@ class TransferConfig(CommonConfig, ThreatConfig, SourceConfig):
 class FinetuneAdvConfig(CommonConfig, ThreatConfig, SourceConfig):
     """`finetune_adv` (Fig. 3 baseline, Hendrycks et al. 2019): end-to-end fine-tuning on PGD-k examples."""
 
-    epsilon: float = 5.0              # paper A.2 (ImageNet sources): PGD-3, step 3, ε 5
-    step_size: float = 3.0
-    steps: int = 3
-    epochs: int = 50
-    lr: float = 0.01
-    schedule: str = "step"
-    milestones: str = "0.6"
+    epsilon: float = FINETUNE_ADV["epsilon"]
+    step_size: float = FINETUNE_ADV["step_size"]
+    steps: int = FINETUNE_ADV["steps"]
+    epochs: int = FINETUNE_ADV["epochs"]
+    lr: float = FINETUNE_ADV["lr"]
+    schedule: str = FINETUNE_ADV["schedule"]
+    milestones: str = FINETUNE_ADV["milestones"]
     target: str = ""
-    augment: bool = True
+    augment: bool = FINETUNE_ADV["augment"]
 
     def __post_init__(self):
         CommonConfig.__post_init__(self)
@@ -124,15 +129,15 @@ class FinetuneAdvConfig(CommonConfig, ThreatConfig, SourceConfig):
 class LwfConfig(CommonConfig, ThreatConfig, SourceConfig):
     """`lwf` (section 6, Tables 4–7): CE(f(x), y) + λ_d · d(z(x, θ), z0(x, θ_r*)) with warm start."""
 
-    iterations: int | None = 20_000   # paper: batch 128, 20,000 iterations, lr 0.001 (A.1 says 1e-2)
-    lr: float = 0.001
+    iterations: int | None = LWF["iterations"]
+    lr: float = LWF["lr"]
     target: str = ""                  # default: the source's own dataset (Tables 5 and 7)
-    lambda_d: float = 0.01
-    distance: str = "l2"              # l2: mean ‖z−z0‖₂ (paper text); l1: mean ‖z−z0‖₁ (authors' code); l2sq
-    warm_start: float = 0.5           # fraction of the updates that train only the head
+    lambda_d: float = LWF["lambda_d"]
+    distance: str = LWF["distance"]   # l2: mean ‖z−z0‖₂ (paper text); l1: mean ‖z−z0‖₁ (authors' code); l2sq
+    warm_start: float = LWF["warm_start"]   # fraction of the updates that train only the head
     finetune_lr: float | None = None  # lr once the extractor trains too ("we then cut the learning rate"); default lr
-    freeze_bn: bool = True            # A.1: BatchNorm statistics and affine parameters stay as in the source
-    teacher: str = "offline"          # offline: stored z0 of un-augmented images (paper); online: frozen source per batch
+    freeze_bn: bool = LWF["freeze_bn"]      # A.1: BatchNorm statistics and affine parameters stay the source's
+    teacher: str = LWF["teacher"]     # offline: stored z0 of un-augmented images (paper); online: frozen source per batch
 
     def __post_init__(self):
         CommonConfig.__post_init__(self)

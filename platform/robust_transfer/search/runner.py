@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SearchError
-from .space import SearchSpace, load_space
+from .space import SearchSpace
+from .space_yaml import load_space
 from .storage import kind as storage_kind
 from .storage import open_storage, redact
 from .study import (best_trials, create_or_load_study, feasible, make_pruner, make_sampler, optuna_quiet,

@@ -42,6 +42,35 @@ class StrategyResult:
     meta: dict
 
 
+@dataclass
+class Setup:
+    """What a source-based strategy starts from (`setup`)."""
+
+    device: torch.device
+    threat: ThreatModel
+    source: Source
+    train: ImageData
+    test: ImageData
+
+
+def setup(cfg, logger: RunLogger, *, source: Source | None = None, dataset: str | None = None,
+          param: str = "target", seed: bool = True) -> Setup:
+    """The opening every source-based strategy shares: the seed (unless `seed=False`), the device, the threat
+    model, the source (loaded from `cfg.source_model` unless the command resolved it already), the train and
+    test splits of `dataset` (default `cfg.target`; default of that: the source's own data) at the source's
+    input size, and the run's source/data tags."""
+    from ..device import resolve_device
+
+    if seed:
+        torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    threat = ThreatModel(cfg.epsilon, cfg.step_size)
+    source = source if source is not None else load_source(cfg.source_model)
+    train, test = load_data(cfg.target if dataset is None else dataset, source, per_class=cfg.per_class, seed=cfg.seed,
+                            upsample=cfg.upsample, data_dir=cfg.data_dir, progress=cfg.progress, param=param)
+    return Setup(device, threat, source, train, test)
+
+
 def load_source(uri: str) -> Source:
     """The source model (trainable, CPU) and its checkpoint metadata; ModelError if it cannot be had."""
     from ..tracking.models import load_model_with_meta

@@ -16,8 +16,9 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..config import CONFIGS
-from ..errors import ConfigError, SuiteError
+from ..config import CONFIGS, canonical_entry_point
+from ..config.coerce import coerce_values
+from ..errors import ConfigError, SuiteError, UserError
 from ..io import load_yaml
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent   # the robust_transfer package: its code version
@@ -39,6 +40,7 @@ class Step:
     key: str = ""                  # sha256(entry, params, code version)
     params_key: str = ""           # sha256(entry, params) with upstream models named by *their* params_key
     upstream: list[str] = field(default_factory=list)
+    config: object = None          # the entry point's config built from `params`: checked at planning time
 
     @property
     def alias(self) -> str:
@@ -197,7 +199,18 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> S
             raise where.error(at + ("registers",), f"{entry} does not register models")
         params["register_as"] = by_params["register_as"] = step_model_name(scale, name)
     return Step(name=name, entry=entry, params=params, registers=registers, key=step_key(entry, params, version),
-                params_key=params_key(entry, by_params), upstream=upstream)
+                params_key=params_key(entry, by_params), upstream=upstream,
+                config=_build_config(entry, params, lambda m: where.error(at + ("params",), f"step {name!r}: {m}")))
+
+
+def _build_config(entry: str, params: dict[str, str], error):
+    """The step's config, as its entry point will build it from these parameters (the same coercion as
+    `rtl`/MLproject): a bad value fails now, naming the step, not when the step starts."""
+    cls = CONFIGS[canonical_entry_point(entry)]
+    try:
+        return cls(**coerce_values(cls, params))
+    except UserError as e:
+        raise error(str(e)) from None
 
 
 def _substitute(value, variables, by_name, scale, upstream, error, alias=lambda step: step.alias) -> str:
