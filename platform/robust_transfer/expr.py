@@ -12,7 +12,7 @@ import operator
 import re
 from dataclasses import dataclass
 
-# Names a metric expression may use (DESIGN.md metric names, `heldout_*` per-epoch checks).
+# Names a metric expression may use (docs/architecture.md metric names, `heldout_*` per-epoch checks).
 METRIC_NAME = re.compile(r"^(heldout_)?(clean_acc|(pgd|cw)\d+_acc|aa_acc|worst_acc|train_loss|train_clean_acc|"
                          r"epoch_time_s|images_per_s|[a-z0-9_]+_acc)$")
 BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}

@@ -1,4 +1,5 @@
-"""`rtl analyze` / the `analyze` entry point: load the models and the data, compute, log to one MLflow run.
+"""What `analyze` computes (the entry point is commands/analyze.py): load the models and the data, compute, log
+through the given `RunLogger`.
 
     what=gradients         Fig. 5: gradients.png (images, then one row of ∇ₓ CE per model), gradients.csv,
                            metrics grad_edge_corr_<label>, grad_l2_mean_<label>

@@ -6,9 +6,8 @@ import math
 import re
 from pathlib import Path
 
-import yaml
-
 from ..errors import ConfigError
+from ..io import load_yaml
 from .claims import claim_entry
 
 FIGURE_KINDS = ("lines", "bars", "artifact")
@@ -26,6 +25,7 @@ def _where(path, entry: str | None = None) -> str:
 
 
 def _read_yaml(path: Path):
+    """The suite file through the one project-file loader (io.load_yaml): one line naming the file and line."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -33,13 +33,9 @@ def _read_yaml(path: Path):
                           "e.g. projects/table2.yaml") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"project={str(path)!r} cannot be read: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"project={str(path)!r} is not valid YAML{where}: {problem}") from None
+    data, _ = load_yaml(text, f"project={str(path)!r}", ConfigError,
+                        "expected a mapping with name, title, scales, steps and report")
+    return data
 
 
 def _str(value, what: str, where: str, *, required: bool = True, pattern: re.Pattern | None = None) -> str | None:

@@ -43,7 +43,7 @@ def milestone_fractions(text: str) -> list[float]:
 
 @dataclass
 class CommonConfig:
-    """Parameters every training entry point shares (DESIGN.md: common parameters)."""
+    """Parameters every training entry point shares (docs/architecture.md: common parameters)."""
 
     epochs: int = 10
     iterations: int | None = None   # wins over epochs when given

@@ -57,7 +57,7 @@ def retrain_blocks(cfg, k: int, logger: RunLogger, *, run_id: str | None = None,
                    checkpoint_dir: str | Path | None = None, source: Source | None = None) -> StrategyResult:
     """`cfg`: a config.RetrainBlocksConfig; `source`: the source model if the caller loaded it already (else `cfg.source_model` is loaded); its
     k deepest blocks are re-initialised in place (give each k its own copy)."""
-    s = setup(cfg, logger, source=source, dataset=cfg.dataset, param="dataset", seed=False)  # reinitialise seeds
+    s = setup(cfg, logger, source=source, data="dataset", seed=False)  # (reinitialise seeds)
     device, threat, source, train, test = s.device, s.threat, s.source, s.train, s.test
     if train.num_classes != source.model.num_classes:
         raise ModelError(f"dataset={train.spec!r} has {train.num_classes} classes but the source has "

@@ -53,12 +53,11 @@ class Setup:
     test: ImageData
 
 
-def setup(cfg, logger: RunLogger, *, source: Source | None = None, dataset: str | None = None,
-          param: str = "target", seed: bool = True) -> Setup:
+def setup(cfg, logger: RunLogger, *, source: Source | None = None, data: str = "target", seed: bool = True) -> Setup:
     """The opening every source-based strategy shares: the seed (unless `seed=False`), the device, the threat
-    model, the source (loaded from `cfg.source_model` unless the command resolved it already), the train and
-    test splits of `dataset` (default `cfg.target`; default of that: the source's own data) at the source's
-    input size, and the run's source/data tags."""
+    model, the source (loaded from `cfg.source_model` unless the command resolved it already), and the train
+    and test splits of the dataset named by the config field `data` (`target`; retrain_blocks: `dataset`;
+    empty: the source's own data) at the source's input size."""
     from ..device import resolve_device
 
     if seed:
@@ -66,8 +65,8 @@ def setup(cfg, logger: RunLogger, *, source: Source | None = None, dataset: str 
     device = resolve_device(cfg.device)
     threat = ThreatModel(cfg.epsilon, cfg.step_size)
     source = source if source is not None else load_source(cfg.source_model)
-    train, test = load_data(cfg.target if dataset is None else dataset, source, per_class=cfg.per_class, seed=cfg.seed,
-                            upsample=cfg.upsample, data_dir=cfg.data_dir, progress=cfg.progress, param=param)
+    train, test = load_data(getattr(cfg, data), source, per_class=cfg.per_class, seed=cfg.seed, upsample=cfg.upsample,
+                            data_dir=cfg.data_dir, progress=cfg.progress, param=data)
     return Setup(device, threat, source, train, test)
 
 

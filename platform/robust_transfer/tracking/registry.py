@@ -12,7 +12,7 @@ _REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<al
 
 
 def registered_name(register_as: str | None, dataset: str, arch: str, strategy: str, suffix: str = "") -> str | None:
-    """DESIGN.md: `<dataset>-<arch>-<strategy>` unless given; `register_as=auto` asks for that default;
+    """docs/architecture.md: `<dataset>-<arch>-<strategy>` unless given; `register_as=auto` asks for that default;
     `suffix` (e.g. `-k2`) tells apart the models of one run. None: do not register."""
     if not register_as:
         return None
