@@ -1,5 +1,6 @@
 """The documentation holds together: a README a newcomer reads in one go that reaches every page in docs/,
-links (and their #anchors) that resolve inside the repository, a valid CITATION.cff."""
+links (and their #anchors) that resolve inside the repository, a valid CITATION.cff, docstrings that
+point into the repository, never beside it."""
 from __future__ import annotations
 
 import re
@@ -71,3 +72,15 @@ def test_citation_cff_is_valid_yaml_with_the_paper():
     assert [a["family-names"] for a in paper["authors"]] == ["Shafahi", "Saadatpanah", "Zhu", "Ghiasi", "Studer",
                                                             "Jacobs", "Goldstein"]
 
+
+
+def test_code_points_into_the_repository_for_its_design():
+    """Docstrings and comments name docs/architecture.md, never the design notes outside the checkout."""
+    outside = []
+    for path in [*(REPO / "platform").rglob("*.py"), *(REPO / "tests").glob("*.py"), *(REPO / "benchmarks").glob("*.py")]:
+        if path.name == "test_docs.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if "DESIGN.md" in line:
+                outside.append(f"{path.relative_to(REPO)}:{n}")
+    assert not outside, f"these lines cite DESIGN.md (outside the repository): {outside}"
