@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -21,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import ConfigError, ModelError
+from .io import atomic_dir_write
 from .models import HeadSpec, ImageClassifier, create_model
 
 FORMAT = "robust-transfer-checkpoint/1"
@@ -71,24 +69,10 @@ def _is_our_meta(meta: Path) -> bool:
 
 
 def _atomic_dir_write(path: Path, write) -> None:
-    """Write into a temp dir beside `path`, then swap it in with renames (only over nothing, an empty
-    directory or a checkpoint of ours: `check_checkpoint_target`)."""
-    path = Path(path)
+    """io.atomic_dir_write, only over nothing, an empty directory or a checkpoint of ours
+    (`check_checkpoint_target`)."""
     check_checkpoint_target(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write(tmp)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    atomic_dir_write(path, write)
 
 
 def _contiguous_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

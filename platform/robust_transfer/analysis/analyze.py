@@ -1,4 +1,5 @@
-"""`rtl analyze` / the `analyze` entry point: load the models and the data, compute, log to one MLflow run.
+"""What `analyze` computes (the entry point is commands/analyze.py): load the models and the data, compute, log
+through the given `RunLogger`.
 
     what=gradients         Fig. 5: gradients.png (images, then one row of ∇ₓ CE per model), gradients.csv,
                            metrics grad_edge_corr_<label>, grad_l2_mean_<label>
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ from ..data import ImageData, load_dataset
 from ..data.transforms import resize_uint8
 from ..device import resolve_device
 from ..errors import ConfigError, ModelError
-from .feature_distance import feature_distance_figure, feature_distance_summary
+from .feature_distance import feature_distance_figure, feature_distance_summary, feature_distance_title
 from .gradients import gradient_grid_figure, input_gradients, perceptual_alignment
 
 
@@ -38,7 +38,7 @@ def metric_keys(labels: list[str]) -> list[str]:
 
 
 def _load(uri: str):
-    from .. import load_model_with_meta
+    from ..tracking.models import load_model_with_meta
 
     model, meta = load_model_with_meta(uri)
     return model, meta
@@ -149,8 +149,7 @@ def analyze_feature_distance(cfg: AnalyzeConfig, log, out_dir: Path) -> dict[str
                                    resize=size if data.image_size != size else None, progress=cfg.progress)
     metrics = res.metrics()
     log.log_metrics(metrics)
-    fig = feature_distance_figure(res, title=_tex_safe(f"{uri} on {data.spec}:{cfg.split} (n={len(idx)}): ")
-                                  + r"$\|z(x) - z(x_{aug})\|_2$")
+    fig = feature_distance_figure(res, title=feature_distance_title(uri, f"{data.spec}:{cfg.split}", len(idx)))
     fig.savefig(out_dir / "feature_distance.png")
     rows = [[int(idx[j]), int(sub.labels[j]), f"{res.distances[j].item():.6g}", f"{res.feature_norms[j].item():.6g}",
              int(idx[int(res.partners[j])]), f"{res.between_images[j].item():.6g}"] for j in range(len(idx))]
@@ -159,17 +158,3 @@ def analyze_feature_distance(cfg: AnalyzeConfig, log, out_dir: Path) -> dict[str
     log.log_artifact(out_dir / "feature_distance.png")
     log.log_artifact(out_dir / "feature_distance.csv")
     return metrics
-
-
-def run_analyze(cfg: AnalyzeConfig) -> dict:
-    """One MLflow run (`rtl.strategy=analyze`); FAILED if anything raises."""
-    from ..commands import print_table
-    from ..tracking import tracked_run
-
-    tags = {"rtl.model": cfg.model, "rtl.what": cfg.what}
-    with tracked_run("analyze", cfg.to_params(), tags, experiment=cfg.experiment) as log:
-        with tempfile.TemporaryDirectory(prefix="rtl-analyze-") as tmp:
-            fn = analyze_gradients if cfg.what == "gradients" else analyze_feature_distance
-            metrics = fn(cfg, log, Path(tmp))
-        print_table(f"analyze {cfg.what} of {cfg.model} — run {log.run_id}", {k: f"{v:.4g}" for k, v in metrics.items()})
-        return {"run_id": log.run_id, "metrics": metrics}
