@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..attacks import ThreatModel, pgd
+from ..attacks import ThreatModel, pgd_train
 from ..config import FinetuneAdvConfig
 from ..data import BatchLoader
 from ..device import resolve_device
@@ -53,8 +53,8 @@ def finetune_adv(cfg: FinetuneAdvConfig, logger: RunLogger, *, run_id: str | Non
     def update(batch, step):
         x, y = batch
         x = x.contiguous(memory_format=fmt)
-        # PGD runs in eval mode (attacks/pgd.eval_mode) and restores train mode afterwards
-        x_adv = pgd(model, x, y, eps=threat.eps, alpha=threat.alpha, steps=cfg.steps, generator=gen)
+        # Madry's PGD-k (the last iterate); it runs in eval mode and restores train mode afterwards
+        x_adv = pgd_train(model, x, y, eps=threat.eps, alpha=threat.alpha, steps=cfg.steps, generator=gen)
         logits = model(x_adv)
         loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)

@@ -3,7 +3,8 @@
 Each mode is one function that performs the optimiser update(s) for one minibatch:
 
     natural   θ ← θ − η ∇θ CE(f(x), y)
-    pgd       x' = PGD_k(x) in the ε-ball;           θ ← θ − η ∇θ CE(f(x'), y)
+    pgd       x' = PGD_k(x) in the ε-ball (Madry: the LAST of k steps from a random start;
+              attacks.pgd_train);                    θ ← θ − η ∇θ CE(f(x'), y)
     fgsm-rs   δ ~ U(−ε, ε), δ ← Π(δ + 1.25ε·sign ∇δ);  θ ← θ − η ∇θ CE(f(x+δ), y)
     free      replay the minibatch m times; ONE backward gives ∇θ and ∇δ:
               θ ← θ − η ∇θ CE(f(x+δ), y),  δ ← Π(δ + ε·sign ∇δ)   (δ carries over between minibatches)
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..attacks import ThreatModel, evaluate_robustness, fgsm, pgd
+from ..attacks import ThreatModel, fgsm, pgd_train
 from ..checkpoints import load_checkpoint, load_train_state, save_checkpoint
 from ..config import TrainConfig
 from ..data import BatchLoader, ImageData, load_dataset, resize_images, stratified_subset
@@ -66,21 +67,24 @@ class ModeStep:
         return loss.detach(), logits.detach()
 
     def __call__(self, x, y, on_update):
-        mode, eps, alpha = self.cfg.mode, self.threat.eps, self.threat.alpha
+        mode = self.cfg.mode
         if mode == "natural":
             out = self._update(x, y)
-        elif mode == "pgd":
-            x_adv = pgd(self.model, x, y, eps=eps, alpha=alpha, steps=self.cfg.steps, generator=self.gen)
-            self.model.train()
-            out = self._update(x_adv, y)
-        elif mode == "fgsm-rs":
-            x_adv = fgsm(self.model, x, y, eps=eps, random_start_alpha=1.25 * eps, generator=self.gen)
+        elif mode in ("pgd", "fgsm-rs"):
+            x_adv = self.adversarial(x, y)
             self.model.train()
             out = self._update(x_adv, y)
         else:
             return self._free(x, y, on_update)
         on_update()
         return out
+
+    def adversarial(self, x, y) -> torch.Tensor:
+        """The examples a pgd / fgsm-rs update trains on (the attack runs in eval mode, fp32)."""
+        eps, alpha = self.threat.eps, self.threat.alpha
+        if self.cfg.mode == "pgd":   # Madry's PGD-k: the last iterate, not the evaluation attack's "first that fools"
+            return pgd_train(self.model, x, y, eps=eps, alpha=alpha, steps=self.cfg.steps, generator=self.gen)
+        return fgsm(self.model, x, y, eps=eps, random_start_alpha=1.25 * eps, generator=self.gen)
 
     def _free(self, x, y, on_update):
         eps = self.threat.eps
