@@ -98,8 +98,34 @@ class ThreatConfig:
         check_range("step_size", self.step_size, 0.0, 255.0, low_inclusive=False)
 
 
+# --- issue 13: the evaluation threat and the validation split (every entry point that trains) ------------
 @dataclass
-class TrainConfig(CommonConfig, ThreatConfig):
+class EvalThreatConfig:
+    """The threat every reported `<attack>_acc` is measured at (0-255 scale), whatever the training threat."""
+
+    eval_epsilon: float = 8.0
+    eval_step_size: float = 2.0
+
+    def check_eval_threat(self):
+        for name in ("eval_epsilon", "eval_step_size"):
+            check_range(name, _check_finite(name, getattr(self, name)), 0.0, 255.0, low_inclusive=False)
+
+
+@dataclass
+class ValidationConfig:
+    """A seeded, stratified validation split carved out of the TRAINING split: what choices read (`val_*`)."""
+
+    val_fraction: float = 0.1          # of the training split, in (0, 0.5]
+    val_per_class: int | None = None   # instead: this many validation images per class (wins over val_fraction)
+
+    def check_validation(self):
+        check_range("val_fraction", _check_finite("val_fraction", self.val_fraction), 0.0, 0.5, low_inclusive=False)
+        if self.val_per_class is not None:
+            _check_positive_int("val_per_class", self.val_per_class, 10**6)
+
+
+@dataclass
+class TrainConfig(CommonConfig, ThreatConfig, EvalThreatConfig, ValidationConfig):
     """`train`: a source model from scratch (Table 1; free training)."""
 
     dataset: str = "cifar10-jpeg"
@@ -120,6 +146,8 @@ class TrainConfig(CommonConfig, ThreatConfig):
     def __post_init__(self):
         CommonConfig.__post_init__(self)
         self.check_threat()
+        self.check_eval_threat()
+        self.check_validation()
         parse_spec(self.dataset)
         check_arch(self.arch)
         if self.mode not in TRAIN_MODES:
@@ -248,7 +276,7 @@ class SourceConfig:
 
 
 @dataclass
-class RetrainBlocksConfig(CommonConfig, ThreatConfig, SourceConfig):
+class RetrainBlocksConfig(CommonConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`retrain_blocks` (Fig. 1): re-initialise the k deepest blocks, re-train them on natural examples."""
 
     lr: float = 0.001                 # paper: momentum SGD, lr 0.001, 20,000 iterations
@@ -259,7 +287,8 @@ class RetrainBlocksConfig(CommonConfig, ThreatConfig, SourceConfig):
 
     def __post_init__(self):
         CommonConfig.__post_init__(self)
-        self.check_threat()
+        self.check_eval_threat()
+        self.check_validation()
         self.check_source()
         parse_k_list(self.k)
 
@@ -268,7 +297,7 @@ class RetrainBlocksConfig(CommonConfig, ThreatConfig, SourceConfig):
 
 
 @dataclass
-class TransferConfig(CommonConfig, ThreatConfig, SourceConfig):
+class TransferConfig(CommonConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`transfer` (Eq. 2, Tables 2–3, Fig. 3–4): frozen source features, a new linear or MLP head."""
 
     epochs: int = 50                  # paper A.2: 50 epochs, batch 128, lr 0.01 → 0.001 at epoch 30
@@ -285,7 +314,8 @@ class TransferConfig(CommonConfig, ThreatConfig, SourceConfig):
 
     def __post_init__(self):
         CommonConfig.__post_init__(self)
-        self.check_threat()
+        self.check_eval_threat()
+        self.check_validation()
         self.check_source()
         self.head_spec()
 
@@ -297,11 +327,11 @@ class TransferConfig(CommonConfig, ThreatConfig, SourceConfig):
 
 
 @dataclass
-class FinetuneAdvConfig(CommonConfig, ThreatConfig, SourceConfig):
+class FinetuneAdvConfig(CommonConfig, ThreatConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`finetune_adv` (Fig. 3 baseline, Hendrycks et al. 2019): end-to-end fine-tuning on PGD-k examples."""
 
-    epsilon: float = 5.0              # paper A.2 (ImageNet sources): PGD-3, step 3, ε 5
-    step_size: float = 3.0
+    epsilon: float = 5.0              # the TRAINING threat; paper A.2 (ImageNet sources): PGD-3, step 3, ε 5
+    step_size: float = 3.0            # (pgd20_acc is reported at eval_epsilon / eval_step_size, default 8 / 2)
     steps: int = 3
     epochs: int = 50
     lr: float = 0.01
@@ -313,12 +343,14 @@ class FinetuneAdvConfig(CommonConfig, ThreatConfig, SourceConfig):
     def __post_init__(self):
         CommonConfig.__post_init__(self)
         self.check_threat()
+        self.check_eval_threat()
+        self.check_validation()
         self.check_source()
         _check_positive_int("steps", self.steps, 1000)
 
 
 @dataclass
-class LwfConfig(CommonConfig, ThreatConfig, SourceConfig):
+class LwfConfig(CommonConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`lwf` (section 6, Tables 4–7): CE(f(x), y) + λ_d · d(z(x, θ), z0(x, θ_r*)) with warm start."""
 
     iterations: int | None = 20_000   # paper: batch 128, 20,000 iterations, lr 0.001 (A.1 says 1e-2)
@@ -333,7 +365,8 @@ class LwfConfig(CommonConfig, ThreatConfig, SourceConfig):
 
     def __post_init__(self):
         CommonConfig.__post_init__(self)
-        self.check_threat()
+        self.check_eval_threat()
+        self.check_validation()
         self.check_source()
         check_range("lambda_d", _check_finite("lambda_d", self.lambda_d), 0.0, None)
         check_range("warm_start", _check_finite("warm_start", self.warm_start), 0.0, 1.0)
@@ -352,7 +385,7 @@ def config_fields(cls) -> list:
     return [f for f in fields(cls)]
 
 
-__all__ = ["CommonConfig", "ThreatConfig", "TrainConfig", "EvaluateConfig", "TRAIN_MODES", "SCHEDULES",
+__all__ = ["CommonConfig", "ThreatConfig", "EvalThreatConfig", "ValidationConfig", "TrainConfig", "EvaluateConfig", "TRAIN_MODES", "SCHEDULES",
            "config_fields", "field"]
 __all__ += ["SourceConfig", "RetrainBlocksConfig", "TransferConfig", "FinetuneAdvConfig", "LwfConfig",
             "LWF_DISTANCES", "LWF_TEACHERS", "milestone_fractions", "parse_k_list"]
@@ -412,7 +445,7 @@ class PromoteConfig:
     """`promote`: move the `champion` alias of a registered model only if a stated policy says so."""
 
     name: str = ""                     # the registered model
-    policy: str = "max (clean_acc + pgd20_acc) / 2"  # e.g. "max pgd20_acc subject to clean_acc >= 0.7"
+    policy: str = "max (val_clean_acc + val_pgd10_acc) / 2"  # validation metrics; e.g. "max val_pgd10_acc subject to val_clean_acc >= 0.7"
     version: int | None = None         # the candidate version (default: the `alias` version)
     alias: str = "challenger"          # the candidate alias when no version/study is given
     study: str = ""                    # or: the best trial of this Optuna study (registered as a new version)

@@ -2,9 +2,13 @@
 
 A policy is a stated rule over a version's evaluation metrics (version tags `metric.<name>`):
 
-    max pgd20_acc subject to clean_acc >= 0.7
-    max (clean_acc + pgd20_acc) / 2
-    min worst_gap subject to clean_acc >= 0.6 and pgd20_acc > 0.3
+    max (val_clean_acc + val_pgd10_acc) / 2                 (the default: validation metrics)
+    max val_pgd10_acc subject to val_clean_acc >= 0.7
+    max pgd20_acc subject to clean_acc >= 0.7               (test metrics: runs, with a one-line warning)
+
+Choices read the validation split's metrics (`val_*`, which every training entry point logs and tags on
+the versions it registers); a policy over test-set metrics still runs, with a one-line warning that
+choosing on test data biases what is reported.
 
 `promote` compares a candidate (the `challenger` alias, a given version, or the best trial of a study)
 with the current `champion` under the policy and moves the `champion` alias only if the policy says so.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,7 +30,7 @@ from pathlib import Path
 
 from .attacks.diagnostics import MASKING_TAG  # the tag `evaluate` writes; promote refuses what it flags
 from .errors import ConfigError, RegistryError, SearchError
-from .search.expr import Constraint, Expr, ExprError
+from .search.expr import Constraint, Expr, ExprError, test_choice_warning
 
 CHAMPION = "champion"
 # A metric logged per epoch by every training strategy: its last timestamp is when the weights last changed.
@@ -311,6 +316,9 @@ def run_promote(cfg) -> dict:
     from .tracking import tracked_run
 
     policy = Policy.parse(cfg.policy)
+    test_warning = test_choice_warning(f"policy {policy.text!r}", policy.metric_names)
+    if test_warning:   # it still runs (issue 13): one line
+        print(test_warning, file=sys.stderr, flush=True)
     client = _client()
     trial = None
     if cfg.study:

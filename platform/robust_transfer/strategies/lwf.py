@@ -23,7 +23,6 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..attacks import ThreatModel
 from ..config import LwfConfig
 from ..device import resolve_device
 from ..models import HeadSpec
@@ -31,8 +30,9 @@ from ..reporting import RunLogger
 from .common import Budget, FastPath, freeze, lr_at, make_sgd
 from .features import cached_features
 from .source import (IndexedImages, StrategyResult, batchnorm_modules, default_checkpoint_dir, finish, input_format,
-                     load_data, load_source, on_device, replace_head, same_classes, set_modes, source_lineage,
+                     load_source, load_splits, on_device, replace_head, same_classes, set_modes, source_lineage,
                      tag_run, train_loop)
+from .validate import Validator, eval_threat
 
 
 def feature_distance(z: torch.Tensor, z0: torch.Tensor, distance: str) -> torch.Tensor:
@@ -56,10 +56,8 @@ def lwf_loss(logits, y, z, z0, lambda_d: float, distance: str) -> tuple[torch.Te
 def lwf(cfg: LwfConfig, logger: RunLogger, *, run_id: str | None = None) -> StrategyResult:
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    threat = ThreatModel(cfg.epsilon, cfg.step_size)
     source = load_source(cfg.source_model)
-    train, test = load_data(cfg.target, source, per_class=cfg.per_class, seed=cfg.seed, upsample=cfg.upsample,
-                            data_dir=cfg.data_dir, progress=cfg.progress)
+    train, val, test = load_splits(cfg.target, source, cfg, logger=logger)
     tag_run(logger, source, train)
 
     teacher = copy.deepcopy(source.model).to(device).eval()  # θ_r*: never trained
@@ -118,11 +116,13 @@ def lwf(cfg: LwfConfig, logger: RunLogger, *, run_id: str | None = None) -> Stra
         opt.step()
         return loss.detach(), logits.detach(), y, {"train_feature_distance": float(d.detach())}
 
+    validate = Validator(model, val, eval_threat(cfg), seed=cfg.seed, device=device)
     updates = train_loop(budget, data.epoch, update, opt=opt, logger=logger, progress=cfg.progress,
-                         desc=f"lwf λ_d={cfg.lambda_d}", lr_for=lr_for, fast=fast, model=model)
+                         desc=f"lwf λ_d={cfg.lambda_d}", lr_for=lr_for, fast=fast, model=model, validate=validate)
     meta = {"training": {"strategy": "lwf", "updates": updates, "warm_updates": warm_updates, "seed": cfg.seed,
                          "lambda_d": cfg.lambda_d, "distance": cfg.distance, "teacher": cfg.teacher,
                          "freeze_bn": cfg.freeze_bn, "head": "source" if keep_head else "new"},
             "lineage": source_lineage("lwf", source, run_id)}
     ckpt = cfg.checkpoint_dir or default_checkpoint_dir("lwf", train.spec, run_id)
-    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=ckpt, threat=threat, device=device)
+    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=ckpt, threat=None, device=device,
+                  val=validate.last)

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..attacks import ThreatModel
 from ..config import RetrainBlocksConfig
 from ..data import BatchLoader
 from ..device import resolve_device
@@ -25,7 +24,8 @@ from ..errors import ConfigError, ModelError
 from ..reporting import RunLogger
 from .common import Budget, FastPath, freeze, lr_at, make_sgd
 from .source import (StrategyResult, default_checkpoint_dir, drop_last, final_evaluation, finish, input_format,
-                     load_data, load_source, on_device, set_modes, source_lineage, tag_run, train_loop)
+                     load_data, load_source, load_splits, on_device, set_modes, source_lineage, tag_run, train_loop)
+from .validate import Validator, eval_threat
 
 
 def reinitialise(blocks, seed: int) -> None:
@@ -47,10 +47,8 @@ def check_k(k: int, model) -> None:
 def retrain_blocks(cfg: RetrainBlocksConfig, k: int, logger: RunLogger, *, run_id: str | None = None,
                    checkpoint_dir: str | Path | None = None) -> StrategyResult:
     device = resolve_device(cfg.device)
-    threat = ThreatModel(cfg.epsilon, cfg.step_size)
     source = load_source(cfg.source_model)
-    train, test = load_data(cfg.dataset, source, per_class=cfg.per_class, seed=cfg.seed, upsample=cfg.upsample,
-                            data_dir=cfg.data_dir, progress=cfg.progress, param="dataset")
+    train, val, test = load_splits(cfg.dataset, source, cfg, param="dataset", logger=logger)
     if train.num_classes != source.model.num_classes:
         raise ModelError(f"dataset={train.spec!r} has {train.num_classes} classes but the source has "
                          f"{source.model.num_classes}; retrain_blocks re-trains on the source's own task "
@@ -97,16 +95,17 @@ def retrain_blocks(cfg: RetrainBlocksConfig, k: int, logger: RunLogger, *, run_i
         opt.step()
         return loss.detach(), logits.detach(), y
 
+    validate = Validator(model, val, eval_threat(cfg), seed=cfg.seed, device=device)
     updates = train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress,
-                         desc=f"retrain k={k}", fast=fast, model=model,
+                         desc=f"retrain k={k}", fast=fast, model=model, validate=validate,
                          lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
     meta = {"training": {"strategy": "retrain_blocks", "k": k, "blocks": len(blocks), "updates": updates,
                          "seed": cfg.seed},
             "lineage": source_lineage("retrain_blocks", source, run_id, k=k)}
     ckpt = (checkpoint_dir or cfg.checkpoint_dir
             or default_checkpoint_dir("retrain_blocks", train.spec, run_id, f"-k{k}"))
-    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=Path(ckpt), threat=threat,
-                  device=device)
+    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=Path(ckpt), threat=None,
+                  device=device, val=validate.last)
 
 
 def source_baseline(cfg: RetrainBlocksConfig) -> dict[str, float]:
@@ -115,7 +114,7 @@ def source_baseline(cfg: RetrainBlocksConfig) -> dict[str, float]:
     source = load_source(cfg.source_model)
     _, test = load_data(cfg.dataset, source, per_class=None, seed=cfg.seed, upsample=cfg.upsample,
                         data_dir=cfg.data_dir, progress=cfg.progress, param="dataset")
-    metrics, _ = final_evaluation(source.model, test, ThreatModel(cfg.epsilon, cfg.step_size),
+    metrics, _ = final_evaluation(source.model, test, eval_threat(cfg),
                                   eval_steps=cfg.eval_steps, n_examples=cfg.n_examples, seed=cfg.seed,
                                   device=device, progress=cfg.progress)
     return metrics

@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..attacks import ThreatModel
 from ..config import TransferConfig
 from ..data import ImageData
 from ..device import resolve_device
@@ -22,8 +21,9 @@ from ..reporting import RunLogger
 from .common import Budget, FastPath, freeze, lr_at, make_sgd
 from .features import cached_features
 from .source import (IndexedImages, StrategyResult, cpu_threads, default_checkpoint_dir, finish, input_format,
-                     load_data, load_source, on_device, replace_head, set_modes, source_lineage, tag_run,
+                     load_source, load_splits, on_device, replace_head, set_modes, source_lineage, tag_run,
                      train_loop)
+from .validate import Validator, eval_threat
 
 
 def head_batches(model, train: ImageData, cfg: TransferConfig, device):
@@ -49,7 +49,7 @@ def head_batches(model, train: ImageData, cfg: TransferConfig, device):
     return online, len(data)
 
 
-def fit_head(model, train: ImageData, cfg: TransferConfig, logger: RunLogger, device) -> int:
+def fit_head(model, train: ImageData, cfg: TransferConfig, logger: RunLogger, device, validate=None) -> int:
     """Train `model.head` on z(x, θ*) with the extractor frozen; returns the number of updates."""
     freeze(model.body)
     set_modes(model, frozen=[model.body])  # eval-mode extractor: BatchNorm statistics stay the source's
@@ -74,25 +74,26 @@ def fit_head(model, train: ImageData, cfg: TransferConfig, logger: RunLogger, de
     with cpu_threads(1 if tiny else None):
         return train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress,
                           desc="transfer head", fast=FastPath.of(cfg, device, model.arch), model=model,
+                          validate=validate,
                           lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
 
 
 def transfer(cfg: TransferConfig, logger: RunLogger, *, run_id: str | None = None) -> StrategyResult:
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    threat = ThreatModel(cfg.epsilon, cfg.step_size)
     source = load_source(cfg.source_model)
-    train, test = load_data(cfg.target, source, per_class=cfg.per_class, seed=cfg.seed, upsample=cfg.upsample,
-                            data_dir=cfg.data_dir, progress=cfg.progress)
+    train, val, test = load_splits(cfg.target, source, cfg, logger=logger)
     tag_run(logger, source, train)
     cached = cfg.feature_cache and not cfg.augment
     logger.set_tags({"rtl.feature_cache": str(cached).lower()})
 
     model = replace_head(source.model, cfg.head_spec(), train.num_classes)
     model = on_device(model, device, FastPath.of(cfg, device, model.arch))
-    updates = fit_head(model, train, cfg, logger, device)
+    validate = Validator(model, val, eval_threat(cfg), seed=cfg.seed, device=device)
+    updates = fit_head(model, train, cfg, logger, device, validate)
 
     meta = {"training": {"strategy": "transfer", "updates": updates, "seed": cfg.seed, "feature_cache": cached},
             "lineage": source_lineage("transfer", source, run_id, frozen="body")}
     ckpt = cfg.checkpoint_dir or default_checkpoint_dir("transfer", train.spec, run_id)
-    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=ckpt, threat=threat, device=device)
+    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=ckpt, threat=None, device=device,
+                  val=validate.last)
