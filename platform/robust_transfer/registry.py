@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .attacks.diagnostics import MASKING_TAG  # the tag `evaluate` writes; promote refuses what it flags
 from .errors import ConfigError, RegistryError, SearchError
-from .search.expr import Constraint, Expr, ExprError, test_choice_warning
+from .search.expr import Constraint, Expr, ExprError, choosing_on_test_warning
 
 CHAMPION = "champion"
 # A metric logged per epoch by every training strategy: its last timestamp is when the weights last changed.
@@ -316,7 +316,7 @@ def run_promote(cfg) -> dict:
     from .tracking import tracked_run
 
     policy = Policy.parse(cfg.policy)
-    test_warning = test_choice_warning(f"policy {policy.text!r}", policy.metric_names)
+    test_warning = choosing_on_test_warning(f"policy {policy.text!r}", policy.metric_names)
     if test_warning:   # it still runs (issue 13): one line
         print(test_warning, file=sys.stderr, flush=True)
     client = _client()

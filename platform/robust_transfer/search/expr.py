@@ -144,15 +144,15 @@ def evaluate_intermediate(expr: Expr, epoch_metrics: dict[str, float]) -> float 
 _NOT_TEST = re.compile(r"^(val_|train_)")
 
 
-def test_metric_names(names) -> list[str]:
+def names_of_test_metrics(names) -> list[str]:
     """The names among `names` that are test-set accuracies (`clean_acc`, `pgd20_acc`, `aa_acc`, ...):
     every `*_acc` that is not a validation (`val_*`) or training (`train_*`) metric."""
     return [n for n in dict.fromkeys(names) if n.endswith("_acc") and not _NOT_TEST.match(n)]
 
 
-def test_choice_warning(what: str, names) -> str | None:
+def choosing_on_test_warning(what: str, names) -> str | None:
     """One line when a choice (`what`: an objective, a constraint, a policy) reads test-set metrics."""
-    test = test_metric_names(names)
+    test = names_of_test_metrics(names)
     if not test:
         return None
     return (f"warning: {what} chooses by test-set metric(s) {', '.join(test)}: choosing on test data biases what "

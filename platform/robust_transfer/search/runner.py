@@ -22,7 +22,7 @@ from .storage import kind as storage_kind
 from .storage import open_storage, redact
 from .study import (best_trials, create_or_load_study, feasible, make_pruner, make_sampler, set_constraints, suggest,
                     violations)
-from .expr import test_choice_warning, test_metric_names
+from .expr import choosing_on_test_warning, names_of_test_metrics
 from .trial import (TrialPruned, TrialReporter, format_params, format_values, log_objectives_to_run, quiet_stdout,
                     run_trial)
 
@@ -248,7 +248,7 @@ def run_search(cfg, callbacks=()) -> dict:
 
     space, notes = prepare(cfg)
     chosen_by = [n for o in space.objectives for n in o.expr.names] + [n for c in space.constraints for n in c.expr.names]
-    test_warning = test_choice_warning(f"space {cfg.space}", chosen_by)
+    test_warning = choosing_on_test_warning(f"space {cfg.space}", chosen_by)
     if test_warning:   # it still runs (issue 13): one line
         print(test_warning, file=sys.stderr, flush=True)
     study_name = study_name_for(cfg, space)
@@ -270,7 +270,7 @@ def run_search(cfg, callbacks=()) -> dict:
         params["timeout"] = cfg_timeout(cfg, space)
     tags = {"rtl.study": study_name, "rtl.search_backend": cfg.backend, "rtl.entry_point": ",".join(space.entry_points)}
     if test_warning:
-        tags["rtl.chooses_on_test"] = ",".join(test_metric_names(chosen_by))
+        tags["rtl.chooses_on_test"] = ",".join(names_of_test_metrics(chosen_by))
     with tracked_run("search", params, tags, experiment=cfg.experiment, run_name=f"search-{study_name}") as log, \
             launcher_run_hidden():
         import mlflow

@@ -22,7 +22,7 @@ from ..errors import ConfigError, ModelError
 from ..models import HeadSpec, ImageClassifier, create_head
 from ..reporting import RunLogger
 from .common import Budget, EpochMeter, FastPath, memory_format_for, set_lr
-from .validate import eval_threat, record_split, split_training, test_metrics
+from .validate import eval_threat, record_split, split_training, reported_metrics
 
 SOURCE_META_KEYS = ("arch", "num_classes", "input_size", "classes", "data_spec", "data_sha256", "threat_model",
                     "training", "head", "lineage", "evaluation")
@@ -239,8 +239,8 @@ def source_lineage(strategy: str, source: Source, run_id: str | None, **extra) -
 def final_evaluation(model: nn.Module, test: ImageData, threat: ThreatModel, *, eval_steps: int, n_examples: int,
                      seed: int, device, progress: bool) -> tuple[dict[str, float], dict]:
     """Clean and PGD-k accuracy of the WHOLE model (extractor + head), attacked in pixel space, at the
-    evaluation threat `threat`: the numbers `rtl evaluate` gives on the same examples (validate.test_metrics)."""
-    return test_metrics(model, test, threat, eval_steps=eval_steps, n_examples=n_examples, seed=seed, device=device,
+    evaluation threat `threat`: the numbers `rtl evaluate` gives on the same examples (validate.reported_metrics)."""
+    return reported_metrics(model, test, threat, eval_steps=eval_steps, n_examples=n_examples, seed=seed, device=device,
                         progress=progress)
 
 

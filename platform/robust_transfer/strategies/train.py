@@ -34,7 +34,7 @@ from ..models import create_model
 from ..reporting import RunLogger
 from .common import (Budget, EpochMeter, FastPath, load_optimizer_tensors, lr_at, make_sgd, optimizer_tensors,
                      set_lr)
-from .validate import eval_threat, record_split, split_training, test_metrics, val_metrics
+from .validate import eval_threat, record_split, split_training, reported_metrics, val_metrics
 
 @dataclass
 class TrainResult:
@@ -228,7 +228,7 @@ def train(cfg: TrainConfig, logger: RunLogger, *, run_id: str | None = None) -> 
 
     if not last_val:   # resumed after the last epoch: the validation check of the final model
         last_val = val_metrics(model, val_data, evt, seed=cfg.seed, device=device)
-    metrics, where = test_metrics(model, test_data, evt, eval_steps=cfg.eval_steps, n_examples=cfg.n_examples,
+    metrics, where = reported_metrics(model, test_data, evt, eval_steps=cfg.eval_steps, n_examples=cfg.n_examples,
                                   seed=cfg.seed, device=device, progress=cfg.progress)
     logger.log_metrics(metrics)
     logger.set_tags({"rtl.eval_indices_sha256": where["indices_sha256"]})

@@ -59,7 +59,7 @@ def val_metrics(model, val: ImageData, threat: ThreatModel, *, seed: int, device
     return {"val_clean_acc": res.metrics["clean_acc"], f"val_{VAL_ATTACK}_acc": res.metrics[f"{VAL_ATTACK}_acc"]}
 
 
-def test_metrics(model, test: ImageData, threat: ThreatModel, *, eval_steps: int, n_examples: int, seed: int,
+def reported_metrics(model, test: ImageData, threat: ThreatModel, *, eval_steps: int, n_examples: int, seed: int,
                  device, progress: bool) -> tuple[dict[str, float], dict]:
     """The reported numbers: clean and PGD-`eval_steps` accuracy on the test split, once, at the end."""
     res = accuracies(model, test, threat, ("clean", f"pgd{eval_steps}"), n_examples=n_examples, seed=seed,
