@@ -68,7 +68,7 @@ def carve_validation(data: ImageData, *, val_fraction: float = 0.1, val_per_clas
         if counts[low] <= val_per_class:
             raise DataError(f"val_per_class={val_per_class} leaves class {data.classes[low]!r} of {data.spec} "
                             f"with no training image (it has {counts[low]}); allowed: 1..{max(counts[low] - 1, 0)}")
-        test_size: float | int = val_per_class * data.num_classes
+        test_size: float | int = val_per_class
         asked = f"val_per_class={val_per_class}"
     else:
         test_size, asked = float(val_fraction), f"val_fraction={val_fraction}"
@@ -76,9 +76,16 @@ def carve_validation(data: ImageData, *, val_fraction: float = 0.1, val_per_clas
     if counts[low] < 2:
         raise DataError(f"{asked}: class {data.classes[low]!r} of {data.spec} has {counts[low]} training "
                         "image(s); a validation split needs at least 2 per class (one to train on, one to validate)")
+    state = int(seed) % 2**32
     try:
-        train_idx, val_idx = train_test_split(np.arange(n), test_size=test_size, stratify=labels,
-                                              random_state=int(seed) % 2**32, shuffle=True)
+        if val_per_class is not None:   # exactly val_per_class of every class, whatever the class sizes
+            parts = [train_test_split(np.flatnonzero(labels == c), test_size=val_per_class, random_state=state)
+                     for c in range(data.num_classes)]
+            train_idx = np.concatenate([p[0] for p in parts])
+            val_idx = np.concatenate([p[1] for p in parts])
+        else:
+            train_idx, val_idx = train_test_split(np.arange(n), test_size=test_size, stratify=labels,
+                                                  random_state=state, shuffle=True)
     except ValueError as e:
         raise DataError(f"{asked} cannot be carved from {data.spec} train ({n} images, {data.num_classes} "
                         f"classes): {e}") from None
