@@ -66,6 +66,12 @@ def test_a_run_trains_on_what_it_records_and_never_on_validation_images(workdir,
     expected = carve_validation(full, val_fraction=0.1, seed=0, per_class=10)
     assert torch.equal(split.val_indices, expected.val_indices) and torch.equal(split.train_indices, expected.train_indices)
     assert len(train) == 30 and len(val) == 8 and len(test) == 36
+    # another training seed: the same validation images (candidates are compared on one set), other training ones
+    *_, other = load_training_data(TrainConfig(dataset=f"imagefolder:{tiny_folder}", per_class=10, seed=1,
+                                               progress=False, device="cpu"))
+    assert torch.equal(other.val_indices, split.val_indices)
+    assert not torch.equal(other.train_indices, split.train_indices)
+    assert not set(other.train_indices.tolist()) & set(split.val_indices.tolist())
     # pixel-level: no validation image is a training image
     flat = lambda d: {bytes(im.numpy().tobytes()) for im in d.images}  # noqa: E731
     assert not flat(train) & flat(val)

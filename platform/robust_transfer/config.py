@@ -117,11 +117,15 @@ class ValidationConfig:
 
     val_fraction: float = 0.1          # of the training split, in (0, 0.5]
     val_per_class: int | None = None   # instead: this many validation images per class (wins over val_fraction)
+    val_seed: int = 0                  # which images are held out: the same for every training seed by default,
+                                       # so candidates (seeds, λ_d, heads) are compared on one validation set
 
     def check_validation(self):
         check_range("val_fraction", _check_finite("val_fraction", self.val_fraction), 0.0, 0.5, low_inclusive=False)
         if self.val_per_class is not None:
             _check_positive_int("val_per_class", self.val_per_class, 10**6)
+        if not isinstance(self.val_seed, int) or isinstance(self.val_seed, bool) or self.val_seed < 0:
+            raise ConfigError(f"val_seed={self.val_seed!r} must be a whole number >= 0")
 
 
 @dataclass

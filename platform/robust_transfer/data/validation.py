@@ -49,8 +49,9 @@ class Split:
 
 
 def carve_validation(data: ImageData, *, val_fraction: float = 0.1, val_per_class: int | None = None,
-                     seed: int = 0, per_class: int | None = None) -> Split:
-    """Training and validation sets from the training split `data` (see the module docstring).
+                     seed: int = 0, per_class: int | None = None, per_class_seed: int | None = None) -> Split:
+    """Training and validation sets from the training split `data` (see the module docstring). `seed` picks
+    the validation images; `per_class_seed` (default `seed`) the `per_class` training images of the rest.
 
     ConfigError (exit 2) for a val_fraction outside (0, 0.5]; DataError (exit 3) when the data cannot
     meet the request: a class that would get no validation image or keep no training image.
@@ -99,7 +100,7 @@ def carve_validation(data: ImageData, *, val_fraction: float = 0.1, val_per_clas
     rest = data.subset(train_idx)
     if per_class is not None:
         try:
-            keep = stratified_indices(rest, per_class, seed=seed)
+            keep = stratified_indices(rest, per_class, seed=seed if per_class_seed is None else per_class_seed)
         except DataError as e:
             raise DataError(f"{e} (after the validation split, {asked})") from None
         train_idx = train_idx[keep]

@@ -29,9 +29,10 @@ def eval_threat(cfg) -> ThreatModel:
 
 
 def split_training(data: ImageData, cfg) -> Split:
-    """The config's validation split of the training split `data` (then `per_class` of the rest)."""
-    return carve_validation(data, val_fraction=cfg.val_fraction, val_per_class=cfg.val_per_class, seed=cfg.seed,
-                            per_class=cfg.per_class)
+    """The config's validation split of the training split `data` (seeded by `val_seed`, the same for every
+    training seed by default), then `per_class` of the rest (seeded by `seed`, as before the split existed)."""
+    return carve_validation(data, val_fraction=cfg.val_fraction, val_per_class=cfg.val_per_class, seed=cfg.val_seed,
+                            per_class=cfg.per_class, per_class_seed=cfg.seed)
 
 
 def record_split(logger: RunLogger, split: Split) -> None:
