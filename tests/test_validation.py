@@ -8,7 +8,7 @@ import torch
 from robust_transfer.data import ImageData, load_dataset
 from robust_transfer.data.validation import TRAIN_TAG, VAL_TAG, carve_validation, positions_sha256
 from robust_transfer.errors import ConfigError, DataError
-from robust_transfer.search.expr import choosing_on_test_warning, names_of_test_metrics
+from robust_transfer.expr import choosing_on_test_warning, names_of_test_metrics
 
 
 def _data(counts=(30, 20, 10)):
@@ -95,8 +95,8 @@ def test_shipped_spaces_and_the_promote_default_choose_on_validation_metrics():
     from pathlib import Path
 
     from robust_transfer.config import PromoteConfig
-    from robust_transfer.registry import Policy
-    from robust_transfer.search.space import load_space
+    from robust_transfer.promotion import Policy
+    from robust_transfer.search import load_space
 
     assert names_of_test_metrics(Policy.parse(PromoteConfig(name="m").policy).metric_names) == []
     for path in sorted(Path(__file__).resolve().parents[1].glob("search_spaces/*.yaml")):

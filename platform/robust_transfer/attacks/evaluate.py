@@ -2,7 +2,8 @@
 
 Attack names: `clean`, `fgsm`, `pgd<k>` (k-step PGD on cross-entropy), `cw<k>` (k-step PGD on the
 CW margin). `<attack>_acc` counts an example only if it is correct on the clean image AND not fooled
-by the attack (DESIGN.md; PGD's iterate 0 is the random start, not the clean image). Metric names follow DESIGN.md: `clean_acc`, `pgd20_acc`, `cw20_acc`, ..., plus
+by the attack (PGD's iterate 0 is the random start, not the clean image). Metric names follow
+docs/architecture.md: `clean_acc`, `pgd20_acc`, `cw20_acc`, ..., plus
 `worst_acc` — an example counts there only if it survives every attack requested (clean included).
 
 Comparability: the evaluated examples are a seeded subset of the split (`select_examples`, hashed

@@ -16,24 +16,35 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..attacks import ThreatModel, pgd_train
-from ..config import FinetuneAdvConfig
+from ..attacks import pgd_train
 from ..data import BatchLoader
-from ..device import resolve_device
 from ..models import HeadSpec
 from ..reporting import RunLogger
 from .common import Budget, FastPath, lr_at, make_sgd
-from .source import (StrategyResult, default_checkpoint_dir, drop_last, finish, input_format, load_source,
-                     load_splits, on_device, replace_head, source_lineage, tag_run, train_loop)
+from .source import (Source, StrategyResult, default_checkpoint_dir, drop_last, finish, input_format, on_device,
+                     replace_head, setup, source_lineage, tag_run, train_loop)
 from .validate import Validator, eval_threat
 
+# The paper's settings (appendix A.2, ImageNet sources), the `finetune_adv` entry point's defaults
+# (config/transfer.py takes them from here; every one can be overridden: `rtl finetune-adv --steps 7`, ...).
+DEFAULTS = dict(
+    epsilon=5.0,         # PGD-3, step 3, ε 5 (0-255 scale)
+    step_size=3.0,
+    steps=3,
+    epochs=50,           # as `transfer`: 50 epochs, lr 0.01 → 0.001 at 60% of the budget
+    lr=0.01,
+    schedule="step",
+    milestones="0.6",
+    augment=True,
+)
 
-def finetune_adv(cfg: FinetuneAdvConfig, logger: RunLogger, *, run_id: str | None = None) -> StrategyResult:
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    threat = ThreatModel(cfg.epsilon, cfg.step_size)
-    source = load_source(cfg.source_model)
-    train, val, test = load_splits(cfg.target, source, cfg, logger=logger)
+
+
+def finetune_adv(cfg, logger: RunLogger, *, run_id: str | None = None,
+                 source: Source | None = None) -> StrategyResult:
+    """`cfg`: a config.FinetuneAdvConfig; `source`: the source model if the caller loaded it already (else `cfg.source_model` is loaded)."""
+    s = setup(cfg, logger, source=source)
+    device, threat, source, train, val, test = s.device, s.threat, s.source, s.train, s.val, s.test
     tag_run(logger, source, train)
 
     model = replace_head(source.model, HeadSpec(), train.num_classes)
@@ -55,7 +66,7 @@ def finetune_adv(cfg: FinetuneAdvConfig, logger: RunLogger, *, run_id: str | Non
     def update(batch, step):
         x, y = batch
         x = x.contiguous(memory_format=fmt)
-        # Madry's PGD-k (the last iterate); it runs in eval mode and restores train mode afterwards
+        # Madry's PGD-k (the last iterate, attacks.pgd_train); it runs in eval mode and restores train mode afterwards
         x_adv = pgd_train(model, x, y, eps=threat.eps, alpha=threat.alpha, steps=cfg.steps, generator=gen)
         logits = model(x_adv)
         loss = F.cross_entropy(logits, y)
@@ -64,14 +75,13 @@ def finetune_adv(cfg: FinetuneAdvConfig, logger: RunLogger, *, run_id: str | Non
         opt.step()
         return loss.detach(), logits.detach(), y
 
-    validate = Validator(model, val, eval_threat(cfg), seed=cfg.seed, device=device)
     # the meter sees the adversarial logits: their accuracy is logged as train_adv_acc
-    updates = train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress,
+    validate = Validator(model, val, eval_threat(cfg), seed=cfg.seed, device=device)
+    updates = train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress, validate=validate,
                          desc=f"finetune_adv pgd{cfg.steps}", acc_name="train_adv_acc", fast=fast, model=model,
-                         validate=validate,
                          lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
     meta = {"training": {"strategy": "finetune_adv", "updates": updates, "seed": cfg.seed, "steps": cfg.steps,
-                         "epsilon": cfg.epsilon, "step_size": cfg.step_size},   # the training threat
+                         "epsilon": cfg.epsilon, "step_size": cfg.step_size},
             "lineage": source_lineage("finetune_adv", source, run_id)}
     ckpt = cfg.checkpoint_dir or default_checkpoint_dir("finetune_adv", train.spec, run_id)
     # the training threat is the checkpoint's threat_model; pgd20_acc is measured at the evaluation threat

@@ -17,15 +17,24 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..config import RetrainBlocksConfig
 from ..data import BatchLoader
 from ..device import resolve_device
 from ..errors import ConfigError, ModelError
 from ..reporting import RunLogger
 from .common import Budget, FastPath, freeze, lr_at, make_sgd
-from .source import (StrategyResult, default_checkpoint_dir, drop_last, final_evaluation, finish, input_format,
-                     load_data, load_source, load_splits, on_device, set_modes, source_lineage, tag_run, train_loop)
+from .source import (Source, StrategyResult, default_checkpoint_dir, drop_last, final_evaluation, finish,
+                     input_format, load_data, load_source, on_device, set_modes, setup, source_lineage, tag_run,
+                     train_loop)
 from .validate import Validator, eval_threat
+
+# The paper's settings (section 3, footnote 3), the `retrain_blocks` entry point's defaults
+# (config/transfer.py takes them from here; every one can be overridden: `rtl retrain-blocks --lr 0.01`, ...).
+DEFAULTS = dict(
+    lr=0.001,            # momentum SGD, lr 0.001,
+    iterations=20_000,   # 20,000 iterations
+    augment=True,        # footnote 3: standard augmentation
+)
+
 
 
 def reinitialise(blocks, seed: int) -> None:
@@ -44,11 +53,12 @@ def check_k(k: int, model) -> None:
                           f"allowed: 1..{n}")
 
 
-def retrain_blocks(cfg: RetrainBlocksConfig, k: int, logger: RunLogger, *, run_id: str | None = None,
-                   checkpoint_dir: str | Path | None = None) -> StrategyResult:
-    device = resolve_device(cfg.device)
-    source = load_source(cfg.source_model)
-    train, val, test = load_splits(cfg.dataset, source, cfg, param="dataset", logger=logger)
+def retrain_blocks(cfg, k: int, logger: RunLogger, *, run_id: str | None = None,
+                   checkpoint_dir: str | Path | None = None, source: Source | None = None) -> StrategyResult:
+    """`cfg`: a config.RetrainBlocksConfig; `source`: the source model if the caller loaded it already (else `cfg.source_model` is loaded); its
+    k deepest blocks are re-initialised in place (give each k its own copy)."""
+    s = setup(cfg, logger, source=source, data="dataset", seed=False)  # (reinitialise seeds)
+    device, source, train, val, test = s.device, s.source, s.train, s.val, s.test
     if train.num_classes != source.model.num_classes:
         raise ModelError(f"dataset={train.spec!r} has {train.num_classes} classes but the source has "
                          f"{source.model.num_classes}; retrain_blocks re-trains on the source's own task "
@@ -96,22 +106,23 @@ def retrain_blocks(cfg: RetrainBlocksConfig, k: int, logger: RunLogger, *, run_i
         return loss.detach(), logits.detach(), y
 
     validate = Validator(model, val, eval_threat(cfg), seed=cfg.seed, device=device)
-    updates = train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress,
-                         desc=f"retrain k={k}", fast=fast, model=model, validate=validate,
+    updates = train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress, validate=validate,
+                         desc=f"retrain k={k}", fast=fast, model=model,
                          lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
     meta = {"training": {"strategy": "retrain_blocks", "k": k, "blocks": len(blocks), "updates": updates,
                          "seed": cfg.seed},
             "lineage": source_lineage("retrain_blocks", source, run_id, k=k)}
     ckpt = (checkpoint_dir or cfg.checkpoint_dir
             or default_checkpoint_dir("retrain_blocks", train.spec, run_id, f"-k{k}"))
-    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=Path(ckpt), threat=None,
-                  device=device, val=validate.last)
+    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=Path(ckpt), threat=None, val=validate.last,
+                  device=device)
 
 
-def source_baseline(cfg: RetrainBlocksConfig) -> dict[str, float]:
-    """The source as it is (no block re-trained): Fig. 1's dashed line."""
+def source_baseline(cfg, source: Source | None = None) -> dict[str, float]:
+    """The source as it is (no block re-trained): Fig. 1's dashed line (`cfg`: a config.RetrainBlocksConfig;
+    `source`: loaded already, unchanged)."""
     device = resolve_device(cfg.device)
-    source = load_source(cfg.source_model)
+    source = source if source is not None else load_source(cfg.source_model)
     _, test = load_data(cfg.dataset, source, per_class=None, seed=cfg.seed, upsample=cfg.upsample,
                         data_dir=cfg.data_dir, progress=cfg.progress, param="dataset")
     metrics, _ = final_evaluation(source.model, test, eval_threat(cfg),

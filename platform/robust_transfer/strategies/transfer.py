@@ -14,19 +14,29 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..config import TransferConfig
 from ..data import ImageData
-from ..device import resolve_device
 from ..reporting import RunLogger
 from .common import Budget, FastPath, freeze, lr_at, make_sgd
 from .features import cached_features
-from .source import (IndexedImages, StrategyResult, cpu_threads, default_checkpoint_dir, finish, input_format,
-                     load_source, load_splits, on_device, replace_head, set_modes, source_lineage, tag_run,
-                     train_loop)
+from .source import (IndexedImages, Source, StrategyResult, cpu_threads, default_checkpoint_dir, finish,
+                     input_format, on_device, replace_head, set_modes, setup, source_lineage, tag_run, train_loop)
 from .validate import Validator, eval_threat
 
+# The paper's settings (appendix A.2), the `transfer` entry point's defaults (config/transfer.py takes them
+# from here; every one can be overridden: `rtl transfer --head mlp --mlp-depth 2`, ...).
+DEFAULTS = dict(
+    epochs=50,           # 50 epochs, batch 128,
+    lr=0.01,             # lr 0.01 ...
+    schedule="step",
+    milestones="0.6",    # ... → 0.001 at epoch 30 (60% of the budget)
+    head="linear",       # Tables 2-3; Fig. 4: mlp with mlp_depth hidden layers of width
+    mlp_depth=1,
+    width=2048,
+)
 
-def head_batches(model, train: ImageData, cfg: TransferConfig, device):
+
+
+def head_batches(model, train: ImageData, cfg, device):
     """(batches(epoch) → (z, y) batches, batches per epoch): z from stored features when possible.
 
     Both paths see the same examples in the same order, so they train the same head.
@@ -49,7 +59,7 @@ def head_batches(model, train: ImageData, cfg: TransferConfig, device):
     return online, len(data)
 
 
-def fit_head(model, train: ImageData, cfg: TransferConfig, logger: RunLogger, device, validate=None) -> int:
+def fit_head(model, train: ImageData, cfg, logger: RunLogger, device, validate=None) -> int:
     """Train `model.head` on z(x, θ*) with the extractor frozen; returns the number of updates."""
     freeze(model.body)
     set_modes(model, frozen=[model.body])  # eval-mode extractor: BatchNorm statistics stay the source's
@@ -78,11 +88,11 @@ def fit_head(model, train: ImageData, cfg: TransferConfig, logger: RunLogger, de
                           lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
 
 
-def transfer(cfg: TransferConfig, logger: RunLogger, *, run_id: str | None = None) -> StrategyResult:
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    source = load_source(cfg.source_model)
-    train, val, test = load_splits(cfg.target, source, cfg, logger=logger)
+def transfer(cfg, logger: RunLogger, *, run_id: str | None = None,
+             source: Source | None = None) -> StrategyResult:
+    """`cfg`: a config.TransferConfig; `source`: the source model if the caller loaded it already (else `cfg.source_model` is loaded)."""
+    s = setup(cfg, logger, source=source)
+    device, source, train, val, test = s.device, s.source, s.train, s.val, s.test
     tag_run(logger, source, train)
     cached = cfg.feature_cache and not cfg.augment
     logger.set_tags({"rtl.feature_cache": str(cached).lower()})
