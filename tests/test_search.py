@@ -387,12 +387,8 @@ def test_multi_objective_pareto_front_with_constraint_and_parallel_trials(wd, ti
         """))
     assert main(["search", "--space", str(space), "--storage", storage, "--trials", "4", "--n-jobs", "2",
                  "--set", "epochs=1"]) == 0
-    captured = capsys.readouterr()
-    out = captured.out
+    out = capsys.readouterr().out
     assert "Pareto front: trial" in out, out
-    # it names test metrics: it still runs, with ONE line saying that choosing on test data biases the report
-    warned = [ln for ln in captured.err.splitlines() if "choosing on test data biases" in ln]
-    assert len(warned) == 1 and "clean_acc, pgd20_acc" in warned[0], captured.err
     study = optuna.load_study(study_name="mo", storage=storage)
     assert len(study.directions) == 2 and len(study.trials) == 4
     for t in study.trials:
@@ -409,6 +405,24 @@ def test_multi_objective_pareto_front_with_constraint_and_parallel_trials(wd, ti
 
 
 @pytest.mark.slow
+def test_a_space_that_chooses_on_test_metrics_still_runs_with_one_warning_line(wd, tiny_folder, capsys):
+    """Issue 13: objectives and constraints read val_* metrics; one that names a test metric still runs, and says once
+    that choosing on test data biases what is reported."""
+    storage = f"sqlite:///{wd / 'optuna.db'}"
+    space = write(wd / "t.yaml", tiny_yaml(tiny_folder, objective="""
+        objective: {expr: (clean_acc + pgd20_acc) / 2, direction: maximize}
+        constraints: ["val_clean_acc >= 0.0"]
+        """))
+    assert main(["search", "--space", str(space), "--storage", storage, "--trials", "1", "--set", "epochs=1"]) == 0
+    captured = capsys.readouterr()
+    warned = [ln for ln in captured.err.splitlines() if "choosing on test data biases" in ln]
+    assert len(warned) == 1 and "test-set metric(s) clean_acc, pgd20_acc:" in warned[0], captured.err
+    assert "COMPLETE" in captured.out, captured.out
+    assert main(["search", "--space", str(write(wd / "v.yaml", tiny_yaml(tiny_folder))), "--storage", storage,
+                 "--trials", "1", "--set", "epochs=1"]) == 0
+    assert "choosing on test data" not in capsys.readouterr().err     # the default: validation metrics, no warning
+
+
 def test_a_failing_study_stops_early_with_one_line(wd, tiny_folder, capsys):
     storage = f"sqlite:///{wd / 'optuna.db'}"
     space = write(wd / "f.yaml", tiny_yaml(tiny_folder).replace(str(tiny_folder), str(wd / "gone")))
