@@ -265,6 +265,7 @@ def test_dry_run_prints_the_papers_setting_next_to_ours(capsys):
     lines = [ln for ln in out.splitlines() if "paper:" in ln and "| ours:" in ln]
     assert any("iterations" in ln and "paper: 80000" in ln and "ours: 80000" in ln for ln in lines), out
     assert any("weight_decay" in ln and "paper: 0.0002" in ln and "ours: 0.0002" in ln for ln in lines), out
+    assert any("milestones" in ln and "(updates 40000,60000 of 80000)" in ln for ln in lines), out
     assert any("lambda_d" in ln and "paper: 0.1 " in ln and "ours: 0.1" in ln for ln in lines), out
     assert "deviation:" in out  # the released Madry model is trained here, not imported
     # the cpu scale prints the same rows, so the distance from the paper shows

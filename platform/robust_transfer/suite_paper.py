@@ -130,7 +130,13 @@ def rows(step) -> list[tuple[str, str, str, bool | None]]:
         if item in NOTE_KEYS:
             continue
         ours = step.params[item] if item in step.params else defaults.get(item)
-        out.append((item, _text(paper), _text(ours), same(paper, ours)))
+        shown = _text(ours)
+        if item == "milestones":  # fractions of the budget: say which updates they are when it is in updates
+            total = step.params.get("iterations", defaults.get("iterations"))
+            fr, n = _numbers(shown), _numbers(str(total)) if total not in (None, "") else None
+            if fr and n:
+                shown += f" (updates {','.join(str(math.ceil(f * n[0])) for f in fr)} of {int(n[0])})"
+        out.append((item, _text(paper), shown, same(paper, ours)))
     return out
 
 
