@@ -1,22 +1,21 @@
 """The `paper` scale of projects/*.yaml is the paper: every plan is held against the paper's settings,
 written below from the paper's text (../shared/paper.txt; the lines are quoted), not from the YAML.
 
-The effective value of a parameter is what the entry point would run with: the step's parameter parsed by
-`rtl`'s own argument parser into the entry point's config (so defaults count), and learning-rate drops are
-read off the schedule function training uses (`strategies.common.lr_at`).
+The effective value of a parameter is what the entry point would run with: the config the plan builds from
+the step's parameters (`Step.config`, the same coercion as `rtl`/MLproject, so defaults count), and
+learning-rate drops are read off the schedule function training uses (`strategies.common.lr_at`).
 """
 import math
 from pathlib import Path
 
 import pytest
 
-from robust_transfer.analysis.report import load_report_spec
-from robust_transfer.cli import build_parser, config_from_args, main
-from robust_transfer.commands import COMMANDS
+from robust_transfer.analysis.report_spec import load_report_spec
+from robust_transfer.cli import main
 from robust_transfer.errors import SuiteError
 from robust_transfer.strategies.common import lr_at
-from robust_transfer.suite import load_suite
-from robust_transfer.suite_paper import rows
+from robust_transfer.suites import load_suite
+from robust_transfer.suites.paper import rows
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECTS = sorted(p for p in (REPO / "projects").glob("*.yaml") if p.name != "sources.yaml")
@@ -90,12 +89,9 @@ def plan(name: str, scale: str = "paper"):
 
 
 def config(step):
-    """The entry point's config as `rtl <entry>` would build it from the step's parameters."""
-    cmd = next(n for n in COMMANDS if n.replace("-", "_") == step.entry)
-    argv = [cmd]
-    for k, v in step.params.items():
-        argv += [f"--{k.replace('_', '-')}", v]
-    return config_from_args(COMMANDS[cmd][0], build_parser().parse_args(argv))
+    """The entry point's config as the plan built it from the step's parameters (what the step runs with)."""
+    assert step.config is not None, step.name
+    return step.config
 
 
 def assert_settings(cfg, expected: dict, where: str):
@@ -253,7 +249,7 @@ def test_every_paper_scale_step_builds_its_config_and_every_difference_is_explai
     suite = plan(name)
     assert suite.description, f"{name}: no paper-scale description"
     for step in suite.steps:
-        config(step)  # the parameters are valid for the entry point
+        config(step)  # the plan built a valid config from the parameters
         differs = [item for item, _, _, agree in rows(step) if agree is False]
         assert not differs or step.paper.get("deviation"), f"{name}/{step.name} differs from the paper in {differs}"
 

@@ -79,9 +79,9 @@ def check_block(raw, entry_params: set[str], where, at: tuple) -> dict:
 
 def entry_defaults(entry: str) -> dict[str, object]:
     """Parameter → its default in the entry point's config dataclass (what runs when a step omits it)."""
-    from .commands import COMMANDS
+    from ..config import CONFIGS, canonical_entry_point
 
-    cls = next(c for name, (c, _, _) in COMMANDS.items() if name.replace("-", "_") == entry)
+    cls = CONFIGS[canonical_entry_point(entry)]
     out = {}
     for f in fields(cls):
         if f.default is not MISSING:
