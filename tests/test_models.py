@@ -112,16 +112,20 @@ def test_attack_view_folds_batchnorm_into_the_same_function(arch):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
             m.weight.data.uniform_(0.5, 1.5)
+    # float64: folding is an algebraic identity, so the check must not depend on this host's fp32
+    # conv kernels (on AVX2 hosts the fp32 input-gradients differed by 0.7% relative through ReLUs
+    # that sit near zero; in float64 they agree to better than 1e-8).
+    model = model.double()
     view = fold.attack_view(model)
     assert view is not model and fold._CACHE[model].pairs                  # something was folded
     mods = dict(view.named_modules())
     bn_calls = [n for n in view.graph.nodes if n.op == "call_module" and isinstance(mods[n.target], torch.nn.BatchNorm2d)]
     assert len(bn_calls) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) - len(fold._CACHE[model].pairs)
-    x, y = torch.rand(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    x, y = torch.rand(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
     with torch.no_grad():
         torch.testing.assert_close(view(x), model(x), rtol=1e-4, atol=1e-5)
     xg = x.clone().requires_grad_(True)
     (g_ref,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xg), y, reduction="sum"), xg)
     xg = x.clone().requires_grad_(True)
     (g_view,) = torch.autograd.grad(torch.nn.functional.cross_entropy(view(xg), y, reduction="sum"), xg)
-    assert ((g_view - g_ref).norm() / g_ref.norm()) < 1e-4
+    assert ((g_view - g_ref).norm() / g_ref.norm()) < 1e-8
