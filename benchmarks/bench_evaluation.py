@@ -190,7 +190,7 @@ def write_cascade_section(args, results, load_before, load_after) -> None:
         for arm in ("standard", "autoattack"):
             if arm in r["arms"]:
                 secs = r["arms"][arm]["attack_seconds"]
-                lines.append(f"- {arch} {arm}, seconds per attack: "
+                lines.append(f"- {arch} {arm}, wall seconds per attack (a loaded machine: indicative only): "
                              + ", ".join(f"{k} {v:.1f}" for k, v in secs.items()) + "\n")
     text = "".join(lines)
     benchlib.write_section("Evaluation: cascade and reference AutoAttack", text, REPO / "docs" / "benchmarks.md")

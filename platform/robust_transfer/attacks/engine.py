@@ -201,9 +201,12 @@ class AttackRunner:
                     self.store.save(key, params, AttackState(correct=full, done=torch.ones(1, dtype=torch.bool)))
             else:                        # finished by an earlier call
                 found = self.store.load(key, params, self.n, 1) if self.store else None
-                if found is None:
+                if found is not None:
+                    full = found.correct
+                elif not res.correct.any():      # AutoAttack stops once nothing is left standing
+                    full = correct.clone()
+                else:
                     continue
-                full = found.correct
             self.run.extra_metrics[f"aa_{sub.replace('-', '_')}_acc"] = full.float().mean().item()
         for sub, s in res.seconds.items():
             self.run.seconds[f"{label}/{sub}"] = s
