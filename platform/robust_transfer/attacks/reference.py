@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .pgd import eval_mode
+from .specs import package_version
 
 VERSION = "standard"
 SUBATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")       # version 'standard', in its order
@@ -48,11 +49,7 @@ _AFTER = re.compile(r"robust accuracy after ([A-Z\-]+): ([0-9.]+)% \(total time 
 
 def reference_version() -> str:
     """The installed pyautoattack's version ('missing' when it is not installed)."""
-    try:
-        import pyautoattack
-    except ImportError:
-        return "missing"
-    return str(getattr(pyautoattack, "__version__", "unknown"))
+    return package_version("pyautoattack")
 
 
 @dataclass

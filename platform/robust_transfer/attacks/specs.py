@@ -36,16 +36,22 @@ LOSSES = {"clean": "", "fgsm": "ce", "pgd": "ce", "cw": "cw-margin", "apgd-ce": 
           "square": "margin", "deepfool": "", "autoattack": "ce,dlr-targeted,fab-targeted,margin"}
 
 
+def package_version(name: str) -> str:
+    """An installed distribution's version ('missing' when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "missing"
+
+
 def implementation(kind: str) -> str:
     """Which code runs an attack of this kind: ours, ART's, or the reference AutoAttack."""
     if kind in ART_KINDS:
-        from .strong import art_version
-
-        return f"art {art_version()}"
+        return f"art {package_version('adversarial-robustness-toolbox')}"
     if kind in REFERENCE_KINDS:
-        from .reference import reference_version
-
-        return f"pyautoattack {reference_version()}"
+        return f"pyautoattack {package_version('pyautoattack')}"
     return "robust_transfer"
 
 

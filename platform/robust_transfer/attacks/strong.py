@@ -27,8 +27,8 @@ from tqdm import tqdm
 from ..errors import ConfigError
 from .pgd import fgsm, pgd_attack
 from .resume import AttackState, EvalStore  # noqa: F401  (AttackState: re-exported for callers)
-from .specs import (ART_KINDS, ATTACK_FORMS, MAX_RESTARTS, MAX_STEPS, AttackSpec, parse_attack_spec,  # noqa: F401
-                    parse_attacks)
+from .specs import (ART_KINDS, ATTACK_FORMS, MAX_RESTARTS, MAX_STEPS, AttackSpec, package_version,  # noqa: F401
+                    parse_attack_spec, parse_attacks)
 from .threat import ThreatModel
 
 ATTACK_VERSION = 2          # bump when an attack's semantics change: stored results are then not reused
@@ -40,12 +40,7 @@ parse_attack_list = parse_attacks
 
 
 def art_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("adversarial-robustness-toolbox")
-    except Exception:   # not installed
-        return "missing"
+    return package_version("adversarial-robustness-toolbox")
 
 
 def _whole(name: str, value, low: int, high: int) -> int:
