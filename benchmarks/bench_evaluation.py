@@ -141,7 +141,9 @@ def run_cascade(args) -> int:
     raw = {arch: {"summary": r["summary"], "info": r["info"],
                   "arms": {a: {k: v for k, v in d.items() if k != "ev"} for a, d in r["arms"].items()}}
            for arch, r in results.items()}
-    out = REPO / "benchmarks" / "results" / "evaluation_cascade.json"
+    from robust_transfer.data import cache_dir
+
+    out = cache_dir() / "bench" / "evaluation_cascade.json"     # raw numbers, outside the repository
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(__import__("json").dumps(raw, indent=1, default=str))
     if args.write:

@@ -136,6 +136,7 @@ def test_reference_autoattack_agrees_with_standard_and_neither_is_above_pgd20(ro
     assert ref.result.params["aa_impl"].startswith(LABEL) and ref.masking_flags == []
 
 
+@pytest.mark.slow
 def test_autoattack_checks_become_flags_and_its_state_file_resumes(natural, data, tmp_path):
     _, (x, y) = data
     kw = dict(suite="autoattack", n_examples=8, batch_size=8, device="cpu", progress=False, store_root=tmp_path)
@@ -154,6 +155,7 @@ def test_autoattack_checks_become_flags_and_its_state_file_resumes(natural, data
 
 
 # ---------------------------------------------------------------- registry
+@pytest.mark.slow
 def test_autoattack_on_a_registered_model_tags_aa_acc_and_its_implementation(workdir, tiny_folder, capsys):
     assert main(["train", "--dataset", f"imagefolder:{tiny_folder}", "--iterations", "30", "--batch-size", "24",
                  "--lr", "0.05", "--n-examples", "6", "--progress", "false", "--device", "cpu",

@@ -5,8 +5,9 @@ classes), FAB-T (9 targets) and Square (5000 queries) as a cascade: each attack 
 examples that every earlier one left correctly classified. `run_standard_evaluation(x, y,
 batch_size=, state_path=)` returns a tuple (x_adv, y_adv) and keeps its progress in a JSON state
 file (per-example robust flags, finished attacks): with the same `state_path` an interrupted run
-continues, re-running only the unfinished attack on the examples still standing (0.2.0 cannot read
-its own state files back; `_load_state` fixes that).
+continues, re-running only the unfinished attack on the examples still standing. pyautoattack 0.2.0
+cannot read its own state files back (`_load_state` fixes that) and a restored run fails at its very
+end (`y_adv` unbound) after writing the state in full (`run_autoattack` reads the result from the file).
 
 Our model takes pixels in [0,1] and normalises inside, as AutoAttack expects; it runs in eval
 mode (per-module flags restored afterwards) and unmodified (no BatchNorm folding: the reference
@@ -187,8 +188,14 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
                 deviation, flag = configure(adversary, num_classes)
                 if flag:
                     listener.flags["n_classes"] = flag
-                adversary.run_standard_evaluation(x.to(device), y.to(device), batch_size=int(batch_size),
-                                                  state_path=path)
+                try:
+                    adversary.run_standard_evaluation(x.to(device), y.to(device), batch_size=int(batch_size),
+                                                      state_path=path)
+                except UnboundLocalError as e:
+                    # pyautoattack 0.2.0, restored state: `y_adv` is only bound on a fresh run, so its
+                    # `return x_adv, y_adv` fails; the state file was written in full just before it.
+                    if not resumed or "y_adv" not in str(e):
+                        raise
         finally:
             logger.removeHandler(listener)
             logger.setLevel(saved[0])
