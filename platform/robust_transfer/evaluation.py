@@ -1,6 +1,6 @@
 """The evaluation library: robustness of a model (object, checkpoint path or MLflow URI) on a dataset split.
 
-Suites (`suite=`), each a list of attacks (attacks/specs.py) with a compute budget; docs/evaluation-suites.md
+Suites (`suite=`), each a list of attacks (attacks/specs.py) with a compute budget; docs/evaluation.md
 says what each is comparable with:
 
     quick       clean, PGD-20 (CE), CW-20 (margin); the worst case per example (`worst_acc`)
