@@ -85,9 +85,106 @@ def world(tmp_path_factory, tiny_folder) -> World:
     (root / "bad_state" / "train_state.safetensors").write_bytes(b"zz")
     (root / "bad.tar.gz").write_bytes(b"not gzip at all")
     (root / "list.yaml").write_text("- entry_point\n- train\n")
+    _hostile_files(root, spec, tiny_folder)
     return World(root, tiny_folder, other, root / "src", root / "src32", root / "ten", root / "corrupt",
                  root / "empty", root / "notes.txt", root / "space.yaml", root / "bad.yaml", root / "bad_meta",
                  root / "arch_swap", root / "bad_state", root / "bad.tar.gz", root / "list.yaml")
+
+
+# ---------------------------------------------------------------- hostile and careless inputs (issue 17)
+HUGE_HEAD = {"kind": "mlp", "mlp_depth": 16, "width": 65536, "dropout": 0.0, "batch_norm": False}  # 17 GB if built
+META_VARIANTS = {   # name -> change to the src checkpoint's meta.json (None: delete the key)
+    "meta_no_arch": {"arch": None}, "meta_no_classes": {"num_classes": None},
+    "meta_classes_str": {"num_classes": "3"}, "meta_classes_huge": {"num_classes": 10**12},
+    "meta_input_abc": {"input_size": "abc"}, "meta_input_huge": {"input_size": 10**6},
+    "meta_mean_short": {"mean": [0.5, 0.5]}, "meta_std_zero": {"std": [0.0, 0.0, 0.0]},
+    "meta_std_str": {"std": "x"}, "meta_head_str": {"head": "mlp"}, "meta_head_kind": {"head": {"kind": "conv"}},
+    "meta_head_key": {"head": {"kind": "mlp", "depth": 3}}, "meta_head_huge": {"head": HUGE_HEAD},
+    "meta_head_big_fits_caps": {"head": {"kind": "mlp", "mlp_depth": 2, "width": 8192}},  # 268 MB: shapes refuse it
+    "meta_wrn_10_0": {"arch": "wrn-10-0"}, "meta_arch_int": {"arch": 7},
+}
+BILLION_LAUGHS = "l0: &l0 lol\n" + "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]\n" for i in range(1, 10))
+
+
+def _png_bomb(path: Path, width: int, height: int, color_type: int = 0) -> None:
+    """A valid PNG of width×height zero pixels: a few hundred KB that decode to width×height×3 bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    channels = {0: 1, 2: 3}[color_type]
+    comp, row, parts = zlib.compressobj(9), b"\x00" * (1 + width * channels), []
+    for _ in range(height):
+        parts.append(comp.compress(row))
+    parts.append(comp.flush())
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0))
+                     + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+
+
+def _hostile_files(root: Path, spec: str, folder: Path) -> None:
+    import json
+
+    for name, change in META_VARIANTS.items():
+        shutil.copytree(root / "src", root / name)
+        meta = json.loads((root / name / "meta.json").read_text())
+        for k, v in change.items():
+            meta.pop(k) if v is None else meta.__setitem__(k, v)
+        (root / name / "meta.json").write_text(json.dumps(meta))
+    shutil.copytree(root / "src", root / "meta_nested")
+    meta = (root / "meta_nested" / "meta.json").read_text()
+    (root / "meta_nested" / "meta.json").write_text(meta[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    shutil.copytree(root / "src", root / "meta_spec_huge")
+    meta = json.loads((root / "meta_spec_huge" / "meta.json").read_text())
+    meta["data_spec"] = f"imagefolder:{folder}:classes=0-30000000"
+    (root / "meta_spec_huge" / "meta.json").write_text(json.dumps(meta))
+    # checkpoint directories that are the user's, not ours
+    (root / "thesis").mkdir()
+    (root / "thesis" / "thesis.txt").write_text("three years of work\n")
+    shutil.copytree(root / "src", root / "ck_plus")
+    (root / "ck_plus" / "notes.md").write_text("mine\n")
+    (root / "nested_dir" / "sub").mkdir(parents=True)
+    shutil.copytree(root / "src", root / "not_ours_meta")
+    (root / "not_ours_meta" / "meta.json").write_text('{"format": "someone-else/1"}')
+    # search spaces and suites that cost more than they weigh
+    base = (root / "space.yaml").read_text()
+    spaces = {
+        "laughs": BILLION_LAUGHS + base,
+        "laughs_in_fixed": base.replace("fixed:\n", "fixed:\n  note: &n0 [a, a, a, a, a, a, a, a, a, a]\n"
+                                       + "".join(f"  n{i}: &n{i} [" + ", ".join([f'*n{i - 1}'] * 10) + "]\n"
+                                                 for i in range(1, 8))),
+        "self_anchor": base + "description: &d {self: *d}\n",
+        "deep_seq": base + "description: " + "[" * 20_000 + "]" * 20_000 + "\n",
+        "deep_map": base + "description: " + "{a: " * 20_000 + "b" + "}" * 20_000 + "\n",
+        "alias_chain": base + "".join(f"c{i}: &c{i} [*c{i - 1}]\n" if i else "c0: &c0 [x]\n" for i in range(3000)),
+        "grid_1e9": base.replace("params:\n", "sampler: {type: grid}\nparams:\n  seed: {type: int, low: 0, high: 1000000000}\n")
+                        .replace("  lr: {type: float, low: 0.001, high: 0.1, log: true}\n", ""),
+        "grid_product": base.replace("params:\n", "sampler: {type: grid}\nparams:\n  seed: {type: int, low: 0, high: 100000}\n"
+                                     "  steps: {type: int, low: 1, high: 1000}\n")
+                            .replace("  lr: {type: float, low: 0.001, high: 0.1, log: true}\n", ""),
+        "int_1e23": base.replace("params:\n", "params:\n  seed: {type: int, low: 0, high: 100000000000000000000000}\n"),
+        "timeout_neg": base + "timeout: -5\n",
+        "timeout_zero": base + "timeout: 0\n",
+        "startup_neg": base + "sampler: {type: tpe, n_startup_trials: -5}\n",
+        "pruner_startup_neg": base + "pruner: {type: median, n_startup_trials: -5}\n",
+        "sampler_seed_huge": base + "sampler: {type: tpe, seed: 100000000000000000000}\n",
+        "sampler_seed_neg": base + "sampler: {type: random, seed: -1}\n",
+    }
+    for name, text in spaces.items():
+        (root / f"{name}.yaml").write_text(text)
+    (root / "latin1.yaml").write_bytes(base.replace("train", "train  # caf\u00e9", 1).encode("latin-1"))
+    (root / "binary.yaml").write_bytes(b"\xff\xfe\x00garbage\x80\x81")
+    suite = "name: s\nscales: {cpu: {}}\nsteps:\n  - {name: a, entry: train, params: {epochs: 1}}\n"
+    (root / "suite_laughs.yaml").write_text(BILLION_LAUGHS + suite)
+    (root / "suite_deep.yaml").write_text(suite + "report: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    (root / "suite_self.yaml").write_text(suite + "description: &d [*d]\n")
+    (root / "suite_latin1.yaml").write_bytes(("# r\u00e9sum\u00e9\n" + suite).encode("latin-1"))
+    # decompression bombs among real images (the rest of the folder is the tiny one)
+    for name, split, (wdt, hgt, ct) in (("bomb_gray", "train", (8000, 8000, 0)), ("bomb_rgb", "train", (6000, 6000, 2)),
+                                        ("bomb_edge", "train", (5001, 5000, 0)), ("bomb_test", "test", (8000, 8000, 0))):
+        shutil.copytree(folder, root / name)
+        _png_bomb(root / name / split / "class1" / "0003.png", wdt, hgt, ct)
 
 
 def _train(w: World, *extra):
@@ -130,6 +227,16 @@ CASES = [
      lambda w: _train(w, "--resume", "true", "--checkpoint-dir", str(w.bad_state)), "model", "bad_state"),
     ("train-unknown-class-selector", "train", lambda w: _train(w, "--dataset", "cifar10:half-c"), "config",
      "half-c"),
+    # the validation split (issue 13): out of (0, 0.5], a class left without a validation image, per_class after it
+    ("train-val_fraction-0.6", "train", lambda w: _train(w, "--val-fraction", "0.6"), "config", "val_fraction=0.6"),
+    ("train-val_fraction-0", "train", lambda w: _train(w, "--val-fraction", "0"), "config", "val_fraction=0.0"),
+    ("train-val_fraction-leaves-a-class-without-validation", "train", lambda w: _train(w, "--val-fraction", "0.02"),
+     "data", "val_fraction=0.02"),
+    ("train-val_per_class-too-large", "train", lambda w: _train(w, "--val-per-class", "24"), "data",
+     "val_per_class=24 leaves class"),
+    ("train-per_class-after-the-validation-split", "train", lambda w: _train(w, "--per-class", "23"), "data",
+     "after the validation split"),
+    ("train-eval_epsilon-0", "train", lambda w: _train(w, "--eval-epsilon", "0"), "config", "eval_epsilon=0.0"),
     # evaluate: missing/corrupt/mismatched models, unknown suite, out-of-range epsilon, wrong type
     ("evaluate-missing-model", "evaluate", lambda w: _evaluate(w, model=w.root / "gone"), "model", "gone"),
     ("evaluate-corrupt-checkpoint", "evaluate", lambda w: _evaluate(w, model=w.corrupt), "model", "corrupt"),
@@ -171,11 +278,17 @@ CASES = [
      "corrupt"),
     ("transfer-input-size-mismatch", "transfer", lambda w: _from_source("transfer", w, source=w.src32), "model",
      "upsample=true"),
+    ("transfer-val_fraction-0.9", "transfer", lambda w: _from_source("transfer", w, "--val-fraction", "0.9"),
+     "config", "val_fraction=0.9"),
+    ("transfer-val_per_class-too-large", "transfer", lambda w: _from_source("transfer", w, "--val-per-class", "30"),
+     "data", "val_per_class=30"),
     ("transfer-missing-target-data", "transfer",
      lambda w: _from_source("transfer", w, "--target", f"imagefolder:{w.root / 'nope'}"), "data", "nope"),
     # finetune-adv
     ("finetune-adv-epsilon-0", "finetune-adv", lambda w: _from_source("finetune-adv", w, "--epsilon", "0"), "config",
      "epsilon=0.0"),
+    ("finetune-adv-eval_epsilon-300", "finetune-adv",
+     lambda w: _from_source("finetune-adv", w, "--eval-epsilon", "300"), "config", "eval_epsilon=300.0"),
     ("finetune-adv-steps-abc", "finetune-adv", lambda w: _from_source("finetune-adv", w, "--steps", "abc"),
      "config", "steps='abc'"),
     ("finetune-adv-empty-dir-source", "finetune-adv",
@@ -190,6 +303,8 @@ CASES = [
      "lambda_d=-1.0"),
     ("lwf-corrupt-source", "lwf", lambda w: _from_source("lwf", w, source=w.corrupt), "model", "corrupt"),
     ("lwf-corrupt-meta", "lwf", lambda w: _from_source("lwf", w, source=w.bad_meta), "model", "bad_meta"),
+    ("lwf-val_fraction-leaves-a-class-without-validation", "lwf",
+     lambda w: _from_source("lwf", w, "--val-fraction", "0.01"), "data", "val_fraction=0.01"),
     ("lwf-unknown-teacher", "lwf", lambda w: _from_source("lwf", w, "--teacher", "ghost"), "config",
      "teacher='ghost'"),
     # search
@@ -232,6 +347,186 @@ CASES = [
     ("suite-unknown-reuse", "suite", lambda w: ["suite", "--project", str(w.bad_yaml), "--reuse", "sometimes"],
      "config", "reuse='sometimes'"),
 ]
+
+
+def _promote(policy: str):
+    return lambda w: ["promote", "--name", "m", "--policy", policy]
+
+
+# Issue 17: a hostile or careless user. (id, command, argv(world), kind, needle), as above.
+HOSTILE = [
+    # §1 a checkpoint directory that is the user's is never emptied or replaced; a file is never moved aside
+    ("train-checkpoint-dir-holds-user-files", "train", lambda w: _train(w, "--checkpoint-dir", str(w.root / "thesis")),
+     "config", "thesis.txt"),
+    ("train-checkpoint-dir-is-a-file", "train", lambda w: _train(w, "--checkpoint-dir", str(w.text_file)), "config",
+     "is an existing file"),
+    ("train-checkpoint-dir-ours-plus-a-user-file", "train",
+     lambda w: _train(w, "--checkpoint-dir", str(w.root / "ck_plus")), "config", "notes.md"),
+    ("train-checkpoint-dir-holds-a-subdir", "train", lambda w: _train(w, "--checkpoint-dir", str(w.root / "nested_dir")),
+     "config", "'sub'"),
+    ("train-checkpoint-dir-foreign-meta", "train",
+     lambda w: _train(w, "--checkpoint-dir", str(w.root / "not_ours_meta")), "config", "no meta.json of ours"),
+    ("transfer-checkpoint-dir-holds-user-files", "transfer",
+     lambda w: _from_source("transfer", w, "--checkpoint-dir", str(w.root / "thesis")), "config", "thesis.txt"),
+    ("lwf-checkpoint-dir-is-a-file", "lwf",
+     lambda w: _from_source("lwf", w, "--checkpoint-dir", str(w.root / "thesis" / "thesis.txt")), "config",
+     "is an existing file"),
+    ("finetune-adv-checkpoint-dir-ours-plus-a-user-file", "finetune-adv",
+     lambda w: _from_source("finetune-adv", w, "--checkpoint-dir", str(w.root / "ck_plus")), "config", "notes.md"),
+    ("retrain-blocks-checkpoint-dir-holds-user-files", "retrain-blocks",
+     lambda w: _from_source("retrain-blocks", w, "--checkpoint-dir", str(w.root / "thesis")), "config", "thesis.txt"),
+    # §1 storages: never in memory; never somebody else's database or file
+    ("search-storage-in-memory", "search", lambda w: _search(w, "--storage", "sqlite:///"), "search", "in-memory"),
+    ("search-storage-in-memory-2", "search", lambda w: _search(w, "--storage", "sqlite://"), "search", "in-memory"),
+    ("search-storage-memory-name", "search", lambda w: _search(w, "--storage", "sqlite:///:memory:"), "search",
+     "in-memory"),
+    ("promote-storage-in-memory", "promote",
+     lambda w: ["promote", "--name", "m", "--study", "x", "--storage", "sqlite:///"], "search", "in-memory"),
+    ("search-storage-not-a-database", "search", lambda w: _search(w, "--storage", f"sqlite:///{w.text_file}"),
+     "search", "not a sqlite database"),
+    ("search-journal-over-a-user-file", "search", lambda w: _search(w, "--storage", f"journal:{w.root / 'thesis' / 'thesis.txt'}"),
+     "search", "not an Optuna journal"),
+    ("promote-storage-missing-dir", "promote",
+     lambda w: ["promote", "--name", "m", "--study", "x", "--storage", f"sqlite:///{w.root / 'missing' / 'dir' / 'x.db'}"],
+     "search", "does not exist"),
+    # §2 ranges that would become lists, bounded before they expand
+    ("train-classes-range-30M", "train", lambda w: _train(w, "--dataset", f"imagefolder:{w.folder}:classes=0-30000000"),
+     "config", "class indices go up to 99999"),
+    ("train-classes-list-with-huge-range", "train",
+     lambda w: _train(w, "--dataset", f"imagefolder:{w.folder}:classes=0,2,5-99999999999999"), "config", "99999"),
+    ("transfer-target-classes-past-the-bound", "transfer",
+     lambda w: _from_source("transfer", w, "--target", f"imagefolder:{w.folder}:classes=100000-100001"), "config",
+     "class indices go up to 99999"),
+    ("evaluate-checkpoint-data_spec-classes-30M", "evaluate", lambda w: _evaluate(w, model=w.root / "meta_spec_huge"),
+     "config", "classes=0-30000000"),
+    ("retrain-blocks-k-range-1e9", "retrain-blocks", lambda w: _from_source("retrain-blocks", w, "--k", "1-1000000000"),
+     "config", "at most k=1000"),
+    ("retrain-blocks-k-list-with-huge-range", "retrain-blocks",
+     lambda w: _from_source("retrain-blocks", w, "--k", "1,3,7-99999999999"), "config", "at most k=1000"),
+    ("search-grid-of-1e9-ints", "search", lambda w: _search(w, space=w.root / "grid_1e9.yaml"), "search",
+     "more than 100000 points"),
+    ("search-grid-product-1e8", "search", lambda w: _search(w, space=w.root / "grid_product.yaml"), "search",
+     "more than 100000 points"),
+    ("search-int-range-1e23", "search", lambda w: _search(w, space=w.root / "int_1e23.yaml"), "search",
+     "9007199254740992"),
+    # §2 YAML aliases and nesting, bounded before composing (search spaces, suites, reports)
+    ("search-billion-laughs", "search", lambda w: _search(w, space=w.root / "laughs.yaml"), "search",
+     "more than 100000 nodes"),
+    ("search-billion-laughs-under-fixed", "search", lambda w: _search(w, space=w.root / "laughs_in_fixed.yaml"),
+     "search", "more than 100000 nodes"),
+    ("search-self-referencing-anchor", "search", lambda w: _search(w, space=w.root / "self_anchor.yaml"), "search",
+     "refers to itself"),
+    ("search-20k-deep-sequence", "search", lambda w: _search(w, space=w.root / "deep_seq.yaml"), "search",
+     "deeper than 64 levels"),
+    ("search-20k-deep-mapping", "search", lambda w: _search(w, space=w.root / "deep_map.yaml"), "search",
+     "deeper than 64 levels"),
+    ("search-3000-chained-aliases", "search", lambda w: _search(w, space=w.root / "alias_chain.yaml"), "search",
+     "deeper than 64 levels"),
+    ("suite-billion-laughs", "suite", lambda w: ["suite", "--project", str(w.root / "suite_laughs.yaml")], "suite",
+     "more than 100000 nodes"),
+    ("suite-20k-deep", "suite", lambda w: ["suite", "--project", str(w.root / "suite_deep.yaml")], "suite",
+     "deeper than 64 levels"),
+    ("suite-self-referencing-anchor", "suite", lambda w: ["suite", "--project", str(w.root / "suite_self.yaml")],
+     "suite", "refers to itself"),
+    ("report-20k-deep", "report", lambda w: ["report", "--project", str(w.root / "suite_deep.yaml")], "config",
+     "deeper than 64 levels"),
+    ("report-billion-laughs", "report", lambda w: ["report", "--project", str(w.root / "suite_laughs.yaml")], "config",
+     "more than 100000 nodes"),
+    # §2 heads: bounded at the CLI; a checkpoint's metadata checked against its weights' header before building
+    ("transfer-head-16x65536", "transfer",
+     lambda w: _from_source("transfer", w, "--head", "mlp", "--mlp-depth", "16", "--width", "65536"), "config",
+     "at most 32768"),
+    ("transfer-head-4x30000", "transfer",
+     lambda w: _from_source("transfer", w, "--head", "mlp", "--mlp-depth", "4", "--width", "30000"), "config",
+     "hidden"),
+    ("transfer-head-3x8192", "transfer",
+     lambda w: _from_source("transfer", w, "--head", "mlp", "--mlp-depth", "3", "--width", "8192"), "config",
+     "at most 67108864"),
+    ("evaluate-meta-head-16x65536", "evaluate", lambda w: _evaluate(w, model=w.root / "meta_head_huge"), "model",
+     "meta_head_huge"),
+    ("evaluate-meta-head-within-caps-but-not-the-weights", "evaluate",
+     lambda w: _evaluate(w, model=w.root / "meta_head_big_fits_caps"), "model", "does not match"),
+    ("transfer-source-meta-head-16x65536", "transfer",
+     lambda w: _from_source("transfer", w, source=w.root / "meta_head_huge"), "model", "meta_head_huge"),
+    ("evaluate-meta-num_classes-1e12", "evaluate", lambda w: _evaluate(w, model=w.root / "meta_classes_huge"), "model",
+     "num_classes=1000000000000"),
+    # §2 decompression bombs: pixels per image bounded from the header, before decoding
+    ("train-png-bomb-gray-64MP", "train", lambda w: _train(w, "--dataset", f"imagefolder:{w.root / 'bomb_gray'}"),
+     "data", "at most 25000000 pixels"),
+    ("train-png-bomb-rgb-36MP", "train", lambda w: _train(w, "--dataset", f"imagefolder:{w.root / 'bomb_rgb'}"),
+     "data", "at most 25000000 pixels"),
+    ("train-png-bomb-just-over", "train", lambda w: _train(w, "--dataset", f"imagefolder:{w.root / 'bomb_edge'}"),
+     "data", "5001x5000"),
+    ("evaluate-png-bomb-in-test-split", "evaluate",
+     lambda w: _evaluate(w, "--dataset", f"imagefolder:{w.root / 'bomb_test'}"), "data", "at most 25000000 pixels"),
+    # §4 metadata the model is built from: each a model error (exit 4), one line, no warnings
+    *[(f"evaluate-{name.replace('_', '-')}", "evaluate", (lambda w, n=name: _evaluate(w, model=w.root / n)), "model", name)
+      for name in META_VARIANTS if name not in ("meta_head_huge", "meta_head_big_fits_caps", "meta_classes_huge")],
+    ("evaluate-meta-nested-100k", "evaluate", lambda w: _evaluate(w, model=w.root / "meta_nested"), "model",
+     "nested too deeply"),
+    ("lwf-source-meta-no-arch", "lwf", lambda w: _from_source("lwf", w, source=w.root / "meta_no_arch"), "model",
+     "without 'arch'"),
+    ("finetune-adv-source-meta-wrn-10-0", "finetune-adv",
+     lambda w: _from_source("finetune-adv", w, source=w.root / "meta_wrn_10_0"), "model", "wrn width=0"),
+    ("analyze-meta-std-zero", "analyze",
+     lambda w: ["analyze", "--model", str(w.root / "meta_std_zero"), "--progress", "false", "--device", "cpu"], "model",
+     "std="),
+    ("train-arch-wrn-10-0", "train", lambda w: _train(w, "--arch", "wrn-10-0"), "config", "wrn width=0"),
+    ("train-arch-wrn-huge-width", "train", lambda w: _train(w, "--arch", "wrn-16-100000"), "config", "wrn width=100000"),
+    # §4 policies
+    ("promote-policy-divides-by-zero", "promote", _promote("max clean_acc / 0"), "config", "divides by zero"),
+    ("promote-policy-divides-by-0.0", "promote", _promote("max (clean_acc + pgd20_acc) / 0.0"), "config",
+     "divides by zero"),
+    ("promote-policy-divides-by-constant-zero", "promote", _promote("max clean_acc / (2 - 2)"), "config",
+     "divides by zero"),
+    ("promote-policy-constraint-divides-by-zero", "promote",
+     _promote("max pgd20_acc subject to clean_acc / 0 >= 0.5"), "config", "divides by zero"),
+    ("promote-policy-min-of-one", "promote", _promote("max min(clean_acc)"), "config", "two or more"),
+    ("promote-policy-max-of-none", "promote", _promote("max max()"), "config", "two or more"),
+    ("promote-policy-30000-plus", "promote", _promote("max " + " + ".join(["clean_acc"] * 30_000)), "config",
+     "characters long"),
+    ("promote-policy-10000-plus", "promote", _promote("max " + " + ".join(["clean_acc"] * 10_000)), "config",
+     "characters long"),   # (fits one argv entry: the RSS test runs it as a process)
+    ("promote-policy-200-plus", "promote", _promote("max " + "+".join(["clean_acc"] * 200)), "config",
+     "characters long"),
+    ("promote-policy-deep-unary", "promote", _promote("max " + "-" * 900 + "clean_acc"), "config",
+     "deeper than 50 levels"),
+    # §4 seeds and experiment names
+    ("train-seed-2**70", "train", lambda w: _train(w, "--seed", str(2**70)), "config", f"seed={2**70}"),
+    ("train-seed-2**32", "train", lambda w: _train(w, "--seed", str(2**32)), "config", "[0, 4294967295]"),
+    ("evaluate-seed-2**64", "evaluate", lambda w: _evaluate(w, "--seed", str(2**64)), "config", f"seed={2**64}"),
+    ("analyze-seed-2**70", "analyze", lambda w: ["analyze", "--model", str(w.src), "--seed", str(2**70)], "config",
+     f"seed={2**70}"),
+    ("search-seed-1e20", "search", lambda w: _search(w, "--seed", str(10**20)), "config", f"seed={10**20}"),
+    ("search-sampler-seed-1e20", "search", lambda w: _search(w, space=w.root / "sampler_seed_huge.yaml"), "search",
+     "seed=100000000000000000000"),
+    ("search-sampler-seed-negative", "search", lambda w: _search(w, space=w.root / "sampler_seed_neg.yaml"), "search",
+     "seed=-1"),
+    ("train-experiment-empty", "train", lambda w: _train(w, "--experiment", ""), "config", "experiment="),
+    ("train-experiment-spaces", "train", lambda w: _train(w, "--experiment", "   "), "config", "experiment='   '"),
+    ("train-experiment-600-chars", "train", lambda w: _train(w, "--experiment", "x" * 600), "config", "experiment="),
+    ("evaluate-experiment-600-chars", "evaluate", lambda w: _evaluate(w, "--experiment", "e" * 600), "config",
+     "1 to 256 characters"),
+    ("search-experiment-empty", "search", lambda w: _search(w, "--experiment", ""), "config", "experiment="),
+    ("suite-experiment-600-chars", "suite", lambda w: ["suite", "--project", str(w.bad_yaml), "--experiment", "s" * 600],
+     "config", "1 to 256 characters"),
+    # §4 search-space values accepted today and wrong; files that are not UTF-8
+    ("search-timeout-negative", "search", lambda w: _search(w, space=w.root / "timeout_neg.yaml"), "search",
+     "timeout=-5"),
+    ("search-timeout-zero", "search", lambda w: _search(w, space=w.root / "timeout_zero.yaml"), "search", "timeout=0"),
+    ("search-sampler-n_startup_trials-negative", "search", lambda w: _search(w, space=w.root / "startup_neg.yaml"),
+     "search", "n_startup_trials=-5"),
+    ("search-pruner-n_startup_trials-negative", "search",
+     lambda w: _search(w, space=w.root / "pruner_startup_neg.yaml"), "search", "n_startup_trials=-5"),
+    ("search-space-latin-1", "search", lambda w: _search(w, space=w.root / "latin1.yaml"), "search", "not UTF-8"),
+    ("search-space-binary", "search", lambda w: _search(w, space=w.root / "binary.yaml"), "search", "not UTF-8"),
+    ("suite-latin-1", "suite", lambda w: ["suite", "--project", str(w.root / "suite_latin1.yaml")], "suite",
+     "not UTF-8"),
+    ("transfer-batch-norm-batches-of-one", "transfer",
+     lambda w: _from_source("transfer", w, "--head", "mlp", "--batch-norm", "true", "--batch-size", "1"), "config",
+     "batch_size >= 2"),
+]
+CASES += HOSTILE
 
 
 def test_every_entry_point_has_bad_input_rows():
@@ -359,3 +654,30 @@ def test_bad_input_through_mlflow_run_fails_the_launcher_run(wd, world):
     assert len(runs) == 1 and runs[0].info.status == "FAILED", [(r.info.run_id, r.info.status) for r in runs]
     after = _snapshot(*before["roots"])
     assert all(after.get(p) == h for p, h in before["files"].items())
+
+
+RSS_RUNNER = ("import resource, subprocess, sys\n"
+              "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+              "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+              "sys.stderr.write(p.stderr)\n")
+RSS_CASES = ["search-billion-laughs", "search-20k-deep-sequence", "search-grid-of-1e9-ints", "train-classes-range-30M",
+             "retrain-blocks-k-range-1e9", "evaluate-meta-head-16x65536", "evaluate-meta-nested-100k",
+             "train-png-bomb-gray-64MP", "promote-policy-10000-plus", "evaluate-checkpoint-data_spec-classes-30M",
+             "suite-billion-laughs", "evaluate-meta-wrn-10-0", "transfer-head-16x65536"]
+
+
+@pytest.mark.slow
+def test_refused_small_inputs_stay_small_in_memory(wd, world):
+    """Issue 17 §2: each refusal in its own `rtl` process exits with its documented code, and its peak RSS
+    (measured by its parent, getrusage(RUSAGE_CHILDREN)) stays under 1 GB whatever the input says it would take."""
+    peaks = {}
+    for case in RSS_CASES:
+        _id, _cmd, argv, kind, needle = next(c for c in CASES if c[0] == case)
+        out = subprocess.run([sys.executable, "-c", RSS_RUNNER, str(BIN / "rtl"), *argv(world)], cwd=wd, env=_env(wd),
+                             capture_output=True, text=True, timeout=300)
+        rc, kb = map(int, out.stdout.split())
+        lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+        assert rc == CODES[kind] and len(lines) == 1 and needle in lines[0], (case, out.stderr[-2000:])  # no warnings
+        peaks[case] = kb // 1024
+    print("peak RSS (MB) per refused input:", peaks)
+    assert max(peaks.values()) < 1024, peaks

@@ -127,3 +127,186 @@ def test_a_run_ends_killed_when_told_to_stop_and_failed_on_errors(workdir, exc, 
             raise exc
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     assert client.get_run(log.run_id).info.status == status
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Issue 17: nothing a user owns is ever lost; no small input costs gigabytes; every refusal has its code.
+# (The table of refused inputs is tests/test_bad_input.py HOSTILE; here what needs runs, stores or processes.)
+import shutil  # noqa: E402
+
+from robust_transfer.cli import main  # noqa: E402
+
+
+def _tiny_train(folder, ckpt, *extra):
+    return ["train", "--dataset", f"imagefolder:{folder}", "--iterations", "1", "--batch-size", "16", "--n-examples",
+            "6", "--eval-steps", "1", "--progress", "false", "--device", "cpu", "--checkpoint-dir", str(ckpt), *extra]
+
+
+def _one_line(capfd, code, rc, needle):
+    err = capfd.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == code and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], (rc, err)
+
+
+def _tree(path: Path) -> dict:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_checkpoint_dir_replaces_only_nothing_an_empty_dir_or_a_checkpoint_of_ours(workdir, tiny_folder, capfd):
+    (workdir / "empty").mkdir()
+    assert main(_tiny_train(tiny_folder, workdir / "empty")) == 0           # an empty directory: used
+    first = (workdir / "empty" / "model.safetensors").read_bytes()
+    assert main(_tiny_train(tiny_folder, workdir / "empty", "--seed", "1")) == 0   # our checkpoint: replaced
+    assert sorted(p.name for p in (workdir / "empty").iterdir()) == ["meta.json", "model.safetensors",
+                                                                       "train_state.json", "train_state.safetensors"]
+    assert (workdir / "empty" / "model.safetensors").read_bytes() != first
+    assert not [p for p in workdir.iterdir() if p.name.startswith(".empty.")]  # no temp or old copies left
+    capfd.readouterr()
+    # a user's directory (the issue's thesis.txt), a hidden file, a file where a directory is expected: refused
+    for setup, needle in ((lambda d: (d.mkdir(), (d / "thesis.txt").write_text("years\n")), "thesis.txt"),
+                          (lambda d: (d.mkdir(), (d / ".hidden").write_text("x")), ".hidden"),
+                          (lambda d: shutil.copytree(workdir / "empty", d) and (d / "README").write_text("x"), "README"),
+                          (lambda d: d.write_text("a file\n"), "existing file")):
+        target = workdir / f"user-{needle.replace(' ', '_')}"
+        setup(target)
+        before = _tree(target) if target.is_dir() else target.read_bytes()
+        rc = main(_tiny_train(tiny_folder, target))
+        _one_line(capfd, 2, rc, needle)
+        assert (_tree(target) if target.is_dir() else target.read_bytes()) == before
+        assert not [p for p in workdir.iterdir() if p.name.startswith(f".{target.name}.")]
+
+
+def _runs(client):
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exps, max_results=1000)
+
+
+def test_resume_continues_only_the_run_that_wrote_the_state_and_never_a_finished_one(workdir, tiny_folder, capfd):
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    assert main(_tiny_train(tiny_folder, workdir / "a")) == 0
+    assert main(_tiny_train(tiny_folder, workdir / "b")) == 0
+    run_a = json.loads((workdir / "a" / "train_state.json").read_text())["run_id"]
+    run_b = json.loads((workdir / "b" / "train_state.json").read_text())["run_id"]
+    capfd.readouterr()
+
+    def history(run_id):
+        return [m.value for m in client.get_metric_history(run_id, "clean_acc")]
+
+    before = {r: (history(r), client.get_run(r).info.status) for r in (run_a, run_b)}
+    ckpt_a = _tree(workdir / "a")
+    # 1. a FINISHED run is never reopened
+    _one_line(capfd, 4, main(_tiny_train(tiny_folder, workdir / "a", "--resume")), "FINISHED")
+    # 2. b's state (its fingerprint matches b's configuration) edited to name run a: not the run that wrote it
+    state = json.loads((workdir / "b" / "train_state.json").read_text())
+    ckpt_b = _tree(workdir / "b")
+    (workdir / "b" / "train_state.json").write_text(json.dumps({**state, "run_id": run_a}))
+    _one_line(capfd, 4, main(_tiny_train(tiny_folder, workdir / "b", "--resume")), "did not write it")
+    # 3. ... even when that run is not finished
+    client.set_terminated(run_a, "KILLED")
+    _one_line(capfd, 4, main(_tiny_train(tiny_folder, workdir / "b", "--resume")), "did not write it")
+    # 4. a run id that does not exist, or none: exit 4, not an internal error
+    for rid, needle in (("0" * 32, "does not exist"), (None, "names no run"), (12, "names no run")):
+        (workdir / "b" / "train_state.json").write_text(json.dumps({**state, "run_id": rid}))
+        _one_line(capfd, 4, main(_tiny_train(tiny_folder, workdir / "b", "--resume")), needle)
+    (workdir / "b" / "train_state.json").write_text(json.dumps(state))
+    assert _tree(workdir / "a") == ckpt_a
+    assert {k: v for k, v in _tree(workdir / "b").items() if k != "train_state.json"} == \
+        {k: v for k, v in ckpt_b.items() if k != "train_state.json"}
+    assert history(run_a) == before[run_a][0] and history(run_b) == before[run_b][0]
+    assert client.get_run(run_b).info.status == "FINISHED"
+    assert len(_runs(client)) == 2   # no run was created or reopened by a refusal
+    # 5. the run that wrote it, interrupted (KILLED): resumed, into that same run
+    client.set_terminated(run_a, "KILLED")
+    assert main(_tiny_train(tiny_folder, workdir / "a", "--resume")) == 0
+    assert client.get_run(run_a).info.status == "FINISHED" and len(_runs(client)) == 2
+
+
+def _tables(db: Path) -> set:
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        con.close()
+
+
+def test_a_failed_storage_command_creates_and_changes_nothing(workdir, tiny_folder, capfd):
+    mlflow_db = workdir / "mlflow.db"
+    MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).search_experiments()   # an MLflow store with its tables
+    space = workdir / "space.yaml"
+    space.write_text("entry_point: train\nfixed:\n"
+                     f'  dataset: "imagefolder:{tiny_folder}"\n  epochs: 1\n  batch_size: 16\n  n_examples: 6\n'
+                     "params:\n  lr: {type: float, low: 0.001, high: 0.1, log: true}\n"
+                     "objective: {metric: clean_acc, direction: maximize}\n")
+    other = workdir / "other.sqlite"
+    import sqlite3
+
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE invoices (id INTEGER)")
+    con.commit()
+    con.close()
+    for db in (mlflow_db, other):
+        tables, data = _tables(db), db.read_bytes()
+        rc = main(["search", "--space", str(space), "--storage", f"sqlite:///{db}", "--trials", "1"])
+        _one_line(capfd, 5, rc, "another application's database")
+        assert _tables(db) == tables and db.read_bytes() == data
+    # promote reads a study: a missing file (or directory) is not created
+    for url, path in ((f"sqlite:///{workdir / 'missing' / 'dir' / 'x.db'}", workdir / "missing"),
+                      (f"sqlite:///{workdir / 'y.db'}", workdir / "y.db"),
+                      (f"journal:{workdir / 'gone' / 'j.log'}", workdir / "gone")):
+        rc = main(["promote", "--name", "m", "--study", "x", "--storage", url])
+        _one_line(capfd, 5, rc, "does not exist")
+        assert not path.exists()
+    # in memory: refused before anything runs (it used to print 74 lines and lose the study)
+    for url in ("sqlite:///", "sqlite://", "sqlite:///:memory:"):
+        _one_line(capfd, 5, main(["search", "--space", str(space), "--storage", url, "--trials", "1"]), "in-memory")
+    assert _runs(MlflowClient(os.environ["MLFLOW_TRACKING_URI"])) == []
+
+
+def test_a_deleted_experiment_is_refused_before_anything_is_created(workdir, tiny_folder, capfd):
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    client.delete_experiment(client.create_experiment("gone"))
+    space = workdir / "space.yaml"
+    space.write_text("entry_point: train\nfixed:\n"
+                     f'  dataset: "imagefolder:{tiny_folder}"\n  epochs: 1\n  batch_size: 16\n  n_examples: 6\n'
+                     "params:\n  lr: {type: float, low: 0.001, high: 0.1, log: true}\n"
+                     "objective: {metric: clean_acc, direction: maximize}\n")
+    capfd.readouterr()
+    _one_line(capfd, 2, main(_tiny_train(tiny_folder, workdir / "ck", "--experiment", "gone")), "is deleted")
+    _one_line(capfd, 2, main(["search", "--space", str(space), "--storage", f"sqlite:///{workdir / 'o.db'}",
+                              "--trials", "1", "--experiment", "gone"]), "is deleted")
+    _one_line(capfd, 2, main(["evaluate", "--model", str(workdir / "nope"), "--experiment", "gone",
+                              "--device", "cpu"]), "")
+    assert not (workdir / "o.db").exists() and not (workdir / "ck").exists()
+    assert _runs(client) == []
+
+
+@pytest.mark.parametrize("n,batch_size", [(15, 7), (15, 14), (72, 71), (29, 4), (2, 1), (9, 8)])
+def test_a_last_batch_of_one_example_is_merged_into_the_one_before(n, batch_size):
+    import torch
+
+    from robust_transfer.data import ImageData
+    from robust_transfer.strategies.source import IndexedImages
+
+    data = ImageData(torch.zeros(n, 3, 8, 8, dtype=torch.uint8), torch.arange(n) % 2, classes=("a", "b"), spec="t", split="train")
+    batches = IndexedImages(data, batch_size, seed=0, device="cpu").epoch(0)
+    assert len(batches) == len(IndexedImages(data, batch_size, seed=0, device="cpu"))
+    seen = torch.cat(batches).tolist()
+    assert len(set(seen)) == len(seen)                                  # no example twice
+    assert len(seen) == (n // batch_size * batch_size if n >= 2 * batch_size else n)  # (drop_last: as in train)
+    assert batch_size == 1 or min(len(b) for b in batches) >= 2          # BatchNorm can train on every batch
+
+
+@pytest.mark.parametrize("batch_size,per_class", [("71", None), ("7", "5"), ("14", "5")])
+def test_transfer_with_a_batchnorm_head_trains_when_the_last_batch_would_hold_one_image(workdir, tiny_folder,
+                                                                                       batch_size, per_class):
+    from robust_transfer import create_model
+    from robust_transfer.checkpoints import save_checkpoint
+
+    save_checkpoint(workdir / "src", create_model("small-cnn", 3, input_size=16),
+                    {"classes": ["class0", "class1", "class2"], "data_spec": f"imagefolder:{tiny_folder}"})
+    argv = ["transfer", "--source-model", str(workdir / "src"), "--head", "mlp", "--batch-norm", "true",
+            "--mlp-depth", "1", "--width", "16", "--epochs", "1", "--batch-size", batch_size, "--n-examples", "6",
+            "--eval-steps", "1", "--progress", "false", "--device", "cpu"]
+    assert main(argv + (["--per-class", per_class] if per_class else [])) == 0

@@ -12,8 +12,8 @@ import operator
 import re
 from dataclasses import dataclass
 
-# Names a metric expression may use (docs/architecture.md metric names, `heldout_*` per-epoch checks).
-METRIC_NAME = re.compile(r"^(heldout_)?(clean_acc|(pgd|cw)\d+_acc|aa_acc|worst_acc|train_loss|train_clean_acc|"
+# Names a metric expression may use (docs/architecture.md metric names; `val_*`: the validation split's).
+METRIC_NAME = re.compile(r"^(val_)?(clean_acc|(pgd|cw)\d+_acc|aa_acc|worst_acc|train_loss|train_clean_acc|"
                          r"epoch_time_s|images_per_s|[a-z0-9_]+_acc)$")
 BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 COMPARISONS = {ast.GtE: operator.ge, ast.Gt: operator.gt, ast.LtE: operator.le, ast.Lt: operator.lt}
@@ -23,6 +23,36 @@ _CMPOPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator
 
 class ExprError(ValueError):
     """An expression that cannot be parsed or uses something other than metrics and arithmetic."""
+
+
+MAX_EXPR_CHARS = 1000   # an objective or policy is a line, not a program (30,000 chained `+` recursed)
+MAX_EXPR_DEPTH = 50     # nesting of the parsed expression (the evaluator recurses over it)
+
+
+def _check_shape(tree: ast.Expression, text: str) -> None:
+    """Bounded nesting; min/max of two or more arguments; no division by a constant zero (issue 17 §4)."""
+    todo = [(tree, 0)]
+    while todo:   # iterative: the depth is what is being checked
+        node, depth = todo.pop()
+        if depth > MAX_EXPR_DEPTH:
+            raise ExprError(f"{text[:60]!r} nests deeper than {MAX_EXPR_DEPTH} levels (the limit)")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FUNCS:
+            if len(node.args) < 2 or any(isinstance(a, ast.Starred) for a in node.args):
+                raise ExprError(f"{text!r}: {node.func.id}(...) takes two or more metric expressions, "
+                                f"e.g. {node.func.id}(clean_acc, pgd20_acc)")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and _constant_zero(node.right):
+            raise ExprError(f"{text!r} divides by zero")
+        todo.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
+def _constant_zero(node) -> bool:
+    """True when `node` uses no metric and evaluates to 0 (e.g. `0`, `0.0`, `(1 - 1)`)."""
+    if any(isinstance(n, (ast.Name, ast.Call)) for n in ast.walk(node)):
+        return False
+    try:
+        return evaluate(node, {}) == 0
+    except (ZeroDivisionError, KeyError, TypeError, ExprError, OverflowError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -38,10 +68,14 @@ class Expr:
         text = str(text).strip()
         if not text:
             raise ExprError("empty expression")
+        if len(text) > MAX_EXPR_CHARS:
+            raise ExprError(f"{text[:40]!r}... is {len(text)} characters long; an expression has at most "
+                            f"{MAX_EXPR_CHARS}")
         try:
             tree = ast.parse(text, mode="eval")
-        except SyntaxError:
+        except (SyntaxError, RecursionError, MemoryError, ValueError):
             raise ExprError(f"{text!r} is not an arithmetic expression over metric names") from None
+        _check_shape(tree, text)
         names: list[str] = []
         for node in ast.walk(tree):
             if isinstance(node, ast.Name):
@@ -132,12 +166,12 @@ class Constraint:
 
 
 def intermediate_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """Per-epoch stand-ins for final metrics (for pruning): `heldout_clean_acc` for `clean_acc`, and any
-    `heldout_pgd{k}_acc` for `pgd{j}_acc` (a cheaper held-out attack tracks the final one)."""
+    """Per-epoch stand-ins for final metrics (for pruning): `val_clean_acc` for `clean_acc`, and any
+    `val_pgd{k}_acc` for `pgd{j}_acc` (a cheaper validation attack tracks the final one)."""
     out = dict(metrics)
     for k, v in metrics.items():
-        if k.startswith("heldout_"):
-            out.setdefault(k[len("heldout_"):], v)
+        if k.startswith("val_"):
+            out.setdefault(k[len("val_"):], v)
     pgd = [k for k in out if re.fullmatch(r"pgd\d+_acc", k)]
     if pgd:
         out["_pgd_any"] = out[pgd[0]]
@@ -154,3 +188,22 @@ def evaluate_intermediate(expr: Expr, epoch_metrics: dict[str, float]) -> float 
         return expr(env)
     except (KeyError, ZeroDivisionError):
         return None
+
+
+# --- choosing on test data (issue 13): test metrics are reported, choices read val_* ------------------------
+_NOT_TEST = re.compile(r"^(val_|train_)")
+
+
+def names_of_test_metrics(names) -> list[str]:
+    """The names among `names` that are test-set accuracies (`clean_acc`, `pgd20_acc`, `aa_acc`, ...):
+    every `*_acc` that is not a validation (`val_*`) or training (`train_*`) metric."""
+    return [n for n in dict.fromkeys(names) if n.endswith("_acc") and not _NOT_TEST.match(n)]
+
+
+def choosing_on_test_warning(what: str, names) -> str | None:
+    """One line when a choice (`what`: an objective, a constraint, a policy) reads test-set metrics."""
+    test = names_of_test_metrics(names)
+    if not test:
+        return None
+    return (f"warning: {what} chooses by test-set metric(s) {', '.join(test)}: choosing on test data biases what "
+            "is reported; use the validation metrics (val_clean_acc, val_pgd10_acc)")

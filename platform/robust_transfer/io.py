@@ -79,6 +79,17 @@ def _line_map(node, path=(), out=None) -> dict[tuple, int]:
     return out
 
 
+def read_yaml_text(path: Path, error: type[UserError], what: str) -> str:
+    """The file's text as UTF-8; `error` (one line) when it cannot be read or is not UTF-8."""
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{what}={str(path)!r} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                    "save it as UTF-8") from None
+    except OSError as e:
+        raise error(f"{what}={str(path)!r} cannot be read ({e.strerror})") from None
+
+
 class Where:
     """Turns a key path into `FILE:LINE: key.path` for messages."""
 
@@ -95,10 +106,62 @@ class Where:
         return self.error_class(f"{self.source}:{self.line(path)}: {dotted}: {message}")
 
 
+YAML_MAX_DEPTH = 64          # nesting of mappings/sequences, aliases expanded
+YAML_MAX_NODES = 100_000     # nodes of the document with every alias expanded (billion laughs)
+
+
+def _check_alias_budget(text: str, source: str, error: type[UserError]) -> None:
+    """Refuse, before composing, YAML whose aliases expand beyond YAML_MAX_NODES nodes or which nests deeper
+    than YAML_MAX_DEPTH (counting what aliases bring in), and an anchor that refers to itself. One pass over
+    the parser's events, no recursion: each anchor's expanded size and depth are known when it closes."""
+    stack: list[list] = []          # per open collection: [anchor, expanded nodes so far, deepest below]
+    anchors: dict[str, tuple[int, int]] = {}  # anchor -> (expanded nodes, depth below it incl. itself)
+    total = 0
+
+    def fail(event, what: str):
+        line = event.start_mark.line + 1 if event.start_mark else 1
+        return error(f"{source}:{line}: {what}")
+
+    def add(nodes: int, depth: int, event) -> None:
+        nonlocal total
+        total += nodes
+        if total > YAML_MAX_NODES:
+            raise fail(event, f"YAML aliases expand to more than {YAML_MAX_NODES} nodes (the limit); "
+                              "write the values out or use fewer aliases")
+        if len(stack) + depth > YAML_MAX_DEPTH:
+            raise fail(event, f"YAML nests deeper than {YAML_MAX_DEPTH} levels (the limit)")
+        if stack:
+            stack[-1][1] += nodes
+            stack[-1][2] = max(stack[-1][2], depth)
+
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor not in anchors:
+                open_anchors = {frame[0] for frame in stack}
+                what = ("refers to itself" if event.anchor in open_anchors else "is not defined before it is used")
+                raise fail(event, f"YAML alias *{event.anchor} {what}")
+            add(*anchors[event.anchor], event)
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor:
+                anchors[event.anchor] = (1, 0)
+            add(1, 0, event)
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            if len(stack) >= YAML_MAX_DEPTH:
+                raise fail(event, f"YAML nests deeper than {YAML_MAX_DEPTH} levels (the limit)")
+            stack.append([event.anchor, 1, 0])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            anchor, nodes, below = stack.pop()
+            if anchor:
+                anchors[anchor] = (nodes, below + 1)
+            total -= nodes - 1     # its children were counted as they came: count the collection itself now
+            add(nodes, below + 1, event)
+
+
 def load_yaml(text: str, source: str, error: type[UserError] = ConfigError,
               what: str = "a YAML mapping") -> tuple[dict, Where]:
     """Safe-load YAML text; every problem becomes `error` with `FILE:LINE` (search spaces, suites)."""
     try:
+        _check_alias_budget(text, source, error)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:

@@ -2,9 +2,13 @@
 
 A policy is a stated rule over a version's evaluation metrics (version tags `metric.<name>`):
 
-    max pgd20_acc subject to clean_acc >= 0.7
-    max (clean_acc + pgd20_acc) / 2
-    min worst_gap subject to clean_acc >= 0.6 and pgd20_acc > 0.3
+    max (val_clean_acc + val_pgd10_acc) / 2                 (the default: validation metrics)
+    max val_pgd10_acc subject to val_clean_acc >= 0.7
+    max pgd20_acc subject to clean_acc >= 0.7               (test metrics: runs, with a one-line warning)
+
+Choices read the validation split's metrics (`val_*`, which every training entry point logs and tags on
+the versions it registers); a policy over test-set metrics still runs, with a one-line warning that
+choosing on test data biases what is reported.
 
 `promote` compares a candidate (the `challenger` alias, a given version, or the best trial of a study)
 with the current `champion` under the policy and moves the `champion` alias only if the policy says so.
@@ -25,7 +29,7 @@ from pathlib import Path
 
 from .attacks.diagnostics import MASKING_TAG  # the tag `evaluate` writes; promote refuses what it flags
 from .errors import ConfigError, RegistryError, SearchError
-from .expr import Constraint, Expr, ExprError
+from .expr import MAX_EXPR_CHARS, Constraint, Expr, ExprError
 
 CHAMPION = "champion"
 # A metric logged per epoch by every training strategy: its last timestamp is when the weights last changed.
@@ -41,6 +45,9 @@ class Policy:
 
     @classmethod
     def parse(cls, text: str) -> "Policy":
+        if len(str(text)) > 4 * MAX_EXPR_CHARS:
+            raise ConfigError(f"policy={str(text)[:40]!r}... is {len(str(text))} characters long; at most "
+                              f"{4 * MAX_EXPR_CHARS}")
         m = re.match(r"^\s*(max|maximize|min|minimize)\s+(.+?)(?:\s+subject\s+to\s+(.+))?\s*$", str(text), re.I | re.S)
         if not m:
             raise ConfigError(f"policy={text!r} must read `max <metric expression> [subject to <constraint> "
@@ -91,7 +98,11 @@ def judge(policy: Policy, version: str, metrics: dict[str, float]) -> Judged:
     j.missing = [n for n in policy.metric_names if n not in metrics]
     if j.missing:
         return j
-    j.score = policy.score(metrics)
+    try:
+        j.score = policy.score(metrics)
+    except ZeroDivisionError:  # e.g. `max clean_acc / (pgd20_acc - pgd10_acc)` on equal metrics
+        raise RegistryError(f"policy {policy.text!r} divides by zero on version {version}'s metrics "
+                            f"({', '.join(f'{n}={metrics[n]:.4f}' for n in policy.score.names)})") from None
     j.violated = [f"{c.text} ({', '.join(f'{n}={metrics[n]:.4f}' for n in c.expr.names)})"
                   for c in policy.constraints if not c.holds(metrics)]
     return j
@@ -226,7 +237,7 @@ def best_study_trial(storage_url: str, study_name: str, policy: Policy):
 
     from .search.storage import open_storage
 
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, create=False)   # only reads the study: never creates a file
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:

@@ -1,7 +1,9 @@
 """Robustness evaluation: accuracy under each attack and under the worst case over all of them.
 
 Attack names: `clean`, `fgsm`, `pgd<k>` (k-step PGD on cross-entropy), `cw<k>` (k-step PGD on the
-CW margin). Metric names follow docs/architecture.md: `clean_acc`, `pgd20_acc`, `cw20_acc`, ..., plus
+CW margin). `<attack>_acc` counts an example only if it is correct on the clean image AND not fooled
+by the attack (PGD's iterate 0 is the random start, not the clean image). Metric names follow
+docs/architecture.md: `clean_acc`, `pgd20_acc`, `cw20_acc`, ..., plus
 `worst_acc` — an example counts there only if it survives every attack requested (clean included).
 
 Comparability: the evaluated examples are a seeded subset of the split (`select_examples`, hashed

@@ -8,12 +8,12 @@ from .common import print_table
 
 
 def run_train(cfg: TrainConfig) -> dict:
-    from ..strategies.train import resume_state, train
+    from ..strategies.train import check_resume_run, default_checkpoint_dir, resume_state, train
 
     state = resume_state(cfg) if cfg.resume else None
+    run_id = check_resume_run(state, cfg.checkpoint_dir or default_checkpoint_dir(cfg), cfg) if state else None
     tags = {"rtl.data": cfg.dataset, "rtl.mode": cfg.mode}
-    with tracked_run("train", cfg.to_params(), tags, experiment=cfg.experiment,
-                     run_id=state["json"].get("run_id") if state else None) as log:
+    with tracked_run("train", cfg.to_params(), tags, experiment=cfg.experiment, run_id=run_id) as log:
         result = train(cfg, log, run_id=log.run_id)
         model_uri = publish_model(log, result, f"train-{cfg.mode}", cfg.register_as, cfg.dataset, cfg.arch)
         print_table(f"train ({cfg.mode}) — run {log.run_id}", result.metrics | {"checkpoint": str(result.checkpoint_dir)})

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from ..data.spec import parse_spec
 from ..device import check_device
 from ..errors import ConfigError, check_range, one_of
-from .common import _NAME, MODEL_URI_HELP, _check_positive_int
+from .common import _NAME, MODEL_URI_HELP, _check_positive_int, check_experiment, check_seed
 
 ANALYSES = ("gradients", "feature-distance")
 ANALYZE_DEFAULT_N_IMAGES = {"gradients": 8, "feature-distance": 1000}  # feature-distance: capped at the split
@@ -67,8 +67,8 @@ class AnalyzeConfig:
                 check_range("n_images", self.n_images, 1, ANALYZE_MAX_GRID_IMAGES)
             else:  # a distance to a *different* image needs two
                 check_range("n_images", self.n_images, 2, 10**7)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"seed={self.seed!r} must be a whole number >= 0")
+        check_seed("seed", self.seed)
+        check_experiment(self.experiment)
         _check_positive_int("batch_size", self.batch_size, 65_536)
         check_device(self.device)
 
@@ -114,8 +114,7 @@ class ReportConfig:
             raise ConfigError(f"scale={self.scale!r} is not a scale name; give one of the suite's `scales`, e.g. cpu")
         if not self.out:
             raise ConfigError("out is required: the folder for the results, e.g. docs/results")
-        if self.experiment and not isinstance(self.experiment, str):
-            raise ConfigError(f"experiment={self.experiment!r} must be an experiment name")
+        check_experiment(self.experiment, allow_empty=True)
 
     def to_params(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v not in (None, "")}
@@ -145,6 +144,7 @@ class SuiteConfig:
             raise one_of("reuse", self.reuse, SUITE_REUSE)
         if not _NAME.match(str(self.scale)):
             raise ConfigError(f"scale={self.scale!r} is not a valid scale name (letters, digits, '.', '_', '-')")
+        check_experiment(self.experiment)
 
     def to_params(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v not in (None, "")}

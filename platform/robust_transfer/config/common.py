@@ -21,6 +21,36 @@ def _check_positive_int(name: str, value, high: int = 10**9):
     return check_range(name, value, 1, high)
 
 
+MAX_SEED = 2**32 - 1        # numpy's and Optuna's samplers take seeds below 2**32
+MAX_EXPERIMENT_CHARS = 256  # MLflow's experiment name column
+
+
+def check_seed(name: str, value, optional: bool = False):
+    if optional and value is None:
+        return value
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{name}={value!r} must be a whole number in [0, {MAX_SEED}]")
+    return value
+
+
+def check_experiment(value, allow_empty: bool = False):
+    if allow_empty and value in ("", None):
+        return value
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_EXPERIMENT_CHARS:
+        shown = value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "..."
+        raise ConfigError(f"experiment={shown!r} is not an experiment name; give 1 to {MAX_EXPERIMENT_CHARS} "
+                          "characters, not only spaces")
+    return value
+
+
+def check_checkpoint_dir(value):
+    """A checkpoint directory that is the user's is refused before anything runs (checkpoints.check_checkpoint_target)."""
+    if value is not None:
+        from ..checkpoints import check_checkpoint_target
+
+        check_checkpoint_target(value)
+
+
 def _check_finite(name: str, value):
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         raise ConfigError(f"{name}={value!r} must be a finite number")
@@ -68,8 +98,8 @@ class CommonConfig:
         _check_positive_int("batch_size", self.batch_size, 65_536)
         _check_finite("lr", self.lr)
         check_range("lr", self.lr, 0.0, 10.0, low_inclusive=False)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"seed={self.seed!r} must be a whole number >= 0")
+        check_seed("seed", self.seed)
+        check_experiment(self.experiment)
         if self.per_class is not None:
             _check_positive_int("per_class", self.per_class, 10**7)
         _check_positive_int("n_examples", self.n_examples, 10**7)
@@ -102,4 +132,34 @@ class ThreatConfig:
         _check_finite("step_size", self.step_size)
         check_range("epsilon", self.epsilon, 0.0, 255.0, low_inclusive=False)
         check_range("step_size", self.step_size, 0.0, 255.0, low_inclusive=False)
+
+
+# --- issue 13: the evaluation threat and the validation split (every entry point that trains) ------------
+@dataclass
+class EvalThreatConfig:
+    """The threat every reported `<attack>_acc` is measured at (0-255 scale), whatever the training threat."""
+
+    eval_epsilon: float = 8.0
+    eval_step_size: float = 2.0
+
+    def check_eval_threat(self):
+        for name in ("eval_epsilon", "eval_step_size"):
+            check_range(name, _check_finite(name, getattr(self, name)), 0.0, 255.0, low_inclusive=False)
+
+
+@dataclass
+class ValidationConfig:
+    """A seeded, stratified validation split carved out of the TRAINING split: what choices read (`val_*`)."""
+
+    val_fraction: float = 0.1          # of the training split, in (0, 0.5]
+    val_per_class: int | None = None   # instead: this many validation images per class (wins over val_fraction)
+    val_seed: int = 0                  # which images are held out: the same for every training seed by default,
+                                       # so candidates (seeds, λ_d, heads) are compared on one validation set
+
+    def check_validation(self):
+        check_range("val_fraction", _check_finite("val_fraction", self.val_fraction), 0.0, 0.5, low_inclusive=False)
+        if self.val_per_class is not None:
+            _check_positive_int("val_per_class", self.val_per_class, 10**6)
+        if not isinstance(self.val_seed, int) or isinstance(self.val_seed, bool) or self.val_seed < 0:
+            raise ConfigError(f"val_seed={self.val_seed!r} must be a whole number >= 0")
 

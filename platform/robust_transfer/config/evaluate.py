@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 
 from ..device import check_device
 from ..errors import ConfigError, one_of
-from .common import MODEL_URI_HELP, ThreatConfig, _check_positive_int
+from .common import MODEL_URI_HELP, ThreatConfig, _check_positive_int, check_experiment, check_seed
 
 
 @dataclass
@@ -42,6 +42,8 @@ class EvaluateConfig(ThreatConfig):
         _check_positive_int("batch_size", self.batch_size, 65_536)
         if self.split not in ("train", "test"):
             raise one_of("split", self.split, ("train", "test"))
+        check_seed("seed", self.seed)
+        check_experiment(self.experiment)
         check_device(self.device)
         from ..evaluation import BUDGET_KNOBS, suite_attacks, suite_budget
 

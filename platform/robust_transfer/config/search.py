@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError, check_range, one_of
-from .common import _NAME, _check_finite, _check_positive_int
+from .common import _NAME, _check_finite, _check_positive_int, check_experiment, check_seed
 
 SEARCH_BACKENDS = ("optuna", "ray")
 
@@ -65,8 +65,8 @@ class SearchConfig:
         _check_positive_int("num_cpus", self.num_cpus, 4096)
         if self.study_name and not _NAME.match(self.study_name):
             raise ConfigError(f"study_name={self.study_name!r} is not a valid name; use letters, digits, '.', '_' or '-'")
-        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
-            raise ConfigError(f"seed={self.seed!r} must be a whole number >= 0")
+        check_seed("seed", self.seed, optional=True)
+        check_experiment(self.experiment)
         parse_resources(self.resources_per_trial)
 
     def to_params(self) -> dict:
@@ -78,7 +78,7 @@ class PromoteConfig:
     """`promote`: move the `champion` alias of a registered model only if a stated policy says so."""
 
     name: str = ""                     # the registered model
-    policy: str = "max (clean_acc + pgd20_acc) / 2"  # e.g. "max pgd20_acc subject to clean_acc >= 0.7"
+    policy: str = "max (val_clean_acc + val_pgd10_acc) / 2"  # validation metrics; e.g. "max val_pgd10_acc subject to val_clean_acc >= 0.7"
     version: int | None = None         # the candidate version (default: the `alias` version)
     alias: str = "challenger"          # the candidate alias when no version/study is given
     study: str = ""                    # or: the best trial of this Optuna study (registered as a new version)
@@ -100,6 +100,7 @@ class PromoteConfig:
         if not _NAME.match(self.alias):
             raise ConfigError(f"alias={self.alias!r} is not a valid alias")
         check_range("min_delta", _check_finite("min_delta", self.min_delta), 0.0, None)
+        check_experiment(self.experiment)
         from ..promotion import Policy
 
         Policy.parse(self.policy)

@@ -10,10 +10,14 @@ from ..strategies.finetune_adv import DEFAULTS as FINETUNE_ADV
 from ..strategies.lwf import DEFAULTS as LWF
 from ..strategies.retrain_blocks import DEFAULTS as RETRAIN_BLOCKS
 from ..strategies.transfer import DEFAULTS as TRANSFER
-from .common import SCHEDULES, CommonConfig, ThreatConfig, _check_finite, _check_positive_int, milestone_fractions
+from .common import (SCHEDULES, CommonConfig, EvalThreatConfig, ThreatConfig, ValidationConfig, _check_finite,
+                     _check_positive_int, check_checkpoint_dir, milestone_fractions)
 
 LWF_DISTANCES = ("l2", "l1", "l2sq")
 LWF_TEACHERS = ("offline", "online")
+
+MAX_K = 1000
+
 
 def parse_k_list(text) -> list[int]:
     """`k=2` → [2]; `k=1,2,3` or `k=1-3` → [1, 2, 3] (the number of deepest blocks to re-train)."""
@@ -22,6 +26,9 @@ def parse_k_list(text) -> list[int]:
         m = re.match(r"^(\d+)(?:-(\d+))?$", token)
         if not m or int(m.group(1)) < 1 or int(m.group(2) or m.group(1)) < int(m.group(1)):
             raise ConfigError(f"k={text!r} must be whole numbers >= 1: one (k=2), a list (k=1,2,3) or a range (k=1-3)")
+        if int(m.group(2) or m.group(1)) > MAX_K:   # bounded before the range becomes a list
+            raise ConfigError(f"k={text!r} goes up to {m.group(2) or m.group(1)}; at most k={MAX_K} "
+                              "(no model here has more blocks)")
         out.extend(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
     return sorted(set(out))
 
@@ -50,13 +57,14 @@ class SourceConfig:
         check_range("momentum", _check_finite("momentum", self.momentum), 0.0, 1.0, high_inclusive=False)
         check_range("weight_decay", _check_finite("weight_decay", self.weight_decay), 0.0, 1.0)
         _check_positive_int("eval_steps", self.eval_steps, 10_000)
+        check_checkpoint_dir(self.checkpoint_dir)
 
     def milestone_fractions(self) -> list[float]:
         return milestone_fractions(self.milestones)
 
 
 @dataclass
-class RetrainBlocksConfig(CommonConfig, ThreatConfig, SourceConfig):
+class RetrainBlocksConfig(CommonConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`retrain_blocks` (Fig. 1): re-initialise the k deepest blocks, re-train them on natural examples."""
 
     lr: float = RETRAIN_BLOCKS["lr"]
@@ -67,7 +75,8 @@ class RetrainBlocksConfig(CommonConfig, ThreatConfig, SourceConfig):
 
     def __post_init__(self):
         CommonConfig.__post_init__(self)
-        self.check_threat()
+        self.check_eval_threat()
+        self.check_validation()
         self.check_source()
         parse_k_list(self.k)
 
@@ -76,7 +85,7 @@ class RetrainBlocksConfig(CommonConfig, ThreatConfig, SourceConfig):
 
 
 @dataclass
-class TransferConfig(CommonConfig, ThreatConfig, SourceConfig):
+class TransferConfig(CommonConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`transfer` (Eq. 2, Tables 2–3, Fig. 3–4): frozen source features, a new linear or MLP head."""
 
     epochs: int = TRANSFER["epochs"]
@@ -93,9 +102,13 @@ class TransferConfig(CommonConfig, ThreatConfig, SourceConfig):
 
     def __post_init__(self):
         CommonConfig.__post_init__(self)
-        self.check_threat()
+        self.check_eval_threat()
+        self.check_validation()
         self.check_source()
         self.head_spec()
+        if self.head == "mlp" and self.batch_norm and self.mlp_depth > 0 and self.batch_size < 2:
+            raise ConfigError(f"batch_size={self.batch_size} with batch_norm=true: BatchNorm cannot train on "
+                              "batches of one example; give batch_size >= 2")
 
     def head_spec(self):
         from ..models import HeadSpec
@@ -105,7 +118,7 @@ class TransferConfig(CommonConfig, ThreatConfig, SourceConfig):
 
 
 @dataclass
-class FinetuneAdvConfig(CommonConfig, ThreatConfig, SourceConfig):
+class FinetuneAdvConfig(CommonConfig, ThreatConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`finetune_adv` (Fig. 3 baseline, Hendrycks et al. 2019): end-to-end fine-tuning on PGD-k examples."""
 
     epsilon: float = FINETUNE_ADV["epsilon"]
@@ -121,12 +134,14 @@ class FinetuneAdvConfig(CommonConfig, ThreatConfig, SourceConfig):
     def __post_init__(self):
         CommonConfig.__post_init__(self)
         self.check_threat()
+        self.check_eval_threat()
+        self.check_validation()
         self.check_source()
         _check_positive_int("steps", self.steps, 1000)
 
 
 @dataclass
-class LwfConfig(CommonConfig, ThreatConfig, SourceConfig):
+class LwfConfig(CommonConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`lwf` (section 6, Tables 4–7): CE(f(x), y) + λ_d · d(z(x, θ), z0(x, θ_r*)) with warm start."""
 
     iterations: int | None = LWF["iterations"]
@@ -141,7 +156,8 @@ class LwfConfig(CommonConfig, ThreatConfig, SourceConfig):
 
     def __post_init__(self):
         CommonConfig.__post_init__(self)
-        self.check_threat()
+        self.check_eval_threat()
+        self.check_validation()
         self.check_source()
         check_range("lambda_d", _check_finite("lambda_d", self.lambda_d), 0.0, None)
         check_range("warm_start", _check_finite("warm_start", self.warm_start), 0.0, 1.0)

@@ -14,6 +14,7 @@ DATASET_NAMES = ("cifar10", "cifar100", "cifar10-jpeg", "tiny-imagenet", "imagef
 SELECTORS = ("half-a", "half-b", "classes=0-4", "classes=0,2,5-7")
 _FIXED_NAMES = ("cifar10", "cifar100", "cifar10-jpeg", "tiny-imagenet")
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+MAX_CLASS_INDEX = 99_999   # a model has at most 100,000 classes (models.create_model): bounds ranges before they expand
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ def parse_class_list(selection: str) -> tuple[int, ...]:
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
             raise ConfigError(f"class selector {selection!r} has an empty range {token.strip()!r}; write low-high")
+        if hi > MAX_CLASS_INDEX:
+            raise ConfigError(f"class selector {selection[:80]!r} names class {hi}; class indices go up to "
+                              f"{MAX_CLASS_INDEX} at most")
+        if len(out) + hi - lo + 1 > MAX_CLASS_INDEX + 1:
+            raise ConfigError(f"class selector {selection[:80]!r} names more than {MAX_CLASS_INDEX + 1} classes")
         out.extend(range(lo, hi + 1))
     if len(set(out)) != len(out):
         raise ConfigError(f"class selector {selection!r} names a class twice; list each class once")

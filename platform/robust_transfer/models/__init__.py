@@ -38,9 +38,22 @@ def check_arch(arch: str) -> str:
         return arch
     m = _WRN.match(str(arch))
     if m:
-        units_per_stage(int(m.group(1)))
+        _wrn_size(arch, m)
         return arch
     raise ConfigError(f"arch={arch!r} is not known; choose one of: {ARCH_HELP}")
+
+
+WRN_MAX_DEPTH, WRN_MAX_WIDTH = 1000, 64   # wrn-<depth>-<width>: bounded before anything is built
+
+
+def _wrn_size(arch: str, m: re.Match) -> tuple[int, int]:
+    depth, width = int(m.group(1)), int(m.group(2))
+    if not 1 <= width <= WRN_MAX_WIDTH:
+        raise ConfigError(f"arch={arch!r}: wrn width={width} is not allowed; use 1 to {WRN_MAX_WIDTH} (e.g. wrn-16-4)")
+    if depth > WRN_MAX_DEPTH:
+        raise ConfigError(f"arch={arch!r}: wrn depth={depth} is not allowed; at most {WRN_MAX_DEPTH}")
+    units_per_stage(depth)
+    return depth, width
 
 
 def _body(arch: str) -> tuple[nn.Sequential, int]:
@@ -48,7 +61,7 @@ def _body(arch: str) -> tuple[nn.Sequential, int]:
         return _REGISTRY[arch]()
     m = _WRN.match(arch)
     if m:
-        return wide_resnet_body(int(m.group(1)), int(m.group(2)))
+        return wide_resnet_body(*_wrn_size(arch, m))
     raise ConfigError(f"arch={arch!r} is not known; choose one of: {ARCH_HELP}")
 
 

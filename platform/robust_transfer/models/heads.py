@@ -5,9 +5,13 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from ..errors import check_range, one_of
+from ..errors import ConfigError, check_range, one_of
 
 HEAD_KINDS = ("linear", "mlp")
+# Bounds on an MLP head, checked before anything is built (issue 17 §2): hidden units (mlp_depth × width) and
+# the hidden-to-hidden weights ((mlp_depth − 1) × width²; 2**26 floats = 256 MB).
+MAX_HEAD_UNITS = 32_768
+MAX_HEAD_HIDDEN_WEIGHTS = 2**26
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,13 @@ class HeadSpec:
         check_range("mlp_depth", self.mlp_depth, 0, 16)
         check_range("width", self.width, 1, 65536)
         check_range("dropout", self.dropout, 0.0, 1.0, high_inclusive=False)
+        if self.kind == "mlp" and self.mlp_depth * self.width > MAX_HEAD_UNITS:
+            raise ConfigError(f"mlp_depth={self.mlp_depth} × width={self.width} = {self.mlp_depth * self.width} "
+                              f"hidden units; at most {MAX_HEAD_UNITS} are allowed")
+        if self.kind == "mlp" and max(self.mlp_depth - 1, 0) * self.width ** 2 > MAX_HEAD_HIDDEN_WEIGHTS:
+            raise ConfigError(f"mlp_depth={self.mlp_depth}, width={self.width}: (mlp_depth − 1) × width² = "
+                              f"{(self.mlp_depth - 1) * self.width ** 2} hidden weights; at most "
+                              f"{MAX_HEAD_HIDDEN_WEIGHTS} are allowed")
 
     def to_dict(self) -> dict:
         return asdict(self)

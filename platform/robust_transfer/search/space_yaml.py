@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config import CONFIGS, canonical_entry_point
 from ..errors import ConfigError, SearchError
 from ..expr import Constraint, Expr, ExprError
-from ..io import Where, load_yaml
+from ..io import Where, load_yaml, read_yaml_text
 from .space import (ENTRY_POINT_PARAM, Objective, ParamSpec, SearchSpace, _field_type, coerce_value,
                     config_field_names, entry_point_names)
 
@@ -73,6 +73,9 @@ def _parse_param(where: Where, name: str, spec, entry_points) -> ParamSpec:
         _num(where, path + (k,), spec[k])
         if typ == "int" and not float(spec[k]).is_integer():
             raise where.error(path + (k,), f"{spec[k]!r} is not a whole number (type: int)")
+        if typ == "int" and abs(spec[k]) > MAX_INT_PARAM:
+            raise where.error(path + (k,), f"{k}={spec[k]!r} is out of range; an int parameter stays within "
+                              f"[-{MAX_INT_PARAM}, {MAX_INT_PARAM}]")
     low, high = spec["low"], spec["high"]
     log = spec.get("log", False)
     if not isinstance(log, bool):
@@ -164,6 +167,23 @@ def _parse_objectives(where: Where, data: dict) -> list[Objective]:
     if len(set(names)) != len(names):
         raise where.error((key,), f"objective names repeat: {names}; give each a distinct name:")
     return out
+
+
+MAX_SAMPLER_SEED = 2**32 - 1   # numpy's RandomState (Optuna's samplers) takes seeds below 2**32
+MAX_GRID = 100_000             # points of a `sampler: grid` (the grid becomes lists)
+MAX_INT_PARAM = 2**53          # |low|, |high| of an int parameter (exact as a float, as Optuna stores it)
+# Sampler/pruner options that count something: whole numbers >= the bound (Optuna checks few of them itself).
+COUNT_OPTIONS = {"n_startup_trials": 0, "n_warmup_steps": 0, "interval_steps": 1, "n_ei_candidates": 1,
+                 "population_size": 2, "min_resource": 1, "reduction_factor": 2, "n_min_trials": 1,
+                 "bootstrap_count": 0}
+
+
+def _check_counts(where, key: str, options: dict) -> None:
+    for name, low in COUNT_OPTIONS.items():
+        if name in options:
+            v = options[name]
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= 10**9:
+                raise where.error((key, name), f"{name}={v!r} must be a whole number in [{low}, {10**9}]")
 
 
 def _parse_choice(where, data, key, allowed, default):
@@ -276,8 +296,19 @@ def parse_space(data: dict, where: Where, text: str = "") -> SearchSpace:
         for n, p in params.items():
             if p.type != "categorical" and not (p.type == "int" and not p.log):
                 raise where.error(("params", n), "sampler: grid needs categorical or int parameters")
-    if sampler.get("seed") is not None and (isinstance(sampler["seed"], bool) or not isinstance(sampler["seed"], int)):
-        raise where.error(("sampler", "seed"), f"seed={sampler['seed']!r} must be a whole number")
+    if sampler.get("seed") is not None and (isinstance(sampler["seed"], bool) or not isinstance(sampler["seed"], int)
+                                            or not 0 <= sampler["seed"] <= MAX_SAMPLER_SEED):
+        raise where.error(("sampler", "seed"), f"seed={sampler['seed']!r} must be a whole number in [0, {MAX_SAMPLER_SEED}]")
+    _check_counts(where, "sampler", sampler)
+    _check_counts(where, "pruner", pruner)
+    if sampler["type"] == "grid":
+        size = 1
+        for n, p in params.items():
+            size *= len(p.choices) if p.type == "categorical" else (int(p.high) - int(p.low)) // int(p.step or 1) + 1
+            if size > MAX_GRID:
+                raise where.error(("params", n), f"sampler: grid has more than {MAX_GRID} points (the limit) "
+                                  "with this parameter; narrow the ranges, add a step, or use another sampler")
+
 
     trials = data.get("trials")
     if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
@@ -285,6 +316,8 @@ def parse_space(data: dict, where: Where, text: str = "") -> SearchSpace:
     timeout = data.get("timeout")
     if timeout is not None:
         _num(where, ("timeout",), timeout)
+        if timeout <= 0:
+            raise where.error(("timeout",), f"timeout={timeout!r} must be > 0 seconds (leave it out for no limit)")
     study = data.get("study")
     if study is not None and not isinstance(study, str):
         raise where.error(("study",), "study must be a name")
@@ -302,7 +335,7 @@ def load_space(path: str | Path) -> SearchSpace:
     if not p.is_file():
         hint = ", ".join(sorted(x.name for x in Path("search_spaces").glob("*.yaml"))) if Path("search_spaces").is_dir() else ""
         raise SearchError(f"space={str(path)!r} does not exist" + (f"; search_spaces/ has: {hint}" if hint else ""))
-    text = p.read_text()
+    text = read_yaml_text(p, SearchError, "space")
     return parse_space(*load_yaml(text, str(path), SearchError, SPACE_SHAPE), text=text)
 
 

@@ -100,12 +100,69 @@ def kind(url: str) -> str:
     raise SearchError(f"storage={url!r} is not a storage URL; give {HELP}")
 
 
-def open_storage(url: str, *, heartbeat: bool = True):
+OPTUNA_TABLES = {"studies", "version_info"}   # what every Optuna RDB schema has
+
+
+def _sqlite_file(url: str) -> str:
+    """The database file of a sqlite URL; SearchError for an in-memory one (the study would vanish)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        db = make_url(url).database
+    except Exception as e:
+        raise SearchError(f"storage={url!r} is not a sqlite URL ({e}); give e.g. sqlite:///optuna.db") from None
+    if not db or db == ":memory:" or db.startswith("file::memory:"):
+        raise SearchError(f"storage={url!r} is an in-memory database: the study would vanish when the command "
+                          "ends; give a file, e.g. sqlite:///optuna.db")
+    return db
+
+
+def check_storage_target(url: str, *, create: bool = True) -> None:
+    """Before Optuna touches a file storage (issue 17 §1: a failed command changes nothing): an existing sqlite
+    file must be empty or an Optuna database (never add Optuna's tables to, e.g., an MLflow store), a journal
+    file must hold JSON lines, and with create=False (promote only reads a study) the file must exist."""
+    k = kind(url)
+    if k not in ("sqlite", "journal"):
+        return
+    path = Path(_sqlite_file(url) if k == "sqlite" else url[len("journal:"):])
+    if not create and not path.is_file():
+        raise SearchError(f"storage={url!r}: {str(path)!r} does not exist; give the storage the study was "
+                          "created in")
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return
+    if not path.is_file():
+        raise SearchError(f"storage={url!r}: {str(path)!r} is not a file")
+    if k == "journal":
+        with open(path, "rb") as f:
+            head = f.read(1)
+        if head != b"{":
+            raise SearchError(f"storage={url!r}: {str(path)!r} is not an Optuna journal (JSON lines); "
+                              "nothing was changed: give a new file or an Optuna journal")
+        return
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise SearchError(f"storage={url!r}: {str(path)!r} is not a sqlite database ({e}); nothing was changed") from None
+    if tables and not OPTUNA_TABLES <= tables:
+        shown = ", ".join(sorted(tables)[:4])
+        raise SearchError(f"storage={url!r}: {str(path)!r} is another application's database (tables: {shown}, "
+                          "...), not an Optuna storage; nothing was changed: give a new file, e.g. sqlite:///optuna.db")
+
+
+def open_storage(url: str, *, heartbeat: bool = True, create: bool = True):
     """An Optuna storage object for `url`; SearchError (one line) when it cannot be reached. `heartbeat`: RDB
-    storages record trial heartbeats (only `study.optimize` does; Ray's ask/tell must not: Optuna warns)."""
+    storages record trial heartbeats (only `study.optimize` does; Ray's ask/tell must not: Optuna warns).
+    `create=False`: only open an existing storage (never create a file or a directory)."""
     import optuna
 
     k = kind(url)
+    check_storage_target(url, create=create)
     try:
         if k == "journal":
             from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -113,7 +170,8 @@ def open_storage(url: str, *, heartbeat: bool = True):
             path = Path(url[len("journal:"):])
             if not str(path) or str(path) == ".":
                 raise SearchError(f"storage={url!r}: give a file, e.g. journal:optuna.log")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(path)))
         if k == "redis":
             from optuna.storages.journal import JournalRedisBackend, JournalStorage
@@ -127,9 +185,7 @@ def open_storage(url: str, *, heartbeat: bool = True):
         if url.startswith(("postgresql", "postgres")):
             engine_kwargs = {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
         elif url.startswith("sqlite:"):
-            db = url.split(":///", 1)[-1]
-            if db and db != ":memory:":
-                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            Path(_sqlite_file(url)).parent.mkdir(parents=True, exist_ok=True)
             engine_kwargs = {"connect_args": {"timeout": 60}}
         interval, grace, max_retry = heartbeat_settings()
         beats = {}

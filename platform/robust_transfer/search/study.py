@@ -25,7 +25,7 @@ def make_sampler(space: SearchSpace, seed: int | None = None):
         if kind == "random":
             return optuna.samplers.RandomSampler(seed=seed, **opts)
         return optuna.samplers.GridSampler(grid_values(space), seed=seed, **opts)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise SearchError(f"{space.source}: sampler: {e}") from None
 
 

@@ -95,7 +95,9 @@ def _entry_parameters() -> dict[str, set[str]]:
 
 def _read(path: Path, what: str):
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SuiteError(f"{what} {str(path)!r} is not UTF-8 text (offset {e.start}); save it as UTF-8") from None
     except OSError as e:
         raise SuiteError(f"{what} {str(path)!r} cannot be read ({e.strerror})") from None
     return load_yaml(text, str(path), SuiteError, "a suite is a YAML mapping (name, scales, steps, report)")

@@ -155,6 +155,32 @@ def _launcher_tags(run_id: str) -> dict:
     return {str(k): str(v) for k, v in json.loads(raw).items()}
 
 
+def check_experiment_usable(name: str) -> None:
+    """ConfigError (exit 2) for a deleted experiment, before a command changes anything (a search checks this
+    before it creates its study)."""
+    from ..errors import ConfigError
+
+    exp = MlflowClient(tracking_uri()).get_experiment_by_name(name)
+    if exp is not None and exp.lifecycle_stage == "deleted":
+        raise ConfigError(f"experiment={name!r} is deleted; restore it (mlflow experiments restore "
+                          f"--experiment-id {exp.experiment_id}) or give another name")
+
+
+def _set_experiment(name: str):
+    """mlflow.set_experiment, a deleted or unusable experiment refused in one line (ConfigError, exit 2)."""
+    from mlflow.exceptions import MlflowException
+
+    from ..errors import ConfigError
+
+    check_experiment_usable(name)
+    try:
+        return mlflow.set_experiment(name)
+    except MlflowException as e:
+        first = (str(e.message if hasattr(e, "message") else e).strip().splitlines() or [""])[0]
+        shown = name if len(str(name)) <= 40 else str(name)[:40] + "..."
+        raise ConfigError(f"experiment={shown!r} cannot be used: {first[:200]}") from None
+
+
 @contextlib.contextmanager
 def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experiment: str = "robust-transfer",
                 run_id: str | None = None, nested: bool = False, run_name: str | None = None):
@@ -183,7 +209,7 @@ def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experi
             with launcher_run_hidden():
                 run = mlflow.start_run(experiment_id=parent.info.experiment_id, nested=True, run_name=run_name)
         elif run_id is None:
-            exp = mlflow.set_experiment(experiment)
+            exp = _set_experiment(experiment)
             run = mlflow.start_run(experiment_id=exp.experiment_id, nested=nested, run_name=run_name)
         else:
             run = mlflow.start_run(run_id=run_id, nested=nested)
