@@ -217,15 +217,17 @@ def pgd_rows(model, x, y, *, repeats: int = 2, with_art: bool = True) -> tuple[l
                     f"its generate() ends with two extra predict passes: ART costs {art_bare:.2f}× the bare floor of "
                     f"this channels_last model; ours runs below that floor by attacking the BN-folded view "
                     f"({fold_gain:.2f}× cheaper per step here), so ART ÷ ours ≈ {art_bare:.2f} × {fold_gain:.2f} "
-                    f"÷ (ours' bookkeeping ≈ 1.0). Reaching 2.5 would need ours at {art_bare / 2.5:.2f}× the floor; "
+                    f"÷ (ours' bookkeeping ≈ 1.0). The former target ART ÷ ours ≥ 2.5 is retired (issue 15: ~1.8–2.2 is what "
+                    f"honest code reaches; reaching 2.5 would need ours at {art_bare / 2.5:.2f}× the floor); the row is "
+                    f"information, the target that stays is ours ÷ floor ≤ 1.0; "
                     f"what is left of a folded small-cnn step is convolutions (~36%, profiler), ReLU (~18%), "
                     f"max-pooling (~9%) and small elementwise ops, none of which the attack can drop")
         out += [Row("Attacks", "ART PGD-20 ÷ ours (plain)", f"ProjectedGradientDescentPyTorch.generate ÷ pgd_attack("
                     f"early_exit=False), same channels_last model and {n} images (ART's accuracy "
-                    f"{raw['pgd20_acc_art']:.2f})", tm.ratio("art", "plain"), 2.5, ">=",
+                    f"{raw['pgd20_acc_art']:.2f})", tm.ratio("art", "plain"), None, "",
                     alt=tm.other_ratio("art", "plain"), note=art_note),
                 Row("Attacks", "ART PGD-20 ÷ ours (early exit)", "the same, ours with early_exit=True",
-                    tm.ratio("art", "ee"), 2.5, ">=", alt=tm.other_ratio("art", "ee"), note=art_note)]
+                    tm.ratio("art", "ee"), None, "", alt=tm.other_ratio("art", "ee"), note=art_note)]
     return out, raw
 
 
@@ -246,7 +248,7 @@ def as_loaded_rows(model, x, y, *, repeats: int = 2) -> tuple[list[Row], dict]:
     return [Row("Attacks", "ART PGD-20 ÷ ours (plain), model as loaded (NCHW)",
                 f"the same as the row above, on the model as load_model returns it (what `rtl evaluate` attacks and "
                 f"one hands ART; ART ÷ the NCHW floor {tm.ratio('art', 'bare'):.2f}, ours ÷ it "
-                f"{tm.ratio('plain', 'bare'):.2f})", tm.ratio("art", "plain"), 2.5, ">=",
+                f"{tm.ratio('plain', 'bare'):.2f})", tm.ratio("art", "plain"), None, "",
                 alt=tm.other_ratio("art", "plain"),
                 note="ours picks channels_last and folds BatchNorm for itself; ART runs the model as given")], raw
 

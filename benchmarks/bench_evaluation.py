@@ -13,6 +13,16 @@ calls each). That is the cost upper bound, the price of evaluating a model as ro
 a model that breaks easily the early-exit attacks (ours, Square) stop sooner. Resuming is off.
 
     .venv/bin/python benchmarks/bench_evaluation.py [--n 32] [--repeats 2] [--write]
+
+`--cascade` (issue 15): on a TRAINED robust small-cnn (the demo's robust source recipe: FGSM-RS on
+cifar10-jpeg:half-a, cached under cache_dir()/bench), each of `quick`, `standard` with the cascade,
+`standard` without it and the reference AutoAttack (`suite=autoattack`) once on the same n test
+examples: cost ratios against `quick` (CPU seconds of this process), `aa_acc` of the two `standard`
+runs (target: identical) and per-example agreement of their worst cases. `--archs wrn-16-4` adds a
+random-init wrn-16-4 (labels = its own predictions) on `--wrn-n` examples. Writes
+"## Evaluation: cascade and reference AutoAttack" at the end of docs/benchmarks.md with --write.
+
+    .venv/bin/python benchmarks/bench_evaluation.py --cascade --n 500 --write
 """
 from __future__ import annotations
 
@@ -53,6 +63,142 @@ def write_section(text: str, path: Path = REPO / "docs" / "benchmarks.md") -> No
     benchlib.write_section("Evaluation", text, path)
 
 
+DEMO_ROBUST = {"arch": "small-cnn", "dataset": "cifar10-jpeg:half-a", "mode": "fgsm-rs", "updates": 160,
+               "batch_size": 128, "lr": 0.05, "seed": 0}   # the demo's robust source: 4 epochs of 5000 images
+CASCADE_TARGET = 10.0     # cost of standard (cascade) / quick
+
+
+def timed_eval(model, images, labels, **kw) -> tuple[object, float, float]:
+    import time
+
+    from robust_transfer.evaluation import evaluate_tensors
+
+    w0, c0 = time.perf_counter(), time.process_time()
+    ev = evaluate_tensors(model, images, labels, n_examples=None, device="cpu", progress=False, resume=False, **kw)
+    return ev, time.process_time() - c0, time.perf_counter() - w0
+
+
+def cascade_arms(model, images, labels, batch_size: int, with_reference: bool = True) -> dict:
+    """quick, standard (cascade), standard (no cascade), autoattack: once each on the same examples."""
+    arms = {"quick": dict(suite="quick"), "standard": dict(suite="standard"),
+            "standard-nocascade": dict(suite="standard", cascade=False)}
+    if with_reference:
+        arms["autoattack"] = dict(suite="autoattack")
+    out = {}
+    for name, kw in arms.items():
+        ev, cpu, wall = timed_eval(model, images, labels, batch_size=batch_size, **kw)
+        out[name] = {"ev": ev, "cpu_s": cpu, "wall_s": wall, "metrics": ev.result.metrics,
+                     "attack_seconds": ev.extra["attack_seconds"], "attacked": ev.extra["attacked"],
+                     "flags": ev.masking_flags}
+        m = ev.result.metrics
+        print(f"  {name}: cpu {cpu:.1f} s, wall {wall:.1f} s; " + ", ".join(
+            f"{k} {v:.3f}" for k, v in m.items() if k.endswith("_acc") and not k.startswith("diag_")), flush=True)
+    return out
+
+
+def cascade_summary(arms: dict) -> dict:
+    q = arms["quick"]["cpu_s"]
+    std, nocas = arms["standard"], arms["standard-nocascade"]
+    worst_c = torch.stack(list(std["ev"].result.correct.values())).all(0)
+    worst_n = torch.stack(list(nocas["ev"].result.correct.values())).all(0)
+    s = {"ratio_standard_cascade": std["cpu_s"] / q, "ratio_standard_nocascade": nocas["cpu_s"] / q,
+         "aa_cascade": std["metrics"]["aa_acc"], "aa_nocascade": nocas["metrics"]["aa_acc"],
+         "worst_differs": int((worst_c != worst_n).sum()), "n": int(worst_c.numel())}
+    if "autoattack" in arms:
+        s["ratio_autoattack"] = arms["autoattack"]["cpu_s"] / q
+        s["aa_reference"] = arms["autoattack"]["metrics"]["aa_acc"]
+    return s
+
+
+def run_cascade(args) -> int:
+    from bench_attacks import robust_model
+
+    from robust_transfer import create_model
+    from robust_transfer.data import load_dataset
+    from robust_transfer.attacks import select_examples
+
+    results, load_before = {}, benchlib.loadavg()
+    with benchlib.threads(args.threads):
+        model, info = robust_model(DEMO_ROBUST)
+        test = load_dataset(DEMO_ROBUST["dataset"], "test", progress=False)
+        idx = select_examples(len(test), args.n, 0)
+        images, labels = test.images[idx].clone(), test.labels[idx].clone()
+        print(f"small-cnn (robust, {info['source']}), n={args.n}:", flush=True)
+        arms = cascade_arms(model, images, labels, args.batch_size, with_reference=not args.no_reference)
+        results["small-cnn"] = {"arms": arms, "summary": cascade_summary(arms), "info": info}
+        print("  ", results["small-cnn"]["summary"], flush=True)
+        if "wrn-16-4" in args.archs.split(","):
+            torch.manual_seed(0)
+            wrn = create_model("wrn-16-4", 10).eval()
+            x = images[:args.wrn_n]
+            with torch.no_grad():
+                y = wrn(x.float() / 255).argmax(1)
+            print(f"wrn-16-4 (random init, labels = its predictions), n={args.wrn_n}:", flush=True)
+            arms = cascade_arms(wrn, x, y, args.batch_size, with_reference=not args.no_reference)
+            results["wrn-16-4"] = {"arms": arms, "summary": cascade_summary(arms), "info": {"source": "random init"}}
+            print("  ", results["wrn-16-4"]["summary"], flush=True)
+    load_after = benchlib.loadavg()
+    raw = {arch: {"summary": r["summary"], "info": r["info"],
+                  "arms": {a: {k: v for k, v in d.items() if k != "ev"} for a, d in r["arms"].items()}}
+           for arch, r in results.items()}
+    from robust_transfer.data import cache_dir
+
+    out = cache_dir() / "bench" / "evaluation_cascade.json"     # raw numbers, outside the repository
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(__import__("json").dumps(raw, indent=1, default=str))
+    if args.write:
+        write_cascade_section(args, results, load_before, load_after)
+    return 0
+
+
+def write_cascade_section(args, results, load_before, load_after) -> None:
+    m = benchlib.machine()
+    small = results["small-cnn"]
+    s = small["summary"]
+    lines = ["## Evaluation: cascade and reference AutoAttack\n\n",
+             f"`.venv/bin/python benchmarks/bench_evaluation.py --cascade --n {args.n} --batch-size {args.batch_size} "
+             f"--threads {args.threads} --archs {args.archs} --wrn-n {args.wrn_n} --write` — {m['cpu']}, {m['cores']} "
+             f"cores, {args.threads} torch threads, CPU, torch {m['torch']}; one run of each arm, cost = CPU seconds "
+             f"of this process (wall seconds alongside; load average {load_before} before, {load_after} after). "
+             f"small-cnn: the demo's robust source recipe (FGSM-RS, {DEMO_ROBUST['dataset']}, "
+             f"{DEMO_ROBUST['updates']} updates of {DEMO_ROBUST['batch_size']}; {small['info']['source']}), "
+             f"n={args.n} seeded test examples of {DEMO_ROBUST['dataset']}.\n\n",
+             "| model | arm | CPU s | wall s | cost ÷ `quick` | clean | pgd20 | aa_acc | examples attacked per attack |\n",
+             "|---|---|---|---|---|---|---|---|---|\n"]
+    for arch, r in results.items():
+        q = r["arms"]["quick"]["cpu_s"]
+        for arm, d in r["arms"].items():
+            mt = d["metrics"]
+            att = ", ".join(f"{k} {v}" for k, v in d["attacked"].items() if k != "clean")
+            lines.append(f"| {arch} | {arm} | {d['cpu_s']:.1f} | {d['wall_s']:.1f} | {d['cpu_s'] / q:.1f}× | "
+                         f"{mt['clean_acc']:.3f} | {mt.get('pgd20_acc', float('nan')):.3f} | "
+                         f"{mt.get('aa_acc', float('nan')):.3f} | {att} |\n")
+    status = "PASS" if s["ratio_standard_cascade"] <= CASCADE_TARGET else "FAIL"
+    same = "identical" if s["aa_cascade"] == s["aa_nocascade"] else "NOT identical"
+    lines += ["\n", f"- Target `standard` (cascade) ÷ `quick` ≤ {CASCADE_TARGET:g}× (small-cnn): "
+              f"**{s['ratio_standard_cascade']:.1f}×, {status}** (without the cascade: "
+              f"{s['ratio_standard_nocascade']:.1f}×).\n",
+              f"- `aa_acc` with and without the cascade on the same examples: {s['aa_cascade']:.3f} vs "
+              f"{s['aa_nocascade']:.3f}, **{same}**; worst case differs on {s['worst_differs']} of {s['n']} examples. "
+              "Our PGD/CW draw each example's random start from its position in the batch, so for them the cascade "
+              "changes nothing per example; ART's APGD and Square draw their randomness per call for the examples "
+              "they are given (and Square's windows are shared across them), so which examples share a call changes "
+              "their draws, and an example at the margin can fall on one side in one run and the other in the "
+              "other.\n"]
+    if "aa_reference" in s:
+        lines.append(f"- The reference AutoAttack (pyautoattack, standard) on the same examples: aa_acc "
+                     f"{s['aa_reference']:.3f} at {s['ratio_autoattack']:.1f}× the cost of `quick`.\n")
+    for arch, r in results.items():
+        for arm in ("standard", "autoattack"):
+            if arm in r["arms"]:
+                secs = r["arms"][arm]["attack_seconds"]
+                lines.append(f"- {arch} {arm}, wall seconds per attack (a loaded machine: indicative only): "
+                             + ", ".join(f"{k} {v:.1f}" for k, v in secs.items()) + "\n")
+    text = "".join(lines)
+    benchlib.write_section("Evaluation: cascade and reference AutoAttack", text, REPO / "docs" / "benchmarks.md")
+    print("wrote the '## Evaluation: cascade and reference AutoAttack' section of docs/benchmarks.md")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=32, help="examples per evaluation")
@@ -61,7 +207,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--archs", default=",".join(ARCHS))
     ap.add_argument("--write", action="store_true", help="write the results into docs/benchmarks.md")
+    ap.add_argument("--cascade", action="store_true", help="the cascade / reference AutoAttack benchmark (issue 15)")
+    ap.add_argument("--wrn-n", type=int, default=4, help="--cascade: wrn-16-4 examples")
+    ap.add_argument("--no-reference", action="store_true", help="--cascade: skip the reference AutoAttack")
     args = ap.parse_args(argv)
+    if args.cascade:
+        return run_cascade(args)
 
     from robust_transfer import create_model
     from robust_transfer.evaluation import SUITE_BUDGETS, SUITES, evaluate_tensors

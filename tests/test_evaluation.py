@@ -99,7 +99,7 @@ def test_bad_attack_names(name, needle):
 
 
 def test_suites_contents_and_budgets():
-    assert set(SUITES) == {"quick", "standard", "full"}
+    assert set(SUITES) == {"quick", "standard", "full", "autoattack"}
     assert suite_attacks("quick") == ("clean", "pgd20", "cw20")
     standard, full = suite_attacks("standard"), suite_attacks("full")
     assert set(suite_attacks("quick")) < set(standard)
@@ -177,8 +177,11 @@ def test_quick_suite_runs_no_diagnostics_and_reports_no_aa(natural, data):
 def test_full_evaluation_resumes_after_an_interruption(natural, data, tmp_path, monkeypatch):
     _, (x, y) = data
     images = _images(x)
+    # Every attack on every example (cascade=False): the per-attack, per-batch store is what is tested here;
+    # test_reference.py resumes a cascade.
     kwargs = dict(suite="full", n_examples=48, batch_size=16, device="cpu", progress=False, diagnostics=False,
-                  store_root=tmp_path / "eval", apgd_iters=5, apgd_targets=1, square_queries=20, deepfool_iters=5)
+                  store_root=tmp_path / "eval", apgd_iters=5, apgd_targets=1, square_queries=20, deepfool_iters=5,
+                  cascade=False)
     reference = evaluate_tensors(natural, images, y, **{**kwargs, "store_root": tmp_path / "ref"})
 
     real = strong.attack_batch

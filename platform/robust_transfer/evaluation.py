@@ -1,13 +1,20 @@
 """The evaluation library: robustness of a model (object, checkpoint path or MLflow URI) on a dataset split.
 
-Suites (`suite=`), each a list of attacks (attacks/strong.py) with a compute budget:
+Suites (`suite=`), each a list of attacks (attacks/specs.py) with a compute budget; docs/evaluation.md
+says what each is comparable with:
 
-    quick      clean, PGD-20 (CE), CW-20 (margin); the worst case per example (`worst_acc`)
-    standard   quick + PGD-100 + APGD-CE + APGD-DLR (targeted towards the top classes on what the untargeted
-               run leaves) + Square (score-based black box), through ART; `aa_acc` = worst case per example;
-               gradient-masking diagnostics (attacks/diagnostics.py)
-    full       AutoAttack's standard set as ART provides it (APGD-CE, APGD-T(DLR), DeepFool in FAB's place,
-               Square) at AutoAttack's budget, plus PGD-100 with 5 restarts; diagnostics
+    quick       clean, PGD-20 (CE), CW-20 (margin); the worst case per example (`worst_acc`)
+    standard    quick + PGD-100 + APGD-CE + APGD-DLR (targeted towards the top classes on what the untargeted
+                run leaves) + Square (score-based black box), through ART; `aa_acc` = worst case per example
+                (an AutoAttack-style number, NOT the reference's); gradient-masking diagnostics
+    full        AutoAttack's attacks as ART provides them (APGD-CE, APGD-T(DLR), DeepFool in FAB's place,
+                Square) at AutoAttack's budget, plus PGD-100 with 5 restarts; diagnostics
+    autoattack  the reference: Croce & Hein's AutoAttack (standard) from `pyautoattack` (attacks/reference.py);
+                `aa_acc` is the number RobustBench reports; its own checks are masking flags
+
+The cascade (`cascade=True`, the default; attacks/engine.py): each attack runs only on the examples every
+earlier attack failed to break; the worst case per example is the same, per-attack numbers are cascade
+numbers (`rtl.eval_per_attack=cascade`). `cascade=False` runs every attack on every example.
 
 `attacks=` replaces a suite's attack list (the suite still sets the budget and whether diagnostics
 run). Evaluated examples are a seeded subset (`indices_sha256`), so numbers are comparable across runs;
@@ -25,7 +32,10 @@ import torch
 from .attacks import EvalResult, ThreatModel, indices_sha256, select_examples
 from .attacks.diagnostics import Diagnostics, MaskingThresholds, diagnose
 from .attacks.resume import EvalStore, tensors_sha256, weights_sha256
-from .attacks.strong import AttackRunner, Budget, parse_attack_list
+from .attacks.engine import AttackRunner, run_attacks
+from .attacks.reference import LABEL as REFERENCE_LABEL, reference_version
+from .attacks.specs import parse_attacks as parse_attack_list
+from .attacks.strong import Budget
 from .data import ImageData, load_dataset, resize_images
 from .device import resolve_device
 from .errors import ConfigError, DataError, ModelError, one_of
@@ -34,6 +44,7 @@ SUITES = {
     "quick": ("clean", "pgd20", "cw20"),
     "standard": ("clean", "pgd20", "cw20", "pgd100", "apgd-ce", "apgd-dlr", "square"),
     "full": ("clean", "pgd20", "cw20", "apgd-ce", "apgd-dlr", "deepfool", "square", "pgd100r5"),
+    "autoattack": ("clean", "autoattack"),
 }
 # Budgets: `full` is AutoAttack's (APGD 100 iterations, 9 target classes, Square 5000 queries); `standard`
 # is sized for CPU runs. Every knob can be overridden (apgd_iters=, square_queries=, ...).
@@ -41,8 +52,9 @@ SUITE_BUDGETS = {
     "quick": Budget(apgd_iters=50, apgd_targets=3, square_queries=1000, deepfool_iters=50),
     "standard": Budget(apgd_iters=50, apgd_targets=3, square_queries=1000, deepfool_iters=50),
     "full": Budget(apgd_iters=100, apgd_targets=9, square_queries=5000, deepfool_iters=100),
+    "autoattack": Budget(apgd_iters=100, apgd_targets=9, square_queries=5000, deepfool_iters=100),  # fixed inside
 }
-DIAGNOSED_SUITES = ("standard", "full")   # gradient-masking diagnostics run with these (and aa_acc is reported)
+DIAGNOSED_SUITES = ("standard", "full", "autoattack")   # gradient-masking diagnostics run with these (and aa_acc is reported)
 BUDGET_KNOBS = ("apgd_iters", "apgd_restarts", "apgd_targets", "square_queries", "square_restarts", "deepfool_iters")
 
 
@@ -112,7 +124,7 @@ def evaluate(model, dataset: str = "", *, split: str = "test", suite: str = "qui
              epsilon: float = 8.0, step_size: float = 2.0, n_examples: int = 1000, seed: int = 0,
              batch_size: int = 256, device: str = "auto", data_dir=None, progress: bool = True,
              diagnostics: bool | None = None, resume: bool = True, thresholds: MaskingThresholds | None = None,
-             **budget) -> Evaluation:
+             cascade: bool = True, **budget) -> Evaluation:
     """Clean and adversarial accuracy, per attack and worst case per example (+ diagnostics for
     standard/full). `budget`: apgd_iters, apgd_restarts, apgd_targets, square_queries, square_restarts,
     deepfool_iters (default: the suite's)."""
@@ -126,8 +138,9 @@ def evaluate(model, dataset: str = "", *, split: str = "test", suite: str = "qui
     ev = evaluate_tensors(net, data.images, data.labels, suite=suite, attacks=attacks, epsilon=epsilon,
                           step_size=step_size, n_examples=n_examples, seed=seed, batch_size=batch_size,
                           device=device, progress=progress, diagnostics=diagnostics, resume=resume,
-                          thresholds=thresholds, data_sha256=data.sha256(), **budget)
+                          thresholds=thresholds, data_sha256=data.sha256(), cascade=cascade, **budget)
     ev.meta, ev.data = meta, data
+    ev.result.params["split"] = split
     return ev
 
 
@@ -136,8 +149,10 @@ def evaluate_tensors(model: torch.nn.Module, images: torch.Tensor, labels: torch
                      n_examples: int | None = 1000, seed: int = 0, batch_size: int = 256, device="auto",
                      progress: bool = True, diagnostics: bool | None = None, resume: bool = True,
                      thresholds: MaskingThresholds | None = None, data_sha256: str | None = None,
-                     store_root=None, **budget) -> Evaluation:
+                     store_root=None, cascade: bool = True, **budget) -> Evaluation:
     """`evaluate` on in-memory data: uint8 [N,3,H,W] (or float pixels in [0,1]) and int labels [N]."""
+    if not isinstance(cascade, bool):
+        raise ConfigError(f"cascade={cascade!r} must be true or false")
     specs = parse_attack_list(attacks if attacks else SUITES[check_suite(suite)])
     bud = suite_budget(suite, **budget)
     threat = ThreatModel(epsilon, step_size)
@@ -166,31 +181,47 @@ def evaluate_tensors(model: torch.nn.Module, images: torch.Tensor, labels: torch
     start = time.perf_counter()
     runner = AttackRunner(model, images, labels, idx, batch_size=batch_size, seed=seed, device=dev, budget=bud,
                           progress=progress, store=store)
-    correct: dict[str, torch.Tensor] = {}
-    for spec in specs:
-        if spec.kind == "apgd-dlr" and runner.num_classes < 3:
-            runner.run.skipped[spec.name] = "the DLR loss needs at least 3 classes"
-            continue
-        correct[spec.name] = runner.clean if spec.kind == "clean" else runner.attack(spec, threat)
-    run_specs = [s for s in specs if s.name in correct]
-    diag = diagnose(runner, correct, run_specs, threat, thresholds or MaskingThresholds()) if diagnosed else None
+    try:
+        correct = run_attacks(runner, specs, threat, cascade=cascade)
+        run_specs = [s for s in specs if s.name in correct]
+        diag = (diagnose(runner, correct, run_specs, threat, thresholds or MaskingThresholds(), cascade=cascade,
+                         reference_flags=runner.run.reference_flags) if diagnosed else None)
+    finally:
+        runner.close()
     seconds = time.perf_counter() - start
 
     worst = torch.stack(list(correct.values())).all(dim=0)
     metrics = {s.metric: correct[s.name].float().mean().item() for s in run_specs}
     metrics["worst_acc"] = worst.float().mean().item()
-    if suite in DIAGNOSED_SUITES:
+    reference = any(s.kind == "autoattack" for s in run_specs)
+    if suite in DIAGNOSED_SUITES and not reference:
         metrics["aa_acc"] = metrics["worst_acc"]
+    metrics.update(runner.run.extra_metrics)
     if diag is not None:
         metrics.update(diag.measurements)
     n = idx.numel()
     params = {"attacks": [s.name for s in run_specs], **threat.to_dict(), "n_examples": n, "seed": seed,
-              "batch_size": batch_size, "suite": suite, "budget": bud.to_dict(), "attack_seconds": runner.run.seconds}
+              "batch_size": batch_size, "suite": suite, "budget": bud.to_dict(), "attack_seconds": runner.run.seconds,
+              "cascade": cascade, "specs": [s.resolve(bud).describe() for s in run_specs],
+              "aa_impl": aa_impl(suite, run_specs, runner.run.reference_deviation)}
     result = EvalResult(metrics=metrics, correct=correct, n_examples=n, indices_sha256=idx_sha, seconds=seconds,
                         images_per_s=n / seconds if seconds > 0 else float("inf"), params=params)
     ev = Evaluation(result=result, meta={}, data=None, suite=suite, diagnostics=diag, budget=bud,
                     extra={"resumed_batches": runner.run.resumed, "skipped": runner.run.skipped,
-                           "attack_seconds": runner.run.seconds, "store": str(store.dir) if store else None})
+                           "attack_seconds": runner.run.seconds, "attacked": runner.run.attacked,
+                           "store": str(store.dir) if store else None})
     if diag is not None and diag.flags:
         warnings.warn(diag.warning(), MaskingWarning, stacklevel=2)
     return ev
+
+
+def aa_impl(suite: str, specs, deviation: str = "") -> str:
+    """What `aa_acc` is, in words a model card can quote ('' when the evaluation reports none)."""
+    if any(s.kind == "autoattack" for s in specs):
+        if deviation:
+            return f"AutoAttack (standard, adapted: {deviation}); pyautoattack {reference_version()}"
+        return f"{REFERENCE_LABEL}; pyautoattack {reference_version()}"
+    if suite in DIAGNOSED_SUITES:
+        return (f"suite {suite}: worst case over {', '.join(s.name for s in specs if s.kind != 'clean')} "
+                "(robust_transfer + ART; an AutoAttack-style substitute, not comparable with RobustBench)")
+    return ""

@@ -11,6 +11,16 @@ Each check that fires adds a flag (name → one-line details):
     zero_gradients           ∇ₓ CE is zero or not finite for a share of the correctly classified examples
     randomised_output        two forward passes in eval mode disagree (stochastic model: use EOT)
 
+With the reference AutoAttack (`autoattack`), its own checks add theirs (attacks/reference.py):
+randomised_output, zero_gradients, blackbox_beats_whitebox under the same names, and
+
+    output_probabilities     the model outputs probabilities, not logits
+    dynamic_model            the forward pass computes gradients (a dynamic defense)
+    n_classes                too few classes for the targeted attacks of AutoAttack standard
+
+In a cascade (engine.py) the comparisons between attacks use what each attack broke that every
+earlier attack had left correct (see `_cascade_checks`).
+
 A genuinely robust model passes all of them; thresholds are `MaskingThresholds`. The flags go to
 MLflow as tags: `rtl.masking_flags` (comma list, empty when clean) and `rtl.masking.<flag>` (details),
 also on the registered model version, where `promote` refuses a flagged version unless told otherwise.
@@ -27,7 +37,7 @@ from .threat import ThreatModel
 MASKING_TAG = "rtl.masking_flags"
 FLAG_TAG_PREFIX = "rtl.masking."
 FLAGS = ("pgd_steps", "pgd_epsilon", "blackbox_beats_whitebox", "cw_below_ce", "zero_gradients",
-         "randomised_output")
+         "randomised_output", "output_probabilities", "dynamic_model", "n_classes")
 
 
 @dataclass(frozen=True)
@@ -73,11 +83,29 @@ def _acc(correct: torch.Tensor) -> float:
     return correct.float().mean().item() if correct.numel() else float("nan")
 
 
+def first_broken(correct: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cascade results (in run order) → per attack, bool [n]: the examples it broke that every earlier attack
+    left correct."""
+    out, alive = {}, None
+    for name, ok in correct.items():
+        out[name] = (~ok if alive is None else alive & ~ok)
+        alive = ok if alive is None else alive & ok
+    return out
+
+
 def diagnose(runner, correct: dict[str, torch.Tensor], specs, threat: ThreatModel,
-             thresholds: MaskingThresholds = MaskingThresholds()) -> Diagnostics:
-    """Run every check on what the evaluation measured (`correct`: attack name → bool [n], `specs`: their
-    AttackSpecs), plus the few extra measurements the checks need (through `runner`, an AttackRunner)."""
+             thresholds: MaskingThresholds = MaskingThresholds(), *, cascade: bool = False,
+             reference_flags: dict[str, str] | None = None) -> Diagnostics:
+    """Run every check on what the evaluation measured (`correct`: attack name → bool [n], in run order;
+    `specs`: their AttackSpecs), plus the few extra measurements the checks need (through `runner`, an
+    AttackRunner). With `cascade`, per-attack results are cascade results: the comparisons between
+    attacks use what each attack broke that every earlier one had not (`first_broken`). The reference
+    AutoAttack's own checks (`reference_flags`) are added as they are."""
     d = Diagnostics()
+    d.flags.update(reference_flags or {})
+    if cascade:
+        _cascade_checks(runner, d, correct, specs, threat, thresholds)
+        return d
     t = thresholds
     by_name = {s.name: s for s in specs}
     acc = {name: _acc(c) for name, c in correct.items()}
@@ -118,16 +146,7 @@ def diagnose(runner, correct: dict[str, torch.Tensor], specs, threat: ThreatMode
 
     # Accuracy must go to ~0 as ε grows.
     if t.large_epsilon > threat.epsilon:
-        from .strong import AttackSpec
-
-        big = ThreatModel(t.large_epsilon, min(255.0, 2.5 * t.large_epsilon / 20))
-        label = f"pgd20@eps{t.large_epsilon:g}"
-        ok = runner.attack(AttackSpec("pgd20", "pgd", 20), big, label=label)
-        big_acc = _acc(ok)
-        d.measurements[f"diag_pgd20_eps{t.large_epsilon:g}_acc"] = big_acc
-        if big_acc > t.large_eps_acc:
-            d.flags["pgd_epsilon"] = (f"PGD-20 at ε={t.large_epsilon:g}/255 leaves accuracy {big_acc:.3f} "
-                                      f"(> {t.large_eps_acc:g}): accuracy should go to ~0 as ε grows")
+        _check_large_epsilon(runner, d, t)
     else:
         d.skipped["pgd_epsilon"] = f"epsilon {threat.epsilon:g} is not below large_epsilon {t.large_epsilon:g}"
 
@@ -143,6 +162,70 @@ def diagnose(runner, correct: dict[str, torch.Tensor], specs, threat: ThreatMode
     else:
         d.skipped["blackbox_beats_whitebox"] = "needs square and a white-box attack"
     return d
+
+
+def _cascade_checks(runner, d: Diagnostics, correct, specs, threat: ThreatModel, t: MaskingThresholds) -> None:
+    by_name = {s.name: s for s in specs}
+    order = list(correct)
+    n = next(iter(correct.values())).numel()
+    tiny = (t.min_examples - 0.5) / max(n, 1)
+    acc = {name: _acc(c) for name, c in correct.items()}
+    new = {name: _acc(b) for name, b in first_broken(correct).items()}
+    worst = acc[order[-1]]
+
+    _check_randomness(runner, d, t)
+    _check_gradients(runner, d, t)
+
+    pairs = [(p, f"cw{by_name[p].steps}") for p in order if by_name[p].kind == "pgd" and by_name[p].restarts == 1]
+    pairs = [(p, c) for p, c in pairs if c in correct and order.index(c) > order.index(p)]
+    if pairs:
+        p, c = pairs[0]
+        if new[c] > max(t.cw_gap, tiny):
+            d.flags["cw_below_ce"] = (f"{c} breaks {100 * new[c]:.1f}% of the examples that {p} and every attack "
+                                      f"before it left correct (threshold {100 * t.cw_gap:.0f}): cross-entropy "
+                                      "gradients vanish, a saturated softmax hides the margin")
+    else:
+        d.skipped["cw_below_ce"] = "needs pgd<k> and, after it, cw<k> with the same k"
+
+    pgds = sorted((by_name[n].steps, n) for n in order if by_name[n].kind == "pgd")
+    few, many = (pgds[0][1], pgds[-1][1]) if pgds else (None, None)
+    if few and by_name[many].steps >= 5 * by_name[few].steps and by_name[many].steps >= 100 \
+            and order.index(many) > order.index(few):
+        stuck_gap = acc[few] - worst
+        if new[many] == 0 and stuck_gap > max(t.steps_gap, tiny):
+            d.flags["pgd_steps"] = (f"{many} breaks nothing that {few} left ({few}_acc={acc[few]:.3f}) although "
+                                    f"the whole suite reaches {worst:.3f}: PGD is stuck")
+    else:
+        d.skipped["pgd_steps"] = "needs pgd<k> and, after it, pgd<K> with K >= 100 and K >= 5k"
+
+    if t.large_epsilon > threat.epsilon:
+        _check_large_epsilon(runner, d, t)
+    else:
+        d.skipped["pgd_epsilon"] = f"epsilon {threat.epsilon:g} is not below large_epsilon {t.large_epsilon:g}"
+
+    if "square" in correct and any(by_name[n].whitebox for n in order[:order.index("square")]):
+        if any(by_name[n].whitebox for n in order[order.index("square") + 1:]):
+            d.skipped["blackbox_beats_whitebox"] = "square must come after every white-box attack in the cascade"
+        elif new["square"] > max(t.blackbox_margin, tiny):
+            only = int(first_broken(correct)["square"].sum())
+            d.flags["blackbox_beats_whitebox"] = (
+                f"square breaks {100 * new['square']:.1f}% ({only} examples) that every white-box attack left "
+                f"correct (threshold {100 * t.blackbox_margin:g}%)")
+    elif "blackbox_beats_whitebox" not in d.flags:
+        d.skipped["blackbox_beats_whitebox"] = "needs square after a white-box attack"
+
+
+def _check_large_epsilon(runner, d: Diagnostics, t: MaskingThresholds) -> None:
+    from .specs import AttackSpec
+
+    big = ThreatModel(t.large_epsilon, min(255.0, 2.5 * t.large_epsilon / 20))
+    label = f"pgd20@eps{t.large_epsilon:g}"
+    ok = runner.attack(AttackSpec("pgd20", "pgd", 20), big, label=label)
+    big_acc = _acc(ok)
+    d.measurements[f"diag_pgd20_eps{t.large_epsilon:g}_acc"] = big_acc
+    if big_acc > t.large_eps_acc:
+        d.flags["pgd_epsilon"] = (f"PGD-20 at ε={t.large_epsilon:g}/255 leaves accuracy {big_acc:.3f} "
+                                  f"(> {t.large_eps_acc:g}): accuracy should go to ~0 as ε grows")
 
 
 def _check_randomness(runner, d: Diagnostics, t: MaskingThresholds) -> None:

@@ -7,25 +7,26 @@ docs/architecture.md: `clean_acc`, `pgd20_acc`, `cw20_acc`, ..., plus
 `worst_acc` — an example counts there only if it survives every attack requested (clean included).
 
 Comparability: the evaluated examples are a seeded subset of the split (`select_examples`, hashed
-in `indices_sha256`), and every attack draws its random starts from its own generator seeded by
-(`seed`, attack name); with the same data, seed, batch size and restarts the numbers repeat
-exactly, and adding or removing one attack does not change the others.
+in `indices_sha256`), and every attack draws each example's random start from a generator seeded by
+(`seed`, attack name, batch) at the example's position in its batch; with the same data, seed, batch
+size and restarts the numbers repeat exactly, and adding or removing one attack does not change the
+others. The attacks run on the one engine (engine.py), as `robust_transfer.evaluation` does.
 """
 from __future__ import annotations
 
 import hashlib
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..device import resolve_device
 from ..errors import ConfigError, DataError, check_range
-from .pgd import eval_mode, fgsm, pgd_attack
+from .engine import AttackRunner, run_attacks
+from .specs import OURS_KINDS, AttackSpec, parse_attack_spec
+from .strong import Budget
 from .threat import ThreatModel
 
 ATTACKS = ("clean", "pgd", "cw", "fgsm")
@@ -35,16 +36,18 @@ _FORMS = "clean, fgsm, pgd<steps> or cw<steps> (e.g. pgd20, cw20)"
 
 
 def parse_attack(name: str) -> tuple[str, int]:
-    """'clean'→('clean', 0), 'fgsm'→('fgsm', 1), 'pgd20'→('pgd', 20), 'cw20'→('cw', 20)."""
+    """'clean'→('clean', 0), 'fgsm'→('fgsm', 1), 'pgd20'→('pgd', 20), 'cw20'→('cw', 20).
+
+    The short form of the one grammar (specs.parse_attack_spec) for our own attacks, as training and
+    transfer runs use them; suites and ART attacks go through `robust_transfer.evaluation`."""
     key = name.strip().lower() if isinstance(name, str) else ""
-    if key == "clean":
-        return "clean", 0
-    if key == "fgsm":
-        return "fgsm", 1
-    m = _STEPPED.match(key)
-    if m and 1 <= int(m.group(2)) <= MAX_STEPS:
-        return m.group(1), int(m.group(2))
-    raise ConfigError(f"attack={name!r} is not allowed; use {_FORMS}, with 1 <= steps <= {MAX_STEPS}")
+    try:
+        spec = parse_attack_spec(key) if _STEPPED.match(key) or key in ("clean", "fgsm") else None
+    except ConfigError:
+        spec = None
+    if spec is None or spec.restarts != 1 or spec.kind not in OURS_KINDS:
+        raise ConfigError(f"attack={name!r} is not allowed; use {_FORMS}, with 1 <= steps <= {MAX_STEPS}")
+    return spec.kind, spec.steps
 
 
 def attack_name(kind: str, steps: int) -> str:
@@ -83,17 +86,6 @@ class EvalResult:
     params: dict = field(default_factory=dict)   # what was run: attacks, threat model, seed, ...
 
 
-def _attack_generator(seed: int, name: str) -> torch.Generator:
-    digest = hashlib.sha256(f"{int(seed)}:{name}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
-
-
-def _to_pixels(batch: torch.Tensor) -> torch.Tensor:
-    if batch.dtype == torch.uint8:
-        return batch.float().div_(255)
-    return batch.float()
-
-
 def _check_inputs(images, labels, attacks, batch_size, restarts) -> list[tuple[str, int]]:
     if isinstance(attacks, str):
         attacks = [a for a in attacks.split(",") if a.strip()]
@@ -120,6 +112,11 @@ def evaluate_robustness(model: nn.Module, images: torch.Tensor, labels: torch.Te
                         progress: bool = True, early_exit: bool = True, restarts: int = 1) -> EvalResult:
     """Accuracy of `model` on a seeded subset of (images, labels) under each attack and the worst case.
 
+    Runs on the one attack engine (engine.py) with every attack on every clean-correct example (no
+    cascade, no store): an example counts as correct under an attack only if it is correct clean
+    too. `early_exit` is kept for callers; the engine's PGD always exits early, which gives the
+    same answers (pgd.pgd_attack).
+
     `images` are uint8 [N,3,H,W] (scaled to [0,1] per batch) or float pixels in [0,1]. The model is
     moved to `device` (nn.Module.to is in place), evaluated in eval mode, and its per-module
     training flags are restored afterwards.
@@ -133,39 +130,22 @@ def evaluate_robustness(model: nn.Module, images: torch.Tensor, labels: torch.Te
             raise DataError(f"float images must be pixels in [0,1]; got values in "
                             f"[{chosen.min().item():.3g}, {chosen.max().item():.3g}] (pass uint8 0-255 instead?)")
     names = [attack_name(kind, steps) for kind, steps in specs]
-    batches = list(torch.split(idx, batch_size))
-    correct: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    run_specs = [AttackSpec(name, kind, steps, restarts if kind in ("pgd", "cw") else 1)
+                 for (kind, steps), name in zip(specs, names)]
+    if run_specs[0].kind != "clean":
+        run_specs.insert(0, AttackSpec("clean", "clean"))
 
     model.to(dev)
     start = time.perf_counter()
-    clean_ok: list[torch.Tensor] = []   # per batch: correct on the clean image (every <attack>_acc requires it)
-    with eval_mode(model), torch.no_grad():
-        for b in batches:
-            clean_ok.append(model(_to_pixels(images[b]).to(dev)).argmax(dim=1) == labels[b].to(dev, torch.int64))
-    with eval_mode(model), tqdm(total=len(specs) * len(batches), desc="evaluate", unit="batch",
-                                file=sys.stderr, disable=not progress, leave=False) as bar:
-        for (kind, steps), name in zip(specs, names):
-            bar.set_postfix_str(name)
-            generator = _attack_generator(seed, name)
-            for b, clean in zip(batches, clean_ok):
-                x = _to_pixels(images[b]).to(dev)
-                y = labels[b].to(dev, torch.int64)
-                if kind == "clean":
-                    ok = clean
-                elif kind == "fgsm":
-                    x_adv = fgsm(model, x, y, eps=threat.eps)
-                    with torch.no_grad():
-                        ok = clean & (model(x_adv).argmax(dim=1) == y)
-                else:   # pgd / cw: correct on the clean image and no PGD iterate fooled the model
-                    out = pgd_attack(model, x, y, eps=threat.eps, alpha=threat.alpha, steps=steps,
-                                     loss="ce" if kind == "pgd" else "cw", random_start=True,
-                                     restarts=restarts, early_exit=early_exit, generator=generator)
-                    ok = clean & ~out.fooled
-                correct[name].append(ok.cpu())
-                bar.update(1)
+    runner = AttackRunner(model, images, labels, idx, batch_size=batch_size, seed=seed, device=dev, budget=Budget(),
+                          progress=progress)
+    try:
+        correct = run_attacks(runner, run_specs, threat, cascade=False)
+    finally:
+        runner.close()
     seconds = time.perf_counter() - start
 
-    per_attack = {name: torch.cat(parts) for name, parts in correct.items()}
+    per_attack = {name: correct[name] for name in names}
     worst = torch.stack(list(per_attack.values())).all(dim=0)
     metrics = {f"{name}_acc": ok.float().mean().item() for name, ok in per_attack.items()}
     metrics["worst_acc"] = worst.float().mean().item()

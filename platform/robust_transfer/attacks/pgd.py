@@ -114,7 +114,7 @@ class AttackOutput:
 def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
                loss: str = "ce", random_start: bool = True, restarts: int = 1, early_exit: bool = False,
                generator: torch.Generator | None = None, fold_bn: bool = True,
-               precision: str = "fp32") -> AttackOutput:
+               precision: str = "fp32", start_noise=None) -> AttackOutput:
     """PGD with per-example best tracking; `pgd` returns just `.x_adv`.
 
     Every iterate x_0 … x_steps is classified (x_steps by one extra forward without backward).
@@ -125,6 +125,10 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     that first fooling iterate — the same answer, with the same randomness.
 
     A restart only attacks the examples that no earlier restart fooled.
+
+    `start_noise(restart, idx)`, when given, returns the U(−ε, ε) random start of the examples at
+    positions `idx` of x for that restart (instead of drawing from `generator`): the evaluation
+    engine draws it per example, so an example's attack does not depend on the rest of its batch.
 
     `fold_bn` attacks the model with its eval-mode BatchNorms folded into the convolutions before
     them (the same function; see `fold.attack_view`); `precision` is fp32 (autocast off) or bf16.
@@ -142,13 +146,15 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
 
     with eval_mode(model), torch.enable_grad(), attack_precision(x.device, precision):
         f = attack_view(model) if fold_bn else model
-        for _ in range(restarts):
+        for restart in range(restarts):
             idx = (~fooled).nonzero().squeeze(1)    # positions in the full batch still to break
             if idx.numel() == 0:
                 break
             x_a, y_a, lo_a, hi_a = x[idx].clone(), y[idx], lo[idx], hi[idx]
             if random_start:
-                x_a.add_(_uniform(x_a.shape, eps, x_a, generator)).clamp_(lo_a, hi_a)
+                noise = (start_noise(restart, idx).to(x_a.device, x_a.dtype) if start_noise is not None
+                         else _uniform(x_a.shape, eps, x_a, generator))
+                x_a.add_(noise).clamp_(lo_a, hi_a)
             done = torch.zeros(idx.numel(), dtype=torch.bool, device=x.device)  # fooled in this restart
 
             for t in range(steps + 1):

@@ -1,104 +1,46 @@
-"""Strong ℓ∞ evaluation: our PGD/CW/FGSM plus the field's attacks through ART, resumable, per example.
+"""Strong ℓ∞ attacks: our PGD/CW/FGSM plus the field's attacks through ART (APGD, Square, DeepFool).
 
-Attack names (metric: the name with '-' → '_' and `_acc` appended):
-
-    clean                    no attack
-    fgsm                     one signed-gradient step (ours)
-    pgd<k>[r<m>]             k-step PGD on cross-entropy, m random restarts (ours; pgd100r5 → pgd100r5_acc)
-    cw<k>[r<m>]              k-step PGD on the CW margin (ours)
-    apgd-ce                  APGD on cross-entropy (Croce & Hein 2020), ART's AutoProjectedGradientDescent
-    apgd-dlr                 APGD on the DLR loss, untargeted; then, "targeted where it helps", targeted
-                             APGD-DLR towards the `apgd_targets` classes the model ranks highest, on the
-                             examples the untargeted run left standing (AutoAttack's APGD-T)
-    square                   Square Attack (Andriushchenko et al. 2020): score-based black box, ART's SquareAttack
-    deepfool                 ART's DeepFool, projected onto the ε-ball: the minimum-norm attack ART's own
-                             AutoAttack runs where AutoAttack has FAB (ART 1.20 has no FAB)
+The attacks themselves, one batch at a time (`attack_batch`); names and specs are attacks/specs.py,
+the engine that runs a suite over batches (cascade, store, progress) is attacks/engine.py.
 
 Every ART attack gets the TRUE labels (`generate(x, y=y)`): without them ART attacks the model's own
 predictions. An example counts as correct under an attack only if it is correctly classified clean
 and the attack's output (projected onto B∞(x, ε) ∩ [0,1] as a guard) is still classified correctly;
 so every attack is evaluated on the same examples and the worst case per example is meaningful.
 
-Randomness is seeded per (seed, attack, batch): our attacks draw from a torch generator, ART's from
-NumPy's global generator, which is seeded for the call and restored afterwards. With a store
-(`resume.EvalStore`) each finished batch is written to disk, so a rerun skips finished attacks and
-batches and gives the same numbers as an uninterrupted run.
+Randomness is seeded per (seed, attack, batch): our attacks draw each example's random start from
+its position in the batch (so it does not depend on which other examples are attacked with it),
+ART's draw from NumPy's global generator, which is seeded for the call and restored afterwards.
 """
 from __future__ import annotations
 
 import hashlib
 import random
-import re
-import sys
-import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..errors import ConfigError, DataError
-from .pgd import eval_mode, fgsm, pgd_attack
-from .resume import AttackState, EvalStore
+from ..errors import ConfigError
+from .pgd import fgsm, pgd_attack
+from .resume import AttackState, EvalStore  # noqa: F401  (AttackState: re-exported for callers)
+from .specs import (ART_KINDS, ATTACK_FORMS, MAX_RESTARTS, MAX_STEPS, AttackSpec, package_version,  # noqa: F401
+                    parse_attack_spec, parse_attacks)
 from .threat import ThreatModel
 
-ATTACK_VERSION = 1          # bump when an attack's semantics change: stored results are then not reused
-ART_KINDS = ("apgd-ce", "apgd-dlr", "square", "deepfool")
-MAX_STEPS, MAX_RESTARTS = 10_000, 100
-_STEPPED = re.compile(r"^(pgd|cw)(\d+)(?:r(\d+))?$")
-ATTACK_FORMS = ("clean, fgsm, pgd<steps>[r<restarts>], cw<steps>[r<restarts>], apgd-ce, apgd-dlr, square, deepfool "
-                "(e.g. pgd20, cw20, pgd100r5)")
+ATTACK_VERSION = 2          # bump when an attack's semantics change: stored results are then not reused
+# (2: our PGD/CW draw each example's random start from its position in the batch, not from the live subset)
+
+# One grammar for attack names (attacks/specs.py); the old names stay importable.
+parse_strong_attack = parse_attack_spec
+parse_attack_list = parse_attacks
 
 
-@dataclass(frozen=True)
-class AttackSpec:
-    name: str            # canonical spelling, e.g. 'pgd100r5', 'apgd-ce'
-    kind: str            # clean | fgsm | pgd | cw | apgd-ce | apgd-dlr | square | deepfool
-    steps: int = 0
-    restarts: int = 1
-
-    @property
-    def metric(self) -> str:
-        return self.name.replace("-", "_") + "_acc"
-
-    @property
-    def whitebox(self) -> bool:
-        """Uses gradients (Square only queries scores; clean is no attack)."""
-        return self.kind not in ("clean", "square")
-
-
-def parse_strong_attack(name) -> AttackSpec:
-    """'pgd20' → AttackSpec('pgd20', 'pgd', 20); 'apgd_ce' → AttackSpec('apgd-ce', 'apgd-ce'); ..."""
-    key = name.strip().lower().replace("_", "-") if isinstance(name, str) else ""
-    if key in ("clean", "fgsm", *ART_KINDS):
-        return AttackSpec(key, key, steps=1 if key == "fgsm" else 0)
-    m = _STEPPED.match(key)
-    if m:
-        steps, restarts = int(m.group(2)), int(m.group(3) or 1)
-        if 1 <= steps <= MAX_STEPS and 1 <= restarts <= MAX_RESTARTS:
-            canon = f"{m.group(1)}{steps}" + (f"r{restarts}" if m.group(3) else "")
-            return AttackSpec(canon, m.group(1), steps, restarts)
-    if key in ("fab", "fab-t", "apgd-t", "autoattack", "aa"):
-        hint = {"fab": "ART 1.20 has no FAB; its AutoAttack runs DeepFool in that slot: use deepfool",
-                "apgd-t": "targeted APGD-DLR is part of apgd-dlr (apgd_targets sets how many target classes)"}
-        hint["fab-t"] = hint["fab"]
-        raise ConfigError(f"attack={name!r} is not allowed; "
-                          + hint.get(key, "use suite=standard or suite=full for AutoAttack-style evaluation"))
-    raise ConfigError(f"attack={name!r} is not allowed; use {ATTACK_FORMS}, with 1 <= steps <= {MAX_STEPS} "
-                      f"and 1 <= restarts <= {MAX_RESTARTS}")
-
-
-def parse_attack_list(attacks) -> list[AttackSpec]:
-    """A comma string or a sequence of names → specs, canonical, de-duplicated, in order; clean first."""
-    if isinstance(attacks, str):
-        attacks = [a for a in attacks.split(",") if a.strip()]
-    specs = list(dict.fromkeys(parse_strong_attack(a) for a in attacks))
-    if not specs:
-        raise ConfigError(f"attacks is empty; give at least one of {ATTACK_FORMS}")
-    clean = [s for s in specs if s.kind == "clean"] or [AttackSpec("clean", "clean")]
-    return clean + [s for s in specs if s.kind != "clean"]
+def art_version() -> str:
+    return package_version("adversarial-robustness-toolbox")
 
 
 def _whole(name: str, value, low: int, high: int) -> int:
@@ -220,16 +162,33 @@ def _still_correct(model: nn.Module, x: torch.Tensor, x_adv, y: torch.Tensor, ep
         return model(x_adv).argmax(dim=1) == y
 
 
+def per_example_noise(seed: int, batch_len: int, positions: torch.Tensor, eps: float, shape):
+    """`pgd_attack`'s start_noise: U(−ε, ε) drawn for the whole batch (restart r: seed (seed, r)) and
+    indexed by each attacked example's position in it, so an example gets the same random start
+    whichever other examples of its batch are attacked with it (the cascade's guarantee)."""
+    def start_noise(restart: int, idx: torch.Tensor) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed_for(seed, "start", restart))
+        full = torch.rand((batch_len, *shape), generator=g)
+        return full[positions[idx.cpu()]].mul_(2 * eps).sub_(eps)
+    return start_noise
+
+
 def attack_batch(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel,
-                 budget: Budget, seed: int, art: _Art | None = None) -> torch.Tensor:
-    """bool [len(x)]: which examples of (x, y) — all correctly classified clean — survive the attack."""
+                 budget: Budget, seed: int, art: _Art | None = None, positions: torch.Tensor | None = None,
+                 batch_len: int | None = None) -> torch.Tensor:
+    """bool [len(x)]: which examples of (x, y) — all correctly classified clean — survive the attack.
+
+    `positions` (int [len(x)]): where each example sits in its batch of `batch_len` examples; our
+    PGD/CW then draw each example's random start from that position (see `per_example_noise`)."""
     eps = threat.eps
     if spec.kind == "fgsm":
         return _still_correct(model, x, fgsm(model, x, y, eps=eps), y, eps)
     if spec.kind in ("pgd", "cw"):
+        if positions is None:
+            positions, batch_len = torch.arange(len(x)), len(x)
         out = pgd_attack(model, x, y, eps=eps, alpha=threat.alpha, steps=spec.steps, loss="ce" if spec.kind == "pgd"
                          else "cw", random_start=True, restarts=spec.restarts, early_exit=True,
-                         generator=torch.Generator().manual_seed(seed))
+                         start_noise=per_example_noise(seed, batch_len, positions.cpu(), eps, x.shape[1:]))
         return ~out.fooled
     if spec.kind not in ART_KINDS or art is None:
         raise ValueError(f"attack_batch: unknown attack {spec!r}")
@@ -288,105 +247,3 @@ def _targeted_dlr(model, x, y, ok, xn, *, eps, budget: Budget, art: _Art) -> tor
         x_adv = apgd_t.generate(xn[live_cpu.numpy()], y=onehot)       # y: the TARGET classes (targeted)
         ok[live] = _still_correct(model, x[live], x_adv, y[live], eps)
     return ok
-
-
-# ---------------------------------------------------------------------------------------- a whole run
-@dataclass
-class AttackRun:
-    """Per-example correctness of every attack run so far, over the evaluated examples (index order)."""
-
-    correct: dict[str, torch.Tensor] = field(default_factory=dict)   # attack name → bool [n]
-    seconds: dict[str, float] = field(default_factory=dict)          # attack name → compute time this call
-    resumed: dict[str, int] = field(default_factory=dict)            # attack name → batches loaded from the store
-    skipped: dict[str, str] = field(default_factory=dict)            # attack name → why it did not run
-
-
-class AttackRunner:
-    """Runs attacks over a seeded subset of (images, labels), batch by batch, resumably.
-
-    `images` are uint8 [N,3,H,W] (scaled to [0,1] per batch) or float pixels in [0,1].
-    """
-
-    def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, *,
-                 batch_size: int, seed: int, device: torch.device, budget: Budget, progress: bool = True,
-                 store: EvalStore | None = None):
-        if not isinstance(images, torch.Tensor) or images.dim() != 4:
-            raise DataError(f"images must be a tensor [N, C, H, W]; got {getattr(images, 'shape', type(images))}")
-        if not (images.dtype == torch.uint8 or images.is_floating_point()):
-            raise DataError(f"images must be uint8 (0-255) or float pixels in [0,1]; got dtype {images.dtype}")
-        if not isinstance(labels, torch.Tensor) or labels.shape != (images.shape[0],):
-            raise DataError(f"labels must be a tensor [{images.shape[0]}] matching images; "
-                            f"got {getattr(labels, 'shape', type(labels))}")
-        self.model, self.images, self.labels, self.indices = model, images, labels, indices
-        self.batch_size, self.seed, self.device, self.budget = batch_size, seed, device, budget
-        self.progress, self.store = progress, store
-        self.batches = list(torch.split(indices, batch_size))
-        self.offsets = [0]
-        for b in self.batches:
-            self.offsets.append(self.offsets[-1] + b.numel())
-        self.n = indices.numel()
-        with torch.no_grad(), eval_mode(model):
-            first = model(self.pixels(0)[:8])
-        self.num_classes = int(first.shape[1])
-        self.probabilities = outputs_probabilities(first)   # a softmax output layer: ART gets log p
-        self.input_shape = tuple(images.shape[1:])
-        self.run = AttackRun()
-        self._clean: torch.Tensor | None = None
-
-    def pixels(self, i: int) -> torch.Tensor:
-        return _to_pixels(self.images[self.batches[i]]).to(self.device)
-
-    def targets(self, i: int) -> torch.Tensor:
-        return self.labels[self.batches[i]].to(self.device, torch.int64)
-
-    @property
-    def clean(self) -> torch.Tensor:
-        if self._clean is None:
-            self._clean = self.attack(AttackSpec("clean", "clean"), ThreatModel())
-        return self._clean
-
-    def params(self, spec: AttackSpec, threat: ThreatModel) -> dict:
-        p = {"attack": spec.name, "version": ATTACK_VERSION, "seed": self.seed, **self.budget.for_kind(spec.kind)}
-        if spec.kind != "clean":
-            p["threat"] = threat.to_dict()
-        return p
-
-    def attack(self, spec: AttackSpec, threat: ThreatModel, label: str | None = None) -> torch.Tensor:
-        """bool [n]: correct under `spec` at `threat`; loads finished batches from the store, runs the rest."""
-        label = label or spec.name
-        params = self.params(spec, threat)
-        state = self.store.load(label, params, self.n, len(self.batches)) if self.store else None
-        if state is None:
-            state = AttackState(correct=torch.zeros(self.n, dtype=torch.bool),
-                                done=torch.zeros(len(self.batches), dtype=torch.bool))
-        self.run.resumed[label] = int(state.done.sum())
-        clean = None if spec.kind == "clean" else self.clean
-        art = (_Art(self.model, self.input_shape, self.num_classes, self.device, self.batch_size, self.probabilities,
-                    verbose=self.progress) if spec.kind in ART_KINDS else None)
-        seconds = 0.0
-        with eval_mode(self.model), tqdm(total=len(self.batches), initial=int(state.done.sum()), desc=label,
-                                         unit="batch", file=sys.stderr, disable=not self.progress,
-                                         leave=False) as bar:
-            for i in range(len(self.batches)):
-                if state.done[i]:
-                    continue
-                start = time.perf_counter()
-                lo, hi = self.offsets[i], self.offsets[i + 1]
-                x, y = self.pixels(i), self.targets(i)
-                if clean is None:
-                    with torch.no_grad():
-                        ok = self.model(x).argmax(dim=1) == y
-                else:
-                    ok = clean[lo:hi].to(self.device).clone()
-                    live = ok.nonzero().squeeze(1)
-                    if live.numel():
-                        ok[live] = attack_batch(self.model, spec, x[live], y[live], threat=threat,
-                                                budget=self.budget, seed=seed_for(self.seed, label, i), art=art)
-                state.correct[lo:hi] = ok.cpu()
-                state.done[i] = True
-                seconds += time.perf_counter() - start
-                if self.store:
-                    self.store.save(label, params, state)
-                bar.update(1)
-        self.run.seconds[label] = seconds
-        return state.correct.clone()

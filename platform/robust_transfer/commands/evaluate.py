@@ -24,12 +24,15 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                           epsilon=cfg.epsilon, step_size=cfg.step_size, n_examples=cfg.n_examples, seed=cfg.seed,
                           batch_size=cfg.batch_size, device=cfg.device, data_dir=cfg.data_dir,
                           progress=cfg.progress, diagnostics=None if getattr(cfg, "diagnostics", True) else False,
-                          resume=getattr(cfg, "resume", True), **budget)
+                          resume=getattr(cfg, "resume", True), cascade=getattr(cfg, "cascade", True), **budget)
         res = ev.result
         log.log_metrics(res.metrics)
         run_tags = {"rtl.data": ev.data.spec, "rtl.data_sha256": ev.data.sha256(),
                     "rtl.eval_indices_sha256": res.indices_sha256, "rtl.eval_attacks": ",".join(res.params["attacks"]),
-                    "rtl.eval_budget": json.dumps(ev.budget.to_dict(), sort_keys=True)}
+                    "rtl.eval_budget": json.dumps(ev.budget.to_dict(), sort_keys=True),
+                    "rtl.eval_per_attack": "cascade" if res.params.get("cascade") else "independent"}
+        if res.params.get("aa_impl"):
+            run_tags["rtl.aa_impl"] = res.params["aa_impl"]
         if ev.diagnostics is not None:
             run_tags.update(ev.diagnostics.tags())
         log.set_tags(run_tags)

@@ -83,7 +83,10 @@ def tag_model_version(model_uri: str, ev, run_id: str | None) -> tuple[str, str]
     tags.update(ev.diagnostics.tags())
     tags.update({"eval.timestamp": str(int(time.time() * 1000)), "eval.suite": ev.suite,
                  "eval.n_examples": str(res.n_examples), "eval.indices_sha256": res.indices_sha256,
-                 "eval.epsilon": str(res.params.get("epsilon"))})
+                 "eval.epsilon": str(res.params.get("epsilon")), "eval.split": str(res.params.get("split", "test")),
+                 "eval.per_attack": "cascade" if res.params.get("cascade") else "independent"})
+    if res.params.get("aa_impl"):     # what aa_acc is: the reference AutoAttack or our substitute (issue 15)
+        tags["eval.aa_impl"] = res.params["aa_impl"]
     if ev.data is not None:
         tags.update({"eval.data": ev.data.spec, "eval.data_sha256": ev.data.sha256()})
     if run_id:

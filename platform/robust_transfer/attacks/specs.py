@@ -1,0 +1,133 @@
+"""One grammar for attack names, one attack spec: what every evaluation in this library runs.
+
+    clean                    no attack
+    fgsm                     one signed-gradient step (ours)
+    pgd<k>[r<m>]             k-step PGD on cross-entropy, m random restarts (ours; pgd100r5 → pgd100r5_acc)
+    cw<k>[r<m>]              k-step PGD on the CW margin (ours)
+    apgd-ce                  APGD on cross-entropy (Croce & Hein 2020), ART's AutoProjectedGradientDescent
+    apgd-dlr                 APGD on the DLR loss, untargeted, then targeted towards the `apgd_targets`
+                             classes the model ranks highest on what is left (AutoAttack's APGD-T), ART
+    square                   Square Attack (Andriushchenko et al. 2020), score-based black box, ART
+    deepfool                 ART's DeepFool projected onto the ε-ball (ART's AutoAttack runs it where
+                             AutoAttack has FAB; ART 1.20 has no FAB)
+    autoattack               Croce & Hein's own AutoAttack, version 'standard' (APGD-CE, APGD-T with 9
+                             targets, FAB-T, Square with 5000 queries), from the `pyautoattack` package:
+                             the number RobustBench reports (attacks/reference.py)
+
+An `AttackSpec` names what runs: name, kind, loss, steps, restarts, targets, queries, implementation.
+Budget-driven fields (APGD iterations, targets, Square queries) are filled by `resolve(budget)`.
+Metric: the name with '-' → '_' and `_acc` appended (`apgd-ce` → `apgd_ce_acc`; `autoattack` → `aa_acc`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, replace
+
+from ..errors import ConfigError
+
+OURS_KINDS = ("clean", "fgsm", "pgd", "cw")
+ART_KINDS = ("apgd-ce", "apgd-dlr", "square", "deepfool")
+REFERENCE_KINDS = ("autoattack",)
+MAX_STEPS, MAX_RESTARTS = 10_000, 100
+_STEPPED = re.compile(r"^(pgd|cw)(\d+)(?:r(\d+))?$")
+ATTACK_FORMS = ("clean, fgsm, pgd<steps>[r<restarts>], cw<steps>[r<restarts>], apgd-ce, apgd-dlr, square, deepfool, "
+                "autoattack (e.g. pgd20, cw20, pgd100r5)")
+LOSSES = {"clean": "", "fgsm": "ce", "pgd": "ce", "cw": "cw-margin", "apgd-ce": "ce", "apgd-dlr": "dlr",
+          "square": "margin", "deepfool": "", "autoattack": "ce,dlr-targeted,fab-targeted,margin"}
+
+
+def package_version(name: str) -> str:
+    """An installed distribution's version ('missing' when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "missing"
+
+
+def implementation(kind: str) -> str:
+    """Which code runs an attack of this kind: ours, ART's, or the reference AutoAttack."""
+    if kind in ART_KINDS:
+        return f"art {package_version('adversarial-robustness-toolbox')}"
+    if kind in REFERENCE_KINDS:
+        return f"pyautoattack {package_version('pyautoattack')}"
+    return "robust_transfer"
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    name: str            # canonical spelling, e.g. 'pgd100r5', 'apgd-ce'
+    kind: str            # clean | fgsm | pgd | cw | apgd-ce | apgd-dlr | square | deepfool | autoattack
+    steps: int = 0       # iterations (PGD/CW: from the name; APGD/DeepFool: from the budget)
+    restarts: int = 1
+    targets: int = 0     # target classes (APGD-T; the reference: 9)
+    queries: int = 0     # Square Attack queries
+    loss: str = ""       # derived from the kind when not given
+
+    def __post_init__(self):
+        if not self.loss:
+            object.__setattr__(self, "loss", LOSSES.get(self.kind, ""))
+
+    @property
+    def metric(self) -> str:
+        return "aa_acc" if self.kind == "autoattack" else self.name.replace("-", "_") + "_acc"
+
+    @property
+    def whitebox(self) -> bool:
+        """Uses gradients (Square only queries scores; clean is no attack)."""
+        return self.kind not in ("clean", "square")
+
+    @property
+    def implementation(self) -> str:
+        return implementation(self.kind)
+
+    def resolve(self, budget) -> "AttackSpec":
+        """This spec with the budget's iterations, targets and queries filled in (what actually runs)."""
+        if self.kind in ("apgd-ce", "apgd-dlr"):
+            return replace(self, steps=budget.apgd_iters, restarts=budget.apgd_restarts,
+                           targets=budget.apgd_targets if self.kind == "apgd-dlr" else 0)
+        if self.kind == "square":
+            return replace(self, queries=budget.square_queries, restarts=budget.square_restarts)
+        if self.kind == "deepfool":
+            return replace(self, steps=budget.deepfool_iters)
+        if self.kind == "autoattack":
+            return replace(self, steps=100, targets=9, queries=5000)
+        return self
+
+    def describe(self) -> dict:
+        return {**asdict(self), "implementation": self.implementation}
+
+
+def parse_attack_spec(name) -> AttackSpec:
+    """'pgd20' → AttackSpec('pgd20', 'pgd', 20); 'apgd_ce' → AttackSpec('apgd-ce', 'apgd-ce'); ..."""
+    key = name.strip().lower().replace("_", "-") if isinstance(name, str) else ""
+    if key in ("clean", "fgsm", *ART_KINDS, *REFERENCE_KINDS):
+        return AttackSpec(key, key, steps=1 if key == "fgsm" else 0)
+    m = _STEPPED.match(key)
+    if m:
+        steps, restarts = int(m.group(2)), int(m.group(3) or 1)
+        if 1 <= steps <= MAX_STEPS and 1 <= restarts <= MAX_RESTARTS:
+            canon = f"{m.group(1)}{steps}" + (f"r{restarts}" if m.group(3) else "")
+            return AttackSpec(canon, m.group(1), steps, restarts)
+    if key in ("fab", "fab-t", "apgd-t", "aa"):
+        hint = {"fab": "ART 1.20 has no FAB; its AutoAttack runs DeepFool in that slot: use deepfool, or "
+                       "autoattack for the reference AutoAttack (FAB-T included)",
+                "apgd-t": "targeted APGD-DLR is part of apgd-dlr (apgd_targets sets how many target classes)",
+                "aa": "the reference AutoAttack is spelled autoattack"}
+        hint["fab-t"] = hint["fab"]
+        raise ConfigError(f"attack={name!r} is not allowed; " + hint[key])
+    raise ConfigError(f"attack={name!r} is not allowed; use {ATTACK_FORMS}, with 1 <= steps <= {MAX_STEPS} "
+                      f"and 1 <= restarts <= {MAX_RESTARTS}")
+
+
+def parse_attacks(attacks) -> list[AttackSpec]:
+    """The one parser of `attacks=`: a comma string or a sequence of names → specs, canonical,
+    de-duplicated, in the order given (the cascade order), clean first."""
+    if isinstance(attacks, str):
+        attacks = [a for a in attacks.split(",") if a.strip()]
+    specs = list(dict.fromkeys(parse_attack_spec(a) for a in attacks))
+    if not specs:
+        raise ConfigError(f"attacks is empty; give at least one of {ATTACK_FORMS}")
+    clean = [s for s in specs if s.kind == "clean"] or [AttackSpec("clean", "clean")]
+    return clean + [s for s in specs if s.kind != "clean"]
