@@ -23,6 +23,7 @@ meaningful for the folded convolutions (attacks take gradients w.r.t. the input 
 """
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import torch
@@ -35,6 +36,21 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, _Folded | None]" = weakref.WeakKeyDictionary()
 TRACES = 0   # how many times a model was traced (tests: a changing model is re-folded, not re-traced)
+# torch.fx tracing patches torch.nn.Module.__call__ for the whole process while it runs, so a model
+# called in another thread at that moment fails ("module is not installed as a submodule"): trials
+# that run in parallel threads (search n_jobs > 1) attack their models unfolded. See `threads_share_process`.
+_UNFOLDED_USERS = 0
+
+
+@contextlib.contextmanager
+def threads_share_process():
+    """While this is open, `attack_view` returns models as they are (no tracing, no folding)."""
+    global _UNFOLDED_USERS
+    _UNFOLDED_USERS += 1
+    try:
+        yield
+    finally:
+        _UNFOLDED_USERS -= 1
 
 
 def _structure_key(model: nn.Module) -> tuple:
@@ -110,7 +126,7 @@ def _has_hooks(model: nn.Module) -> bool:
 def attack_view(model: nn.Module) -> nn.Module:
     """`model` with BatchNorm folded into the preceding convolutions (eval-mode semantics), or
     `model` itself when there is nothing to fold or it cannot be traced. See the module docstring."""
-    if not isinstance(model, ImageClassifier) or _has_hooks(model):
+    if _UNFOLDED_USERS or not isinstance(model, ImageClassifier) or _has_hooks(model):
         return model
     try:
         folded = _CACHE.get(model, False)

@@ -186,16 +186,20 @@ def _grid_exhausted(study) -> bool:
 @contextlib.contextmanager
 def split_threads(n_jobs: int):
     """n_jobs trials in parallel threads share the CPU: give each its share of torch's intra-op threads
-    (oversubscribed threads spin against each other; on 2 cores that is ~10x slower)."""
+    (oversubscribed threads spin against each other; on 2 cores that is ~10x slower), and attack
+    models unfolded (torch.fx tracing in one thread breaks model calls in the others)."""
     if n_jobs <= 1:
         yield
         return
     import torch
 
+    from ..attacks.fold import threads_share_process
+
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, before // n_jobs))
     try:
-        yield
+        with threads_share_process():   # torch.fx tracing is not thread-safe (attacks/fold.py)
+            yield
     finally:
         torch.set_num_threads(before)
 

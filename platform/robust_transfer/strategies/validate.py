@@ -1,4 +1,4 @@
-"""What a training entry point measures, and on which data (issue 13; DESIGN.md "Conventions").
+"""What a training entry point measures, and on which data (issue 13; docs/architecture.md "Conventions").
 
 - Choices read VALIDATION metrics: per epoch, `val_clean_acc` and `val_pgd10_acc` (PGD-10, cheap) on up
   to `VAL_EXAMPLES` images of the validation split carved from the training split
