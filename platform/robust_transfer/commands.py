@@ -101,3 +101,11 @@ COMMANDS["report"] = (ReportConfig, run_report, "Write a suite's tables, figures
                       "(projects/*.yaml `report:`) from its newest FINISHED step runs to <out>/<scale>/.")
 COMMANDS["suite"] = (SuiteConfig, run_suite, "Run a paper table/figure (projects/*.yaml) as child runs, reusing "
                      "finished steps, passing models by registry alias, ending with report.")
+
+
+# --- import (issue #14): published checkpoints into ours --------------------------------------------
+from .import_command import ImportConfig  # noqa: E402
+
+COMMANDS["import"] = (ImportConfig, _lazy(".import_command", "run_import"),
+                      "Convert a published checkpoint (torchvision, robustness, RobustBench, or a state dict + "
+                      "YAML key map) into ours and register it.")

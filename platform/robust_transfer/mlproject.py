@@ -19,6 +19,7 @@ python_env: python_env.yaml
 
 entry_points:
 """
+ENTRY_NAMES = {"import": "import_model"}  # `import` is a Python keyword: the entry point gets a clearer name
 _MLFLOW_TYPE = {int: "string", float: "float", str: "string", bool: "string"}
 
 
@@ -36,7 +37,7 @@ def render() -> str:
     out = [HEADER]
     for name, (cls, _fn, help_) in COMMANDS.items():
         hints = typing.get_type_hints(cls)
-        entry = name.replace("-", "_")
+        entry = ENTRY_NAMES.get(name, name.replace("-", "_"))
         out.append(f"  # {help_}\n  {entry}:\n    parameters:\n")
         flags = []
         for f in fields(cls):
