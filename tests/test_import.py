@@ -348,7 +348,7 @@ def test_a_transfer_run_starts_from_an_imported_model(wd, tiny_folder):
     from robust_transfer import load_model_with_meta
     model, meta = load_model_with_meta("models:/tv-r18-tiny/1")
     assert meta["arch"] == "resnet18" and model.num_classes == 3
-    assert meta["lineage"]["source"]["lineage"]["format"] == "torchvision" if "source" in meta["lineage"] else True
+    assert meta["lineage"]["source_meta"]["lineage"]["format"] == "torchvision"  # the import stays in the lineage
 
 
 # --- bad files: one line, exit 4, nothing registered -----------------------------------------------------

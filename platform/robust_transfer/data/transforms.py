@@ -1,6 +1,8 @@
 """Tensor-level image transforms: resizing and the batched pad-crop-flip augmentation."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -67,3 +69,41 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) 
     left = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
     flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
     return crop_windows(F.pad(x, (pad, pad, pad, pad)), top, left, h, w, flip)
+
+
+def random_resized_crop_flip(x: torch.Tensor, generator: torch.Generator, scale=(0.08, 1.0),
+                             ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    """torchvision's RandomResizedCrop(size, scale, ratio) + RandomHorizontalFlip on a batch, at the
+    batch's own size: per image a box of `scale` × the area and aspect `ratio`, resampled (bilinear)
+    back to H×W, mirrored with probability 1/2. One affine grid_sample for the whole batch; boxes
+    that would not fit are shrunk to fit (torchvision retries, then falls back to the centre crop).
+    Random numbers come from `generator` (CPU), so every device augments alike."""
+    n, _, h, w = x.shape
+    area = torch.empty(n).uniform_(scale[0], scale[1], generator=generator)
+    log_r = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    aspect = torch.exp(log_r)
+    bw = torch.sqrt(area * aspect).clamp(max=1.0)       # box width / image width
+    bh = torch.sqrt(area / aspect).clamp(max=1.0)       # box height / image height
+    cx = (torch.rand(n, generator=generator) * (1 - bw) + bw / 2) * 2 - 1   # box centre in [-1, 1]
+    cy = (torch.rand(n, generator=generator) * (1 - bh) + bh / 2) * 2 - 1
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = bw * flip, cx
+    theta[:, 1, 1], theta[:, 1, 2] = bh, cy
+    theta = theta.to(x.device)
+    grid = F.affine_grid(theta, [n, x.shape[1], h, w], align_corners=False)
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else out
+
+
+def augmentation_for(spec: str):
+    """The training augmentation of a dataset: random-resized-crop + flip for image folders decoded
+    at a chosen size (`resize=R`: photos, where a 4-pixel shift means little), else the CIFAR-style
+    pad-crop-flip."""
+    from .spec import parse_spec
+
+    try:
+        resized = parse_spec(spec).resize is not None
+    except Exception:  # a spec from an older checkpoint or a test's hand-made ImageData
+        resized = False
+    return random_resized_crop_flip if resized else random_crop_flip

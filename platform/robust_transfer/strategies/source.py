@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from ..attacks import ThreatModel, evaluate_robustness
 from ..checkpoints import save_checkpoint
 from ..data import ImageData, load_dataset, resize_images, stratified_subset
-from ..data.transforms import random_crop_flip
+from ..data.cache import ReleasingReader
+from ..data.transforms import augmentation_for
 from ..errors import ConfigError, ModelError
 from ..models import HeadSpec, ImageClassifier, create_head
 from ..reporting import RunLogger
@@ -140,6 +141,8 @@ class IndexedImages:
         self.images, self.labels = data.images.to(device), data.labels.to(device)
         self.n, self.batch_size, self.seed, self.device = len(data), batch_size, seed, device
         self.augment, self.memory_format = augment, memory_format
+        self.augment_fn = augmentation_for(data.spec)
+        self._pages = ReleasingReader(self.images)
         self.drop_last = drop_last(self.n, batch_size)
         self.gen = torch.Generator()
 
@@ -153,8 +156,9 @@ class IndexedImages:
 
     def pixels(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.images[idx]
+        self._pages.touched(x.numel())
         if self.augment:
-            x = random_crop_flip(x, self.gen)
+            x = self.augment_fn(x, self.gen)
         return x.float().div_(255).contiguous(memory_format=self.memory_format)
 
 
