@@ -57,11 +57,13 @@ def _decode_pil(blob: bytes) -> torch.Tensor:
 
 
 def _decode_one(blob: bytes) -> torch.Tensor | None:
+    if not blob:
+        return None
     try:
         x = decode_image(torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB)
         if x.dtype == torch.uint8 and x.dim() == 3 and x.shape[0] == 3 and x.shape[1] > 0 and x.shape[2] > 0:
             return x
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         pass
     try:
         x = _decode_pil(blob)
@@ -71,17 +73,18 @@ def _decode_one(blob: bytes) -> torch.Tensor | None:
 
 
 def resize_short_side_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 [3, h, w] -> [3, size, size]: short side scaled to `size` (bilinear, antialiased), centre crop."""
+    """uint8 [3, h, w] -> [3, size, size]: short side scaled to `size` (bilinear, antialiased), centre
+    crop; torchvision's Resize(size) + CenterCrop(size) on the decoded image."""
     h, w = x.shape[1:]
     if (h, w) != (size, size):
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        # torchvision's Resize(size) rule: the short side becomes size, the long one int(size * long / short)
+        nh, nw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
         if (nh, nw) != (h, w):
             if size > 1:  # torch's CPU uint8 kernel (fast); float for the 1-pixel corner case
                 x = F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0]
             else:
                 x = F.interpolate(x[None].float(), size=(nh, nw), mode="bilinear", antialias=True)[0].round().to(torch.uint8)
-        top, left = (nh - size) // 2, (nw - size) // 2
+        top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))  # CenterCrop's offsets
         x = x[:, top:top + size, left:left + size]
     return x.contiguous()
 
