@@ -49,6 +49,7 @@ class CommonConfig:
     register_as: str | None = None
     experiment: str = "robust-transfer"
     data_dir: str | None = None
+    download: bool = False          # fetch cifar10/cifar100/tiny-imagenet into the data root if missing (RTL_DATA_MIRROR)
     progress: bool = True
     precision: str = "auto"         # training autocast: auto (bf16 on CUDA with bf16 support, else fp32) | fp32 | bf16
     channels_last: str = "auto"     # auto (on for conv nets: measured faster or even on CPU and CUDA) | true | false
@@ -160,6 +161,7 @@ class EvaluateConfig(ThreatConfig):
     device: str = "auto"
     experiment: str = "robust-transfer"
     data_dir: str | None = None
+    download: bool = False           # fetch cifar10/cifar100/tiny-imagenet into the data root if missing
     progress: bool = True
     diagnostics: bool = True         # gradient-masking checks with suite=standard|full (false: skip them)
     resume: bool = True              # reuse per-attack results stored under cache_dir()/eval/ (interrupted runs)

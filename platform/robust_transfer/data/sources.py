@@ -6,6 +6,7 @@ name) and returns the class names. Image readers take `resize` (the spec's `resi
 """
 from __future__ import annotations
 
+import codecs
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,9 @@ _PICKLE_ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    # protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, "latin1"): a pure data
+    # transform (codecs are looked up only in the `encodings` package), no user code
+    ("_codecs", "encode"): codecs.encode,
 }
 
 
@@ -60,13 +64,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 _CIFAR = {
     "cifar10": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)],
-                    test=["test_batch"], meta="batches.meta", names_key=b"label_names", labels_key=b"labels",
-                    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                    md5="c58f30108f718f92721af3b95e74349a"),
+                    test=["test_batch"], meta="batches.meta", names_key=b"label_names", labels_key=b"labels"),
     "cifar100": dict(folder="cifar-100-python", train=["train"], test=["test"], meta="meta",
-                     names_key=b"fine_label_names", labels_key=b"fine_labels",
-                     url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                     md5="eb9058c3a382ffc7106e4002c42a8d85"),
+                     names_key=b"fine_label_names", labels_key=b"fine_labels"),
 }
 
 
@@ -89,7 +89,7 @@ def _cifar_source(name: str, data_dir: Path, download: bool) -> Source:
     needed = info["train"] + info["test"] + [info["meta"]]
     if not all((folder / f).is_file() for f in needed):
         if download:
-            _download(info["url"], info["md5"], data_dir, name)
+            _download(name, data_dir)
         missing = [f for f in needed if not (folder / f).is_file()]
         if missing:
             raise DataError(f"{name}: {folder} is missing {', '.join(missing)}; pass --download to fetch it, "
@@ -125,13 +125,10 @@ def _cifar_source(name: str, data_dir: Path, download: bool) -> Source:
     return Source(name, files, read)
 
 
-def _download(url: str, md5: str, data_dir: Path, name: str) -> None:
-    from torchvision.datasets.utils import download_and_extract_archive
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        download_and_extract_archive(url, download_root=str(data_dir), md5=md5)
-    except Exception as e:  # network, disk, checksum: all are "could not get the data"
-        raise DataError(f"{name}: download from {url} into {data_dir} failed: {e}") from None
+def _download(name: str, data_dir: Path) -> None:
+    from .download import download  # URLs and md5s live there (RTL_DATA_MIRROR overrides the URL)
+
+    download(name, data_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,9 +227,6 @@ def _find(data_dir: Path, stem: str, name: str, hint: str) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Tiny-ImageNet-200: wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG + val_annotations.txt
 
-TINY_URL, TINY_MD5 = "http://cs231n.stanford.edu/tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de"
-
-
 def read_tiny_imagenet(tree: FileTree, split: str, what: str, progress: bool, writer: SplitWriter,
                       resize: int | None = None) -> Classes:
     top = tree.top_prefix()
@@ -277,7 +271,7 @@ def _tiny_source(data_dir: Path, download: bool, resize: int | None = None) -> S
     except DataError:
         if not download:
             raise
-        _download(TINY_URL, TINY_MD5, data_dir, name)  # the zip extracts to tiny-imagenet-200/
+        _download(name, data_dir)  # the zip extracts to tiny-imagenet-200/
         path = _find(data_dir, "tiny-imagenet-200", name, hint)
     return Source(_keyed(name, resize), lambda split: [path],
                   lambda split, progress, writer: read_tiny_imagenet(_open_tree(path, name, progress), split, name,

@@ -50,6 +50,7 @@ def retrain_blocks(cfg: RetrainBlocksConfig, k: int, logger: RunLogger, *, run_i
     threat = ThreatModel(cfg.epsilon, cfg.step_size)
     source = load_source(cfg.source_model)
     train, test = load_data(cfg.dataset, source, per_class=cfg.per_class, seed=cfg.seed, upsample=cfg.upsample,
+                            download=cfg.download,
                             data_dir=cfg.data_dir, progress=cfg.progress, param="dataset")
     if train.num_classes != source.model.num_classes:
         raise ModelError(f"dataset={train.spec!r} has {train.num_classes} classes but the source has "
@@ -114,6 +115,7 @@ def source_baseline(cfg: RetrainBlocksConfig) -> dict[str, float]:
     device = resolve_device(cfg.device)
     source = load_source(cfg.source_model)
     _, test = load_data(cfg.dataset, source, per_class=None, seed=cfg.seed, upsample=cfg.upsample,
+                            download=cfg.download,
                         data_dir=cfg.data_dir, progress=cfg.progress, param="dataset")
     metrics, _ = final_evaluation(source.model, test, ThreatModel(cfg.epsilon, cfg.step_size),
                                   eval_steps=cfg.eval_steps, n_examples=cfg.n_examples, seed=cfg.seed,

@@ -54,13 +54,13 @@ def load_source(uri: str) -> Source:
 
 
 def load_data(spec: str, source: Source, *, per_class: int | None, seed: int, upsample: bool, data_dir=None,
-              progress: bool = True, param: str = "target") -> tuple[ImageData, ImageData]:
+              progress: bool = True, param: str = "target", download: bool = False) -> tuple[ImageData, ImageData]:
     """Train (optionally `per_class` per class) and test splits of `spec` (default: the source's own
     dataset), at the source's input size: a different size is an error unless `upsample`."""
     spec = spec or source.meta.get("data_spec")
     if not spec:
         raise ConfigError(f"{param} is required: the source model's metadata records no dataset")
-    train = load_dataset(spec, "train", data_dir=data_dir, progress=progress)
+    train = load_dataset(spec, "train", data_dir=data_dir, progress=progress, download=download)
     test = load_dataset(spec, "test", data_dir=data_dir, progress=progress)
     if per_class is not None:
         train = stratified_subset(train, per_class, seed=seed)

@@ -105,7 +105,7 @@ class ModeStep:
 
 
 def load_training_data(cfg: TrainConfig) -> tuple[ImageData, ImageData]:
-    train = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, progress=cfg.progress)
+    train = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, progress=cfg.progress, download=cfg.download)
     test = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, progress=cfg.progress)
     if cfg.per_class is not None:
         train = stratified_subset(train, cfg.per_class, seed=cfg.seed)

@@ -83,6 +83,7 @@ def transfer(cfg: TransferConfig, logger: RunLogger, *, run_id: str | None = Non
     threat = ThreatModel(cfg.epsilon, cfg.step_size)
     source = load_source(cfg.source_model)
     train, test = load_data(cfg.target, source, per_class=cfg.per_class, seed=cfg.seed, upsample=cfg.upsample,
+                            download=cfg.download,
                             data_dir=cfg.data_dir, progress=cfg.progress)
     tag_run(logger, source, train)
     cached = cfg.feature_cache and not cfg.augment
