@@ -110,6 +110,13 @@ def _search(w: World, *extra, space=None):
 
 
 # (id, command, argv(world), kind of error, text the one line must contain)
+def _import(w: World, file, *extra):
+    args = {"--format": "torchvision", "--arch": "resnet18", "--register-as": "imported"}
+    for k, v in zip(extra[::2], extra[1::2]):
+        args[k] = v
+    return ["import", "--file", str(file), *[x for kv in args.items() for x in kv]]
+
+
 CASES = [
     # train: unknown names, out-of-range numbers, wrong types, missing data, corrupt resume state
     ("train-unknown-arch", "train", lambda w: _train(w, "--arch", "vgg11"), "config", "arch='vgg11'"),
@@ -226,6 +233,17 @@ CASES = [
      "gone.yaml"),
     ("report-directory-as-project", "report", lambda w: ["report", "--project", str(w.empty_dir)], "config",
      "empty"),
+    # import (issue #14): unknown format or arch, a file that is no checkpoint or does not match: exit 4
+    ("import-unknown-format", "import", lambda w: _import(w, w.src / "model.safetensors", "--format", "caffe"),
+     "model", "format='caffe'"),
+    ("import-unknown-arch", "import", lambda w: _import(w, w.src / "model.safetensors", "--arch", "vgg11"),
+     "model", "arch='vgg11'"),
+    ("import-key-mismatch", "import", lambda w: _import(w, w.src / "model.safetensors"), "model", "missing"),
+    ("import-text-file", "import", lambda w: _import(w, w.text_file), "model", "notes.txt"),
+    ("import-missing-file", "import", lambda w: _import(w, w.root / "gone.pth"), "model", "gone.pth"),
+    ("import-directory-as-file", "import", lambda w: _import(w, w.empty_dir), "model", "empty"),
+    ("import-bad-name", "import", lambda w: _import(w, w.text_file, "--register-as", "two words"), "config",
+     "register_as='two words'"),
     # suite
     ("suite-missing-project", "suite", lambda w: ["suite", "--project", str(w.root / "gone.yaml")], "suite",
      "gone.yaml"),

@@ -395,3 +395,21 @@ def test_224_folder_of_100_classes_x_100_images_trains_and_evaluates_under_2gb(t
         peaks.append(peak)
     split_mb = 10_000 * 3 * 224 * 224 / 2**20
     assert max(peaks) < 2048, f"peak RSS {peaks} MB for a {split_mb:.0f} MB decoded set"
+
+
+def test_a_large_resize_is_memory_mapped_and_equal_to_the_in_memory_one(tmp_path, monkeypatch):
+    """upsample=true on a whole CIFAR split: the resized set lives in the cache, mapped, not in memory."""
+    from robust_transfer.data import ImageData, resize_images
+    from robust_transfer.data import transforms
+
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8, generator=g),
+                     torch.arange(40) % 4, ("a", "b", "c", "d"), "cifar10", "train")
+    small = resize_images(data, 24)  # under the threshold: in memory
+    monkeypatch.setattr(transforms, "ON_DISK_BYTES", 1000)
+    big = resize_images(data, 24)
+    ptr = big.images.untyped_storage().data_ptr()
+    assert any(start <= ptr < end for start, end, _ in dcache._MAPS)
+    assert torch.equal(big.images, small.images) and torch.equal(big.labels, data.labels)
+    assert big.sha256() == small.sha256()
+    assert resize_images(data, 24).images.untyped_storage().data_ptr() != 0  # a second call reads the cache

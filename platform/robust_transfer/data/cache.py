@@ -80,13 +80,16 @@ def release(t: torch.Tensor) -> None:
 class ReleasingReader:
     """Counts bytes read from a mapped split and releases its pages every `every` bytes."""
 
-    def __init__(self, t: torch.Tensor, every: int = 128 << 20):
+    def __init__(self, t: torch.Tensor, every: int = 32 << 20):
         self.t, self.every, self.n = t, every, 0
 
     def touched(self, nbytes: int) -> None:
         self.n += nbytes
         if self.n >= self.every:
             release(self.t)
+            from .decode import return_freed_memory
+
+            return_freed_memory()  # and the batch-sized buffers glibc would otherwise keep
             self.n = 0
 
 

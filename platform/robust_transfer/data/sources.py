@@ -157,6 +157,8 @@ def _decode_files(tree: FileTree, items: list[tuple[int, str]], classes, desc: s
                 if resize is None:
                     first = decode.check_one_size([k[0] for k in kept], [k[2] for k in kept], first)
                 writer.add(torch.stack([k[0] for k in kept]), torch.tensor([k[1] for k in kept], dtype=torch.int64))
+            del blobs, imgs, kept
+            decode.return_freed_memory()
             bar.update(len(chunk))
     return tuple(classes)
 

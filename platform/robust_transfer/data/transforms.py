@@ -36,12 +36,32 @@ def _resize_via_float(x: torch.Tensor, size: int) -> torch.Tensor:
     return out
 
 
+ON_DISK_BYTES = 512 << 20  # resized sets larger than this are written to the decode cache and memory-mapped
+
+
 def resize_images(data: ImageData, size: int) -> ImageData:
-    """`data` with every image resized to size x size (e.g. Tiny-ImageNet 64 -> 32, CIFAR 32 -> 224)."""
+    """`data` with every image resized to size x size (e.g. Tiny-ImageNet 64 -> 32, CIFAR 32 -> 224).
+
+    A result over ON_DISK_BYTES (CIFAR-10's 50,000 training images at 224 are 7.5 GB) is built chunk
+    by chunk into the decode cache (keyed by the data's sha256 and the size) and memory-mapped, so
+    `upsample=true` on a whole CIFAR split needs disk, not memory."""
     check_range("size", size, 1, 4096)
     if data.images.shape[-2:] == (size, size):
         return data
-    return ImageData(resize_uint8(data.images, size), data.labels, data.classes, data.spec, data.split)
+    if len(data) * 3 * size * size < ON_DISK_BYTES or data.images.device.type != "cpu":
+        return ImageData(resize_uint8(data.images, size), data.labels, data.classes, data.spec, data.split)
+    from .cache import load_or_build, release
+
+    def build(writer) -> tuple:
+        for i in range(0, len(data), _RESIZE_CHUNK):
+            writer.add(resize_uint8(data.images[i:i + _RESIZE_CHUNK], size), data.labels[i:i + _RESIZE_CHUNK])
+            release(data.images)
+        return data.classes
+
+    resized = load_or_build(f"resized{size}-{data.sha256()[:24]}", data.split, [], build, what=f"{data.spec} at {size}")
+    out = ImageData(resized.images, resized.labels, data.classes, data.spec, data.split)
+    object.__setattr__(out, "_sha256", resized.sha256)
+    return out
 
 
 def crop_windows(padded: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int, width: int,
@@ -71,6 +91,9 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) 
     return crop_windows(F.pad(x, (pad, pad, pad, pad)), top, left, h, w, flip)
 
 
+_RRC_CHUNK = 32
+
+
 def random_resized_crop_flip(x: torch.Tensor, generator: torch.Generator, scale=(0.08, 1.0),
                              ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
     """torchvision's RandomResizedCrop(size, scale, ratio) + RandomHorizontalFlip on a batch, at the
@@ -91,9 +114,13 @@ def random_resized_crop_flip(x: torch.Tensor, generator: torch.Generator, scale=
     theta[:, 0, 0], theta[:, 0, 2] = bw * flip, cx
     theta[:, 1, 1], theta[:, 1, 2] = bh, cy
     theta = theta.to(x.device)
-    grid = F.affine_grid(theta, [n, x.shape[1], h, w], align_corners=False)
-    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out.round_().clamp_(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else out
+    out = torch.empty_like(x)
+    for i in range(0, n, _RRC_CHUNK):  # in chunks: the float copies and the grid stay small at 224×224
+        sl = slice(i, i + _RRC_CHUNK)
+        grid = F.affine_grid(theta[sl], [len(theta[sl]), x.shape[1], h, w], align_corners=False)
+        y = F.grid_sample(x[sl].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out[sl] = y.round_().clamp_(0, 255) if x.dtype == torch.uint8 else y
+    return out
 
 
 def augmentation_for(spec: str):
