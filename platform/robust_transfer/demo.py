@@ -22,10 +22,9 @@ from pathlib import Path
 
 from .cli import quiet_third_party_output
 from . import load_model
-from .commands import run_evaluate, run_promote, run_search, run_train
+from .commands import run_evaluate, run_lwf, run_promote, run_search, run_train, run_transfer
 from .config import EvaluateConfig, LwfConfig, PromoteConfig, SearchConfig, TrainConfig, TransferConfig
 from .errors import UserError
-from .transfer_commands import run_lwf, run_transfer
 
 
 SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "lwf_lambda_pareto.yaml"

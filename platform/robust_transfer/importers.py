@@ -36,7 +36,7 @@ from .models import IMAGENET_MEAN, IMAGENET_STD, HeadSpec, ImageClassifier, chec
 from .models.resnet import TORCHVISION_RESNETS, torchvision_body
 from .models.wide_resnet import units_per_stage
 
-FORMATS = ("torchvision", "robustness", "robustbench", "keymap")
+from .config.import_model import FORMATS  # noqa: E402  (the config validates against the same list)
 _ROBUSTNESS_ARCHS = TORCHVISION_RESNETS  # the transfer literature's are resnet18/50 and wide_resnet50_2
 _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
 MAX_FILE_BYTES = 4 << 30      # the largest published ResNet/WRN checkpoints are < 1 GB
@@ -394,3 +394,40 @@ def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
         raise one_of("format", fmt, FORMATS)
     return fmt
+
+
+def import_and_register(cfg) -> dict:
+    """`cfg` (a config.ImportConfig): convert the file, save our checkpoint, log it in one tracked run and
+    register it as a new version of `cfg.register_as`. Nothing is registered if anything fails."""
+    import tempfile
+    from dataclasses import asdict
+
+    from .checkpoints import model_metadata, save_checkpoint
+    from .tracking import log_checkpoint_model, register_checkpoint_model, tracked_run
+    from .tracking.registry import version_tags
+
+    params = {k: v for k, v in asdict(cfg).items() if v is not None}
+    tags = {"rtl.import_format": cfg.format, "rtl.arch": cfg.arch}
+    with tracked_run("import", params, tags, experiment=cfg.experiment) as log, \
+            tempfile.TemporaryDirectory(prefix="rtl-import-") as tmp:
+        model, meta = convert(cfg.file, cfg.format, cfg.arch, num_classes=cfg.num_classes,
+                              input_size=cfg.input_size, key_map=cfg.key_map)
+        if cfg.epsilon is not None:
+            meta["threat_model"] = {"norm": cfg.norm, "epsilon": cfg.epsilon, "as_given": True}
+        meta["lineage"]["run_id"] = log.run_id
+        checkpoint = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else Path(tmp) / "checkpoint"
+        save_checkpoint(checkpoint, model, meta)
+        model_uri = log_checkpoint_model(checkpoint)
+        full = model_metadata(model, **meta)
+        mv = register_checkpoint_model(model_uri, cfg.register_as, version_tags(full, {}))
+        log.set_tags({"rtl.registered_model": f"{cfg.register_as}/{mv.version}",
+                      "rtl.source_sha256": meta["lineage"]["sha256"]})
+        return {"run_id": log.run_id, "model_uri": f"models:/{cfg.register_as}/{mv.version}",
+                "registered_model": cfg.register_as, "version": mv.version, "meta": full}
+
+
+def import_model(file, format: str, arch: str, register_as: str, **kwargs) -> dict:
+    """Python API of `rtl import` (config.ImportConfig's fields as keyword arguments)."""
+    from .config.import_model import ImportConfig
+
+    return import_and_register(ImportConfig(file=str(file), format=format, arch=arch, register_as=register_as, **kwargs))

@@ -35,6 +35,7 @@ import torch
 from filelock import FileLock
 
 from ..errors import DataError
+from ..io import atomic_write_bytes
 from .paths import cache_dir
 
 FORMAT_VERSION = 2  # 2: memory-mapped directories (1 was one safetensors file)
@@ -95,17 +96,6 @@ class ReleasingReader:
 
 # --- keys ---------------------------------------------------------------------------------------------
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def file_sha256(path: Path) -> str:
     """sha256 of the file's bytes, memoised in cache_dir()/file-hashes.json by (path, size, mtime, ctime, inode)."""
     st = path.stat()
@@ -124,7 +114,7 @@ def file_sha256(path: Path) -> str:
     index[key] = h.hexdigest()
     try:  # a lost race between two processes, or a read-only cache dir, only costs a re-hash later
         index_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(index_path, json.dumps(index, indent=0).encode())
+        atomic_write_bytes(index_path, json.dumps(index, indent=0).encode())
     except OSError:
         pass
     return index[key]
