@@ -154,7 +154,7 @@ def folder_cache(n: int = 10_000, size: int = 224, repeats: int = 2) -> tuple[li
                                  text=True, timeout=3600)
             if out.returncode != 0:
                 raise RuntimeError(out.stderr[-2000:])
-            _, count, secs, rss, _ = out.stdout.split("RESULT")[1].split()
+            count, secs, rss, _ = out.stdout.split("RESULT")[1].split()
             runs.append({"images": int(count), "wall_s": float(secs), "peak_rss_mb": float(rss)})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
