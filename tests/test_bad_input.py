@@ -106,23 +106,6 @@ META_VARIANTS = {   # name -> change to the src checkpoint's meta.json (None: de
 BILLION_LAUGHS = "l0: &l0 lol\n" + "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]\n" for i in range(1, 10))
 
 
-def _png_bomb(path: Path, width: int, height: int, color_type: int = 0) -> None:
-    """A valid PNG of width×height zero pixels: a few hundred KB that decode to width×height×3 bytes."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    channels = {0: 1, 2: 3}[color_type]
-    comp, row, parts = zlib.compressobj(9), b"\x00" * (1 + width * channels), []
-    for _ in range(height):
-        parts.append(comp.compress(row))
-    parts.append(comp.flush())
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0))
-                     + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
-
-
 def _hostile_files(root: Path, spec: str, folder: Path) -> None:
     import json
 
@@ -180,11 +163,6 @@ def _hostile_files(root: Path, spec: str, folder: Path) -> None:
     (root / "suite_deep.yaml").write_text(suite + "report: " + "[" * 20_000 + "]" * 20_000 + "\n")
     (root / "suite_self.yaml").write_text(suite + "description: &d [*d]\n")
     (root / "suite_latin1.yaml").write_bytes(("# r\u00e9sum\u00e9\n" + suite).encode("latin-1"))
-    # decompression bombs among real images (the rest of the folder is the tiny one)
-    for name, split, (wdt, hgt, ct) in (("bomb_gray", "train", (8000, 8000, 0)), ("bomb_rgb", "train", (6000, 6000, 2)),
-                                        ("bomb_edge", "train", (5001, 5000, 0)), ("bomb_test", "test", (8000, 8000, 0))):
-        shutil.copytree(folder, root / name)
-        _png_bomb(root / name / split / "class1" / "0003.png", wdt, hgt, ct)
 
 
 def _train(w: World, *extra):
@@ -207,6 +185,13 @@ def _search(w: World, *extra, space=None):
 
 
 # (id, command, argv(world), kind of error, text the one line must contain)
+def _import(w: World, file, *extra):
+    args = {"--format": "torchvision", "--arch": "resnet18", "--register-as": "imported"}
+    for k, v in zip(extra[::2], extra[1::2]):
+        args[k] = v
+    return ["import", "--file", str(file), *[x for kv in args.items() for x in kv]]
+
+
 CASES = [
     # train: unknown names, out-of-range numbers, wrong types, missing data, corrupt resume state
     ("train-unknown-arch", "train", lambda w: _train(w, "--arch", "vgg11"), "config", "arch='vgg11'"),
@@ -341,6 +326,17 @@ CASES = [
      "gone.yaml"),
     ("report-directory-as-project", "report", lambda w: ["report", "--project", str(w.empty_dir)], "config",
      "empty"),
+    # import (issue #14): unknown format or arch, a file that is no checkpoint or does not match: exit 4
+    ("import-unknown-format", "import", lambda w: _import(w, w.src / "model.safetensors", "--format", "caffe"),
+     "model", "format='caffe'"),
+    ("import-unknown-arch", "import", lambda w: _import(w, w.src / "model.safetensors", "--arch", "vgg11"),
+     "model", "arch='vgg11'"),
+    ("import-key-mismatch", "import", lambda w: _import(w, w.src / "model.safetensors"), "model", "missing"),
+    ("import-text-file", "import", lambda w: _import(w, w.text_file), "model", "notes.txt"),
+    ("import-missing-file", "import", lambda w: _import(w, w.root / "gone.pth"), "model", "gone.pth"),
+    ("import-directory-as-file", "import", lambda w: _import(w, w.empty_dir), "model", "empty"),
+    ("import-bad-name", "import", lambda w: _import(w, w.text_file, "--register-as", "two words"), "config",
+     "register_as='two words'"),
     # suite
     ("suite-missing-project", "suite", lambda w: ["suite", "--project", str(w.root / "gone.yaml")], "suite",
      "gone.yaml"),
@@ -450,15 +446,6 @@ HOSTILE = [
      lambda w: _from_source("transfer", w, source=w.root / "meta_head_huge"), "model", "meta_head_huge"),
     ("evaluate-meta-num_classes-1e12", "evaluate", lambda w: _evaluate(w, model=w.root / "meta_classes_huge"), "model",
      "num_classes=1000000000000"),
-    # §2 decompression bombs: pixels per image bounded from the header, before decoding
-    ("train-png-bomb-gray-64MP", "train", lambda w: _train(w, "--dataset", f"imagefolder:{w.root / 'bomb_gray'}"),
-     "data", "at most 25000000 pixels"),
-    ("train-png-bomb-rgb-36MP", "train", lambda w: _train(w, "--dataset", f"imagefolder:{w.root / 'bomb_rgb'}"),
-     "data", "at most 25000000 pixels"),
-    ("train-png-bomb-just-over", "train", lambda w: _train(w, "--dataset", f"imagefolder:{w.root / 'bomb_edge'}"),
-     "data", "5001x5000"),
-    ("evaluate-png-bomb-in-test-split", "evaluate",
-     lambda w: _evaluate(w, "--dataset", f"imagefolder:{w.root / 'bomb_test'}"), "data", "at most 25000000 pixels"),
     # §4 metadata the model is built from: each a model error (exit 4), one line, no warnings
     *[(f"evaluate-{name.replace('_', '-')}", "evaluate", (lambda w, n=name: _evaluate(w, model=w.root / n)), "model", name)
       for name in META_VARIANTS if name not in ("meta_head_huge", "meta_head_big_fits_caps", "meta_classes_huge")],
@@ -662,7 +649,7 @@ RSS_RUNNER = ("import resource, subprocess, sys\n"
               "sys.stderr.write(p.stderr)\n")
 RSS_CASES = ["search-billion-laughs", "search-20k-deep-sequence", "search-grid-of-1e9-ints", "train-classes-range-30M",
              "retrain-blocks-k-range-1e9", "evaluate-meta-head-16x65536", "evaluate-meta-nested-100k",
-             "train-png-bomb-gray-64MP", "promote-policy-10000-plus", "evaluate-checkpoint-data_spec-classes-30M",
+             "promote-policy-10000-plus", "evaluate-checkpoint-data_spec-classes-30M",
              "suite-billion-laughs", "evaluate-meta-wrn-10-0", "transfer-head-16x65536"]
 
 

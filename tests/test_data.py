@@ -301,10 +301,10 @@ def test_imagefolder_mixed_sizes_name_the_file(tmp_path):
         load_dataset(f"imagefolder:{root}", progress=False)
 
 
-def test_imagefolder_corrupt_image_names_the_file(tmp_path):
+def test_imagefolder_corrupt_image_is_skipped_with_a_count(tmp_path, capsys):
     root = _write_files(tmp_path / "c", {"a/1.png": _png(_rgb(1)), "a/2.png": b"\x89PNG broken"})
-    with pytest.raises(DataError, match="a/2.png"):
-        load_dataset(f"imagefolder:{root}", progress=False)
+    d = load_dataset(f"imagefolder:{root}", progress=False)
+    assert len(d) == 1 and "skipped 1 files (1 not a decodable image)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["dir", "tar"])
@@ -554,7 +554,7 @@ def test_second_load_does_not_decode(tmp_path, kind):
     assert decode.DECODE_COUNT == count  # selection is applied to the cached full split
     assert torch.equal(first.images, third.images) and torch.equal(first.labels, third.labels)
     assert len(second) < len(first)
-    files = list((tmp_path / "cache" / "decoded").glob("*.safetensors"))
+    files = [p for p in (tmp_path / "cache" / "decoded").iterdir() if p.is_dir()]
     assert len(files) == 1 and files[0].name.startswith("imagefolder-train-")
 
 
@@ -571,11 +571,12 @@ def test_cache_follows_content_changes(tmp_path):
 def test_corrupt_cache_is_rebuilt(tmp_path, capsys):
     root = make_imagefolder(tmp_path, "tar")
     first = load_dataset(f"imagefolder:{root}", progress=False)
-    (path,) = (tmp_path / "cache" / "decoded").glob("*.safetensors")
-    path.write_bytes(path.read_bytes()[:100])  # truncated
+    first_images = first.images.clone()  # (first.images maps the file this test truncates in place)
+    (path,) = [p for p in (tmp_path / "cache" / "decoded").iterdir() if p.is_dir()]
+    (path / "images.u8").write_bytes((path / "images.u8").read_bytes()[:100])  # truncated
     count = decode.DECODE_COUNT
     again = load_dataset(f"imagefolder:{root}", progress=False)
-    assert decode.DECODE_COUNT == count + len(first) and torch.equal(again.images, first.images)
+    assert decode.DECODE_COUNT == count + len(first) and torch.equal(again.images, first_images)
     assert "corrupt" in capsys.readouterr().err
     count = decode.DECODE_COUNT
     load_dataset(f"imagefolder:{root}", progress=False)
@@ -598,7 +599,7 @@ def test_two_processes_build_one_valid_cache(tmp_path):
     count = decode.DECODE_COUNT
     d = load_dataset(f"imagefolder:{root}", progress=False)
     assert decode.DECODE_COUNT == count and d.sha256() == results[0][0]
-    assert len(list((tmp_path / "cache" / "decoded").glob("*.safetensors"))) == 1
+    assert len([p for p in (tmp_path / "cache" / "decoded").iterdir() if p.is_dir()]) == 1
     assert not list((tmp_path / "cache" / "decoded").glob("*.tmp"))
 
 

@@ -40,5 +40,12 @@ def evaluate(model, dataset: str = "", **kwargs):
     return _evaluate(model, dataset, **kwargs)
 
 
-__all__ = ["create_model", "load_model", "load_model_with_meta", "evaluate"]
+def import_model(file: str, format: str, arch: str, register_as: str, **kwargs) -> dict:
+    """Convert a published checkpoint into ours and register it (`rtl import`; docs/importing.md)."""
+    from .importers import import_model as _import_model
+
+    return _import_model(file, format, arch, register_as, **kwargs)
+
+
+__all__ = ["create_model", "load_model", "load_model_with_meta", "evaluate", "import_model"]
 __version__ = "0.1.0"

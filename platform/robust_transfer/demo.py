@@ -1,4 +1,6 @@
-"""`make demo`: a short end-to-end run on real data (CIFAR-10 from ../shared/data).
+"""`make demo`: a short end-to-end run on real data: CIFAR-10 from the offline mirror
+(../shared/data/cifar10-jpeg.tar.gz) when it is there, else CIFAR-10 downloaded once into the data
+root (~/.cache/robust-transfer/data, or RTL_DATA_DIR / --data-dir; RTL_DATA_MIRROR for another URL).
 
 1. Train two small sources on one half of the CIFAR-10 classes: natural, and robust (FGSM-RS,
    Wong et al. 2020 — adversarial training at ~2× the cost of natural training).
@@ -60,10 +62,32 @@ class Clock:
         return time.perf_counter() - self.t0
 
 
+def prepare_data(args) -> None:
+    """Without the offline mirror's cifar10-jpeg, use CIFAR-10 itself, downloading it once (checksummed)."""
+    from .data.download import download
+    from .data.paths import resolve_data_dir
+
+    if not any(s.split(":", 1)[0] == "cifar10-jpeg" for s in (args.source, args.target)):
+        return
+    root = resolve_data_dir(args.data_dir)
+    if (root / "cifar10-jpeg.tar.gz").exists() or (root / "cifar10-jpeg").exists():
+        return
+    print(f"no offline mirror of cifar10-jpeg in {root}: using CIFAR-10 from its public archive instead")
+    download("cifar10", root)
+    args.source = args.source.replace("cifar10-jpeg", "cifar10", 1)
+    args.target = args.target.replace("cifar10-jpeg", "cifar10", 1)
+    args.data_dir = str(root)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     quiet_third_party_output()
     clock = Clock()
+    try:
+        prepare_data(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     io = dict(experiment=args.experiment, data_dir=args.data_dir, progress=args.progress)
     rows: list[tuple[str, str, dict]] = []
     try:

@@ -105,11 +105,12 @@ def load_any_model(model) -> tuple[torch.nn.Module, dict]:
     return load_model_with_meta(str(model))
 
 
-def data_for_model(meta: dict, dataset: str, split: str, data_dir=None, progress=True, model=None) -> ImageData:
+def data_for_model(meta: dict, dataset: str, split: str, data_dir=None, progress=True, model=None,
+                   download: bool = False) -> ImageData:
     spec = dataset or meta.get("data_spec")
     if not spec:
         raise ConfigError("dataset is required: the model's metadata records none")
-    data = load_dataset(spec, split, data_dir=data_dir, progress=progress)
+    data = load_dataset(spec, split, data_dir=data_dir, progress=progress, download=download)
     num_classes = getattr(model, "num_classes", meta.get("num_classes"))
     if num_classes is not None and data.num_classes != num_classes:
         raise ModelError(f"the model has {num_classes} classes but dataset={spec!r} has {data.num_classes}; "
@@ -123,8 +124,8 @@ def data_for_model(meta: dict, dataset: str, split: str, data_dir=None, progress
 def evaluate(model, dataset: str = "", *, split: str = "test", suite: str = "quick", attacks: str = "",
              epsilon: float = 8.0, step_size: float = 2.0, n_examples: int = 1000, seed: int = 0,
              batch_size: int = 256, device: str = "auto", data_dir=None, progress: bool = True,
-             diagnostics: bool | None = None, resume: bool = True, thresholds: MaskingThresholds | None = None,
-             cascade: bool = True, **budget) -> Evaluation:
+             download: bool = False, diagnostics: bool | None = None, resume: bool = True,
+             thresholds: MaskingThresholds | None = None, cascade: bool = True, **budget) -> Evaluation:
     """Clean and adversarial accuracy, per attack and worst case per example (+ diagnostics for
     standard/full). `budget`: apgd_iters, apgd_restarts, apgd_targets, square_queries, square_restarts,
     deepfool_iters (default: the suite's)."""
@@ -132,7 +133,7 @@ def evaluate(model, dataset: str = "", *, split: str = "test", suite: str = "qui
     suite_budget(suite, **budget)
     ThreatModel(epsilon, step_size)
     net, meta = load_any_model(model)
-    data = data_for_model(meta, dataset, split, data_dir, progress, net)
+    data = data_for_model(meta, dataset, split, data_dir, progress, net, download=download)
     if isinstance(n_examples, int) and not isinstance(n_examples, bool) and n_examples > len(data):
         raise ConfigError(f"n_examples={n_examples} is larger than the {split} split ({len(data)} examples)")
     ev = evaluate_tensors(net, data.images, data.labels, suite=suite, attacks=attacks, epsilon=epsilon,

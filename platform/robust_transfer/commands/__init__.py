@@ -4,7 +4,8 @@ import this package; `COMMANDS` is the table `cli.py`, `mlproject.py` and the de
 from __future__ import annotations
 
 from ..config import CONFIGS, canonical_entry_point
-from . import analyze, evaluate, finetune_adv, lwf, promote, report, retrain_blocks, search, suite, train, transfer
+from . import (analyze, evaluate, finetune_adv, import_model, lwf, promote, report, retrain_blocks, search, suite, train,
+               transfer)
 from .common import print_table
 
 run_train = train.run_train
@@ -17,6 +18,7 @@ run_promote = promote.run_promote
 run_analyze = analyze.run_analyze
 run_report = report.run_report
 run_suite = suite.run_suite
+run_import = import_model.run_import
 
 
 def run_entry_point(entry_point: str, cfg) -> dict:
@@ -46,10 +48,12 @@ _HELP = {
               "FINISHED step runs to <out>/<scale>/.",
     "suite": "Run a paper table/figure (projects/*.yaml) as child runs, reusing finished steps, passing models by "
              "registry alias, ending with report.",
+    "import": "Convert a published checkpoint (torchvision, robustness, RobustBench, or a state dict + YAML key map) "
+              "into ours and register it (docs/importing.md).",
 }
 _RUN = {"train": run_train, "evaluate": run_evaluate, "retrain-blocks": run_retrain_blocks, "transfer": run_transfer,
         "finetune-adv": run_finetune_adv, "lwf": run_lwf, "search": run_search, "promote": run_promote,
-        "analyze": run_analyze, "report": run_report, "suite": run_suite}
+        "analyze": run_analyze, "report": run_report, "suite": run_suite, "import": run_import}
 
 # name (rtl spelling) → (config class, function, help), in CONFIGS' order (MLproject's)
 COMMANDS = {name: (cls, _RUN[name], _HELP[name]) for name, cls in CONFIGS.items()}

@@ -22,7 +22,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             warnings.simplefilter("ignore", MaskingWarning)   # reported below, as one line
             ev = evaluate(cfg.model, cfg.dataset, split=cfg.split, suite=cfg.suite, attacks=cfg.attacks,
                           epsilon=cfg.epsilon, step_size=cfg.step_size, n_examples=cfg.n_examples, seed=cfg.seed,
-                          batch_size=cfg.batch_size, device=cfg.device, data_dir=cfg.data_dir,
+                          batch_size=cfg.batch_size, device=cfg.device, data_dir=cfg.data_dir, download=cfg.download,
                           progress=cfg.progress, diagnostics=None if getattr(cfg, "diagnostics", True) else False,
                           resume=getattr(cfg, "resume", True), cascade=getattr(cfg, "cascade", True), **budget)
         res = ev.result

@@ -13,6 +13,7 @@ from .analysis import (ANALYSES, ANALYZE_DEFAULT_N_IMAGES, ANALYZE_MAX_GRID_IMAG
                        REPORT_SUFFIXES, SUITE_REUSE, AnalyzeConfig, ReportConfig, SuiteConfig)
 from .common import CHANNELS_LAST, PRECISIONS, SCHEDULES, CommonConfig, EvalThreatConfig, ThreatConfig, ValidationConfig, milestone_fractions
 from .evaluate import EvaluateConfig
+from .import_model import ImportConfig
 from .search import SEARCH_BACKENDS, PromoteConfig, SearchConfig, parse_resources
 from .train import TRAIN_MODES, TrainConfig
 from .transfer import (LWF_DISTANCES, LWF_TEACHERS, FinetuneAdvConfig, LwfConfig, RetrainBlocksConfig, SourceConfig,
@@ -31,13 +32,17 @@ CONFIGS = {
     "analyze": AnalyzeConfig,
     "report": ReportConfig,
     "suite": SuiteConfig,
+    "import": ImportConfig,
 }
+# MLproject names an entry point differently where its rtl name is a Python keyword
+ENTRY_POINT_NAMES = {"import": "import_model"}
 
 
 def canonical_entry_point(name) -> str | None:
     """`finetune_adv` (MLproject spelling) or `finetune-adv` (rtl spelling) → the CONFIGS key; None if unknown."""
     if not isinstance(name, str):
         return None
+    name = {v: k for k, v in ENTRY_POINT_NAMES.items()}.get(name, name)
     for cand in (name, name.replace("_", "-"), name.replace("-", "_")):
         if cand in CONFIGS:
             return cand
@@ -50,7 +55,7 @@ def config_fields(cls) -> list:
 
 __all__ = ["CONFIGS", "canonical_entry_point", "config_fields", "field",
            "CommonConfig", "ThreatConfig", "EvalThreatConfig", "ValidationConfig", "SourceConfig", "TrainConfig", "EvaluateConfig", "RetrainBlocksConfig",
-           "TransferConfig", "FinetuneAdvConfig", "LwfConfig", "SearchConfig", "PromoteConfig", "AnalyzeConfig",
+           "TransferConfig", "ImportConfig", "ENTRY_POINT_NAMES", "FinetuneAdvConfig", "LwfConfig", "SearchConfig", "PromoteConfig", "AnalyzeConfig",
            "ReportConfig", "SuiteConfig", "TRAIN_MODES", "SCHEDULES", "PRECISIONS", "CHANNELS_LAST", "LWF_DISTANCES",
            "LWF_TEACHERS", "SEARCH_BACKENDS", "ANALYSES", "ANALYZE_DEFAULT_N_IMAGES", "ANALYZE_MAX_GRID_IMAGES",
            "ANALYZE_MAX_MODELS", "REPORT_SUFFIXES", "SUITE_REUSE", "milestone_fractions", "parse_k_list",

@@ -86,6 +86,7 @@ class CommonConfig:
     register_as: str | None = None
     experiment: str = "robust-transfer"
     data_dir: str | None = None
+    download: bool = False          # fetch cifar10/cifar100/tiny-imagenet into the data root if missing (RTL_DATA_MIRROR)
     progress: bool = True
     precision: str = "auto"         # training autocast: auto (bf16 on CUDA with bf16 support, else fp32) | fp32 | bf16
     channels_last: str = "auto"     # auto (on for conv nets: measured faster or even on CPU and CUDA) | true | false

@@ -23,6 +23,7 @@ class EvaluateConfig(ThreatConfig):
     device: str = "auto"
     experiment: str = "robust-transfer"
     data_dir: str | None = None
+    download: bool = False           # fetch cifar10/cifar100/tiny-imagenet into the data root if missing
     progress: bool = True
     diagnostics: bool = True         # gradient-masking checks with suite=standard|full (false: skip them)
     resume: bool = True              # reuse per-attack results stored under cache_dir()/eval/ (interrupted runs)

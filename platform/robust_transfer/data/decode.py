@@ -1,80 +1,57 @@
-"""Encoded image bytes -> one uint8 [N, 3, H, W] tensor.
+"""Encoded image bytes -> uint8 [3, H, W] images, one chunk at a time.
 
 torchvision's libjpeg-turbo decoder (batched for JPEGs) is ~3x faster than PIL here, so it does
 the bulk; PIL is the fallback for what torchvision cannot read (BMP, 16-bit PNG, odd modes).
+Any size and mode goes in; with `resize=R` every image comes out R×R (short side scaled to R,
+antialiased, then the centre R×R crop), otherwise all images must share one size. A file that
+does not decode, or whose header claims more than MAX_PIXELS pixels (a decompression bomb: a
+small PNG can claim gigabytes), is skipped and counted, never fatal on its own.
 """
 from __future__ import annotations
 
 import io
-import struct
 import warnings
+from collections import Counter
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
-from tqdm import tqdm
 
 from ..errors import DataError
 
 # Number of images decoded by this process (pickled CIFAR rows count too). Tests use it to prove
 # that a second load is served from the cache.
 DECODE_COUNT = 0
-_CHUNK = 512
+CHUNK = 512
+MAX_PIXELS = 64 * 1024 * 1024  # 8192×8192: 192 MB decoded; PIL's own bomb limit is set to the same
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 _JPEG_MAGIC = b"\xff\xd8\xff"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-# Decoded pixels per image, checked from the file's header before decoding (issue 17 §2: a 186 KB PNG decodes
-# to 192 MB). 25 megapixels (75 MB as RGB) is above any camera photo in common datasets; PIL's own
-# decompression-bomb limit is set to the same number, so the PIL fallback refuses what the header check would.
-MAX_IMAGE_PIXELS = 25_000_000
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+BAD = "not a decodable image"
+BOMB = f"more than {MAX_PIXELS >> 20}M pixels"
 
 
-def _jpeg_size(blob: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's SOF marker, walking the segments (no decoding)."""
-    i, n = 2, len(blob)
-    while i + 4 <= n:
-        if blob[i] != 0xFF:
-            return None
-        m = blob[i + 1]
-        if m == 0xFF:          # fill byte
-            i += 1
-            continue
-        if 0xD0 <= m <= 0xD9 or m == 0x01:
-            i += 2
-            continue
-        if m in _SOF and i + 9 <= n:
-            h, w = struct.unpack(">HH", blob[i + 5:i + 9])
-            return w, h
-        i += 2 + struct.unpack(">H", blob[i + 2:i + 4])[0]
-    return None
-
-
-def image_size(blob: bytes) -> tuple[int, int] | None:
-    """(width, height) from the header: PNG and JPEG parsed directly, anything else by PIL's lazy open."""
-    if blob.startswith(_PNG_MAGIC) and len(blob) >= 24:
-        return struct.unpack(">II", blob[16:24])
-    if blob.startswith(_JPEG_MAGIC):
-        return _jpeg_size(blob)
+def _libc_trim():
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(blob)) as im:
-                return im.size
-    except Image.DecompressionBombError:
-        return (MAX_IMAGE_PIXELS + 1, 1)
-    except Exception:  # not an image PIL knows: the decoder names the problem
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim if hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc
         return None
 
 
-def check_pixels(blob: bytes, name: str) -> None:
-    """DataError (one line, the bound in it) for an image that would decode to more than MAX_IMAGE_PIXELS."""
-    size = image_size(blob)
-    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
-        raise DataError(f"image {name} is {size[0]}x{size[1]} = {size[0] * size[1]} pixels; at most "
-                        f"{MAX_IMAGE_PIXELS} pixels per image are decoded (a decompression bomb, or resize it first)")
+_TRIM = _libc_trim()
+
+
+def return_freed_memory() -> None:
+    """Give freed heap memory back to the OS (glibc's malloc_trim). Decoding allocates and frees
+    hundreds of image-sized buffers per chunk; glibc keeps them in its arenas (its mmap threshold
+    grows after the first frees), so without this RSS creeps up by gigabytes over a large folder."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def count_decoded(n: int) -> None:
@@ -82,59 +59,115 @@ def count_decoded(n: int) -> None:
     DECODE_COUNT += n
 
 
+def _pixels(blob: bytes) -> int | None:
+    """Width × height from the header (nothing decoded), or None if PIL cannot even read the header."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(blob)) as im:
+                w, h = im.size
+        return w * h
+    except Exception:  # PIL raises many types for bad files (and DecompressionBombError for huge ones)
+        return None
+
+
 def _decode_pil(blob: bytes) -> torch.Tensor:
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore")
         with Image.open(io.BytesIO(blob)) as im:
             return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
 
 
-def _decode_one(blob: bytes, name: str) -> torch.Tensor:
-    check_pixels(blob, name)
+def _decode_one(blob: bytes) -> torch.Tensor | None:
+    if not blob:
+        return None
     try:
         x = decode_image(torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        if x.dtype == torch.uint8 and x.shape[0] == 3:
+        if x.dtype == torch.uint8 and x.dim() == 3 and x.shape[0] == 3 and x.shape[1] > 0 and x.shape[2] > 0:
             return x
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         pass
     try:
-        return _decode_pil(blob)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataError(f"image {name} decodes to more than {MAX_IMAGE_PIXELS} pixels (the per-image limit)") from None
-    except Exception as e:  # PIL raises many types for bad files
-        raise DataError(f"cannot decode image {name}: {e}") from None
+        x = _decode_pil(blob)
+        return x if x.shape[1] > 0 and x.shape[2] > 0 else None
+    except Exception:  # PIL raises many types for bad files
+        return None
 
 
-def _decode_chunk(blobs: list[bytes], names: list[str]) -> list[torch.Tensor]:
-    if all(b.startswith(_JPEG_MAGIC) for b in blobs):
-        for b, n in zip(blobs, names):
-            check_pixels(b, n)
+def resize_short_side_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [3, h, w] -> [3, size, size]: short side scaled to `size` (bilinear, antialiased), centre
+    crop; torchvision's Resize(size) + CenterCrop(size) on the decoded image."""
+    h, w = x.shape[1:]
+    if (h, w) != (size, size):
+        # torchvision's Resize(size) rule: the short side becomes size, the long one int(size * long / short)
+        nh, nw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+        if (nh, nw) != (h, w):
+            if size > 1:  # torch's CPU uint8 kernel (fast); float for the 1-pixel corner case
+                x = F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0]
+            else:
+                x = F.interpolate(x[None].float(), size=(nh, nw), mode="bilinear", antialias=True)[0].round().to(torch.uint8)
+        top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))  # CenterCrop's offsets
+        x = x[:, top:top + size, left:left + size]
+    return x.contiguous()
+
+
+def decode_chunk(blobs: list[bytes | None], resize: int | None = None) -> tuple[list[torch.Tensor | None], Counter]:
+    """Each blob decoded to RGB uint8 [3, H, W] (R×R with `resize`), or None (counted by reason) if it cannot be."""
+    why: Counter = Counter()
+    ok = []
+    for b in blobs:
+        if b is None:
+            ok.append(False)
+            continue
+        px = _pixels(b)
+        if px is not None and px > MAX_PIXELS:
+            why[BOMB] += 1
+            ok.append(False)
+        else:
+            ok.append(True)
+    out: list[torch.Tensor | None] = [None] * len(blobs)
+    idx = [i for i, good in enumerate(ok) if good]
+    if idx and all(blobs[i].startswith(_JPEG_MAGIC) for i in idx):
         try:  # one call for the chunk: cheaper per image than decode_image one by one
-            return decode_jpeg([torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs],
-                               mode=ImageReadMode.RGB)
+            for i, x in zip(idx, decode_jpeg([torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in idx],
+                                             mode=ImageReadMode.RGB)):
+                out[i] = x
+            idx = []
         except RuntimeError:
-            pass  # a bad or unusual JPEG in the chunk: decode one by one to name it
-    return [_decode_one(b, n) for b, n in zip(blobs, names)]
+            pass  # a bad or unusual JPEG in the chunk: decode one by one to find it
+    for i in idx:
+        out[i] = _decode_one(blobs[i])
+        if out[i] is None:
+            why[BAD] += 1
+    if resize is not None:
+        out = [None if x is None else resize_short_side_center_crop(x, resize) for x in out]
+    count_decoded(sum(x is not None for x in out))
+    return out, why
 
 
-def decode_images(blobs: list[bytes], names: list[str], *, desc: str = "decoding",
-                  progress: bool = True) -> torch.Tensor:
-    """Decode all `blobs` (named by `names` in errors) to RGB; all images must share one size."""
-    n = len(blobs)
-    if n == 0:
+def check_one_size(images: list[torch.Tensor], names: list[str], first: tuple[str, tuple] | None) -> tuple[str, tuple]:
+    """All images share the size of the first one seen (without resize); DataError naming the odd one out."""
+    for img, name in zip(images, names):
+        if first is None:
+            first = (name, tuple(img.shape))
+        elif tuple(img.shape) != first[1]:
+            raise DataError(f"image {name} is {img.shape[1]}x{img.shape[2]} but {first[0]} is {first[1][1]}x{first[1][2]}; "
+                            f"images of different sizes need a size: add :resize=R to the dataset "
+                            f"(e.g. imagefolder:PATH:resize=224)")
+    return first
+
+
+def decode_images(blobs: list[bytes], names: list[str], *, desc: str = "decoding", progress: bool = True,
+                  resize: int | None = None) -> torch.Tensor:
+    """All `blobs` decoded into one tensor (in memory; for small sets and tests). DataError if any is bad."""
+    if not blobs:
         raise DataError(f"{desc}: no images found")
-    out: torch.Tensor | None = None
-    with tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        for start in range(0, n, _CHUNK):
-            imgs = _decode_chunk(blobs[start:start + _CHUNK], names[start:start + _CHUNK])
-            if out is None:
-                out = torch.empty((n, 3) + tuple(imgs[0].shape[1:]), dtype=torch.uint8)
-            for i, img in enumerate(imgs):
-                if img.shape != out.shape[1:]:
-                    h, w = out.shape[2:]
-                    raise DataError(f"image {names[start + i]} is {img.shape[1]}x{img.shape[2]} but {names[0]} "
-                                    f"is {h}x{w}; all images of a dataset must have one size (resize them first)")
-            torch.stack(imgs, out=out[start:start + len(imgs)])  # one copy per chunk, not per image
-            count_decoded(len(imgs))
-            bar.update(len(imgs))
-    return out
+    out, first = [], None
+    for start in range(0, len(blobs), CHUNK):
+        imgs, _ = decode_chunk(blobs[start:start + CHUNK], resize)
+        for img, name in zip(imgs, names[start:start + CHUNK]):
+            if img is None:
+                raise DataError(f"cannot decode image {name}")
+        first = check_one_size(imgs, names[start:start + CHUNK], first)
+        out += imgs
+    return torch.stack(out)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from ..errors import one_of
 from . import cache
@@ -10,6 +11,7 @@ from .paths import resolve_data_dir
 from .sources import get_source
 from .spec import DatasetSpec, parse_spec
 from .subsets import select_classes, selected_classes
+from .tree import describe_skipped
 
 SPLITS = ("train", "test")
 
@@ -25,9 +27,15 @@ def load_dataset(spec: str | DatasetSpec, split: str = "train", *, data_dir: str
         raise one_of("split", split, SPLITS)
     parsed = parse_spec(spec)
     source = get_source(parsed, resolve_data_dir(data_dir), download)
-    images, labels, classes = cache.load_or_build(source.name, split, source.files(split),
-                                                  lambda: source.read(split, progress))
+    decoded = cache.load_or_build(source.name, split, source.files(split),
+                                  lambda writer: source.read(split, progress, writer), what=str(parsed))
+    if decoded.skipped:
+        print(describe_skipped(decoded.skipped, f"{parsed} {split}"), file=sys.stderr)
+    images, labels, classes = decoded
     keep = selected_classes(parsed.selection, len(classes))
     if keep is not None:
         images, labels, classes = select_classes(images, labels, classes, keep)
-    return ImageData(images, labels, classes, str(parsed), split)
+    data = ImageData(images, labels, classes, str(parsed), split)
+    if keep is None and decoded.sha256 is not None:
+        object.__setattr__(data, "_sha256", decoded.sha256)  # computed once, when the cache was built
+    return data

@@ -17,7 +17,8 @@ import torch
 
 from ..errors import check_range
 from .imagedata import ImageData
-from .transforms import random_crop_flip, resize_uint8
+from .cache import ReleasingReader
+from .transforms import augmentation_for, resize_uint8
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -49,6 +50,8 @@ class BatchLoader:
         if self.home.type == "cpu" and self.device.type == "cuda":
             self.images, self.labels = self.images.pin_memory(), self.labels.pin_memory()
         self.epoch = 0  # the epoch the next __iter__ yields
+        self.augment_fn = augmentation_for(data.spec)
+        self._pages = ReleasingReader(self.images)  # a memory-mapped split: keep RSS bounded
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -69,11 +72,12 @@ class BatchLoader:
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             x, y = self.images[idx], self.labels[idx]
+            self._pages.touched(x.numel())
             if self.home != self.device:   # pinned host batch → device, asynchronously
                 x = x.pin_memory().to(self.device, non_blocking=True)
                 y = y.pin_memory().to(self.device, non_blocking=True)
             if self.augment:
-                x = random_crop_flip(x, g)
+                x = self.augment_fn(x, g)
             if self.resize is not None:
                 x = resize_uint8(x, self.resize)  # as resize_images does to a whole set
             yield x.to(dtype=torch.float32, memory_format=self.memory_format).div_(255), y

@@ -1,10 +1,12 @@
 """Dataset sources: where each dataset lives under the data dir, and how to read one full split.
 
-Every reader returns the whole split, before any class selection, as
-(images uint8 [N, 3, H, W], labels int64 [N], class names), ordered by class then file name.
+Every reader writes the whole split, before any class selection, chunk by chunk into a
+`cache.SplitWriter` (images uint8 [n, 3, H, W] with their int64 labels, ordered by class then file
+name) and returns the class names. Image readers take `resize` (the spec's `resize=R`).
 """
 from __future__ import annotations
 
+import codecs
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,19 +15,22 @@ from typing import Callable
 import numpy as np
 import torch
 
+from tqdm import tqdm
+
 from ..errors import DataError
 from . import decode
+from .cache import SplitWriter
 from .spec import DatasetSpec
 from .tree import FileTree, is_archive, is_image
 
-Decoded = tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]
+Classes = tuple[str, ...]
 
 
 @dataclass
 class Source:
-    name: str                                 # cache namespace: "cifar10", "tiny-imagenet", "imagefolder", ...
+    name: str                                 # cache namespace: "cifar10", "tiny-imagenet", "imagefolder-r224", ...
     files: Callable[[str], list[Path]]        # split -> the files/folders whose content identifies it
-    read: Callable[[str, bool], Decoded]      # (split, progress) -> the decoded full split
+    read: Callable[[str, bool, SplitWriter], Classes]  # (split, progress, writer) -> class names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -41,6 +46,9 @@ _PICKLE_ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    # protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, "latin1"): a pure data
+    # transform (codecs are looked up only in the `encodings` package), no user code
+    ("_codecs", "encode"): codecs.encode,
 }
 
 
@@ -56,13 +64,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 _CIFAR = {
     "cifar10": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)],
-                    test=["test_batch"], meta="batches.meta", names_key=b"label_names", labels_key=b"labels",
-                    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                    md5="c58f30108f718f92721af3b95e74349a"),
+                    test=["test_batch"], meta="batches.meta", names_key=b"label_names", labels_key=b"labels"),
     "cifar100": dict(folder="cifar-100-python", train=["train"], test=["test"], meta="meta",
-                     names_key=b"fine_label_names", labels_key=b"fine_labels",
-                     url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                     md5="eb9058c3a382ffc7106e4002c42a8d85"),
+                     names_key=b"fine_label_names", labels_key=b"fine_labels"),
 }
 
 
@@ -85,7 +89,7 @@ def _cifar_source(name: str, data_dir: Path, download: bool) -> Source:
     needed = info["train"] + info["test"] + [info["meta"]]
     if not all((folder / f).is_file() for f in needed):
         if download:
-            _download(info["url"], info["md5"], data_dir, name)
+            _download(name, data_dir)
         missing = [f for f in needed if not (folder / f).is_file()]
         if missing:
             raise DataError(f"{name}: {folder} is missing {', '.join(missing)}; pass --download to fetch it, "
@@ -94,7 +98,7 @@ def _cifar_source(name: str, data_dir: Path, download: bool) -> Source:
     def files(split: str) -> list[Path]:
         return [folder / f for f in info[split] + [info["meta"]]]
 
-    def read(split: str, progress: bool) -> Decoded:
+    def read(split: str, progress: bool, writer: SplitWriter) -> Classes:
         meta = _unpickle(folder / info["meta"])
         if info["names_key"] not in meta:
             raise DataError(f"{folder / info['meta']} has no {info['names_key']!r} entry")
@@ -113,34 +117,50 @@ def _cifar_source(name: str, data_dir: Path, download: bool) -> Source:
         if len(labels) != len(images) or (len(labels) and (labels.min() < 0 or labels.max() >= len(classes))):
             raise DataError(f"{folder}: labels do not match the images or the {len(classes)} class names")
         decode.count_decoded(len(images))
-        return _sorted_by_class(images, labels, classes)
+        # the same order rule as the image folders: by class, then original order (stable sort)
+        order = torch.sort(labels, stable=True).indices
+        writer.add(images[order], labels[order])
+        return classes
 
     return Source(name, files, read)
 
 
-def _sorted_by_class(images: torch.Tensor, labels: torch.Tensor, classes) -> Decoded:
-    # the same order rule as the image folders: by class, then original order (stable sort)
-    order = torch.sort(labels, stable=True).indices
-    return images[order].contiguous(), labels[order], tuple(classes)
+def _download(name: str, data_dir: Path) -> None:
+    from .download import download  # URLs and md5s live there (RTL_DATA_MIRROR overrides the URL)
 
-
-def _download(url: str, md5: str, data_dir: Path, name: str) -> None:
-    from torchvision.datasets.utils import download_and_extract_archive
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        download_and_extract_archive(url, download_root=str(data_dir), md5=md5)
-    except Exception as e:  # network, disk, checksum: all are "could not get the data"
-        raise DataError(f"{name}: download from {url} into {data_dir} failed: {e}") from None
+    download(name, data_dir)
 
 
 # ---------------------------------------------------------------------------------------------
 # Image folders (and .tar.gz archives of them): <root>/[train|test|val/]<class>/.../<image>
 
-def _decode_files(tree: FileTree, items: list[tuple[int, str]], classes, desc: str, progress: bool) -> Decoded:
+def _decode_files(tree: FileTree, items: list[tuple[int, str]], classes, desc: str, progress: bool,
+                  writer: SplitWriter, resize: int | None) -> Classes:
+    """Read, decode and write `items` (label, path) chunk by chunk; files that do not decode are counted."""
     items.sort()  # by class, then path
-    images = decode.decode_images([tree.read(p) for _, p in items], [p for _, p in items],
-                                  desc=desc, progress=progress)
-    return images, torch.tensor([c for c, _ in items], dtype=torch.int64), tuple(classes)
+    writer.skipped.update(tree.skipped)
+    first = None
+    with tqdm(total=len(items), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for start in range(0, len(items), decode.CHUNK):
+            chunk = items[start:start + decode.CHUNK]
+            blobs = []
+            for _, p in chunk:
+                try:
+                    blobs.append(tree.read(p))
+                except DataError:  # vanished or changed into something unreadable since the listing
+                    blobs.append(None)
+                    writer.skipped["unreadable"] += 1
+            imgs, why = decode.decode_chunk(blobs, resize)
+            writer.skipped.update(why)
+            kept = [(img, c, p) for img, (c, p) in zip(imgs, chunk) if img is not None]
+            if kept:
+                if resize is None:
+                    first = decode.check_one_size([k[0] for k in kept], [k[2] for k in kept], first)
+                writer.add(torch.stack([k[0] for k in kept]), torch.tensor([k[1] for k in kept], dtype=torch.int64))
+            del blobs, imgs, kept
+            decode.return_freed_memory()
+            bar.update(len(chunk))
+    return tuple(classes)
 
 
 def _class_files(tree: FileTree, prefix: str) -> dict[str, list[str]]:
@@ -152,7 +172,8 @@ def _class_files(tree: FileTree, prefix: str) -> dict[str, list[str]]:
     return out
 
 
-def read_imagefolder(tree: FileTree, split: str, what: str, progress: bool) -> Decoded:
+def read_imagefolder(tree: FileTree, split: str, what: str, progress: bool, writer: SplitWriter,
+                     resize: int | None = None) -> Classes:
     top = tree.top_prefix()
     folders = {p[len(top):].split("/", 1)[0] for p in tree.paths if p.startswith(top) and "/" in p[len(top):]}
     if folders & {"train", "test", "val"}:
@@ -176,7 +197,7 @@ def read_imagefolder(tree: FileTree, split: str, what: str, progress: bool) -> D
                         f"{(top + wanted) or 'its top level'}")
     index = {c: i for i, c in enumerate(classes)}
     items = [(index[c], p) for c, paths in per_split[wanted].items() for p in paths]
-    return _decode_files(tree, items, classes, f"decoding {tree.root.name} {split}", progress)
+    return _decode_files(tree, items, classes, f"decoding {tree.root.name} {split}", progress, writer, resize)
 
 
 def _open_tree(path: Path, what: str, progress: bool) -> FileTree:
@@ -187,10 +208,15 @@ def _open_tree(path: Path, what: str, progress: bool) -> FileTree:
     return FileTree(path, progress=progress)
 
 
-def _imagefolder_source(name: str, path: Path) -> Source:
+def _keyed(name: str, resize: int | None) -> str:
+    return f"{name}-r{resize}" if resize else name
+
+
+def _imagefolder_source(name: str, path: Path, resize: int | None = None) -> Source:
     what = f"{name} ({path})"  # errors name the dataset and the path
-    return Source(name, lambda split: [path],
-                  lambda split, progress: read_imagefolder(_open_tree(path, what, progress), split, what, progress))
+    return Source(_keyed(name, resize), lambda split: [path],
+                  lambda split, progress, writer: read_imagefolder(_open_tree(path, what, progress), split, what,
+                                                                   progress, writer, resize))
 
 
 def _find(data_dir: Path, stem: str, name: str, hint: str) -> Path:
@@ -203,10 +229,8 @@ def _find(data_dir: Path, stem: str, name: str, hint: str) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Tiny-ImageNet-200: wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG + val_annotations.txt
 
-TINY_URL, TINY_MD5 = "http://cs231n.stanford.edu/tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de"
-
-
-def read_tiny_imagenet(tree: FileTree, split: str, what: str, progress: bool) -> Decoded:
+def read_tiny_imagenet(tree: FileTree, split: str, what: str, progress: bool, writer: SplitWriter,
+                      resize: int | None = None) -> Classes:
     top = tree.top_prefix()
     paths = set(tree.paths)
     if top + "wnids.txt" not in paths:
@@ -238,10 +262,10 @@ def read_tiny_imagenet(tree: FileTree, split: str, what: str, progress: bool) ->
                 items.append((index[wnid], p))
     if not items:
         raise DataError(f"{what}: {tree.root} has no {split} images")
-    return _decode_files(tree, items, wnids, f"decoding {tree.root.name} {split}", progress)
+    return _decode_files(tree, items, wnids, f"decoding {tree.root.name} {split}", progress, writer, resize)
 
 
-def _tiny_source(data_dir: Path, download: bool) -> Source:
+def _tiny_source(data_dir: Path, download: bool, resize: int | None = None) -> Source:
     name = "tiny-imagenet"
     hint = "pass --data-dir to point at the folder that holds it, or --download to fetch it"
     try:
@@ -249,10 +273,11 @@ def _tiny_source(data_dir: Path, download: bool) -> Source:
     except DataError:
         if not download:
             raise
-        _download(TINY_URL, TINY_MD5, data_dir, name)  # the zip extracts to tiny-imagenet-200/
+        _download(name, data_dir)  # the zip extracts to tiny-imagenet-200/
         path = _find(data_dir, "tiny-imagenet-200", name, hint)
-    return Source(name, lambda split: [path],
-                  lambda split, progress: read_tiny_imagenet(_open_tree(path, name, progress), split, name, progress))
+    return Source(_keyed(name, resize), lambda split: [path],
+                  lambda split, progress, writer: read_tiny_imagenet(_open_tree(path, name, progress), split, name,
+                                                                     progress, writer, resize))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,14 +288,14 @@ def get_source(spec: DatasetSpec, data_dir: Path, download: bool = False) -> Sou
     if spec.name == "cifar10-jpeg":
         hint = ("it has no public download: pass --data-dir to point at the folder that holds "
                 "cifar10-jpeg.tar.gz (or RTL_DATA_DIR)")
-        return _imagefolder_source("cifar10-jpeg", _find(data_dir, "cifar10-jpeg", "cifar10-jpeg", hint))
+        return _imagefolder_source("cifar10-jpeg", _find(data_dir, "cifar10-jpeg", "cifar10-jpeg", hint), spec.resize)
     if spec.name == "tiny-imagenet":
-        return _tiny_source(data_dir, download)
+        return _tiny_source(data_dir, download, spec.resize)
     if spec.name == "imagefolder":
         path = Path(spec.path).expanduser()
         if not path.is_absolute() and not path.exists() and (data_dir / path).exists():
             path = data_dir / path  # a relative path may also name something inside the data dir
         if not path.exists():
             raise DataError(f"imagefolder: {path} does not exist (give a folder, or a .tar.gz/.tgz of one)")
-        return _imagefolder_source("imagefolder", path.resolve())
+        return _imagefolder_source("imagefolder", path.resolve(), spec.resize)
     raise DataError(f"no reader for dataset {spec.name!r}")  # parse_spec lets only known names through

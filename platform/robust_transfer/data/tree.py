@@ -2,12 +2,20 @@
 
 Archives are streamed and read in memory, never extracted, and refused whole if any member could
 escape the folder (absolute path, '..') or is a link or device: a downloaded archive is untrusted.
+Folders get the same rules, applied per file (a user's folder is skipped around, not refused):
+only regular files are read (a FIFO, socket or device named like an image is never opened, so it
+cannot hang a run); a symlink counts only if it resolves to a regular file inside the folder;
+files over MAX_FILE_BYTES, dangling symlinks and names that are not UTF-8 are skipped. What was
+skipped is counted (`FileTree.skipped`) and reported in one warning line.
 """
 from __future__ import annotations
 
 import os
+import stat
+import sys
 import tarfile
 import zlib
+from collections import Counter
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -16,6 +24,7 @@ from ..errors import DataError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ARCHIVE_EXTS = (".tar.gz", ".tgz", ".tar")
+MAX_FILE_BYTES = 64 << 20     # one image file; the largest real photos are a few tens of MB
 
 
 def is_image(path: str) -> bool:
@@ -43,18 +52,91 @@ def _safe_member_name(member: tarfile.TarInfo, archive: Path) -> str:
     return str(PurePosixPath(*[p for p in parts if p not in (".", "")])) if parts else ""
 
 
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")  # os.walk gives undecodable bytes as lone surrogates, which do not encode
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def walk_folder(root: Path) -> tuple[dict[str, Path], Counter]:
+    """{relative POSIX path: the real path to open} for the image and .txt files under `root` that are
+    safe to read, and a Counter of what was skipped, by reason."""
+    real_root = Path(os.path.realpath(root))
+    found: dict[str, Path] = {}
+    skipped: Counter = Counter()
+    for dirpath, dirs, files in os.walk(root, followlinks=False):
+        rel_dir = Path(dirpath).relative_to(root)
+        keep_dirs = []
+        for d in sorted(dirs):
+            if not _utf8(d):
+                skipped["name not UTF-8"] += 1
+            elif os.path.islink(os.path.join(dirpath, d)):
+                skipped["symlinked folder"] += 1  # never followed: it could loop or leave the folder
+            else:
+                keep_dirs.append(d)
+        dirs[:] = keep_dirs
+        for f in files:
+            if not _keep(f):
+                continue
+            if not _utf8(f) or not _utf8(str(rel_dir)):
+                skipped["name not UTF-8"] += 1
+                continue
+            path = Path(dirpath) / f
+            try:
+                st = os.stat(path)  # follows a symlink: what would actually be read
+            except OSError:
+                skipped["dangling symlink" if os.path.islink(path) else "unreadable"] += 1
+                continue
+            if os.path.islink(path):
+                target = Path(os.path.realpath(path))
+                if real_root not in target.parents:
+                    skipped["symlink out of the folder"] += 1
+                    continue
+                path = target
+            if not stat.S_ISREG(st.st_mode):
+                skipped["not a regular file"] += 1  # FIFO, socket, device: never opened
+                continue
+            if st.st_size > MAX_FILE_BYTES:
+                skipped[f"larger than {MAX_FILE_BYTES >> 20} MB"] += 1
+                continue
+            found[(rel_dir / f).as_posix()] = path
+    return found, skipped
+
+
+def read_regular_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file, opened so that a FIFO or device put in its place cannot block
+    (O_NONBLOCK) and checked again on the open descriptor; at most `limit` bytes."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if st.st_size > limit:
+            raise OSError(f"{path} is larger than {limit >> 20} MB")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit + 1)[:limit]
+    finally:
+        os.close(fd)
+
+
+def describe_skipped(skipped: Counter, what: str) -> str:
+    parts = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+    return f"warning: {what}: skipped {sum(skipped.values())} files ({parts})"
+
+
 class FileTree:
     """The image and .txt files under `root` (a folder or a tar archive), by relative path."""
 
     def __init__(self, root: Path, *, progress: bool = True):
         self.root = root
         self._blobs: dict[str, bytes] | None = None
+        self._real: dict[str, Path] = {}
+        self.skipped: Counter = Counter()
         if root.is_dir():
-            paths = []
-            for dirpath, _, files in os.walk(root):
-                rel = Path(dirpath).relative_to(root)
-                paths += [(rel / f).as_posix() for f in files if _keep(f)]
-            self.paths = sorted(paths)
+            self._real, self.skipped = walk_folder(root)
+            self.paths = sorted(self._real)
         elif root.is_file() and is_archive(root):
             self._blobs = self._read_archive(root, progress)
             self.paths = sorted(self._blobs)
@@ -82,9 +164,13 @@ class FileTree:
         if self._blobs is not None:
             return self._blobs[path]
         try:
-            return (self.root / path).read_bytes()
+            return read_regular_file(self._real[path])
         except OSError as e:
             raise DataError(f"cannot read {self.root / path}: {e.strerror or e}") from None
+
+    def warn_skipped(self, what: str) -> None:
+        if self.skipped:
+            print(describe_skipped(self.skipped, what), file=sys.stderr)
 
     def top_prefix(self) -> str:
         """'name/' when every file sits under one top-level folder that is not itself a class

@@ -9,7 +9,7 @@ from torch import nn
 from ..errors import ConfigError, check_range
 from .base import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, ImageClassifier
 from .heads import HEAD_KINDS, HeadSpec, create_head
-from .resnet import preact_resnet18_body, resnet50_body
+from .resnet import TORCHVISION_RESNETS, preact_resnet18_body, preact_resnet18_rb_body, torchvision_resnet_body
 from .small_cnn import small_cnn_body
 from .wide_resnet import units_per_stage, wide_resnet_body
 
@@ -19,9 +19,11 @@ _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
 _REGISTRY: dict[str, Callable[[], tuple[nn.Sequential, int]]] = {
     "small-cnn": small_cnn_body,
     "preact-resnet18": preact_resnet18_body,
-    "resnet50": resnet50_body,
+    "preact-resnet18-rb": preact_resnet18_rb_body,
+    **{name: (lambda name=name: torchvision_resnet_body(name)) for name in TORCHVISION_RESNETS},
 }
-ARCH_HELP = "small-cnn, wrn-<depth>-<width> (e.g. wrn-16-4, wrn-32-10), preact-resnet18, resnet50"
+ARCH_HELP = ("small-cnn, wrn-<depth>-<width> (e.g. wrn-16-4, wrn-28-10, wrn-34-10), preact-resnet18, "
+             "preact-resnet18-rb, " + ", ".join(TORCHVISION_RESNETS))
 
 
 def register_arch(name: str, body_factory: Callable[[], tuple[nn.Sequential, int]]) -> None:
@@ -66,7 +68,7 @@ def _body(arch: str) -> tuple[nn.Sequential, int]:
 
 
 def default_normalization(arch: str) -> tuple[tuple, tuple]:
-    return (IMAGENET_MEAN, IMAGENET_STD) if arch == "resnet50" else (CIFAR_MEAN, CIFAR_STD)
+    return (IMAGENET_MEAN, IMAGENET_STD) if arch in TORCHVISION_RESNETS else (CIFAR_MEAN, CIFAR_STD)
 
 
 def create_model(arch: str, num_classes: int, *, head: HeadSpec | None = None, input_size: int = 32,

@@ -16,8 +16,12 @@ from .base import GlobalPool
 
 
 class WideBasic(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int):
+    """Pre-activation basic block. The projection shortcut sees the pre-activated input
+    (`out_shortcut`, Madry's and RobustBench's WRN) or the raw input (RobustBench's PreActBlock)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, *, out_shortcut: bool = True):
         super().__init__()
+        self.out_shortcut = out_shortcut
         self.bn1 = nn.BatchNorm2d(c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
@@ -29,7 +33,7 @@ class WideBasic(nn.Module):
     def forward(self, x):
         o = torch.relu(self.bn1(x))
         # The projection shortcut sees the pre-activated input (as in Madry's implementation).
-        shortcut = x if self.shortcut is None else self.shortcut(o)
+        shortcut = x if self.shortcut is None else self.shortcut(o if self.out_shortcut else x)
         o = self.conv1(o)
         o = self.conv2(torch.relu(self.bn2(o)))
         return o + shortcut

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..data import ImageData, cache_dir
+from ..data.cache import ReleasingReader
 from ..io import atomic_write
 from .common import memory_format_for
 
@@ -62,8 +63,10 @@ def compute_features(model: torch.nn.Module, images: torch.Tensor, *, device, ba
     model.eval()  # BatchNorm uses its running statistics: z(x) of one image, not of its batch
     try:
         out = []
+        pages = ReleasingReader(images)
         for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
             x = images[i:i + batch_size].to(device).float().div_(255)
+            pages.touched(x.numel())
             out.append(model.features(x.contiguous(memory_format=fmt)).float().cpu())
         return torch.cat(out)
     finally:

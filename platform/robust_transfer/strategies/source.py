@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from ..attacks import ThreatModel
 from ..checkpoints import save_checkpoint
 from ..data import ImageData, load_dataset, resize_images, stratified_subset
-from ..data.transforms import random_crop_flip
+from ..data.cache import ReleasingReader
+from ..data.transforms import augmentation_for
 from ..errors import ConfigError, ModelError
 from ..models import HeadSpec, ImageClassifier, create_head
 from ..reporting import RunLogger
@@ -83,21 +84,21 @@ def load_source(uri: str) -> Source:
 
 
 def load_data(spec: str, source: Source, *, per_class: int | None, seed: int, upsample: bool, data_dir=None,
-              progress: bool = True, param: str = "target") -> tuple[ImageData, ImageData]:
+              progress: bool = True, param: str = "target", download: bool = False) -> tuple[ImageData, ImageData]:
     """Train (optionally `per_class` per class) and test splits of `spec` (default: the source's own
     dataset), at the source's input size: a different size is an error unless `upsample`."""
-    train, test = _raw_splits(spec, source, data_dir, progress, param)
+    train, test = _raw_splits(spec, source, data_dir, progress, param, download)
     if per_class is not None:
         train = stratified_subset(train, per_class, seed=seed)
     train, test = _at_source_size(source, (train, test), spec, upsample, param)
     return train, test
 
 
-def _raw_splits(spec, source: Source, data_dir, progress, param) -> tuple[ImageData, ImageData]:
+def _raw_splits(spec, source: Source, data_dir, progress, param, download: bool = False) -> tuple[ImageData, ImageData]:
     spec = spec or source.meta.get("data_spec")
     if not spec:
         raise ConfigError(f"{param} is required: the source model's metadata records no dataset")
-    return (load_dataset(spec, "train", data_dir=data_dir, progress=progress),
+    return (load_dataset(spec, "train", data_dir=data_dir, progress=progress, download=download),
             load_dataset(spec, "test", data_dir=data_dir, progress=progress))
 
 
@@ -116,7 +117,7 @@ def load_splits(spec: str, source: Source, cfg, *, param: str = "target", logger
     """(train, val, test) of `spec` (default: the source's dataset): the validation set carved out of the
     training split (`cfg.val_fraction` / `cfg.val_per_class`, seeded, stratified), then `cfg.per_class` of the
     rest; all at the source's input size (see `load_data`). The split is recorded on `logger`'s run."""
-    full, test = _raw_splits(spec, source, cfg.data_dir, cfg.progress, param)
+    full, test = _raw_splits(spec, source, cfg.data_dir, cfg.progress, param, getattr(cfg, "download", False))
     split = split_training(full, cfg)
     if logger is not None:
         record_split(logger, split)
@@ -192,6 +193,8 @@ class IndexedImages:
         self.images, self.labels = data.images.to(device), data.labels.to(device)
         self.n, self.batch_size, self.seed, self.device = len(data), batch_size, seed, device
         self.augment, self.memory_format = augment, memory_format
+        self.augment_fn = augmentation_for(data.spec)
+        self._pages = ReleasingReader(self.images)
         self.drop_last = drop_last(self.n, batch_size)
         self.gen = torch.Generator()
 
@@ -212,8 +215,9 @@ class IndexedImages:
 
     def pixels(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.images[idx]
+        self._pages.touched(x.numel())
         if self.augment:
-            x = random_crop_flip(x, self.gen)
+            x = self.augment_fn(x, self.gen)
         return x.float().div_(255).contiguous(memory_format=self.memory_format)
 
 

@@ -110,7 +110,7 @@ class ModeStep:
 def load_training_data(cfg: TrainConfig) -> tuple[ImageData, ImageData, ImageData, Split]:
     """(train, val, test, split): the validation set carved out of the training split (seeded, stratified;
     `val_fraction` / `val_per_class`), `per_class` of the rest, then any `resize`."""
-    full = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, progress=cfg.progress)
+    full = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, progress=cfg.progress, download=cfg.download)
     test = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, progress=cfg.progress)
     split = split_training(full, cfg)
     train, val = split.train, split.val

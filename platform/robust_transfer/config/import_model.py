@@ -1,0 +1,52 @@
+"""`import`: convert a published checkpoint (torchvision, robustness, RobustBench, or a state dict +
+YAML key map) into ours and register it (docs/importing.md)."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from ..errors import ConfigError, ModelError, check_range, one_of
+
+FORMATS = ("torchvision", "robustness", "robustbench", "keymap")
+IMPORT_NORMS = ("linf", "l2")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass
+class ImportConfig:
+    """`import`: convert a published checkpoint into ours and register it."""
+
+    file: str = ""
+    format: str = ""                 # torchvision | robustness | robustbench | keymap
+    arch: str = ""
+    register_as: str = ""
+    num_classes: int | None = None   # checked against the file's head when given
+    epsilon: float | None = None     # the threat model the publisher trained for, recorded as given
+    norm: str = "linf"               # linf (epsilon on the 0-255 scale) | l2 (epsilon in [0,1] pixel units)
+    input_size: int | None = None    # default: 224 (torchvision, robustness), 32 (robustbench, keymap)
+    key_map: str | None = None       # format=keymap: the YAML key map
+    checkpoint_dir: str | None = None  # also keep the converted checkpoint here (default: only in MLflow)
+    experiment: str = "robust-transfer"
+
+    def __post_init__(self):
+        if not self.file:
+            raise ConfigError("file is required: the published checkpoint to import")
+        if self.format not in FORMATS:
+            raise ModelError(f"format={self.format!r} is not known; choose one of: {', '.join(FORMATS)}")
+        if not self.arch:
+            raise ModelError("arch is required (e.g. resnet50, wide_resnet50_2, wrn-28-10, preact-resnet18)")
+        if not self.register_as or not _NAME.match(self.register_as):
+            raise ConfigError(f"register_as={self.register_as!r} is not a valid model name; use letters, digits, "
+                              f"'.', '_' or '-' (max 128)")
+        if self.num_classes is not None:
+            check_range("num_classes", self.num_classes, 2, 100_000)
+        if self.norm not in IMPORT_NORMS:
+            raise one_of("norm", self.norm, IMPORT_NORMS)
+        if self.epsilon is not None:
+            if not isinstance(self.epsilon, (int, float)) or not math.isfinite(self.epsilon):
+                raise ConfigError(f"epsilon={self.epsilon!r} must be a finite number")
+            check_range("epsilon", self.epsilon, 0.0, 255.0)
+        if self.input_size is not None:
+            check_range("input_size", self.input_size, 8, 1024)
+
