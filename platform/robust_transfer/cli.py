@@ -117,6 +117,9 @@ def quiet_third_party_output() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("RTL_DEBUG") == "1"
+    from .launch import enter_launch_dir
+
+    enter_launch_dir()  # under `mlflow run`: relative paths mean the user's directory (launch.py)
     quiet_third_party_output()
     try:
         args = build_parser().parse_args(argv)

@@ -42,8 +42,11 @@ def run_train(cfg: TrainConfig) -> dict:
     tags = {"rtl.data": cfg.dataset, "rtl.mode": cfg.mode}
     with tracked_run("train", cfg.to_params(), tags, experiment=cfg.experiment,
                      run_id=state["json"].get("run_id") if state else None) as log:
+        from .tracking.naming import name_run, run_name
+
+        name_run(log.run_id, run_name("train", cfg.dataset, cfg.arch, cfg.mode))
         result = train(cfg, log, run_id=log.run_id)
-        model_uri = log_checkpoint_model(result.checkpoint_dir)
+        model_uri = log_checkpoint_model(result.checkpoint_dir, result.metrics)
         name = registered_name(cfg, f"train-{cfg.mode}")
         if name:
             mv = register_checkpoint_model(model_uri, name, version_tags(result.meta, result.metrics))

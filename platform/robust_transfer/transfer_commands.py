@@ -22,8 +22,10 @@ def _source_tags(cfg) -> dict[str, str]:
 def _publish(cfg, log, result, strategy: str, name_suffix: str = "") -> str:
     """Log the checkpoint as an MLflow model; register it when `register_as` asks."""
     from .commands import registered_name, version_tags
+    from .tracking.naming import name_run, run_name
 
-    model_uri = log_checkpoint_model(result.checkpoint_dir)
+    name_run(log.run_id, run_name(strategy, result.meta["data_spec"], result.meta.get("arch", result.model.arch)))
+    model_uri = log_checkpoint_model(result.checkpoint_dir, result.metrics)
     naming = SimpleNamespace(register_as=cfg.register_as, dataset=result.meta["data_spec"],
                              arch=result.meta.get("arch", result.model.arch))
     name = registered_name(naming, strategy)

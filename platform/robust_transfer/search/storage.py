@@ -107,7 +107,10 @@ def open_storage(url: str, *, heartbeat: bool = True):
     storages record trial heartbeats (only `study.optimize` does; Ray's ask/tell must not: Optuna warns)."""
     import optuna
 
+    from ..extras import require_for_url
+
     k = kind(url)
+    require_for_url(url, "storage")
     try:
         if k == "journal":
             from optuna.storages.journal import JournalFileBackend, JournalStorage

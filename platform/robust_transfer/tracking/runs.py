@@ -15,7 +15,12 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow 3's embedded default; fil
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("postgres"):
+        from ..extras import require_for_url
+
+        require_for_url(uri, "MLFLOW_TRACKING_URI")
+    return uri
 
 
 def absolute_tracking_uri(uri: str) -> str:
