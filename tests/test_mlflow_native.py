@@ -146,3 +146,208 @@ def test_mlflow_models_serve_answers_a_batch_with_logits(champion, wd):
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
         log.close()
+
+
+def _copy_checkout(dst: Path) -> Path:
+    """The working tree as a user would have it (no .git, venv link, caches): `pip install .` builds in it."""
+    import shutil
+
+    shutil.copytree(REPO, dst, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.egg-info", "build", "dist", "outputs", "mlruns", "*.db", ".pytest_cache"))
+    return dst
+
+
+@pytest.mark.slow
+def test_pip_install_into_an_empty_venv_then_search_a_shipped_space_by_name(tmp_path, tiny_folder):
+    """`pip install <checkout>` (not editable) into an empty venv, then from an empty folder outside the
+    checkout: `rtl train` a source, `rtl search --space lwf_lambda --trials 1 --set ...`.
+
+    Measured on the 2-core machine (wheels from the local index /opt/pypi, /opt/wheels; torch + CUDA
+    libraries ≈ 6 GB unpacked): venv + install ≈ 4-6 min under load, train + search ≈ 1 min.
+    """
+    venv, src, work = tmp_path / "venv", _copy_checkout(tmp_path / "checkout"), tmp_path / "empty"
+    work.mkdir()
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", str(venv)], check=True, timeout=300)
+    t0 = time.monotonic()
+    out = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(src)],
+                         capture_output=True, text=True, timeout=1800, env=_clean_env())
+    install_s = time.monotonic() - t0
+    assert out.returncode == 0, out.stderr[-3000:]
+    rtl = str(venv / "bin" / "rtl")
+    env = _clean_env(PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", RTL_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("MLFLOW_TRACKING_URI", None)  # the default store: mlflow.db in the folder the user is in
+    # nothing of the checkout is importable: the installed package (and its shipped YAML) is used
+    probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import robust_transfer.resources as r; "
+                            "print(r.named_file('search_spaces', 'lwf_lambda'))"], cwd=work, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0 and str(venv) in probe.stdout and "site-packages/robust_transfer/" in probe.stdout, \
+        probe.stdout + probe.stderr
+    t1 = time.monotonic()
+    out = subprocess.run([rtl, "train", "--dataset", f"imagefolder:{tiny_folder}", "--iterations", "2", "--batch-size",
+                          "16", "--n-examples", "6", "--progress", "false", "--device", "cpu", "--checkpoint-dir", "src"],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    sets = (f"source_model={work / 'src'} target=imagefolder:{tiny_folder} iterations=2 batch_size=16 "
+            "n_examples=6 per_class=8 device=cpu")
+    out = subprocess.run([rtl, "search", "--space", "lwf_lambda", "--trials", "1", "--set", sets], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    print(f"pip install: {install_s:.0f} s; train + search: {time.monotonic() - t1:.0f} s")
+    assert {"mlflow.db", "optuna.db", "src"} <= {p.name for p in work.iterdir()}
+    import optuna
+
+    study = optuna.load_study(study_name="lwf-lambda", storage=f"sqlite:///{work / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
+    # the optional extras are not installed; using one says which to install
+    out = subprocess.run([rtl, "search", "--space", "lwf_lambda", "--trials", "1", "--backend", "ray", "--set", sets],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2 and "pip install 'robust-transfer[ray]'" in out.stderr, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1].startswith("error: backend=ray (Ray Tune) needs the `ray` extra")
+
+
+def test_help_describes_every_flag_with_its_allowed_values_and_default(capsys):
+    from robust_transfer.commands import COMMANDS
+    from robust_transfer.helptext import flag_help
+
+    for name, (cls, _, _) in COMMANDS.items():
+        for field, text in flag_help(cls).items():
+            description = text.split(";")[0]
+            assert "default:" in text and len(description) > len(field) + 3, f"rtl {name} --{field}: {text!r}"
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--mode VALUE training: natural, PGD-k adversarial" in out
+    assert "one of: natural, pgd, free, fgsm-rs; default: natural" in out
+    assert "--augment [BOOL] random crop + horizontal flip of training images; one of: true, false; default: true" in out
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    assert "lwf_lambda" in capsys.readouterr().out  # shipped spaces, by name
+
+
+@pytest.mark.parametrize("argv, hint", [(["train", "--bogus", "1"], "see `rtl train --help`"),
+                                        (["lwf", "--lambda-d"], "see `rtl lwf --help`"),
+                                        (["nosuch"], "see `rtl --help`")])
+def test_a_usage_error_names_the_right_help(argv, hint, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and err.endswith(hint + ")") and len(err.splitlines()) == 1
+
+
+def test_a_shipped_space_is_found_by_name_and_an_unknown_one_lists_them(wd):
+    from robust_transfer.errors import SearchError
+    from robust_transfer.search.space import load_space
+
+    assert "lwf" in load_space("lwf_lambda").entry_points
+    with pytest.raises(SearchError, match="lwf_lambda, lwf_lambda_pareto, mlp_head"):
+        load_space("no_such_space")
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
+    import importlib.util
+
+    from robust_transfer import extras
+    from robust_transfer.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("redis", "psycopg2", "psycopg")
+                        else real(name, *a))
+    with pytest.raises(ConfigError, match=r"needs the `redis` extra .*pip install 'robust-transfer\[redis\]'"):
+        extras.require_for_url("redis://127.0.0.1:6379/0", "storage")
+    with pytest.raises(ConfigError, match=r"pip install 'robust-transfer\[postgres\]'"):
+        extras.require_for_url("postgresql://u:secret@db:5432/x", "storage")
+    try:
+        extras.require_for_url("postgresql://u:secret@db:5432/x", "storage")
+    except ConfigError as e:
+        assert "secret" not in str(e)
+    extras.require_for_url("sqlite:///optuna.db", "storage")  # the core needs nothing
+
+
+def _checkout_state() -> set[str]:
+    """Every changed, untracked or ignored path of the checkout (bytecode caches aside)."""
+    out = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--ignored", "--untracked-files=all"],
+                         capture_output=True, text=True, check=True).stdout
+    return {ln for ln in out.splitlines() if "__pycache__" not in ln and not ln.endswith(".pyc")}
+
+
+def _mlflow_run(cwd: Path, uri: str, entry: str, params: dict, *extra: str, timeout: int = 900, **env_extra):
+    env = _clean_env(**{"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env_extra})
+    env.pop("MLFLOW_TRACKING_URI", None)  # MLflow's default store: mlflow.db where the user typed the command
+    cmd = [str(BIN / "mlflow"), "run", uri, "-e", entry, *extra]
+    for k, v in params.items():
+        cmd += ["-P", f"{k}={v}"]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _finished_runs(folder: Path):
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+@pytest.mark.slow
+def test_mlflow_run_search_from_a_scratch_folder_keeps_everything_there_and_the_checkout_clean(wd, tiny_folder,
+                                                                                               capsys):
+    """`mlflow run <checkout> -e search` with every default: optuna.db, mlflow.db and checkpoints/ land in the
+    folder the command was typed in (MLflow runs the entry point in the checkout). ~1-2 min."""
+    assert main(_train_args(tiny_folder, "--checkpoint-dir", "src")) == 0
+    capsys.readouterr()
+    before = _checkout_state()
+    sets = (f"source_model={wd / 'src'} target=imagefolder:{tiny_folder} iterations=2 batch_size=16 n_examples=6 "
+            "per_class=8 device=cpu")
+    out = _mlflow_run(wd, str(REPO), "search", {"space": "lwf_lambda", "trials": 1, "set": sets},
+                      "--env-manager", "local", RTL_CACHE_DIR=str(wd / "cache"))
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert _checkout_state() == before, "mlflow run wrote into the checkout"
+    import optuna
+
+    study = optuna.load_study(study_name="lwf-lambda", storage=f"sqlite:///{wd / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
+    assert list((wd / "checkpoints").glob("lwf-*")), "the trial's checkpoint is under the launch folder"
+    runs = _finished_runs(wd)
+    assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 2  # the search and its trial
+    trial = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
+    assert trial.info.run_name == "lwf-lambda-trial-0"
+
+
+@pytest.mark.slow
+def test_mlflow_run_from_a_git_uri_with_the_venv_not_activated(tmp_path, tiny_folder):
+    """`mlflow run file://<clone> -e train` (MLflow clones it into a temporary folder) with `.venv/bin/mlflow`
+    and nothing activated: bin/mlflow-entry finds the interpreter running `mlflow`; the checkpoint and the
+    store land in the folder the command was typed in, and the run has a readable name. ~1 min."""
+    clone, work = tmp_path / "clone", tmp_path / "work"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=120)
+    subprocess.run(["git", "-C", str(clone), "checkout", "--quiet", subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()], check=True)
+    work.mkdir()
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != BIN.resolve())
+    out = _mlflow_run(work, f"file://{clone}", "train",
+                      {"dataset": f"imagefolder:{tiny_folder}", "iterations": 2, "batch_size": 16, "n_examples": 6,
+                       "device": "cpu"}, "--env-manager", "local", RTL_CACHE_DIR=str(tmp_path / "cache"), PATH=path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    (run,) = _finished_runs(work)
+    assert run.info.status == "FINISHED" and run.info.run_name == "train-imagefolder:tiny-small-cnn-natural"
+    assert list((work / "checkpoints").glob("train-*")) and not (clone / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_mlflow_run_through_the_virtualenv_env_manager(tmp_path, tiny_folder):
+    """`mlflow run <checkout> -e train --env-manager virtualenv`: MLflow derives a virtualenv from conda.yaml
+    (pyenv's python 3.11.7, the lock's packages via pip from this machine's local index), then runs the
+    checkout's code in it. The first run builds the environment under ~/.mlflow/envs/ (keyed by conda.yaml):
+    about 10 min on an idle 2-core machine (≈6 GB of torch/CUDA wheels), 33 min measured with 8 jobs
+    competing; later runs reuse it: ≈1 min."""
+    import shutil
+
+    if shutil.which("pyenv") is None:
+        pytest.skip("MLflow's virtualenv manager needs pyenv (to provide the python of conda.yaml)")
+    work = tmp_path / "work"
+    work.mkdir()
+    out = _mlflow_run(work, str(REPO), "train",
+                      {"dataset": f"imagefolder:{tiny_folder}", "iterations": 2, "batch_size": 16, "n_examples": 6,
+                       "device": "cpu"}, "--env-manager", "virtualenv", timeout=3600,
+                      RTL_CACHE_DIR=str(tmp_path / "cache"))
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "bin/activate && bash bin/mlflow-entry train" in out.stderr
+    (run,) = _finished_runs(work)
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.project.env"] == "virtualenv"
+    assert list((work / "checkpoints").glob("train-*"))
