@@ -183,6 +183,8 @@ def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experi
             run = mlflow.start_run(experiment_id=exp.experiment_id, nested=nested, run_name=run_name)
         else:
             run = mlflow.start_run(run_id=run_id, nested=nested)
+            if run_name and run_id == os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("RTL_LAUNCHER_TAGS"):
+                MlflowClient(tracking_uri()).update_run(run_id, name=run_name)  # `mlflow run`'s random name
     logger = MLflowLogger(run.info.run_id)
     if ctx is not None and ctx.extra_logger is not None and run_id is None:
         logger = TeeLogger(logger, ctx.extra_logger)
