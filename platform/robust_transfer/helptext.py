@@ -78,15 +78,16 @@ def _choices() -> dict[str, tuple]:
     from . import config
     from .models import HEAD_KINDS
 
+    modules = [config, getattr(config, "common", None)]  # the config module, or the package and its parts
     out = {}
     for name, const in (("mode", "TRAIN_MODES"), ("schedule", "SCHEDULES"), ("precision", "PRECISIONS"),
                         ("channels_last", "CHANNELS_LAST"), ("distance", "LWF_DISTANCES"),
                         ("teacher", "LWF_TEACHERS"), ("backend", "SEARCH_BACKENDS"), ("what", "ANALYSES"),
                         ("reuse", "SUITE_REUSE")):
-        value = getattr(config, const, None)
+        value = next((getattr(m, const) for m in modules if m is not None and hasattr(m, const)), None)
         if value:
             out[name] = tuple(value)
-    devices = getattr(config, "DEVICES", None)
+    devices = next((getattr(m, "DEVICES") for m in modules if m is not None and hasattr(m, "DEVICES")), None)
     if devices:
         out["device"] = (*devices, "cuda:N")
     out["head"] = tuple(HEAD_KINDS)
