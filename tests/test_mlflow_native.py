@@ -288,10 +288,12 @@ def _finished_runs(folder: Path):
 
 
 @pytest.mark.slow
-def test_mlflow_run_search_from_a_scratch_folder_keeps_everything_there_and_the_checkout_clean(wd, tiny_folder,
+def test_mlflow_run_search_from_a_scratch_folder_keeps_everything_there_and_the_checkout_clean(workdir, tiny_folder,
                                                                                                capsys):
-    """`mlflow run <checkout> -e search` with every default: optuna.db, mlflow.db and checkpoints/ land in the
-    folder the command was typed in (MLflow runs the entry point in the checkout). ~1-2 min."""
+    """`mlflow run <checkout> -e search` with every default: optuna.db, mlflow.db, the artifacts and checkpoints/
+    land in the folder the command was typed in (MLflow runs the entry point in the checkout). ~2-4 min.
+    (A fresh store, not the `wd` template: that one's Default experiment keeps the artifact folder it was made in.)"""
+    wd = workdir
     assert main(_train_args(tiny_folder, "--checkpoint-dir", "src")) == 0
     capsys.readouterr()
     before = _checkout_state()
