@@ -305,7 +305,7 @@ def test_standard_on_registered_models_tags_the_version_and_promote_refuses_flag
     print("\n", {u: (r.data.tags[MASKING_TAG], {k: round(v, 3) for k, v in r.data.metrics.items()})
                  for u, r in runs.items()})
 
-    # promote (registry.py) refuses the flagged version unless told otherwise explicitly.
+    # promote (promotion.py) refuses the flagged version unless told otherwise explicitly.
     assert main(["promote", "--name", "tiny-masked", "--policy", "max pgd20_acc"]) == 6
     assert "gradient-masking" in capsys.readouterr().err
 

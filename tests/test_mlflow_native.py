@@ -239,7 +239,7 @@ def test_a_usage_error_names_the_right_help(argv, hint, capsys):
 
 def test_a_shipped_space_is_found_by_name_and_an_unknown_one_lists_them(wd):
     from robust_transfer.errors import SearchError
-    from robust_transfer.search.space import load_space
+    from robust_transfer.search import load_space
 
     assert "lwf" in load_space("lwf_lambda").entry_points
     with pytest.raises(SearchError, match="lwf_lambda, lwf_lambda_pareto, mlp_head"):

@@ -15,7 +15,7 @@ import pytest
 
 from robust_transfer.cli import main
 from robust_transfer.errors import ConfigError
-from robust_transfer.registry import Judged, Policy, decide
+from robust_transfer.promotion import Judged, Policy, decide
 
 
 # ------------------------------------------------------------------------------------------ policies (fast)
@@ -54,7 +54,7 @@ DECISIONS = [
 
 @pytest.mark.parametrize("policy,cand,champ,decision,fragment", DECISIONS)
 def test_decisions_follow_the_stated_policy(policy, cand, champ, decision, fragment):
-    from robust_transfer.registry import judge
+    from robust_transfer.promotion import judge
 
     p = Policy.parse(policy)
     got, reason = decide(p, judge(p, "2", cand), judge(p, "1", champ) if champ is not None else None)

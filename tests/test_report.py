@@ -182,7 +182,7 @@ def test_report_writes_exact_tables_from_newest_finished_runs(store, workdir, ca
 
 
 def test_figures_plot_one_line_per_series_and_metric_and_grouped_bars(store, workdir):
-    from robust_transfer.analysis.report import run_report
+    from robust_transfer.commands import run_report
     from robust_transfer.config import ReportConfig
 
     result = run_report(ReportConfig(project="t2.yaml", scale="cpu", out="results", experiment="suites"))
@@ -238,7 +238,7 @@ def test_index_keeps_other_suites_and_files(store, workdir):
     (["--project", "nope.yaml"], None, "project='nope.yaml' does not exist"),
     (["--project", "t2.txt"], "x: 1", "project='t2.txt' is not a suite YAML; give a .yaml or .yml file"),
     (["--project", "t2.yaml", "--scale", "gpu"], None, "scale='gpu' is not a scale of t2.yaml; choose one of: cpu, paper"),
-    (["--project", "bad.yaml"], "name: x\nscales: {cpu: {}\nreport: []\n", "project='bad.yaml' is not valid YAML (line 3"),
+    (["--project", "bad.yaml"], "name: x\nscales: {cpu: {}\nreport: []\n", "project='bad.yaml':3: YAML syntax error"),
     (["--project", "bad.yaml"], "name: x\nscales: {cpu: {}}\nreport:\n  - {figure: f, kind: pie}\n",
      "kind='pie' is not allowed; choose one of: lines, bars, artifact"),
     (["--project", "t2.yaml", "--experiment", "nosuch"], None, "experiment='nosuch' does not exist"),

@@ -45,7 +45,12 @@ def test_epochs_budget_when_iterations_is_cleared(workdir, sources):
     assert len(log.history("train_loss")) == 2 and len(log.history("epoch_time_s")) == 2
 
 
-def test_a_list_of_k_gives_nested_child_runs_and_a_plot(workdir, sources):
+def test_a_list_of_k_gives_nested_child_runs_and_a_plot(workdir, sources, monkeypatch):
+    from robust_transfer.tracking import models
+
+    loads = []
+    real = models.load_model_with_meta
+    monkeypatch.setattr(models, "load_model_with_meta", lambda uri: (loads.append(uri), real(uri))[1])
     assert rtl("retrain-blocks", "--source-model", sources.src, "--k", "1,2", "--iterations", "2",
                "--checkpoint-dir", "ck", *FAST) == 0
     runs = all_runs()
@@ -64,6 +69,7 @@ def test_a_list_of_k_gives_nested_child_runs_and_a_plot(workdir, sources):
     png = client.download_artifacts(parent.info.run_id, "robustness_vs_k.png", str(workdir))
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert (workdir / "ck" / "k1" / "meta.json").is_file() and (workdir / "ck" / "k2" / "meta.json").is_file()
+    assert loads == [sources.src]  # the source is resolved once, before the run, for every k and the baseline
 
 
 @pytest.mark.slow

@@ -94,7 +94,7 @@ def test_shipped_spaces_validate_against_their_entry_points(path):
 
 
 def test_the_four_required_spaces_ship():
-    from robust_transfer.search.space import load_yaml
+    from robust_transfer.io import load_yaml
 
     names = {p.name for p in SPACES.glob("*.yaml")}
     assert {"lwf_lambda.yaml", "mlp_head.yaml", "low_data.yaml", "lwf_joint.yaml"} <= names
@@ -148,7 +148,7 @@ def test_set_overrides_fixed_parameters_with_typed_values(tiny_folder):
 
 
 def test_objective_expressions_constraints_and_per_epoch_stand_ins():
-    from robust_transfer.search.expr import Constraint, Expr, ExprError, evaluate_intermediate
+    from robust_transfer.expr import Constraint, Expr, ExprError, evaluate_intermediate
 
     score = Expr.parse("(clean_acc + pgd20_acc) / 2")
     assert score({"clean_acc": 0.8, "pgd20_acc": 0.4}) == pytest.approx(0.6)

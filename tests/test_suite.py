@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from robust_transfer.cli import main
-from robust_transfer.suite import load_suite
+from robust_transfer.suites import load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -110,6 +110,15 @@ BAD = [
     ("suite names models itself", "steps:\n  - {name: x, entry: train, params: {register_as: m}}\n",
      "the suite names registered models itself"),
     ("malformed YAML", "steps: [\n", "YAML syntax error"),
+    # a bad parameter VALUE fails when the suite is planned (its step's config is built), naming the step
+    ("value out of range", "steps:\n  - {name: x, entry: train, params: {lr: 0}}\n", "step 'x': lr=0.0 is out of range"),
+    ("value of the wrong type", "steps:\n  - {name: x, entry: train, params: {epochs: many}}\n",
+     "step 'x': epochs='many' is not a whole number"),
+    ("value not allowed", "steps:\n  - {name: x, entry: train, params: {mode: robust}}\n", "step 'x': mode='robust'"),
+    ("value of another entry point", "steps:\n  - {name: y, entry: evaluate, params: {model: m, n_examples: -3}}\n",
+     "step 'y': n_examples=-3"),
+    ("required value missing", "steps:\n  - {name: z, entry: transfer, params: {epochs: 1}}\n",
+     "step 'z': source_model is required"),
 ]
 
 

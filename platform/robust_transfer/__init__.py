@@ -1,6 +1,9 @@
 """robust-transfer: adversarially robust transfer learning (Shafahi et al., ICLR 2020) as a platform.
 
     from robust_transfer import create_model, load_model, evaluate
+
+The public API only: these re-export (lazily, so importing the package stays light) what lives in
+`models`, `tracking.models` and `evaluation`. The entry points are `commands/` (`rtl`, MLproject).
 """
 from __future__ import annotations
 
@@ -16,20 +19,18 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from .models import create_model  # noqa: E402
 
 
-def load_model_with_meta(uri_or_path: str):
-    """(model, metadata) for `models:/name@alias`, `models:/name/version`, `runs:/...` or a checkpoint path."""
-    import tempfile
-
-    from .checkpoints import load_checkpoint
-    from .tracking import resolve_checkpoint
-
-    with tempfile.TemporaryDirectory(prefix="rtl-model-") as tmp:  # weights are read into memory
-        return load_checkpoint(resolve_checkpoint(uri_or_path, tmp))
-
-
 def load_model(uri_or_path: str):
     """A trainable `nn.Module` (pixels in [0,1] → logits); loading never unpickles."""
-    return load_model_with_meta(uri_or_path)[0]
+    from .tracking.models import load_model_with_meta as _load
+
+    return _load(uri_or_path)[0]
+
+
+def load_model_with_meta(uri_or_path: str):
+    """(model, metadata) for `models:/name@alias`, `models:/name/version`, `runs:/...` or a checkpoint path."""
+    from .tracking.models import load_model_with_meta as _load
+
+    return _load(uri_or_path)
 
 
 def evaluate(model, dataset: str = "", **kwargs):

@@ -10,9 +10,6 @@ checkpoint that loads wrong.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import ModelError
+from .io import atomic_dir_write
 from .models import HeadSpec, ImageClassifier, create_model
 
 FORMAT = "robust-transfer-checkpoint/1"
@@ -43,25 +41,6 @@ def model_metadata(model: ImageClassifier, **extra) -> dict:
     return meta
 
 
-def _atomic_dir_write(path: Path, write) -> None:
-    """Write into a temp dir beside `path`, then swap it in with renames."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write(tmp)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _contiguous_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
@@ -79,7 +58,7 @@ def save_checkpoint(path: str | Path, model: ImageClassifier, meta: dict | None 
                       str(d / TRAIN_STATE))
             (d / TRAIN_STATE_META).write_text(json.dumps(train_state["json"], indent=2, sort_keys=True))
 
-    _atomic_dir_write(Path(path), write)
+    atomic_dir_write(Path(path), write)
     return Path(path)
 
 

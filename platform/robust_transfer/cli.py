@@ -10,41 +10,11 @@ import argparse
 import logging
 import os
 import sys
-import typing
 import warnings
 from dataclasses import MISSING, fields
 
+from .config.coerce import field_types, parse_bool, typed
 from .errors import ConfigError, UserError
-
-TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def _bool(name):
-    def conv(s: str) -> bool:
-        if str(s).lower() in TRUE:
-            return True
-        if str(s).lower() in FALSE:
-            return False
-        raise ConfigError(f"{name}={s!r} is not a boolean; use true or false")
-    return conv
-
-
-def _typed(name, typ):
-    def conv(s: str):
-        if s == "" or str(s).lower() == "none":
-            return None
-        try:
-            return typ(s)
-        except ValueError:
-            kind = {int: "a whole number", float: "a number"}.get(typ, typ.__name__)
-            raise ConfigError(f"{name}={s!r} is not {kind}") from None
-    return conv
-
-
-def _base_type(tp):
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return args[0] if args else tp
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not argparse's usage dump
@@ -54,17 +24,17 @@ class _Parser(argparse.ArgumentParser):
 def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
     from .helptext import flag_help
 
-    hints = typing.get_type_hints(cls)
+    types = field_types(cls)
     helps = flag_help(cls)  # description (the field's comment); allowed values; default
     for f in fields(cls):
-        typ = _base_type(hints[f.name])
+        typ = types[f.name]
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         if typ is bool:
-            parser.add_argument(flag, dest=f.name, type=_bool(f.name), nargs="?", const=True, default=default,
+            parser.add_argument(flag, dest=f.name, type=parse_bool(f.name), nargs="?", const=True, default=default,
                                 metavar="BOOL", help=helps[f.name])
         else:
-            parser.add_argument(flag, dest=f.name, type=_typed(f.name, typ), default=default,
+            parser.add_argument(flag, dest=f.name, type=typed(f.name, typ), default=default,
                                 metavar=typ.__name__.upper() if typ in (int, float) else "VALUE", help=helps[f.name])
 
 
@@ -94,11 +64,9 @@ def _fail_launcher_run() -> None:
     if not run_id:
         return
     try:
-        from mlflow.tracking import MlflowClient
+        from .tracking import mlflow_client
 
-        from .tracking import tracking_uri
-
-        client = MlflowClient(tracking_uri())
+        client = mlflow_client()
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_terminated(run_id, "FAILED")
     except Exception:

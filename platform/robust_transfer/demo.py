@@ -19,11 +19,10 @@ import time
 
 from .cli import quiet_third_party_output
 from . import load_model
-from .commands import run_evaluate, run_promote, run_search, run_train
+from .commands import run_evaluate, run_lwf, run_promote, run_search, run_train, run_transfer
 from .config import EvaluateConfig, LwfConfig, PromoteConfig, SearchConfig, TrainConfig, TransferConfig
 from .errors import UserError
 from .resources import named_file
-from .transfer_commands import run_lwf, run_transfer
 
 
 SPACE = named_file("search_spaces", "lwf_lambda_pareto")  # shipped with the package (resources.py)

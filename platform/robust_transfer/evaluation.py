@@ -1,4 +1,4 @@
-"""`evaluate`: robustness of a model (object, checkpoint path or MLflow URI) on a dataset split.
+"""The evaluation library: robustness of a model (object, checkpoint path or MLflow URI) on a dataset split.
 
 Suites (`suite=`), each a list of attacks (attacks/strong.py) with a compute budget:
 
@@ -12,12 +12,10 @@ Suites (`suite=`), each a list of attacks (attacks/strong.py) with a compute bud
 `attacks=` replaces a suite's attack list (the suite still sets the budget and whether diagnostics
 run). Evaluated examples are a seeded subset (`indices_sha256`), so numbers are comparable across runs;
 results are stored per attack and batch under `cache_dir()/eval/` and an interrupted evaluation resumes.
+The `evaluate` entry point is commands/evaluate.py; registry tagging is tracking/registry.py.
 """
 from __future__ import annotations
 
-import json
-import re
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -25,12 +23,12 @@ from dataclasses import dataclass, field
 import torch
 
 from .attacks import EvalResult, ThreatModel, indices_sha256, select_examples
-from .attacks.diagnostics import FLAG_TAG_PREFIX, Diagnostics, MaskingThresholds, diagnose
+from .attacks.diagnostics import Diagnostics, MaskingThresholds, diagnose
 from .attacks.resume import EvalStore, tensors_sha256, weights_sha256
 from .attacks.strong import AttackRunner, Budget, parse_attack_list
 from .data import ImageData, load_dataset, resize_images
 from .device import resolve_device
-from .errors import ConfigError, DataError, ModelError, RegistryError, one_of
+from .errors import ConfigError, DataError, ModelError, one_of
 
 SUITES = {
     "quick": ("clean", "pgd20", "cw20"),
@@ -88,7 +86,7 @@ def suite_budget(suite: str, **overrides) -> Budget:
 
 
 def load_any_model(model) -> tuple[torch.nn.Module, dict]:
-    from . import load_model_with_meta
+    from .tracking.models import load_model_with_meta
 
     if isinstance(model, torch.nn.Module):
         return model, {}
@@ -196,94 +194,3 @@ def evaluate_tensors(model: torch.nn.Module, images: torch.Tensor, labels: torch
     if diag is not None and diag.flags:
         warnings.warn(diag.warning(), MaskingWarning, stacklevel=2)
     return ev
-
-
-# ------------------------------------------------------------------------------------------ the entry point
-_REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
-
-
-def _mlflow_client():
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from .tracking import tracking_uri
-
-    mlflow.set_tracking_uri(tracking_uri())
-    return MlflowClient(tracking_uri())
-
-
-def registered_version(model_uri: str) -> tuple[str, str] | None:
-    """(name, version) for models:/name/version or models:/name@alias (alias resolved); None otherwise."""
-    m = _REGISTERED.match(str(model_uri))
-    if not m:
-        return None
-    client = _mlflow_client()
-    name = m.group("name")
-    if m.group("version"):
-        return name, m.group("version")
-    aliases = client.get_registered_model(name).aliases     # search_model_versions returns no aliases in MLflow 3
-    if m.group("alias") not in aliases:
-        raise RegistryError(f"registered model {name!r} has no alias {m.group('alias')!r}")
-    return name, str(aliases[m.group("alias")])
-
-
-def tag_model_version(model_uri: str, ev: Evaluation, run_id: str | None) -> tuple[str, str] | None:
-    """Put the evaluation on the registered version it came from: `metric.<name>` per metric, the masking
-    flags (stale per-flag tags removed), and `eval.*` (time, run, suite, examples) for `promote`."""
-    found = registered_version(model_uri)
-    if found is None or ev.diagnostics is None:
-        return None
-    client = _mlflow_client()
-    name, version = found
-    res = ev.result
-    tags = {f"metric.{k}": f"{v:.4f}" for k, v in res.metrics.items()}
-    tags.update(ev.diagnostics.tags())
-    tags.update({"eval.timestamp": str(int(time.time() * 1000)), "eval.suite": ev.suite,
-                 "eval.n_examples": str(res.n_examples), "eval.indices_sha256": res.indices_sha256,
-                 "eval.epsilon": str(res.params.get("epsilon"))})
-    if ev.data is not None:
-        tags.update({"eval.data": ev.data.spec, "eval.data_sha256": ev.data.sha256()})
-    if run_id:
-        tags["eval.run_id"] = run_id
-    current = client.get_model_version(name, version).tags or {}
-    for k in current:
-        if k.startswith(FLAG_TAG_PREFIX) and k not in tags:
-            client.delete_model_version_tag(name, version, k)
-    for k, v in tags.items():
-        client.set_model_version_tag(name, version, k, v)
-    return name, version
-
-
-def run_evaluate(cfg) -> dict:
-    """`rtl evaluate` / the `evaluate` entry point: evaluate, log to MLflow, tag a registered version."""
-    from .commands import print_table
-    from .tracking import tracked_run
-
-    budget = {k: getattr(cfg, k, None) for k in BUDGET_KNOBS}
-    tags = {"rtl.model": cfg.model, "rtl.suite": cfg.suite}
-    with tracked_run("evaluate", cfg.to_params(), tags, experiment=cfg.experiment) as log:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MaskingWarning)   # reported below, as one line
-            ev = evaluate(cfg.model, cfg.dataset, split=cfg.split, suite=cfg.suite, attacks=cfg.attacks,
-                          epsilon=cfg.epsilon, step_size=cfg.step_size, n_examples=cfg.n_examples, seed=cfg.seed,
-                          batch_size=cfg.batch_size, device=cfg.device, data_dir=cfg.data_dir,
-                          progress=cfg.progress, diagnostics=None if getattr(cfg, "diagnostics", True) else False,
-                          resume=getattr(cfg, "resume", True), **budget)
-        res = ev.result
-        log.log_metrics(res.metrics)
-        run_tags = {"rtl.data": ev.data.spec, "rtl.data_sha256": ev.data.sha256(),
-                    "rtl.eval_indices_sha256": res.indices_sha256, "rtl.eval_attacks": ",".join(res.params["attacks"]),
-                    "rtl.eval_budget": json.dumps(ev.budget.to_dict(), sort_keys=True)}
-        if ev.diagnostics is not None:
-            run_tags.update(ev.diagnostics.tags())
-        log.set_tags(run_tags)
-        version = tag_model_version(cfg.model, ev, log.run_id)
-        if version:
-            log.set_tags({"rtl.model_version": f"{version[0]}/{version[1]}"})
-        print_table(f"evaluate {cfg.model} on {ev.data.spec}:{cfg.split} (n={res.n_examples}, "
-                    f"ε={cfg.epsilon}/255, suite={cfg.suite}) — run {log.run_id}", res.metrics)
-        if ev.diagnostics is not None:
-            line = ev.diagnostics.warning()
-            print(line or "gradient-masking diagnostics: no flags", file=sys.stderr if line else sys.stdout)
-        return {"run_id": log.run_id, "metrics": res.metrics, "masking_flags": ev.masking_flags,
-                "model_version": version}

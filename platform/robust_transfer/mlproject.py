@@ -12,10 +12,9 @@ same for every checkout, so an install of "." would run whichever checkout built
 """
 from __future__ import annotations
 
-import typing
 from dataclasses import MISSING, fields
 
-from .cli import _base_type
+from .config.coerce import field_types
 from .commands import COMMANDS
 
 HEADER = """\
@@ -44,12 +43,12 @@ def _default(value) -> str:
 def render() -> str:
     out = [HEADER]
     for name, (cls, _fn, help_) in COMMANDS.items():
-        hints = typing.get_type_hints(cls)
+        types = field_types(cls)
         entry = name.replace("-", "_")
         out.append(f"  # {help_}\n  {entry}:\n    parameters:\n")
         flags = []
         for f in fields(cls):
-            typ = _base_type(hints[f.name])
+            typ = types[f.name]
             default = f.default if f.default is not MISSING else None
             if f.name == "progress":
                 default = False  # mlflow run logs are files: no progress bars by default

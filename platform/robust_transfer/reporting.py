@@ -1,6 +1,6 @@
 """The small logging interface that strategies report through.
 
-Strategies never import MLflow (DESIGN.md): they call a `RunLogger`. `tracking.MLflowLogger`
+Strategies never import MLflow (docs/architecture.md): they call a `RunLogger`. `tracking.MLflowLogger`
 implements it for real runs; `NullLogger` and `MemoryLogger` serve tests and Ray trials.
 """
 from __future__ import annotations

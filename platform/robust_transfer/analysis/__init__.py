@@ -1,6 +1,7 @@
 """Analysis (issue #6): input-gradient images (Fig. 5), feature-distance histograms (Fig. 7), reports.
 
-The computations are MLflow-free; `analyze.run_analyze` loads models and data and logs to MLflow.
+The computations are MLflow-free; `analyze` loads models and data and logs through a RunLogger; the
+`analyze` and `report` entry points are commands/analyze.py and commands/report.py.
 """
 from .feature_distance import FeatureDistanceResult, feature_distance_figure, feature_distance_summary, feature_distances
 from .gradients import gradient_display, gradient_grid_figure, input_gradients, perceptual_alignment

@@ -1,4 +1,5 @@
-"""`rtl analyze` / the `analyze` entry point: load the models and the data, compute, log to one MLflow run.
+"""What `analyze` computes (the entry point is commands/analyze.py): load the models and the data, compute, log
+through the given `RunLogger`.
 
     what=gradients         Fig. 5: gradients.png (images, then one row of ∇ₓ CE per model), gradients.csv,
                            metrics grad_edge_corr_<label>, grad_l2_mean_<label>
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -38,7 +38,7 @@ def metric_keys(labels: list[str]) -> list[str]:
 
 
 def _load(uri: str):
-    from .. import load_model_with_meta
+    from ..tracking.models import load_model_with_meta
 
     model, meta = load_model_with_meta(uri)
     return model, meta
@@ -159,17 +159,3 @@ def analyze_feature_distance(cfg: AnalyzeConfig, log, out_dir: Path) -> dict[str
     log.log_artifact(out_dir / "feature_distance.png")
     log.log_artifact(out_dir / "feature_distance.csv")
     return metrics
-
-
-def run_analyze(cfg: AnalyzeConfig) -> dict:
-    """One MLflow run (`rtl.strategy=analyze`); FAILED if anything raises."""
-    from ..commands import print_table
-    from ..tracking import tracked_run
-
-    tags = {"rtl.model": cfg.model, "rtl.what": cfg.what}
-    with tracked_run("analyze", cfg.to_params(), tags, experiment=cfg.experiment) as log:
-        with tempfile.TemporaryDirectory(prefix="rtl-analyze-") as tmp:
-            fn = analyze_gradients if cfg.what == "gradients" else analyze_feature_distance
-            metrics = fn(cfg, log, Path(tmp))
-        print_table(f"analyze {cfg.what} of {cfg.model} — run {log.run_id}", {k: f"{v:.4g}" for k, v in metrics.items()})
-        return {"run_id": log.run_id, "metrics": metrics}

@@ -10,21 +10,18 @@ A suite's `report:` may hold `claim:` entries:
 `<step>.<metric>` reads the newest FINISHED run of that step at the report's scale (as tables do);
 `<step>[k=5].<metric>` reads its child run whose param k is 5 (e.g. one k of retrain_blocks).
 The check is arithmetic (+ - * /, min, max, numbers) with one comparison, or several joined by
-`and` / `or`. Verdicts: supported, not supported, or not run (a run or metric is missing).
+`and` / `or` (evaluated by expr.evaluate, the one safe evaluator). Verdicts: supported, not supported, or not run (a run or metric is missing).
 """
 from __future__ import annotations
 
 import ast
-import operator
 import re
 
 from ..errors import ConfigError
+from ..expr import BINOPS, COMPARISONS, FUNCS, evaluate
 
 REF = re.compile(r"(?<![\w.-])([A-Za-z0-9][A-Za-z0-9-]*)(?:\[([A-Za-z_]\w*)=([\w.+-]+)\])?\.([A-Za-z_]\w*)")
 SUPPORTED, NOT_SUPPORTED, NOT_RUN = "supported", "not supported", "not run"
-_CMP = {ast.GtE: operator.ge, ast.Gt: operator.gt, ast.LtE: operator.le, ast.Lt: operator.lt}
-_BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
-_FUNCS = {"min": min, "max": max}
 
 
 def parse_check(text: str, where: str) -> tuple[ast.Expression, list[tuple[str, str | None, str | None, str]]]:
@@ -41,14 +38,15 @@ def parse_check(text: str, where: str) -> tuple[ast.Expression, list[tuple[str, 
     except SyntaxError:
         raise ConfigError(f"{where}: check={text!r} is not an expression like `step.pgd20_acc >= other.pgd20_acc`") from None
     allowed = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.Compare, ast.BinOp, ast.UnaryOp, ast.USub,
-               ast.Constant, ast.Name, ast.Load, ast.Call, *_CMP, *_BIN)
+               ast.Constant, ast.Name, ast.Load, ast.Call, *COMPARISONS, *BINOPS)
     for node in ast.walk(tree):
-        if not isinstance(node, allowed):
+        number = isinstance(node, ast.Constant) and type(node.value) in (int, float)
+        if not isinstance(node, allowed) or (isinstance(node, ast.Constant) and not number):
             raise ConfigError(f"{where}: check={text!r} may use only step.metric references, numbers, + - * /, "
                               "min, max, comparisons, and/or")
-        if isinstance(node, ast.Name) and not (re.fullmatch(r"r\d+", node.id) or node.id in _FUNCS):
+        if isinstance(node, ast.Name) and not (re.fullmatch(r"r\d+", node.id) or node.id in FUNCS):
             raise ConfigError(f"{where}: check={text!r}: {node.id!r} is not a `<step>.<metric>` reference")
-        if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS):
+        if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in FUNCS):
             raise ConfigError(f"{where}: check={text!r}: only min(...) and max(...) may be called")
     if not refs or not _comparisons(tree.body):
         raise ConfigError(f"{where}: check={text!r} must compare metrics of steps, e.g. a.pgd20_acc > b.pgd20_acc")
@@ -60,31 +58,6 @@ def _comparisons(node) -> bool:
     if isinstance(node, ast.BoolOp):
         return all(_comparisons(v) for v in node.values)
     return isinstance(node, ast.Compare)
-
-
-def _eval(node, env):
-    if isinstance(node, ast.Expression):
-        return _eval(node.body, env)
-    if isinstance(node, ast.BoolOp):
-        values = [_eval(v, env) for v in node.values]
-        return all(values) if isinstance(node.op, ast.And) else any(values)
-    if isinstance(node, ast.Compare):
-        left = _eval(node.left, env)
-        for op, right_node in zip(node.ops, node.comparators):
-            right = _eval(right_node, env)
-            if not _CMP[type(op)](left, right):
-                return False
-            left = right
-        return True
-    if isinstance(node, ast.BinOp):
-        return _BIN[type(node.op)](_eval(node.left, env), _eval(node.right, env))
-    if isinstance(node, ast.UnaryOp):
-        return -_eval(node.operand, env)
-    if isinstance(node, ast.Call):
-        return _FUNCS[node.func.id](*(_eval(a, env) for a in node.args))
-    if isinstance(node, ast.Name):
-        return env[node.id]
-    return float(node.value)
 
 
 def claim_entry(raw: dict, where: str) -> dict:
@@ -118,7 +91,7 @@ def _child(sel, run: dict, param: str, value: str) -> dict | None:
 
 def evaluate_claim(entry: dict, sel) -> dict:
     """{verdict, values (reference text → value or None), shown (the check with numbers filled in)}."""
-    from .report import metric_value
+    from .report_runs import metric_value
 
     tree, refs = parse_check(entry["check"], entry["name"])
     env, values = {}, {}
@@ -134,7 +107,7 @@ def evaluate_claim(entry: dict, sel) -> dict:
     if len(env) < len(refs):
         verdict = NOT_RUN
     else:
-        verdict = SUPPORTED if _eval(tree, env) else NOT_SUPPORTED
+        verdict = SUPPORTED if evaluate(tree, env) else NOT_SUPPORTED
     shown = REF.sub(lambda m: _fmt(values.get(m.group(0))), entry["check"])
     return {"verdict": verdict, "values": values, "shown": shown}
 

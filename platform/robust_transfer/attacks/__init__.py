@@ -1,4 +1,4 @@
-"""ℓ∞ attacks (PGD, CW-margin PGD, FGSM, FGSM-RS) and robustness evaluation (DESIGN.md `attacks/`)."""
+"""ℓ∞ attacks (PGD, CW-margin PGD, FGSM, FGSM-RS) and robustness evaluation (docs/architecture.md `attacks/`)."""
 from .evaluate import (ATTACKS, EvalResult, attack_name, evaluate_robustness, indices_sha256, parse_attack,
                        select_examples)
 from .pgd import LOSSES, AttackOutput, cw_margin_loss, eval_mode, fgsm, input_gradients, pgd, pgd_attack

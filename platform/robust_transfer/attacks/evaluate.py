@@ -1,7 +1,7 @@
 """Robustness evaluation: accuracy under each attack and under the worst case over all of them.
 
 Attack names: `clean`, `fgsm`, `pgd<k>` (k-step PGD on cross-entropy), `cw<k>` (k-step PGD on the
-CW margin). Metric names follow DESIGN.md: `clean_acc`, `pgd20_acc`, `cw20_acc`, ..., plus
+CW margin). Metric names follow docs/architecture.md: `clean_acc`, `pgd20_acc`, `cw20_acc`, ..., plus
 `worst_acc` — an example counts there only if it survives every attack requested (clean included).
 
 Comparability: the evaluated examples are a seeded subset of the split (`select_examples`, hashed

@@ -1,6 +1,6 @@
 """The attacked function, made cheaper: BatchNorm folded into the convolution before it.
 
-Attacks run the model in eval mode (DESIGN.md), where BatchNorm is a fixed per-channel affine map:
+Attacks run the model in eval mode (docs/architecture.md), where BatchNorm is a fixed per-channel affine map:
 BN(conv(x)) = conv'(x) with w' = w·γ/√(σ²+ε) and b' = β + (b − μ)·γ/√(σ²+ε). So every PGD step
 can skip each folded BatchNorm's forward and backward pass (and its memory traffic) while
 computing the same function — up to float rounding (~1e-7 relative on the logits).

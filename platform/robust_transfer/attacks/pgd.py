@@ -8,7 +8,7 @@ PGD solves the paper's Eq. 1, max_δ l(x+δ, y) s.t. ‖δ‖∞ ≤ ε, by repe
 from a uniform random start in the ball. The ball and the box are intersected once up front,
 lo = max(x0 − ε, 0) and hi = min(x0 + ε, 1), so the projection Π is a single clamp.
 
-Conventions (DESIGN.md): attacks run with the model in eval mode (BatchNorm statistics must not
+Conventions (docs/architecture.md): attacks run with the model in eval mode (BatchNorm statistics must not
 move; each example is then attacked independently of the rest of the batch) and never touch
 parameter gradients: gradients are taken with `torch.autograd.grad` w.r.t. the input only, so
 the backward pass skips every weight-gradient product.

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from ..io import atomic_write
 
 STORE_FORMAT = "robust-transfer-eval/1"
 
@@ -62,17 +62,6 @@ def tensors_sha256(images: torch.Tensor, labels: torch.Tensor) -> str:
     h.update(images.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update(labels.detach().to(torch.int64).cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def _atomic_write(path: Path, write_to) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write_to(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -117,10 +106,10 @@ class EvalStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         stem = self._stem(attack, params)
         meta = {"format": STORE_FORMAT, "attack": attack, "params_key": digest(params)}
-        _atomic_write(self.dir / f"{stem}.safetensors", lambda tmp: save_file(
+        atomic_write(self.dir / f"{stem}.safetensors", lambda tmp: save_file(
             {"correct": state.correct.to(torch.uint8).contiguous(), "done": state.done.to(torch.uint8).contiguous()},
             tmp, metadata=meta))
         record = {**meta, "params": params, "context": self.context, "batches_done": int(state.done.sum()),
                   "batches": int(state.done.numel()), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        _atomic_write(self.dir / f"{stem}.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1,
+        atomic_write(self.dir / f"{stem}.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1,
                                                                                               default=str)))

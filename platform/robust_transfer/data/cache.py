@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -22,21 +21,11 @@ from filelock import FileLock
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..io import atomic_write, atomic_write_bytes
 from .paths import cache_dir
 
 FORMAT_VERSION = 1  # bump when the decoded layout or the order of examples changes
 Decoded = tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def file_sha256(path: Path) -> str:
@@ -57,7 +46,7 @@ def file_sha256(path: Path) -> str:
     index[key] = h.hexdigest()
     try:  # a lost race between two processes, or a read-only cache dir, only costs a re-hash later
         index_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(index_path, json.dumps(index, indent=0).encode())
+        atomic_write_bytes(index_path, json.dumps(index, indent=0).encode())
     except OSError:
         pass
     return index[key]
@@ -109,15 +98,10 @@ def _read(path: Path, warn: bool = True) -> Decoded | None:
 
 def _write(path: Path, data: Decoded) -> None:
     images, labels, classes = data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"images": images.contiguous(), "labels": labels.contiguous()}, tmp,
-                  metadata={"classes": json.dumps(list(classes)), "format_version": str(FORMAT_VERSION)})
-        os.replace(tmp, path)  # readers see the old file or the whole new one, never a partial one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # readers see the old file or the whole new one, never a partial one
+    atomic_write(path, lambda tmp: save_file({"images": images.contiguous(), "labels": labels.contiguous()}, tmp,
+                                             metadata={"classes": json.dumps(list(classes)),
+                                                       "format_version": str(FORMAT_VERSION)}))
 
 
 def load_or_build(source: str, split: str, paths: list[Path], build: Callable[[], Decoded]) -> Decoded:

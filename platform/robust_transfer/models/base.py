@@ -1,7 +1,7 @@
 """The shape every model here has: pixels in [0,1] → normalise → features z → head → logits.
 
 Normalisation lives *inside* the model so that attacks work in pixel space with the ε-ball and
-the [0,1] box exactly where the threat model says (DESIGN.md).
+the [0,1] box exactly where the threat model says (docs/architecture.md).
 """
 from __future__ import annotations
 

@@ -13,34 +13,16 @@ import contextlib
 import os
 from pathlib import Path
 
-from ..errors import ConfigError, SearchError
+from ..config.search import parse_resources  # noqa: F401  (re-exported: ray workers' resources)
+from ..errors import SearchError
 from .space import SearchSpace
-from .study import feasible, set_constraints
+from .study import feasible, optuna_quiet, set_constraints
 from .trial import TrialReporter, quiet_stdout, run_trial
 
 FORWARD_ENV = ("MLFLOW_TRACKING_URI", "RTL_CACHE_DIR", "RTL_DATA_DIR", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
                "MLFLOW_REGISTRY_URI")
 
 
-def parse_resources(text: str) -> dict[str, float]:
-    """`cpu=1,gpu=0.5` → {"cpu": 1.0, "gpu": 0.5} (fractional GPUs share one device between trials)."""
-    out: dict[str, float] = {}
-    for part in str(text or "").replace(" ", "").split(","):
-        if not part:
-            continue
-        k, _, v = part.partition("=")
-        try:
-            val = float(v)
-        except ValueError:
-            raise ConfigError(f"resources_per_trial={text!r}: {part!r} is not name=number (e.g. cpu=1,gpu=0.5)") from None
-        if k not in ("cpu", "gpu") and not k:
-            raise ConfigError(f"resources_per_trial={text!r}: {part!r} names no resource")
-        if val < 0 or (k == "gpu" and val > 1 and not val.is_integer()):
-            raise ConfigError(f"resources_per_trial={text!r}: {k}={v} must be >= 0 (fractions of a GPU up to 1, "
-                              "or whole GPUs)")
-        out[k] = val
-    out.setdefault("cpu", 1.0)
-    return out
 
 
 def _ray_trial(config: dict, payload: dict) -> None:
@@ -69,7 +51,8 @@ def _ray_trial(config: dict, payload: dict) -> None:
     with quiet_stdout(True):
         outcome = run_trial(space, config, study_name=payload["study_name"], trial_number=number,
                             parent_run_id=payload["parent_run_id"], experiment_id=payload["experiment_id"],
-                            reporter=reporter, on_start=started, backend="ray")
+                            reporter=reporter, on_start=started, backend="ray",
+                            run_entry=payload["run_entry"])
     final = {o.name: v for o, v in zip(space.objectives, outcome.values)}
     final |= {f"rtl_violation_{i}": v for i, v in enumerate(outcome.violations)}
     tune.report({**outcome.metrics, **final, "rtl_final": True, "mlflow_run_id": outcome.run_id or "",
@@ -134,9 +117,7 @@ def _progress_callback(progress, study_ref):
             self.numbers: dict[str, int] = {}
 
         def _done(self, trial, error: bool):
-            from mlflow.tracking import MlflowClient
-
-            from ..tracking import tracking_uri
+            from ..tracking import mlflow_client
 
             number = trial.config.get("rtl_trial_number", -1)
             study = study_ref["study"]
@@ -145,7 +126,7 @@ def _progress_callback(progress, study_ref):
             run_id = (trial.last_result or {}).get("mlflow_run_id") or (frozen.user_attrs.get("mlflow_run_id")
                                                                          if frozen else None)
             if run_id:
-                client = MlflowClient(tracking_uri())
+                client = mlflow_client()
                 client.set_tag(run_id, "rtl.trial_state", state)
                 status = client.get_run(run_id).info.status
                 # A trial ASHA stops is KILLED, even when stopping its actor already ended the run FAILED
@@ -217,7 +198,9 @@ def ray_cluster(address: str, num_cpus: int, env: dict[str, str]):
                 os.environ[k] = v
 
 
-def optimize_ray(space: SearchSpace, cfg, study, storage, *, parent_run_id: str, experiment_id: str, progress) -> None:
+def optimize_ray(space: SearchSpace, cfg, study, storage, *, parent_run_id: str, experiment_id: str, progress,
+                 run_entry) -> None:
+    """`run_entry(entry_point, config) -> dict` runs one trial's command (pickled to the workers by reference)."""
     from ..extras import require
 
     require("ray")
@@ -233,10 +216,9 @@ def optimize_ray(space: SearchSpace, cfg, study, storage, *, parent_run_id: str,
     names = [o.name for o in space.objectives]
     modes = ["max" if d == "maximize" else "min" for d in space.directions]
     payload = {"space": space, "study_name": study.study_name, "parent_run_id": parent_run_id,
-               "experiment_id": experiment_id, "cwd": str(Path.cwd()), "env": env, "prune": prune}
-    from .runner import _optuna_quiet
-
-    restore = _optuna_quiet()
+               "experiment_id": experiment_id, "cwd": str(Path.cwd()), "env": env, "prune": prune,
+               "run_entry": run_entry}
+    restore = optuna_quiet()
     try:
         _fit(space, cfg, study, storage, env, payload, progress, single, prune, names, modes, parent_run_id,
              resources)

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SearchError
-from .space import SearchSpace, load_space
+from .space import SearchSpace
+from .space_yaml import load_space
 from .storage import kind as storage_kind
 from .storage import open_storage, redact
-from .study import (best_trials, create_or_load_study, feasible, make_pruner, make_sampler, set_constraints, suggest,
-                    violations)
+from .study import (best_trials, create_or_load_study, feasible, make_pruner, make_sampler, optuna_quiet,
+                    set_constraints, suggest, violations)
 from .trial import (TrialPruned, TrialReporter, format_params, format_values, log_objectives_to_run, quiet_stdout,
                     run_trial)
 
@@ -93,16 +94,8 @@ def study_name_for(cfg, space: SearchSpace) -> str:
     return cfg.study_name or space.study or Path(cfg.space).stem
 
 
-def _optuna_quiet():
-    import optuna
-
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our progress lines replace Optuna's per-trial logs
-    return lambda: optuna.logging.set_verbosity(level)
-
-
 def optimize_optuna(space: SearchSpace, cfg, study, *, parent_run_id: str, experiment_id: str,
-                    progress: Progress, callbacks=()) -> None:
+                    progress: Progress, run_entry, callbacks=()) -> None:
     import optuna
 
     study_name = study.study_name
@@ -125,7 +118,7 @@ def optimize_optuna(space: SearchSpace, cfg, study, *, parent_run_id: str, exper
             outcome = run_trial(space, sampled, study_name=study_name, trial_number=trial.number,
                                 parent_run_id=parent_run_id, experiment_id=experiment_id, reporter=reporter,
                                 on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
-                                log_objectives=False)  # `after` logs them with the trial's state, one batch
+                                log_objectives=False, run_entry=run_entry)  # `after` logs them with the trial's state, one batch
         except TrialPruned as e:
             trial.set_user_attr("pruned", str(e))
             raise optuna.TrialPruned(str(e)) from None
@@ -140,9 +133,7 @@ def optimize_optuna(space: SearchSpace, cfg, study, *, parent_run_id: str, exper
         return outcome.values[0] if single else outcome.values
 
     def after(study_, frozen):
-        from mlflow.tracking import MlflowClient
-
-        from ..tracking import tracking_uri
+        from ..tracking import mlflow_client
 
         run_id = frozen.user_attrs.get("mlflow_run_id")
         if run_id:
@@ -150,7 +141,7 @@ def optimize_optuna(space: SearchSpace, cfg, study, *, parent_run_id: str, exper
             log_objectives_to_run(run_id, space, frozen.values if complete else None,
                                   violations(frozen) if complete else None, {"rtl.trial_state": frozen.state.name})
             if frozen.state.name == "PRUNED":
-                MlflowClient(tracking_uri()).set_terminated(run_id, "KILLED")
+                mlflow_client().set_terminated(run_id, "KILLED")
         secs = frozen.duration.total_seconds() if frozen.duration else None
         progress.line(frozen.number, frozen.state.name, frozen.values, frozen.user_attrs.get("metrics") or {},
                       frozen.params, secs, frozen.user_attrs.get("error") or frozen.user_attrs.get("pruned"),
@@ -167,7 +158,7 @@ def optimize_optuna(space: SearchSpace, cfg, study, *, parent_run_id: str, exper
     stopped_early: list[bool] = []
     wanted, timeout = cfg_trials(cfg, space), cfg_timeout(cfg, space)
     t0 = time.perf_counter()
-    restore = _optuna_quiet()
+    restore = optuna_quiet()
     try:
         with quiet_stdout(True), collect_warnings(progress), split_threads(cfg.n_jobs):
             while True:
@@ -239,16 +230,18 @@ def prepare(cfg):
     return space, notes
 
 
-def run_search(cfg, callbacks=()) -> dict:
-    """The `search` entry point. `callbacks`: extra Optuna callbacks `(study, frozen_trial)` run after each
-    trial (backend=optuna), e.g. to stop on a condition or to time something between trials."""
+def run_search(cfg, run_entry, callbacks=()) -> dict:
+    """A study of `cfg.space` in its own MLflow run (the `search` entry point, commands/search.py).
+    `run_entry(entry_point, config) -> dict` runs one trial's command. `callbacks`: extra Optuna callbacks
+    `(study, frozen_trial)` run after each trial (backend=optuna), e.g. to stop on a condition or to time
+    something between trials."""
     from ..tracking import tracked_run
     from ..tracking.runs import launcher_run_hidden
 
     space, notes = prepare(cfg)
     study_name = study_name_for(cfg, space)
     storage = open_storage(cfg.storage, heartbeat=cfg.backend == "optuna")
-    restore = _optuna_quiet()
+    restore = optuna_quiet()
     try:
         study = create_or_load_study(space, storage, cfg.storage, study_name,
                                      sampler=make_sampler(space, cfg.seed), pruner=make_pruner(space))
@@ -285,10 +278,10 @@ def run_search(cfg, callbacks=()) -> dict:
             from .ray_runner import optimize_ray
 
             optimize_ray(space, cfg, study, storage, parent_run_id=log.run_id, experiment_id=experiment_id,
-                         progress=progress)
+                         progress=progress, run_entry=run_entry)
         else:
             optimize_optuna(space, cfg, study, parent_run_id=log.run_id, experiment_id=experiment_id,
-                            progress=progress, callbacks=callbacks)
+                            progress=progress, run_entry=run_entry, callbacks=callbacks)
         wall = time.perf_counter() - t0
         summary = summarize(study, space, log, before, wall, study_name, progress, out, cfg)
         st = progress.states

@@ -1,6 +1,8 @@
 """Search spaces: one YAML per study → a validated `SearchSpace` → Optuna distributions / Ray Tune domains.
+This module is the model (`SearchSpace`, `ParamSpec`, `Objective`, values coerced to config fields); reading
+and checking the YAML is search/space_yaml.py (`load_space`, `loads_space`).
 
-    entry_point: lwf                       # any entry point of commands.COMMANDS (or search it, see below)
+    entry_point: lwf                       # any entry point of config.CONFIGS (or search it, see below)
     study: lwf-lambda                      # default study name
     fixed: {source_model: "models:/src@champion", target: "cifar10-jpeg:half-b"}
     params:
@@ -20,99 +22,20 @@ from the YAML node marks, `yaml.compose`).
 """
 from __future__ import annotations
 
-import math
 import shlex
-import typing
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
-import yaml
-
+from ..config import CONFIGS, canonical_entry_point, coerce  # noqa: F401  (canonical_entry_point: re-exported)
+from ..config.coerce import field_types
 from ..errors import ConfigError, SearchError, UserError
-from .expr import Constraint, Expr, ExprError
+from ..expr import Constraint, Expr
+from ..io import Where
 
-TOP_KEYS = {"study", "entry_point", "description", "fixed", "fixed_by_entry_point", "params", "objective",
-            "objectives", "directions", "constraints", "pruner", "sampler", "trials", "timeout"}
-PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
-              "categorical": {"type", "choices"}}
-OBJECTIVE_KEYS = {"name", "metric", "expr", "direction", "report"}
-DIRECTIONS = {"maximize": "maximize", "max": "maximize", "minimize": "minimize", "min": "minimize"}
-PRUNERS = ("median", "hyperband", "threshold", "none")
-SAMPLERS = ("tpe", "random", "nsga2", "grid")
-NOT_SEARCHABLE = {"experiment", "register_as", "progress", "data_dir", "device", "checkpoint_dir", "resume"}
 ENTRY_POINT_PARAM = "entry_point"
 
 
-def _commands() -> dict:
-    from ..commands import COMMANDS
-
-    return COMMANDS
-
-
-def canonical_entry_point(name) -> str | None:
-    """`finetune_adv` (MLproject spelling) or `finetune-adv` (rtl spelling) → the COMMANDS key; None if unknown."""
-    if not isinstance(name, str):
-        return None
-    for cand in (name, name.replace("_", "-"), name.replace("-", "_")):
-        if cand in _commands():
-            return cand
-    return None
-
-
 def entry_point_names() -> str:
-    return ", ".join(n.replace("-", "_") for n in _commands() if n not in ("search", "promote", "evaluate"))
-
-
-# ---------------------------------------------------------------------------------------------- YAML + lines
-def _line_map(node, path=(), out=None) -> dict[tuple, int]:
-    """1-based line of every key path in a composed YAML document."""
-    out = {} if out is None else out
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            key = k.value if isinstance(k, yaml.ScalarNode) else str(k.value)
-            out[path + (key,)] = k.start_mark.line + 1
-            _line_map(v, path + (key,), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            out[path + (i,)] = v.start_mark.line + 1
-            _line_map(v, path + (i,), out)
-    return out
-
-
-class _Where:
-    """Turns a key path into `FILE:LINE: key.path` for messages."""
-
-    def __init__(self, source: str, lines: dict[tuple, int], error: type[UserError] = SearchError):
-        self.source, self.lines, self.error_class = source, lines, error
-
-    def line(self, path: tuple) -> int:
-        while path and path not in self.lines:
-            path = path[:-1]
-        return self.lines.get(path, 1)
-
-    def error(self, path: tuple, message: str) -> UserError:
-        dotted = ".".join(str(p) for p in path) if path else "(top level)"
-        return self.error_class(f"{self.source}:{self.line(path)}: {dotted}: {message}")
-
-
-def load_yaml(text: str, source: str, error: type[UserError] = SearchError,
-              what: str = "a search space is a YAML mapping (entry_point, fixed, params, objective(s), ...)"
-              ) -> tuple[dict, _Where]:
-    """Safe-load YAML text; every problem becomes `error` with `FILE:LINE` (search spaces, suites)."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else 1
-        raise error(f"{source}:{line}: YAML syntax error: {e.problem or e.context}") from None
-    except yaml.YAMLError as e:
-        raise error(f"{source}: YAML error: {str(e).splitlines()[0]}") from None
-    where = _Where(source, _line_map(node) if node is not None else {}, error)
-    if not isinstance(data, dict):
-        raise where.error((), what)
-    return data, where
+    return ", ".join(n.replace("-", "_") for n in CONFIGS if n not in ("search", "promote", "evaluate"))
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -208,7 +131,7 @@ class SearchSpace:
 
     def build_config(self, sampled: dict):
         ep, values = self.config_values(sampled)
-        cls = _commands()[ep][0]
+        cls = CONFIGS[ep]
         try:
             return ep, cls(**values)
         except UserError:
@@ -235,7 +158,7 @@ class SearchSpace:
         self.check_configs()
         return notes
 
-    def check_configs(self, where: "_Where | None" = None) -> None:
+    def check_configs(self, where: "Where | None" = None) -> None:
         """Build each entry point's config for every end of every range and every choice (others at their
         first value), so a bad fixed value or an impossible choice fails now, not in trial 7."""
         base = {n: (p.choices[0] if p.type == "categorical" else (int(p.low) if p.type == "int" else p.low))
@@ -260,45 +183,20 @@ class SearchSpace:
 
 # ---------------------------------------------------------------------------------------------- config fields
 def config_field_names(entry_point: str) -> set[str]:
-    cls = _commands()[entry_point][0]
-    return {f.name for f in fields(cls)}
+    return {f.name for f in fields(CONFIGS[entry_point])}
 
 
 def _field_type(entry_point: str, name: str):
-    from ..cli import _base_type
-
-    cls = _commands()[entry_point][0]
-    return _base_type(typing.get_type_hints(cls)[name])
+    return field_types(CONFIGS[entry_point])[name]
 
 
 def coerce_value(entry_point: str, name: str, value):
-    """A YAML/`set`/sampled value as the config field's type (`"20"` → 20, `"true"` → True)."""
-    from ..cli import _bool, _typed
-
-    typ = _field_type(entry_point, name)
-    if isinstance(value, str):
-        return _bool(name)(value) if typ is bool else _typed(name, typ)(value)
-    if value is None:
-        return None
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name}={value!r} is not a boolean; use true or false")
-    if typ is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ConfigError(f"{name}={value!r} must be a whole number")
-        return int(value)
-    if typ is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{name}={value!r} must be a number")
-        return float(value)
-    if typ is str:
-        return str(value)
-    return value
+    """A YAML/`set`/sampled value as the entry point's config field type (config.coerce)."""
+    return coerce.coerce_value(CONFIGS[entry_point], name, value)
 
 
 def coerce_values(entry_point: str, values: dict) -> dict:
-    return {k: coerce_value(entry_point, k, v) for k, v in values.items()}
+    return coerce.coerce_values(CONFIGS[entry_point], values)
 
 
 def parse_set(text: str | None) -> dict[str, str]:
@@ -316,293 +214,6 @@ def parse_set(text: str | None) -> dict[str, str]:
         k, v = tok.split("=", 1)
         out[k.strip().replace("-", "_")] = v
     return out
-
-
-# ---------------------------------------------------------------------------------------------- parsing
-def _num(where: _Where, path, value, what="a number"):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise where.error(path, f"{value!r} is not {what}")
-    return value
-
-
-def _parse_param(where: _Where, name: str, spec, entry_points) -> ParamSpec:
-    path = ("params", name)
-    if not isinstance(spec, dict):
-        raise where.error(path, "a parameter is a mapping: {type: float|int|categorical, ...}")
-    typ = spec.get("type")
-    if typ not in PARAM_KEYS:
-        raise where.error(path + ("type",) if "type" in spec else path,
-                          f"type={typ!r} is not allowed; choose one of: float, int, categorical")
-    unknown = set(spec) - PARAM_KEYS[typ]
-    if unknown:
-        k = sorted(unknown)[0]
-        raise where.error(path + (k,), f"unknown key {k!r} for a {typ} parameter; allowed: {', '.join(sorted(PARAM_KEYS[typ]))}")
-    if typ == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise where.error(path + ("choices",), "choices must be a non-empty list")
-        for i, c in enumerate(choices):
-            if not (c is None or isinstance(c, (bool, int, float, str))):
-                raise where.error(path + ("choices", i), f"{c!r}: choices must be numbers, strings, booleans or null")
-        if len(set(map(repr, choices))) != len(choices):
-            raise where.error(path + ("choices",), "choices repeat a value")
-        if name == ENTRY_POINT_PARAM:
-            for i, c in enumerate(choices):
-                if canonical_entry_point(c) is None:
-                    raise where.error(path + ("choices", i), f"{c!r} is not an entry point; "
-                                      f"choose from: {entry_point_names()}")
-            choices = [canonical_entry_point(c) for c in choices]
-        else:
-            for ep in entry_points:
-                for i, c in enumerate(choices):
-                    try:
-                        coerce_value(ep, name, c)
-                    except ConfigError as e:
-                        raise where.error(path + ("choices", i), str(e)) from None
-        return ParamSpec(name, "categorical", choices=tuple(choices))
-    for k in ("low", "high"):
-        if k not in spec:
-            raise where.error(path, f"a {typ} parameter needs low and high")
-        _num(where, path + (k,), spec[k])
-        if typ == "int" and not float(spec[k]).is_integer():
-            raise where.error(path + (k,), f"{spec[k]!r} is not a whole number (type: int)")
-    low, high = spec["low"], spec["high"]
-    log = spec.get("log", False)
-    if not isinstance(log, bool):
-        raise where.error(path + ("log",), f"log={log!r} must be true or false")
-    step = spec.get("step")
-    if low > high:
-        raise where.error(path + ("low",), f"low={low!r} is greater than high={high!r}")
-    if low == high:
-        raise where.error(path + ("high",), f"the range [{low}, {high}] is empty; put a single value under `fixed`")
-    if log and low <= 0:
-        raise where.error(path + ("low",), f"a log range must be > 0; low={low!r} (use e.g. 1.0e-7)")
-    if step is not None:
-        _num(where, path + ("step",), step)
-        if step <= 0:
-            raise where.error(path + ("step",), f"step={step!r} must be > 0")
-        if log:
-            raise where.error(path + ("step",), "step and log cannot be combined")
-        if typ == "int" and not float(step).is_integer():
-            raise where.error(path + ("step",), f"step={step!r} must be a whole number (type: int)")
-        if step > high - low:
-            raise where.error(path + ("step",), f"step={step!r} is larger than the range [{low}, {high}]")
-    for ep in entry_points:
-        ftype = _field_type(ep, name)
-        if ftype is int and typ == "float":
-            raise where.error(path + ("type",), f"{name} is a whole number in {ep}; use type: int")
-        if ftype not in (int, float):
-            raise where.error(path + ("type",), f"{name} is not numeric in {ep}; use type: categorical")
-        for k in ("low", "high"):
-            try:
-                coerce_value(ep, name, spec[k])
-            except ConfigError as e:
-                raise where.error(path + (k,), str(e)) from None
-    return ParamSpec(name, typ, low=low, high=high, log=log, step=step)
-
-
-def _parse_objectives(where: _Where, data: dict) -> list[Objective]:
-    if ("objective" in data) == ("objectives" in data):
-        raise where.error((), "give exactly one of `objective` (one) or `objectives` (a list, multi-objective)")
-    key = "objective" if "objective" in data else "objectives"
-    raw = data[key]
-    items = [raw] if key == "objective" else raw
-    if not isinstance(items, list) or not items:
-        raise where.error((key,), "objectives must be a non-empty list")
-    paths = [(key,)] if key == "objective" else [(key, i) for i in range(len(items))]
-    directions = data.get("directions")
-    if directions is not None:
-        if not isinstance(directions, list):
-            raise where.error(("directions",), "directions must be a list, one per objective")
-        if len(directions) != len(items):
-            raise where.error(("directions",), f"{len(directions)} direction(s) for {len(items)} objective(s); "
-                              "give one direction per objective")
-    out = []
-    for i, (item, path) in enumerate(zip(items, paths)):
-        if isinstance(item, str):
-            item = {"metric": item}
-        if not isinstance(item, dict):
-            raise where.error(path, "an objective is a metric name or {metric|expr: ..., direction: maximize|minimize}")
-        unknown = set(item) - OBJECTIVE_KEYS
-        if unknown:
-            k = sorted(unknown)[0]
-            raise where.error(path + (k,), f"unknown key {k!r}; allowed: {', '.join(sorted(OBJECTIVE_KEYS))}")
-        if ("metric" in item) == ("expr" in item):
-            raise where.error(path, "give exactly one of metric (a name) or expr (e.g. (clean_acc + pgd20_acc)/2)")
-        text = item.get("metric", item.get("expr"))
-        try:
-            expr = Expr.parse(str(text))
-            report = Expr.parse(str(item["report"])) if item.get("report") is not None else None
-        except ExprError as e:
-            raise where.error(path + ("metric" if "metric" in item else "expr",), str(e)) from None
-        if "metric" in item and expr.text != expr.names[0]:
-            raise where.error(path + ("metric",), f"{text!r} is an expression; write it under expr:")
-        d = item.get("direction")
-        if directions is not None:
-            if d is not None and DIRECTIONS.get(str(d)) != DIRECTIONS.get(str(directions[i])):
-                raise where.error(("directions", i), f"directions[{i}]={directions[i]!r} contradicts the "
-                                  f"objective's direction {d!r}")
-            d = directions[i]
-            dpath = ("directions", i)
-        else:
-            dpath = path + ("direction",)
-        if d is None:
-            raise where.error(path, "direction is required: maximize or minimize")
-        if str(d) not in DIRECTIONS:
-            raise where.error(dpath, f"direction={d!r} is not allowed; choose one of: maximize, minimize")
-        name = str(item.get("name") or (expr.names[0] if "metric" in item else
-                                        ("score" if len(items) == 1 else f"objective{i}")))
-        out.append(Objective(name, expr, DIRECTIONS[str(d)], report))
-    names = [o.name for o in out]
-    if len(set(names)) != len(names):
-        raise where.error((key,), f"objective names repeat: {names}; give each a distinct name:")
-    return out
-
-
-def _parse_choice(where, data, key, allowed, default):
-    raw = data.get(key, default)
-    if isinstance(raw, str):
-        raw = {"type": raw}
-    if not isinstance(raw, dict) or raw.get("type") not in allowed:
-        got = raw.get("type") if isinstance(raw, dict) else raw
-        raise where.error((key, "type") if isinstance(raw, dict) and "type" in raw else (key,),
-                          f"{key} type {got!r} is not allowed; choose one of: {', '.join(allowed)}")
-    return dict(raw)
-
-
-def parse_space(data: dict, where: _Where, text: str = "") -> SearchSpace:
-    unknown = set(data) - TOP_KEYS
-    if unknown:
-        k = sorted(unknown)[0]
-        raise where.error((k,), f"unknown key {k!r}; allowed: {', '.join(sorted(TOP_KEYS))}")
-    params_raw = data.get("params")
-    if not isinstance(params_raw, dict) or not params_raw:
-        raise where.error(("params",), "params must map at least one parameter name to its range")
-
-    # Which entry point(s): `entry_point: lwf`, or a searched categorical `params.entry_point`.
-    if ENTRY_POINT_PARAM in params_raw:
-        spec = params_raw[ENTRY_POINT_PARAM]
-        choices = spec.get("choices") if isinstance(spec, dict) else None
-        if not isinstance(spec, dict) or spec.get("type") != "categorical" or not isinstance(choices, list) or not choices:
-            raise where.error(("params", ENTRY_POINT_PARAM), "a searched entry_point is {type: categorical, choices: [...]}")
-        if "entry_point" in data:
-            raise where.error(("entry_point",), "the entry point is searched (params.entry_point): "
-                              "remove the top-level entry_point")
-        entry_points = tuple(choices)
-    else:
-        if "entry_point" not in data:
-            raise where.error((), f"entry_point is required; choose one of: {', '.join(_commands())}")
-        entry_points = (data["entry_point"],)
-    for i, ep in enumerate(entry_points):
-        path = ("params", ENTRY_POINT_PARAM, "choices", i) if ENTRY_POINT_PARAM in params_raw else ("entry_point",)
-        if canonical_entry_point(ep) is None:
-            raise where.error(path, f"{ep!r} is not an entry point; choose one of: {entry_point_names()}")
-        if canonical_entry_point(ep) in ("search", "promote"):
-            raise where.error(path, "a study drives a training or evaluation entry point, not search/promote")
-    entry_points = tuple(canonical_entry_point(ep) for ep in entry_points)
-
-    fixed = data.get("fixed") or {}
-    if not isinstance(fixed, dict):
-        raise where.error(("fixed",), "fixed must map parameter names to values")
-    by_ep = data.get("fixed_by_entry_point") or {}
-    if not isinstance(by_ep, dict):
-        raise where.error(("fixed_by_entry_point",), "fixed_by_entry_point maps an entry point to its fixed values")
-    for ep, vals in by_ep.items():
-        if canonical_entry_point(ep) not in entry_points:
-            raise where.error(("fixed_by_entry_point", ep), f"{ep!r} is not one of this study's entry points "
-                              f"({', '.join(entry_points)})")
-        if not isinstance(vals, dict):
-            raise where.error(("fixed_by_entry_point", ep), "must map parameter names to values")
-    yaml_key = {canonical_entry_point(ep): ep for ep in by_ep}
-    by_ep = {canonical_entry_point(ep): vals for ep, vals in by_ep.items()}
-
-    def check_name(path, name, eps, searched):
-        allowed = set.intersection(*(config_field_names(e) for e in eps))
-        if name not in allowed:
-            union = sorted(set().union(*(config_field_names(e) for e in eps)))
-            raise where.error(path, f"unknown parameter {name!r} for {'/'.join(eps)}; allowed: {', '.join(union)}")
-        if searched and name in NOT_SEARCHABLE:
-            raise where.error(path, f"{name} cannot be searched; put it under fixed (or pass it with set=)")
-
-    for name, value in fixed.items():
-        check_name(("fixed", name), name, entry_points, False)
-        for ep in entry_points:
-            try:
-                coerce_value(ep, name, value)
-            except ConfigError as e:
-                raise where.error(("fixed", name), str(e)) from None
-    for ep, vals in by_ep.items():
-        for name, value in vals.items():
-            check_name(("fixed_by_entry_point", yaml_key[ep], name), name, (ep,), False)
-            try:
-                coerce_value(ep, name, value)
-            except ConfigError as e:
-                raise where.error(("fixed_by_entry_point", yaml_key[ep], name), str(e)) from None
-
-    params: dict[str, ParamSpec] = {}
-    for name, spec in params_raw.items():
-        if name != ENTRY_POINT_PARAM:
-            check_name(("params", name), name, entry_points, True)
-            if name in fixed or any(name in v for v in by_ep.values()):
-                raise where.error(("params", name), f"{name} is both fixed and searched; keep one")
-        params[name] = _parse_param(where, name, spec, entry_points)
-
-    objectives = _parse_objectives(where, data)
-    constraints = []
-    raw_c = data.get("constraints") or []
-    if isinstance(raw_c, str):
-        raw_c = [raw_c]
-    if not isinstance(raw_c, list):
-        raise where.error(("constraints",), "constraints is a list like [\"clean_acc >= 0.7\"]")
-    for i, c in enumerate(raw_c):
-        try:
-            constraints.append(Constraint.parse(str(c)))
-        except ExprError as e:
-            raise where.error(("constraints", i), str(e)) from None
-
-    pruner = _parse_choice(where, data, "pruner", PRUNERS, "none" if len(objectives) > 1 else "median")
-    if len(objectives) > 1 and pruner["type"] != "none":
-        raise where.error(("pruner",), "pruning works only for single-objective studies; use pruner: none "
-                          "(or a single objective)")
-    sampler = _parse_choice(where, data, "sampler", SAMPLERS, "tpe")
-    if sampler["type"] == "grid":
-        for n, p in params.items():
-            if p.type != "categorical" and not (p.type == "int" and not p.log):
-                raise where.error(("params", n), "sampler: grid needs categorical or int parameters")
-    if sampler.get("seed") is not None and (isinstance(sampler["seed"], bool) or not isinstance(sampler["seed"], int)):
-        raise where.error(("sampler", "seed"), f"seed={sampler['seed']!r} must be a whole number")
-
-    trials = data.get("trials")
-    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
-        raise where.error(("trials",), f"trials={trials!r} must be a whole number >= 1")
-    timeout = data.get("timeout")
-    if timeout is not None:
-        _num(where, ("timeout",), timeout)
-    study = data.get("study")
-    if study is not None and not isinstance(study, str):
-        raise where.error(("study",), "study must be a name")
-    space = SearchSpace(source=where.source, entry_points=entry_points, params=params, objectives=objectives,
-                        fixed=dict(fixed), fixed_by_entry_point={k: dict(v) for k, v in by_ep.items()},
-                        constraints=constraints, pruner=pruner, sampler=sampler, study=study, trials=trials,
-                        timeout=timeout, text=text)
-    space.check_configs(where)
-    return space
-
-
-def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate a search-space YAML (SearchError `FILE:LINE: key: ...` on any problem)."""
-    from ..resources import named_file, names
-
-    p = named_file("search_spaces", str(path)) or Path(path)  # a file, or a shipped space by name
-    if not p.is_file():
-        hint = ", ".join(names("search_spaces"))
-        raise SearchError(f"space={str(path)!r} does not exist" + (f"; give a file or one of: {hint}" if hint else ""))
-    text = p.read_text()
-    return parse_space(*load_yaml(text, str(path)), text=text)
-
-
-def loads_space(text: str, source: str = "<space>") -> SearchSpace:
-    return parse_space(*load_yaml(text, source), text=text)
 
 
 def grid_values(space: SearchSpace) -> dict[str, list]:

@@ -57,11 +57,9 @@ def retry_stale_trial(max_retry: int):
         if not run_id:
             return
         try:
-            from mlflow.tracking import MlflowClient
+            from ..tracking import mlflow_client
 
-            from ..tracking import tracking_uri
-
-            client = MlflowClient(tracking_uri())
+            client = mlflow_client()
             client.set_tag(run_id, "rtl.trial_state", "FAIL")
             client.set_tag(run_id, "rtl.failure", "worker lost: no heartbeat within the grace period")
             if client.get_run(run_id).info.status == "RUNNING":

@@ -136,3 +136,12 @@ def best_trials(study, space: SearchSpace) -> list:
         if not dominated:
             front.append(done[i])
     return sorted(front, key=lambda t: t.number)
+
+
+def optuna_quiet():
+    """Silence Optuna's per-trial log lines; returns the function that restores the previous level."""
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our progress lines replace Optuna's per-trial logs
+    return lambda: optuna.logging.set_verbosity(level)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import SearchError
-from .expr import evaluate_intermediate
+from ..expr import evaluate_intermediate
 from .space import SearchSpace
 
 
@@ -96,9 +96,9 @@ def quiet_stdout(enabled: bool = True):
 
 def run_trial(space: SearchSpace, sampled: dict, *, study_name: str, trial_number: int, parent_run_id: str | None,
               experiment_id: str | None, reporter: TrialReporter, on_start: Callable[[str], None] | None = None,
-              backend: str = "optuna", log_objectives: bool = True) -> TrialOutcome:
-    """Build the entry point's config from the sampled values and run it as a child run."""
-    from ..commands import COMMANDS
+              backend: str = "optuna", log_objectives: bool = True, run_entry=None) -> TrialOutcome:
+    """Build the entry point's config from the sampled values and run it as a child run:
+    `run_entry(entry_point, config) -> dict` is the command (search is handed it; it knows no command table)."""
     from ..tracking.runs import run_context
 
     t0 = time.perf_counter()
@@ -106,7 +106,6 @@ def run_trial(space: SearchSpace, sampled: dict, *, study_name: str, trial_numbe
     if "progress" not in space.fixed and "progress" not in space.fixed_by_entry_point.get(ep, {}) \
             and hasattr(cfg, "progress"):
         cfg.progress = False
-    fn = COMMANDS[ep][1]
     tags = {"rtl.study": study_name, "rtl.trial_number": str(trial_number), "rtl.search_backend": backend}
 
     def started(run_id: str) -> None:
@@ -116,7 +115,7 @@ def run_trial(space: SearchSpace, sampled: dict, *, study_name: str, trial_numbe
 
     with run_context(parent_run_id=parent_run_id, experiment_id=experiment_id, tags=tags,
                      run_name=f"{study_name}-trial-{trial_number}", extra_logger=reporter, on_start=started):
-        result = fn(cfg) or {}
+        result = run_entry(ep, cfg) or {}
     metrics = {k: float(v) for k, v in (reporter.final | dict(result.get("metrics") or {})).items()
                if isinstance(v, (int, float))}
     values, violations = objective_values(space, metrics, ep)
@@ -130,14 +129,12 @@ def run_trial(space: SearchSpace, sampled: dict, *, study_name: str, trial_numbe
 def log_objectives_to_run(run_id: str, space: SearchSpace, values, violations, tags: dict | None = None) -> None:
     """The trial's objective values on its own run (`objective.<name>`), next to the raw metrics (one batch)."""
     from mlflow.entities import Metric, RunTag
-    from mlflow.tracking import MlflowClient
-
-    from ..tracking import tracking_uri
+    from ..tracking import mlflow_client
 
     ts = int(time.time() * 1000)
     ms = [Metric(f"objective.{o.name}", float(v), ts, 0) for o, v in zip(space.objectives, values or [])]
     ms += [Metric(f"constraint_violation.{i}", float(v), ts, 0) for i, v in enumerate(violations or [])]
-    MlflowClient(tracking_uri()).log_batch(run_id, metrics=ms, tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+    mlflow_client().log_batch(run_id, metrics=ms, tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
 
 def format_values(names, values) -> str:

@@ -14,7 +14,7 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Budget:
-    """`iterations` wins over `epochs` (DESIGN.md); both become a count of optimiser updates."""
+    """`iterations` wins over `epochs` (docs/architecture.md); both become a count of optimiser updates."""
 
     epochs: int
     total_updates: int

@@ -13,9 +13,7 @@ and never read a partial one; a file that does not load is rebuilt.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -25,6 +23,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..data import ImageData, cache_dir
+from ..io import atomic_write
 from .common import memory_format_for
 
 FORMAT_VERSION = 1
@@ -87,14 +86,8 @@ def _read(path: Path, n: int) -> torch.Tensor | None:
 
 
 def _write(path: Path, z: torch.Tensor, meta: dict[str, str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"features": z.contiguous()}, tmp, metadata=meta)
-        os.replace(tmp, path)  # readers see no file or the whole file, never a partial one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # readers see no file or the whole file, never a partial one
+    atomic_write(path, lambda tmp: save_file({"features": z.contiguous()}, tmp, metadata=meta))
 
 
 def cached_features(model: torch.nn.Module, data: ImageData, *, device, transform: str = "pixels/255",

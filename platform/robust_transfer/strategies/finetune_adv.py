@@ -14,24 +14,34 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..attacks import ThreatModel, pgd
-from ..config import FinetuneAdvConfig
+from ..attacks import pgd
 from ..data import BatchLoader
-from ..device import resolve_device
 from ..models import HeadSpec
 from ..reporting import RunLogger
 from .common import Budget, FastPath, lr_at, make_sgd
-from .source import (StrategyResult, default_checkpoint_dir, drop_last, finish, input_format, load_data,
-                     load_source, on_device, replace_head, source_lineage, tag_run, train_loop)
+from .source import (Source, StrategyResult, default_checkpoint_dir, drop_last, finish, input_format, on_device,
+                     replace_head, setup, source_lineage, tag_run, train_loop)
+
+# The paper's settings (appendix A.2, ImageNet sources), the `finetune_adv` entry point's defaults
+# (config/transfer.py takes them from here; every one can be overridden: `rtl finetune-adv --steps 7`, ...).
+DEFAULTS = dict(
+    epsilon=5.0,         # PGD-3, step 3, ε 5 (0-255 scale)
+    step_size=3.0,
+    steps=3,
+    epochs=50,           # as `transfer`: 50 epochs, lr 0.01 → 0.001 at 60% of the budget
+    lr=0.01,
+    schedule="step",
+    milestones="0.6",
+    augment=True,
+)
 
 
-def finetune_adv(cfg: FinetuneAdvConfig, logger: RunLogger, *, run_id: str | None = None) -> StrategyResult:
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    threat = ThreatModel(cfg.epsilon, cfg.step_size)
-    source = load_source(cfg.source_model)
-    train, test = load_data(cfg.target, source, per_class=cfg.per_class, seed=cfg.seed, upsample=cfg.upsample,
-                            data_dir=cfg.data_dir, progress=cfg.progress)
+
+def finetune_adv(cfg, logger: RunLogger, *, run_id: str | None = None,
+                 source: Source | None = None) -> StrategyResult:
+    """`cfg`: a config.FinetuneAdvConfig; `source`: the source model if the caller loaded it already (else `cfg.source_model` is loaded)."""
+    s = setup(cfg, logger, source=source)
+    device, threat, source, train, test = s.device, s.threat, s.source, s.train, s.test
     tag_run(logger, source, train)
 
     model = replace_head(source.model, HeadSpec(), train.num_classes)

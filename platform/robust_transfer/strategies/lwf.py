@@ -23,16 +23,26 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..attacks import ThreatModel
-from ..config import LwfConfig
-from ..device import resolve_device
 from ..models import HeadSpec
 from ..reporting import RunLogger
 from .common import Budget, FastPath, freeze, lr_at, make_sgd
 from .features import cached_features
-from .source import (IndexedImages, StrategyResult, batchnorm_modules, default_checkpoint_dir, finish, input_format,
-                     load_data, load_source, on_device, replace_head, same_classes, set_modes, source_lineage,
+from .source import (IndexedImages, Source, StrategyResult, batchnorm_modules, default_checkpoint_dir, finish,
+                     input_format, on_device, replace_head, same_classes, set_modes, setup, source_lineage,
                      tag_run, train_loop)
+
+# The paper's settings (section 6, appendix A.1), the `lwf` entry point's defaults (config/transfer.py
+# takes them from here; every one can be overridden: `rtl lwf --lambda-d 0.1`, ...).
+DEFAULTS = dict(
+    iterations=20_000,   # batch 128, 20,000 iterations
+    lr=0.001,            # the text's 0.001 (appendix A.1 says 1e-2)
+    lambda_d=0.01,       # the weight of the feature distance d(z, z0)
+    distance="l2",       # l2: mean ‖z−z0‖₂ (paper text); l1: mean ‖z−z0‖₁ (authors' code); l2sq
+    warm_start=0.5,      # the fraction of the updates that train only the head
+    freeze_bn=True,      # A.1: BatchNorm statistics and affine parameters stay as in the source
+    teacher="offline",   # offline: stored z0 of un-augmented images (paper); online: frozen source per batch
+)
+
 
 
 def feature_distance(z: torch.Tensor, z0: torch.Tensor, distance: str) -> torch.Tensor:
@@ -53,13 +63,10 @@ def lwf_loss(logits, y, z, z0, lambda_d: float, distance: str) -> tuple[torch.Te
     return F.cross_entropy(logits, y) + lambda_d * d, d
 
 
-def lwf(cfg: LwfConfig, logger: RunLogger, *, run_id: str | None = None) -> StrategyResult:
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    threat = ThreatModel(cfg.epsilon, cfg.step_size)
-    source = load_source(cfg.source_model)
-    train, test = load_data(cfg.target, source, per_class=cfg.per_class, seed=cfg.seed, upsample=cfg.upsample,
-                            data_dir=cfg.data_dir, progress=cfg.progress)
+def lwf(cfg, logger: RunLogger, *, run_id: str | None = None, source: Source | None = None) -> StrategyResult:
+    """`cfg`: a config.LwfConfig; `source`: the source model if the caller loaded it already (else `cfg.source_model` is loaded)."""
+    s = setup(cfg, logger, source=source)
+    device, threat, source, train, test = s.device, s.threat, s.source, s.train, s.test
     tag_run(logger, source, train)
 
     teacher = copy.deepcopy(source.model).to(device).eval()  # θ_r*: never trained

@@ -18,14 +18,23 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks import ThreatModel
-from ..config import RetrainBlocksConfig
 from ..data import BatchLoader
 from ..device import resolve_device
 from ..errors import ConfigError, ModelError
 from ..reporting import RunLogger
 from .common import Budget, FastPath, freeze, lr_at, make_sgd
-from .source import (StrategyResult, default_checkpoint_dir, drop_last, final_evaluation, finish, input_format,
-                     load_data, load_source, on_device, set_modes, source_lineage, tag_run, train_loop)
+from .source import (Source, StrategyResult, default_checkpoint_dir, drop_last, final_evaluation, finish,
+                     input_format, load_data, load_source, on_device, set_modes, setup, source_lineage, tag_run,
+                     train_loop)
+
+# The paper's settings (section 3, footnote 3), the `retrain_blocks` entry point's defaults
+# (config/transfer.py takes them from here; every one can be overridden: `rtl retrain-blocks --lr 0.01`, ...).
+DEFAULTS = dict(
+    lr=0.001,            # momentum SGD, lr 0.001,
+    iterations=20_000,   # 20,000 iterations
+    augment=True,        # footnote 3: standard augmentation
+)
+
 
 
 def reinitialise(blocks, seed: int) -> None:
@@ -44,13 +53,12 @@ def check_k(k: int, model) -> None:
                           f"allowed: 1..{n}")
 
 
-def retrain_blocks(cfg: RetrainBlocksConfig, k: int, logger: RunLogger, *, run_id: str | None = None,
-                   checkpoint_dir: str | Path | None = None) -> StrategyResult:
-    device = resolve_device(cfg.device)
-    threat = ThreatModel(cfg.epsilon, cfg.step_size)
-    source = load_source(cfg.source_model)
-    train, test = load_data(cfg.dataset, source, per_class=cfg.per_class, seed=cfg.seed, upsample=cfg.upsample,
-                            data_dir=cfg.data_dir, progress=cfg.progress, param="dataset")
+def retrain_blocks(cfg, k: int, logger: RunLogger, *, run_id: str | None = None,
+                   checkpoint_dir: str | Path | None = None, source: Source | None = None) -> StrategyResult:
+    """`cfg`: a config.RetrainBlocksConfig; `source`: the source model if the caller loaded it already (else `cfg.source_model` is loaded); its
+    k deepest blocks are re-initialised in place (give each k its own copy)."""
+    s = setup(cfg, logger, source=source, data="dataset", seed=False)  # (reinitialise seeds)
+    device, threat, source, train, test = s.device, s.threat, s.source, s.train, s.test
     if train.num_classes != source.model.num_classes:
         raise ModelError(f"dataset={train.spec!r} has {train.num_classes} classes but the source has "
                          f"{source.model.num_classes}; retrain_blocks re-trains on the source's own task "
@@ -109,10 +117,11 @@ def retrain_blocks(cfg: RetrainBlocksConfig, k: int, logger: RunLogger, *, run_i
                   device=device)
 
 
-def source_baseline(cfg: RetrainBlocksConfig) -> dict[str, float]:
-    """The source as it is (no block re-trained): Fig. 1's dashed line."""
+def source_baseline(cfg, source: Source | None = None) -> dict[str, float]:
+    """The source as it is (no block re-trained): Fig. 1's dashed line (`cfg`: a config.RetrainBlocksConfig;
+    `source`: loaded already, unchanged)."""
     device = resolve_device(cfg.device)
-    source = load_source(cfg.source_model)
+    source = source if source is not None else load_source(cfg.source_model)
     _, test = load_data(cfg.dataset, source, per_class=None, seed=cfg.seed, upsample=cfg.upsample,
                         data_dir=cfg.data_dir, progress=cfg.progress, param="dataset")
     metrics, _ = final_evaluation(source.model, test, ThreatModel(cfg.epsilon, cfg.step_size),

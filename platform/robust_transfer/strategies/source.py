@@ -42,9 +42,37 @@ class StrategyResult:
     meta: dict
 
 
+@dataclass
+class Setup:
+    """What a source-based strategy starts from (`setup`)."""
+
+    device: torch.device
+    threat: ThreatModel
+    source: Source
+    train: ImageData
+    test: ImageData
+
+
+def setup(cfg, logger: RunLogger, *, source: Source | None = None, data: str = "target", seed: bool = True) -> Setup:
+    """The opening every source-based strategy shares: the seed (unless `seed=False`), the device, the threat
+    model, the source (loaded from `cfg.source_model` unless the command resolved it already), and the train
+    and test splits of the dataset named by the config field `data` (`target`; retrain_blocks: `dataset`;
+    empty: the source's own data) at the source's input size."""
+    from ..device import resolve_device
+
+    if seed:
+        torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    threat = ThreatModel(cfg.epsilon, cfg.step_size)
+    source = source if source is not None else load_source(cfg.source_model)
+    train, test = load_data(getattr(cfg, data), source, per_class=cfg.per_class, seed=cfg.seed, upsample=cfg.upsample,
+                            data_dir=cfg.data_dir, progress=cfg.progress, param=data)
+    return Setup(device, threat, source, train, test)
+
+
 def load_source(uri: str) -> Source:
     """The source model (trainable, CPU) and its checkpoint metadata; ModelError if it cannot be had."""
-    from .. import load_model_with_meta
+    from ..tracking.models import load_model_with_meta
 
     model, meta = load_model_with_meta(uri)
     if not isinstance(model, ImageClassifier) or not isinstance(model.body, nn.Sequential):

@@ -14,19 +14,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..attacks import ThreatModel
-from ..config import TransferConfig
 from ..data import ImageData
-from ..device import resolve_device
 from ..reporting import RunLogger
 from .common import Budget, FastPath, freeze, lr_at, make_sgd
 from .features import cached_features
-from .source import (IndexedImages, StrategyResult, cpu_threads, default_checkpoint_dir, finish, input_format,
-                     load_data, load_source, on_device, replace_head, set_modes, source_lineage, tag_run,
-                     train_loop)
+from .source import (IndexedImages, Source, StrategyResult, cpu_threads, default_checkpoint_dir, finish,
+                     input_format, on_device, replace_head, set_modes, setup, source_lineage, tag_run, train_loop)
+
+# The paper's settings (appendix A.2), the `transfer` entry point's defaults (config/transfer.py takes them
+# from here; every one can be overridden: `rtl transfer --head mlp --mlp-depth 2`, ...).
+DEFAULTS = dict(
+    epochs=50,           # 50 epochs, batch 128,
+    lr=0.01,             # lr 0.01 ...
+    schedule="step",
+    milestones="0.6",    # ... → 0.001 at epoch 30 (60% of the budget)
+    head="linear",       # Tables 2-3; Fig. 4: mlp with mlp_depth hidden layers of width
+    mlp_depth=1,
+    width=2048,
+)
 
 
-def head_batches(model, train: ImageData, cfg: TransferConfig, device):
+
+def head_batches(model, train: ImageData, cfg, device):
     """(batches(epoch) → (z, y) batches, batches per epoch): z from stored features when possible.
 
     Both paths see the same examples in the same order, so they train the same head.
@@ -49,7 +58,7 @@ def head_batches(model, train: ImageData, cfg: TransferConfig, device):
     return online, len(data)
 
 
-def fit_head(model, train: ImageData, cfg: TransferConfig, logger: RunLogger, device) -> int:
+def fit_head(model, train: ImageData, cfg, logger: RunLogger, device) -> int:
     """Train `model.head` on z(x, θ*) with the extractor frozen; returns the number of updates."""
     freeze(model.body)
     set_modes(model, frozen=[model.body])  # eval-mode extractor: BatchNorm statistics stay the source's
@@ -77,13 +86,11 @@ def fit_head(model, train: ImageData, cfg: TransferConfig, logger: RunLogger, de
                           lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
 
 
-def transfer(cfg: TransferConfig, logger: RunLogger, *, run_id: str | None = None) -> StrategyResult:
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    threat = ThreatModel(cfg.epsilon, cfg.step_size)
-    source = load_source(cfg.source_model)
-    train, test = load_data(cfg.target, source, per_class=cfg.per_class, seed=cfg.seed, upsample=cfg.upsample,
-                            data_dir=cfg.data_dir, progress=cfg.progress)
+def transfer(cfg, logger: RunLogger, *, run_id: str | None = None,
+             source: Source | None = None) -> StrategyResult:
+    """`cfg`: a config.TransferConfig; `source`: the source model if the caller loaded it already (else `cfg.source_model` is loaded)."""
+    s = setup(cfg, logger, source=source)
+    device, threat, source, train, test = s.device, s.threat, s.source, s.train, s.test
     tag_run(logger, source, train)
     cached = cfg.feature_cache and not cfg.augment
     logger.set_tags({"rtl.feature_cache": str(cached).lower()})

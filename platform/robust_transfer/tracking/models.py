@@ -7,11 +7,10 @@ from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from ..checkpoints import META
 from ..errors import ModelError
-from .runs import tracking_uri
+from .runs import mlflow_client, tracking_uri
 
 URI_HELP = "a checkpoint directory, runs:/<run_id>/<path>, models:/<name>/<version> or models:/<name>@<alias>"
 
@@ -90,7 +89,7 @@ def log_checkpoint_model(checkpoint_dir: str | Path, metrics: dict[str, float] |
 
 def register_checkpoint_model(model_uri: str, name: str, tags: dict[str, str], alias: str | None = "challenger"):
     """Register `model_uri` as a new version of `name`, tag it (metrics, threat model, lineage), alias it."""
-    client = MlflowClient(tracking_uri())
+    client = mlflow_client()
     mv = mlflow.register_model(model_uri, name, await_registration_for=60)
     for k, v in tags.items():
         client.set_model_version_tag(name, mv.version, k, str(v))
@@ -134,3 +133,13 @@ def resolve_checkpoint(uri_or_path: str, download_dir: str | Path) -> Path:
 
 def checkpoint_summary(path: Path) -> dict:
     return json.loads((Path(path) / META).read_text())
+
+
+def load_model_with_meta(uri_or_path: str):
+    """(model, metadata) for `models:/name@alias`, `models:/name/version`, `runs:/...` or a checkpoint path."""
+    import tempfile
+
+    from ..checkpoints import load_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="rtl-model-") as tmp:  # weights are read into memory
+        return load_checkpoint(resolve_checkpoint(uri_or_path, tmp))

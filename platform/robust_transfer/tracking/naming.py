@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from mlflow.tracking import MlflowClient
-
-from .runs import tracking_uri
+from .runs import mlflow_client
 
 
 def run_name(entry: str, dataset: str, arch: str, mode: str | None = None) -> str:
@@ -20,7 +18,7 @@ def run_name(entry: str, dataset: str, arch: str, mode: str | None = None) -> st
 def name_run(run_id: str, name: str) -> None:
     """Give the run `name`, unless someone else named it: a suite step (tag rtl.step, named after the
     step) or a child run (a search trial `<study>-trial-N`, a retrain_blocks `k=N`)."""
-    client = MlflowClient(tracking_uri())
+    client = mlflow_client()
     tags = client.get_run(run_id).data.tags
     if "rtl.step" in tags or "mlflow.parentRunId" in tags:
         return

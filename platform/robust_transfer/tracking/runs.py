@@ -23,6 +23,15 @@ def tracking_uri() -> str:
     return uri
 
 
+def mlflow_client(*, fluent: bool = False) -> MlflowClient:
+    """The one way to get an MlflowClient: on the configured tracking URI (MLFLOW_TRACKING_URI, else
+    sqlite:///mlflow.db). `fluent=True` also points mlflow's fluent API (`mlflow.register_model`, ...) there."""
+    uri = tracking_uri()
+    if fluent:
+        mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
 def absolute_tracking_uri(uri: str) -> str:
     """Processes that run elsewhere (a Ray worker, a suite step in the project root) must not move a
     relative sqlite store: make its path absolute."""
@@ -36,7 +45,7 @@ class MLflowLogger:
 
     def __init__(self, run_id: str):
         self.run_id = run_id
-        self.client = MlflowClient(tracking_uri())
+        self.client = mlflow_client()
 
     def log_params(self, params: dict) -> None:
         # One batch (one database commit) per 100 params, not one per param: a search trial logs ~30.
@@ -184,12 +193,12 @@ def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experi
         else:
             run = mlflow.start_run(run_id=run_id, nested=nested)
             if run_name and run_id == os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("RTL_LAUNCHER_TAGS"):
-                MlflowClient(tracking_uri()).update_run(run_id, name=run_name)  # `mlflow run`'s random name
+                mlflow_client().update_run(run_id, name=run_name)  # `mlflow run`'s random name
     logger = MLflowLogger(run.info.run_id)
     if ctx is not None and ctx.extra_logger is not None and run_id is None:
         logger = TeeLogger(logger, ctx.extra_logger)
     try:
-        existing = MlflowClient(tracking_uri()).get_run(run.info.run_id).data.params
+        existing = mlflow_client().get_run(run.info.run_id).data.params
         logger.log_params({k: v for k, v in params.items() if k not in existing})
         logger.set_tags({"rtl.strategy": strategy, **(tags or {}), **_launcher_tags(run.info.run_id)})
         yield logger

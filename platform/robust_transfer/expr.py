@@ -1,8 +1,9 @@
 """Metric expressions and constraints: `pgd20_acc`, `(clean_acc + pgd20_acc)/2`, `clean_acc >= 0.7`.
 
-A tiny, safe evaluator over Python's `ast` (numbers, metric names, + - * /, unary minus, min/max,
-parentheses): search spaces and promotion policies share it, so a policy and an objective mean
-the same thing by the same text.
+The one safe evaluator over Python's `ast` (numbers, names, + - * /, unary minus, min/max,
+parentheses, and for checks comparisons joined by and/or): search spaces and promotion policies share
+`Expr`/`Constraint`, so a policy and an objective mean the same thing by the same text; the claims of a
+report (analysis/claims.py) evaluate their checks with `evaluate`. Nothing is ever `eval`-ed.
 """
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import operator
 import re
 from dataclasses import dataclass
 
-# Names a metric expression may use (DESIGN.md metric names, `heldout_*` per-epoch checks).
+# Names a metric expression may use (docs/architecture.md metric names, `heldout_*` per-epoch checks).
 METRIC_NAME = re.compile(r"^(heldout_)?(clean_acc|(pgd|cw)\d+_acc|aa_acc|worst_acc|train_loss|train_clean_acc|"
                          r"epoch_time_s|images_per_s|[a-z0-9_]+_acc)$")
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+COMPARISONS = {ast.GtE: operator.ge, ast.Gt: operator.gt, ast.LtE: operator.le, ast.Lt: operator.lt}
+FUNCS = {"min": min, "max": max}
 _CMPOPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
-_FUNCS = {"min": min, "max": max}
 
 
 class ExprError(ValueError):
@@ -43,17 +45,17 @@ class Expr:
         names: list[str] = []
         for node in ast.walk(tree):
             if isinstance(node, ast.Name):
-                if node.id in _FUNCS:
+                if node.id in FUNCS:
                     continue
                 if not METRIC_NAME.match(node.id):
                     raise ExprError(f"{node.id!r} in {text!r} is not a metric name "
                                     "(e.g. clean_acc, pgd20_acc, cw20_acc, aa_acc, worst_acc)")
                 names.append(node.id)
             elif isinstance(node, ast.Call):
-                if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS or node.keywords:
+                if not isinstance(node.func, ast.Name) or node.func.id not in FUNCS or node.keywords:
                     raise ExprError(f"{text!r}: only min(...) and max(...) may be called")
             elif not isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Load, ast.USub,
-                                       ast.UAdd, *_BINOPS)):
+                                       ast.UAdd, *BINOPS)):
                 raise ExprError(f"{text!r}: only numbers, metric names, + - * /, min, max and parentheses are allowed")
             if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)):
                 raise ExprError(f"{text!r}: constants must be numbers")
@@ -65,25 +67,39 @@ class Expr:
         missing = [n for n in self.names if n not in metrics]
         if missing:
             raise KeyError(", ".join(missing))
-        return float(_eval(self.tree.body, metrics))
+        return float(evaluate(self.tree.body, metrics))
 
     def __str__(self) -> str:
         return self.text
 
 
-def _eval(node, env):
+def evaluate(node, env):
+    """The value of a checked syntax tree (`Expr.parse`, claims.parse_check) with names read from `env`."""
+    if isinstance(node, ast.Expression):
+        return evaluate(node.body, env)
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.Name):
         return float(env[node.id])
     if isinstance(node, ast.UnaryOp):
-        v = _eval(node.operand, env)
+        v = evaluate(node.operand, env)
         return -v if isinstance(node.op, ast.USub) else v
     if isinstance(node, ast.BinOp):
-        return _BINOPS[type(node.op)](_eval(node.left, env), _eval(node.right, env))
+        return BINOPS[type(node.op)](evaluate(node.left, env), evaluate(node.right, env))
     if isinstance(node, ast.Call):
-        return _FUNCS[node.func.id](*(_eval(a, env) for a in node.args))
-    raise ExprError(f"unsupported expression node {type(node).__name__}")  # parse() rules this out
+        return FUNCS[node.func.id](*(evaluate(a, env) for a in node.args))
+    if isinstance(node, ast.BoolOp):
+        values = [evaluate(v, env) for v in node.values]
+        return all(values) if isinstance(node.op, ast.And) else any(values)
+    if isinstance(node, ast.Compare):
+        left = evaluate(node.left, env)
+        for op, right_node in zip(node.ops, node.comparators):
+            right = evaluate(right_node, env)
+            if not COMPARISONS[type(op)](left, right):
+                return False
+            left = right
+        return True
+    raise ExprError(f"unsupported expression node {type(node).__name__}")  # the parsers rule this out
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,49 @@
+"""What the commands share: the result table they print, and the shape of a strategy command that starts
+from a source model (one tracked run, the strategy, the model published, the table printed, a dict back)."""
+from __future__ import annotations
+
+from ..tracking import tracked_run
+from ..tracking.naming import name_run, run_name
+from ..tracking.registry import publish_model
+
+
+def print_table(title: str, rows: dict[str, float]) -> None:
+    print(f"\n{title}")
+    for k, v in rows.items():
+        print(f"  {k:<20} {v:.4f}" if isinstance(v, float) else f"  {k:<20} {v}")
+
+
+def source_tags(cfg) -> dict[str, str]:
+    return {"rtl.source_model": cfg.source_model}
+
+
+def publish(cfg, log, result, strategy: str, suffix: str = "") -> str:
+    """Log a source-based strategy's model; register it when `register_as` asks (named after its data).
+    The run is named `<strategy>-<dataset>-<arch>` (unless a suite or search named it)."""
+    name_run(log.run_id, run_name(strategy, result.meta["data_spec"], result.meta.get("arch", result.model.arch)))
+    return publish_model(log, result, strategy, cfg.register_as, result.meta["data_spec"],
+                         result.meta.get("arch", result.model.arch), suffix)
+
+
+def report(title: str, log, result, model_uri: str) -> dict:
+    """Print the result table; the command's dict."""
+    print_table(f"{title} — run {log.run_id}", result.metrics | {"checkpoint": str(result.checkpoint_dir)})
+    return {"run_id": log.run_id, "metrics": result.metrics, "model_uri": model_uri,
+            "checkpoint": str(result.checkpoint_dir)}
+
+
+def resolve_source(cfg):
+    """The source model, loaded once, before any run starts (a source_model that cannot be had fails with
+    no run opened) and handed to the strategy."""
+    from ..strategies.source import load_source
+
+    return load_source(cfg.source_model)
+
+
+def run_source_strategy(strategy: str, cfg, fn, title: str) -> dict:
+    """transfer, finetune_adv, lwf: the source resolved, then one tracked run around
+    `fn(cfg, log, run_id=..., source=...)`."""
+    source = resolve_source(cfg)
+    with tracked_run(strategy, cfg.to_params(), source_tags(cfg), experiment=cfg.experiment) as log:
+        result = fn(cfg, log, run_id=log.run_id, source=source)
+        return report(title, log, result, publish(cfg, log, result, strategy))

@@ -1,0 +1,45 @@
+"""`evaluate`: robustness of a model, logged to MLflow and put on its registered version (evaluation.py)."""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+
+from ..config import EvaluateConfig
+from ..tracking import tracked_run
+from .common import print_table
+
+
+def run_evaluate(cfg: EvaluateConfig) -> dict:
+    """`rtl evaluate` / the `evaluate` entry point: evaluate, log to MLflow, tag a registered version."""
+    from ..evaluation import BUDGET_KNOBS, MaskingWarning, evaluate
+    from ..tracking.registry import tag_model_version
+
+    budget = {k: getattr(cfg, k, None) for k in BUDGET_KNOBS}
+    tags = {"rtl.model": cfg.model, "rtl.suite": cfg.suite}
+    with tracked_run("evaluate", cfg.to_params(), tags, experiment=cfg.experiment) as log:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MaskingWarning)   # reported below, as one line
+            ev = evaluate(cfg.model, cfg.dataset, split=cfg.split, suite=cfg.suite, attacks=cfg.attacks,
+                          epsilon=cfg.epsilon, step_size=cfg.step_size, n_examples=cfg.n_examples, seed=cfg.seed,
+                          batch_size=cfg.batch_size, device=cfg.device, data_dir=cfg.data_dir,
+                          progress=cfg.progress, diagnostics=None if getattr(cfg, "diagnostics", True) else False,
+                          resume=getattr(cfg, "resume", True), **budget)
+        res = ev.result
+        log.log_metrics(res.metrics)
+        run_tags = {"rtl.data": ev.data.spec, "rtl.data_sha256": ev.data.sha256(),
+                    "rtl.eval_indices_sha256": res.indices_sha256, "rtl.eval_attacks": ",".join(res.params["attacks"]),
+                    "rtl.eval_budget": json.dumps(ev.budget.to_dict(), sort_keys=True)}
+        if ev.diagnostics is not None:
+            run_tags.update(ev.diagnostics.tags())
+        log.set_tags(run_tags)
+        version = tag_model_version(cfg.model, ev, log.run_id)
+        if version:
+            log.set_tags({"rtl.model_version": f"{version[0]}/{version[1]}"})
+        print_table(f"evaluate {cfg.model} on {ev.data.spec}:{cfg.split} (n={res.n_examples}, "
+                    f"ε={cfg.epsilon}/255, suite={cfg.suite}) — run {log.run_id}", res.metrics)
+        if ev.diagnostics is not None:
+            line = ev.diagnostics.warning()
+            print(line or "gradient-masking diagnostics: no flags", file=sys.stderr if line else sys.stdout)
+        return {"run_id": log.run_id, "metrics": res.metrics, "masking_flags": ev.masking_flags,
+                "model_version": version}

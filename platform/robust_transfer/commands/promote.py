@@ -1,0 +1,21 @@
+"""`promote`: move the champion alias of a registered model if a stated policy says so (promotion.py)."""
+from __future__ import annotations
+
+from ..config import PromoteConfig
+from ..promotion import Policy, find_candidate, promote
+from ..tracking import mlflow_client, tracked_run
+
+
+def run_promote(cfg: PromoteConfig) -> dict:
+    policy = Policy.parse(cfg.policy)
+    client = mlflow_client(fluent=True)
+    mv, trial = find_candidate(client, cfg, policy)
+    tags = {"rtl.registered_model": cfg.name, "rtl.policy": policy.text}
+    with tracked_run("promote", cfg.to_params(), tags, experiment=cfg.experiment, run_name=f"promote-{cfg.name}") as log:
+        record = promote(client, cfg, policy, mv, trial, log)
+        decision, version, champion = record["decision"], record["version"], record["champion_before"]
+        verb = {"promoted": f"champion → version {version}", "kept": f"champion stays version {champion or '—'}",
+                "rejected": "champion unchanged"}[decision]
+        print(f"promote {cfg.name}: version {version} {decision.upper()}{' (dry run)' if cfg.dry_run else ''} — "
+              f"{record['reason']}; {verb} [policy: {policy.text}] — run {log.run_id}")
+        return {"run_id": log.run_id, **record}

@@ -1,0 +1,31 @@
+"""`report`: a suite's tables, figures and claim verdicts from its runs (analysis/report.py)."""
+from __future__ import annotations
+
+from ..tracking import tracked_run
+
+
+def run_report(cfg) -> dict:
+    """`rtl report`: validate the suite and scale first, then write the report inside its own MLflow run
+    (its files logged as artifacts under report/<scale>/) and print the tables."""
+    from ..analysis.report import check_scale, experiment_ids_for, load_report_spec, write_report
+
+    spec = load_report_spec(cfg.project)
+    check_scale(spec, cfg.scale)
+    experiment_ids = experiment_ids_for(cfg.experiment)
+    tags = {"rtl.report_suite": spec["name"], "rtl.report_scale": cfg.scale}
+    with tracked_run("report", cfg.to_params(), tags, experiment=cfg.experiment or "robust-transfer") as log:
+        result = write_report(spec, cfg.scale, cfg.out, experiment_ids=experiment_ids)
+        for path in result["files"]:
+            log.log_artifact(path, f"report/{cfg.scale}")
+        n_missing = sum(int((t["ours"].isna()).sum()) for t in result["tables"].values())
+        log.log_metrics({"report_missing_cells": n_missing, "report_warnings": len(result["warnings"])})
+        verdicts = [c["verdict"] for c in result["claims"]]
+        log.log_metrics({f"claims_{v.replace(' ', '_')}": verdicts.count(v) for v in set(verdicts)})
+        for md in result["markdown"].values():
+            print("\n" + md)
+        for c in result["claims"]:
+            print(f"claim {c['name']}: {c['verdict']}  ({c['shown']})")
+        written = ", ".join(p.name for p in result["files"])
+        print(f"report {spec['name']} at scale {cfg.scale}: {result['dir']}/ ({written}) — run {log.run_id}")
+        result["run_id"] = log.run_id
+        return result

@@ -1,0 +1,76 @@
+"""`suite`: a paper table/figure (projects/*.yaml) as child runs, reusing finished steps, then `report`
+(the plan: suites/plan.py; running a step: suites/run.py)."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..config import SuiteConfig
+from ..errors import ConfigError
+from ..suites.plan import load_suite, with_upstream
+from ..suites.run import project_root_for, run_report_step, run_step
+from ..tracking import mlflow_client, tracked_run
+from ..tracking.runs import absolute_tracking_uri, tracking_uri
+
+
+def run_suite(cfg: SuiteConfig) -> dict:
+    """Plan, then reuse/run every step as a child run of this suite's run, then `report`."""
+    import mlflow
+
+    # steps run with the project root as working directory: a relative sqlite store must not move
+    os.environ["MLFLOW_TRACKING_URI"] = absolute_tracking_uri(tracking_uri())
+    # Steps run `rtl` (and asynchronous project runs the `mlflow` CLI) from this Python environment.
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    suite = load_suite(cfg.project, cfg.scale)
+    if cfg.report:  # a malformed report: say so now, not after hours of steps
+        from ..analysis.report_spec import load_report_spec
+
+        load_report_spec(cfg.project)
+    project_root = project_root_for(Path(cfg.project))
+    steps = suite.steps
+    if cfg.only:
+        wanted = [s.strip() for s in cfg.only.split(",") if s.strip()]
+        missing = [w for w in wanted if w not in {s.name for s in steps}]
+        if missing:
+            raise ConfigError(f"only={missing[0]!r} is not a step of {suite.name} at scale {suite.scale}; "
+                              f"steps: {', '.join(s.name for s in steps)}")
+        steps = with_upstream(steps, wanted)
+    if cfg.dry_run:
+        for i, s in enumerate(steps, 1):
+            print(f"[{i}/{len(steps)}] {s.name:<28} {s.entry:<14} key {s.key[:12]}  "
+                  + " ".join(f"{k}={v}" for k, v in s.params.items()))
+        return {"steps": [s.name for s in steps]}
+
+    tags = {"rtl.project": suite.name, "rtl.scale": suite.scale, "rtl.code_version": suite.code_version}
+    params = {"project": str(cfg.project), "scale": cfg.scale, "reuse": cfg.reuse}
+    with tracked_run("suite", params, tags, experiment=cfg.experiment, run_name=f"suite {suite.name} ({suite.scale})") as log:
+        client = mlflow_client()
+        experiment_id = mlflow.get_run(log.run_id).info.experiment_id
+        print(f"suite {suite.name} — {suite.title} — scale {suite.scale}: {len(steps)} steps (run {log.run_id})",
+              flush=True)
+        plan, reused, t_start = [], 0, time.time()
+        for i, step in enumerate(steps, 1):
+            t0 = time.time()
+            print(f"[{i}/{len(steps)}] {step.name} ({step.entry}) ...", flush=True)
+            run, was_reused = run_step(client, suite, step, experiment_id, project_root, cfg.reuse)
+            reused += was_reused
+            how = f"reused run {run.info.run_id}" if was_reused else f"ran in {time.time() - t0:.0f} s (run {run.info.run_id})"
+            metrics = {k: v for k, v in run.data.metrics.items() if k.endswith("_acc") and k != "train_clean_acc"}
+            shown = "  ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()))
+            print(f"[{i}/{len(steps)}] {step.name}: {how}  {shown}", flush=True)
+            plan.append({"step": step.name, "entry": step.entry, "key": step.key, "run_id": run.info.run_id,
+                         "reused": bool(was_reused), "params": step.params,
+                         "model_uri": run.data.tags.get("rtl.model_uri", "")})
+        log.log_metrics({"steps_run": len(steps) - reused, "steps_reused": reused,
+                         "suite_time_s": time.time() - t_start})
+        client.log_dict(log.run_id, plan, "suite_plan.json")
+        if cfg.report and not cfg.only:
+            print(f"[report] {suite.name} → {cfg.out}/{suite.scale}/", flush=True)
+            run_report_step(client, suite, cfg.project, cfg.out, cfg.experiment, experiment_id, project_root)
+        print(f"suite {suite.name}: {len(steps) - reused} steps run, {reused} reused, "
+              f"{time.time() - t_start:.0f} s", flush=True)
+        return {"run_id": log.run_id, "plan": plan}

@@ -1,0 +1,23 @@
+"""`train`: a source model from scratch (natural, PGD, free or FGSM-RS; strategies/train.py)."""
+from __future__ import annotations
+
+from ..config import TrainConfig
+from ..tracking import tracked_run
+from ..tracking.naming import name_run, run_name
+from ..tracking.registry import publish_model
+from .common import print_table
+
+
+def run_train(cfg: TrainConfig) -> dict:
+    from ..strategies.train import resume_state, train
+
+    state = resume_state(cfg) if cfg.resume else None
+    tags = {"rtl.data": cfg.dataset, "rtl.mode": cfg.mode}
+    with tracked_run("train", cfg.to_params(), tags, experiment=cfg.experiment,
+                     run_id=state["json"].get("run_id") if state else None) as log:
+        name_run(log.run_id, run_name("train", cfg.dataset, cfg.arch, cfg.mode))
+        result = train(cfg, log, run_id=log.run_id)
+        model_uri = publish_model(log, result, f"train-{cfg.mode}", cfg.register_as, cfg.dataset, cfg.arch)
+        print_table(f"train ({cfg.mode}) — run {log.run_id}", result.metrics | {"checkpoint": str(result.checkpoint_dir)})
+        return {"run_id": log.run_id, "metrics": result.metrics, "model_uri": model_uri,
+                "checkpoint": str(result.checkpoint_dir)}

@@ -1,0 +1,156 @@
+"""`analyze`, `report` and `suite`: the configuration of analyses, reports and paper suites."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..data.spec import parse_spec
+from ..device import check_device
+from ..errors import ConfigError, check_range, one_of
+from .common import _NAME, MODEL_URI_HELP, _check_positive_int
+
+ANALYSES = ("gradients", "feature-distance")
+ANALYZE_DEFAULT_N_IMAGES = {"gradients": 8, "feature-distance": 1000}  # feature-distance: capped at the split
+ANALYZE_MAX_GRID_IMAGES = 64   # columns of the gradient grid
+ANALYZE_MAX_MODELS = 16        # rows of the gradient grid (besides the images)
+def _comma_list(text) -> list[str]:
+    return [s.strip() for s in str(text or "").split(",")]
+
+
+@dataclass
+class AnalyzeConfig:
+    """`analyze` (Fig. 5, Fig. 7 / appendix B): input-gradient images of one or more models, or the distance
+    between the features of images and of their augmented copies."""
+
+    what: str = "gradients"            # gradients (Fig. 5) | feature-distance (Fig. 7)
+    model: str = ""                    # a model URI/path; gradients: a comma list, one grid row each
+    labels: str = ""                   # row labels, one per model (comma list); default: the model URIs
+    dataset: str = ""                  # default: the dataset recorded in the (first) model's metadata
+    split: str = "test"
+    n_images: int | None = None        # default: 8 (gradients), 1000 or the whole split if smaller (feature-distance)
+    seed: int = 0                      # which images, and the augmentation's randomness
+    batch_size: int = 128
+    device: str = "auto"
+    experiment: str = "robust-transfer"
+    data_dir: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        self.model, self.labels, self.dataset = self.model or "", self.labels or "", self.dataset or ""
+        if self.what not in ANALYSES:
+            raise one_of("what", self.what, ANALYSES)
+        if not self.model.strip():
+            raise ConfigError(f"model is required: {MODEL_URI_HELP} (what=gradients: a comma list of them)")
+        models = self.models()
+        if any(not m for m in models):
+            raise ConfigError(f"model={self.model!r} has an empty entry; give a comma list of {MODEL_URI_HELP}")
+        if self.what == "feature-distance" and len(models) != 1:
+            raise ConfigError(f"what=feature-distance takes exactly one model; model={self.model!r} names {len(models)}")
+        if len(models) > ANALYZE_MAX_MODELS:
+            raise ConfigError(f"model={self.model!r} names {len(models)} models; at most {ANALYZE_MAX_MODELS} rows fit a grid")
+        if self.labels:
+            labels = _comma_list(self.labels)
+            if len(labels) != len(models):
+                raise ConfigError(f"labels={self.labels!r} gives {len(labels)} label(s) for {len(models)} models; "
+                                  "give one label per model (comma list), or none")
+            if any(not s for s in labels):
+                raise ConfigError(f"labels={self.labels!r} has an empty label; give one non-empty label per model")
+            if len(set(labels)) != len(labels):
+                raise ConfigError(f"labels={self.labels!r} repeats a label; give each model its own")
+        if self.dataset:
+            parse_spec(self.dataset)
+        if self.split not in ("train", "test"):
+            raise one_of("split", self.split, ("train", "test"))
+        if self.n_images is not None:
+            if not isinstance(self.n_images, int) or isinstance(self.n_images, bool):
+                raise ConfigError(f"n_images={self.n_images!r} must be a whole number")
+            if self.what == "gradients":
+                check_range("n_images", self.n_images, 1, ANALYZE_MAX_GRID_IMAGES)
+            else:  # a distance to a *different* image needs two
+                check_range("n_images", self.n_images, 2, 10**7)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r} must be a whole number >= 0")
+        _check_positive_int("batch_size", self.batch_size, 65_536)
+        check_device(self.device)
+
+    def models(self) -> list[str]:
+        return _comma_list(self.model)
+
+    def label_list(self) -> list[str]:
+        """One label per model: the given ones, else the model URIs/paths."""
+        return _comma_list(self.labels) if self.labels else self.models()
+
+    def to_params(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v not in (None, "") and k not in ("progress", "data_dir")}
+
+
+REPORT_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class ReportConfig:
+    """`report`: the tables and figures of a projects/*.yaml suite, from its newest FINISHED step runs."""
+
+    project: str = ""                  # a projects/*.yaml suite
+    scale: str = "cpu"                 # one of the suite's `scales` (checked when the suite is read)
+    out: str = "docs/results"          # writes <out>/<scale>/<table or figure name>.{md,csv,png} and index.md
+    experiment: str = ""               # select runs from this experiment only (default: all experiments);
+                                       # the report's own run is logged there too (default robust-transfer)
+
+    def __post_init__(self):
+        from pathlib import Path
+
+        from ..resources import resolve
+
+        if not self.project:
+            raise ConfigError("project is required: a suite YAML, e.g. projects/table2.yaml")
+        self.project = resolve("projects", self.project)  # a file, or a shipped suite by name (table2)
+        path = Path(self.project)
+        if path.suffix.lower() not in REPORT_SUFFIXES:
+            raise ConfigError(f"project={self.project!r} is not a suite YAML; give a .yaml or .yml file, "
+                              "e.g. projects/table2.yaml")
+        if not path.is_file():
+            raise ConfigError(f"project={self.project!r} does not exist (or is not a file); "
+                              "give a suite YAML, e.g. projects/table2.yaml")
+        if not self.scale:
+            raise ConfigError("scale is required: one of the suite's `scales`, e.g. cpu or paper")
+        if not isinstance(self.scale, str) or not _NAME.match(self.scale):
+            raise ConfigError(f"scale={self.scale!r} is not a scale name; give one of the suite's `scales`, e.g. cpu")
+        if not self.out:
+            raise ConfigError("out is required: the folder for the results, e.g. docs/results")
+        if self.experiment and not isinstance(self.experiment, str):
+            raise ConfigError(f"experiment={self.experiment!r} must be an experiment name")
+
+    def to_params(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v not in (None, "")}
+
+
+SUITE_REUSE = ("exact", "params", "never")
+
+
+@dataclass
+class SuiteConfig:
+    """`suite`: run a projects/*.yaml (a paper table/figure) as child runs, reusing finished steps, then `report`."""
+
+    project: str = ""                  # projects/<table or figure>.yaml
+    scale: str = "cpu"                 # a scale the file defines (cpu | paper)
+    reuse: str = "exact"               # exact: same entry, params and code version; params: any code version; never
+    only: str = ""                     # run only these steps (comma list) and what they need; no report
+    dry_run: bool = False              # print the plan (steps, keys, parameters) and stop
+    report: bool = True                # end with the `report` step
+    out: str = "docs/results"          # where `report` writes <scale>/<table>.md|csv|png
+    experiment: str = "robust-transfer"
+
+    def __post_init__(self):
+        if not self.project:
+            raise ConfigError("project is required: a suite file, e.g. projects/table2.yaml")
+        from ..resources import resolve
+
+        self.project = resolve("projects", self.project)  # a file, or a shipped suite by name (table2)
+        if self.reuse not in SUITE_REUSE:
+            raise one_of("reuse", self.reuse, SUITE_REUSE)
+        if not _NAME.match(str(self.scale)):
+            raise ConfigError(f"scale={self.scale!r} is not a valid scale name (letters, digits, '.', '_', '-')")
+
+    def to_params(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v not in (None, "")}
+

@@ -1,0 +1,105 @@
+"""What several entry points share: the common training parameters, the threat model, the checks."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+
+from ..device import check_device
+from ..errors import ConfigError, check_range, one_of
+
+SCHEDULES = ("constant", "step", "cosine")
+PRECISIONS = ("auto", "fp32", "bf16")
+CHANNELS_LAST = ("auto", "true", "false")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MODEL_URI_HELP = "a checkpoint path, runs:/<id>/..., models:/<name>/<version> or models:/<name>@<alias>"
+
+
+def _check_positive_int(name: str, value, high: int = 10**9):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} must be a whole number")
+    return check_range(name, value, 1, high)
+
+
+def _check_finite(name: str, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number")
+    return value
+
+
+
+def milestone_fractions(text: str) -> list[float]:
+    """'0.5,0.75' → [0.5, 0.75]: increasing fractions of the budget where a step schedule drops lr ×0.1."""
+    if not text:  # '' (or None from an empty flag): no drops
+        return []
+    try:
+        fr = [float(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"milestones={text!r} must be comma-separated fractions in (0,1), e.g. 0.5,0.75") from None
+    if any(not 0 < f < 1 for f in fr) or fr != sorted(fr):
+        raise ConfigError(f"milestones={text!r} must be increasing fractions in (0,1), e.g. 0.5,0.75")
+    return fr
+
+
+@dataclass
+class CommonConfig:
+    """Parameters every training entry point shares (docs/architecture.md: common parameters)."""
+
+    epochs: int = 10
+    iterations: int | None = None   # wins over epochs when given
+    batch_size: int = 128
+    lr: float = 0.1
+    seed: int = 0
+    per_class: int | None = None
+    n_examples: int = 1000
+    device: str = "auto"
+    register_as: str | None = None
+    experiment: str = "robust-transfer"
+    data_dir: str | None = None
+    progress: bool = True
+    precision: str = "auto"         # training autocast: auto (bf16 on CUDA with bf16 support, else fp32) | fp32 | bf16
+    channels_last: str = "auto"     # auto (on for conv nets: measured faster or even on CPU and CUDA) | true | false
+    compile: bool = False           # torch.compile the model's body for training (inductor; slow first step)
+
+    def __post_init__(self):
+        _check_positive_int("epochs", self.epochs, 100_000)
+        if self.iterations is not None:
+            _check_positive_int("iterations", self.iterations, 10**8)
+        _check_positive_int("batch_size", self.batch_size, 65_536)
+        _check_finite("lr", self.lr)
+        check_range("lr", self.lr, 0.0, 10.0, low_inclusive=False)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r} must be a whole number >= 0")
+        if self.per_class is not None:
+            _check_positive_int("per_class", self.per_class, 10**7)
+        _check_positive_int("n_examples", self.n_examples, 10**7)
+        check_device(self.device)
+        if self.register_as is not None and not _NAME.match(self.register_as):
+            raise ConfigError(f"register_as={self.register_as!r} is not a valid model name; use letters, digits, '.', '_' or '-' (max 128)")
+        if self.precision not in PRECISIONS:
+            raise one_of("precision", self.precision, PRECISIONS)
+        if isinstance(self.channels_last, bool):  # the Python API may pass a bool
+            self.channels_last = str(self.channels_last).lower()
+        if self.channels_last not in CHANNELS_LAST:
+            raise one_of("channels_last", self.channels_last, CHANNELS_LAST)
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile={self.compile!r} must be true or false")
+
+    def to_params(self) -> dict:
+        """Flat dict for MLflow params (None → '' is avoided: None values are left out)."""
+        return {k: v for k, v in asdict(self).items() if v is not None and k not in ("progress", "data_dir")}
+
+
+@dataclass
+class ThreatConfig:
+    """ℓ∞ threat model on the 0–255 scale (converted to [0,1] once, in attacks.ThreatModel)."""
+
+    epsilon: float = 8.0
+    step_size: float = 2.0
+
+    def check_threat(self):
+        _check_finite("epsilon", self.epsilon)
+        _check_finite("step_size", self.step_size)
+        check_range("epsilon", self.epsilon, 0.0, 255.0, low_inclusive=False)
+        check_range("step_size", self.step_size, 0.0, 255.0, low_inclusive=False)
+

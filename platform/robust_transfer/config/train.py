@@ -1,0 +1,52 @@
+"""`train`: the configuration of a source model trained from scratch."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..data.spec import parse_spec
+from ..errors import check_range, one_of
+from ..models import check_arch
+from .common import SCHEDULES, CommonConfig, ThreatConfig, _check_finite, _check_positive_int, milestone_fractions
+
+TRAIN_MODES = ("natural", "pgd", "free", "fgsm-rs")
+
+
+@dataclass
+class TrainConfig(CommonConfig, ThreatConfig):
+    """`train`: a source model from scratch (Table 1; free training)."""
+
+    dataset: str = "cifar10-jpeg"
+    arch: str = "small-cnn"
+    mode: str = "natural"
+    steps: int = 7                  # PGD-k adversarial training (paper: 7)
+    replay: int = 4                 # free training's m (paper: Free-4)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: str = "0.5,0.75"    # step schedule: fractions of the budget where lr drops ×0.1
+    augment: bool = True
+    resize: int | None = None
+    eval_steps: int = 20            # the final PGD-k evaluation (pgd20_acc)
+    checkpoint_dir: str | None = None
+    resume: bool = False
+
+    def __post_init__(self):
+        CommonConfig.__post_init__(self)
+        self.check_threat()
+        parse_spec(self.dataset)
+        check_arch(self.arch)
+        if self.mode not in TRAIN_MODES:
+            raise one_of("mode", self.mode, TRAIN_MODES)
+        if self.schedule not in SCHEDULES:
+            raise one_of("schedule", self.schedule, SCHEDULES)
+        _check_positive_int("steps", self.steps, 1000)
+        _check_positive_int("replay", self.replay, 100)
+        _check_positive_int("eval_steps", self.eval_steps, 10_000)
+        check_range("momentum", _check_finite("momentum", self.momentum), 0.0, 1.0, high_inclusive=False)
+        check_range("weight_decay", _check_finite("weight_decay", self.weight_decay), 0.0, 1.0)
+        if self.resize is not None:
+            check_range("resize", self.resize, 8, 1024)
+        self.milestone_fractions()
+
+    def milestone_fractions(self) -> list[float]:
+        return milestone_fractions(self.milestones)

@@ -1,0 +1,250 @@
+"""Suite plans: a paper table/figure (projects/*.yaml) as a chain of entry points, each a child MLflow run.
+
+Modelled on MLflow's multistep-workflow example: every step is `mlflow.projects.run(<entry point>)`
+under the suite's run, and a step that already FINISHED with the same entry point, parameters and
+code version is reused instead of re-run (so a suite killed part-way resumes from its finished
+steps). Models flow between steps through the registry: a step that makes a model registers it as
+`<scale>-<step>` and the suite points the alias `s-<key>` (the step's reuse key) at that version;
+`{model:<step>}` in a later step's params becomes `models:/<scale>-<step>@s-<key>`, so a changed
+upstream step changes every downstream key too. Format: projects/README.md. Running a plan: suites/run.py.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from ..config import CONFIGS, canonical_entry_point
+from ..config.coerce import coerce_values
+from ..errors import ConfigError, SuiteError, UserError
+from ..io import load_yaml
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent   # the robust_transfer package: its code version
+SHARED_STEPS_FILE = "sources.yaml"
+TOP_KEYS = {"name", "title", "paper", "description", "scales", "steps", "report"}
+STEP_KEYS = {"name", "entry", "params", "scales", "registers", "use"}
+# Entry points whose run ends with a model worth passing on (they take `register_as`).
+MAKES_MODEL = {"train", "transfer", "finetune_adv", "lwf"}
+_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z0-9_.-]+))?\}")
+_STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,60}$")
+
+
+@dataclass
+class Step:
+    name: str
+    entry: str                     # MLproject spelling (snake_case)
+    params: dict[str, str]         # after substitution
+    registers: bool
+    key: str = ""                  # sha256(entry, params, code version)
+    params_key: str = ""           # sha256(entry, params) with upstream models named by *their* params_key
+    upstream: list[str] = field(default_factory=list)
+    config: object = None          # the entry point's config built from `params`: checked at planning time
+
+    @property
+    def alias(self) -> str:
+        return f"s-{self.key[:16]}"
+
+
+@dataclass
+class Suite:
+    name: str
+    title: str
+    paper: str
+    scale: str
+    description: str
+    steps: list[Step]
+    path: Path
+    code_version: str
+
+
+
+def step_model_name(scale: str, step: str) -> str:
+    """The registered model a step's model becomes (and later steps read by alias)."""
+    return f"{scale}-{step}"
+
+
+# ------------------------------------------------------------------------------------------- code version
+def code_version() -> str:
+    """sha256 over the package's Python sources: a step re-runs when the code that ran it changed."""
+    h = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        h.update(str(path.relative_to(PACKAGE_DIR)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def step_key(entry: str, params: dict[str, str], version: str) -> str:
+    blob = json.dumps({"entry": entry, "params": params, "code_version": version}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def params_key(entry: str, params: dict[str, str]) -> str:
+    """What `reuse=params` compares: the key without the code version."""
+    return hashlib.sha256(json.dumps({"entry": entry, "params": params}, sort_keys=True).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- loading
+def _entry_parameters() -> dict[str, set[str]]:
+    """MLproject entry point → its parameter names (from the same dataclasses MLproject is generated from)."""
+    return {name.replace("-", "_"): {f.name for f in fields(cls)} for name, cls in CONFIGS.items()}
+
+
+def _read(path: Path, what: str):
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SuiteError(f"{what} {str(path)!r} cannot be read ({e.strerror})") from None
+    return load_yaml(text, str(path), SuiteError, "a suite is a YAML mapping (name, scales, steps, report)")
+
+
+def load_suite(path: str | Path, scale: str, version: str | None = None) -> Suite:
+    """Read, validate and plan a suite at one scale: every mistake is `FILE:LINE: key: what is wrong`."""
+    path = Path(path)
+    data, where = _read(path, "project")
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise where.error((sorted(unknown)[0],), f"unknown key; allowed: {', '.join(sorted(TOP_KEYS))}")
+    for key in ("name", "steps", "scales"):
+        if key not in data:
+            raise where.error((), f"missing `{key}`")
+    scales = data["scales"]
+    if not isinstance(scales, dict) or not scales:
+        raise where.error(("scales",), "a mapping of scale name → variables, e.g. cpu: {target: cifar10-jpeg}")
+    if scale not in scales:
+        raise ConfigError(f"scale={scale!r} is not defined in {path}; choose one of: {', '.join(scales)}")
+    suite_vars = dict(scales[scale] or {})
+    description = str(suite_vars.pop("description", ""))
+    raw_steps = data["steps"]
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise where.error(("steps",), "a non-empty list of steps")
+    # Shared steps (projects/sources.yaml) are planned with the shared file's variables only, so every
+    # suite that uses one gets the same parameters, the same key, and reuses one run.
+    shared_vars, shared = {}, {}
+    if (path.parent / SHARED_STEPS_FILE).is_file() and path.name != SHARED_STEPS_FILE:
+        shared_vars, shared = _shared_steps(path.parent / SHARED_STEPS_FILE, scale)
+    variables = {**shared_vars, **suite_vars, "scale": scale}
+    expanded = []
+    for i, raw in enumerate(raw_steps):
+        if not isinstance(raw, dict):
+            raise where.error(("steps", i), "a step is a mapping (name, entry, params) or {use: <shared step>}")
+        if "use" in raw:
+            if raw["use"] not in shared:
+                raise where.error(("steps", i, "use"), f"{raw['use']!r} is not a step of {SHARED_STEPS_FILE}; "
+                                  f"choose one of: {', '.join(shared) or '(none)'}")
+            expanded.append((*shared[raw["use"]], {**shared_vars, "scale": scale}))
+        else:
+            expanded.append((raw, where, ("steps", i), variables))
+
+    version = version or code_version()
+    entries = _entry_parameters()
+    steps: list[Step] = []
+    by_name: dict[str, Step] = {}
+    for raw, w, at, step_vars in expanded:
+        step = _plan_step(raw, w, at, step_vars, entries, by_name, scale, version)
+        if step is None:  # not at this scale
+            continue
+        if step.name in by_name:
+            raise w.error(at + ("name",), f"step name {step.name!r} is used twice")
+        by_name[step.name] = step
+        steps.append(step)
+    return Suite(name=str(data["name"]), title=str(data.get("title", data["name"])), paper=str(data.get("paper", "")),
+                 scale=scale, description=description, steps=steps, path=path, code_version=version)
+
+
+def _shared_steps(path: Path, scale: str) -> tuple[dict, dict[str, tuple]]:
+    data, where = _read(path, "shared steps file")
+    shared_vars = dict((data.get("scales") or {}).get(scale) or {})
+    shared_vars.pop("description", None)
+    out = {}
+    for i, raw in enumerate(data.get("steps") or []):
+        if not isinstance(raw, dict) or "name" not in raw:
+            raise where.error(("steps", i), "a shared step needs a `name`")
+        out[raw["name"]] = (raw, where, ("steps", i))
+    return shared_vars, out
+
+
+def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> Step | None:
+    unknown = set(raw) - STEP_KEYS
+    if unknown:
+        raise where.error(at + (sorted(unknown)[0],), f"unknown key; allowed: {', '.join(sorted(STEP_KEYS - {'use'}))}")
+    only = raw.get("scales")
+    if only is not None and scale not in (only if isinstance(only, list) else [only]):
+        return None
+    name, entry = raw.get("name"), str(raw.get("entry", "")).replace("-", "_")
+    if not isinstance(name, str) or not _STEP_NAME.match(name):
+        raise where.error(at + ("name",), f"step name {name!r}: lower-case letters, digits and '-'")
+    if entry not in entries:
+        raise where.error(at + ("entry",), f"entry point {raw.get('entry')!r} is unknown; choose one of: "
+                          f"{', '.join(sorted(entries))}")
+    params_raw = raw.get("params") or {}
+    if not isinstance(params_raw, dict):
+        raise where.error(at + ("params",), "a mapping of parameter → value")
+    registers = bool(raw.get("registers", entry in MAKES_MODEL))
+    params: dict[str, str] = {}
+    by_params: dict[str, str] = {}
+    upstream: list[str] = []
+    for k, v in params_raw.items():
+        if k not in entries[entry]:
+            raise where.error(at + ("params", k), f"{entry} has no parameter {k!r}")
+        if k == "register_as":
+            raise where.error(at + ("params", k), "the suite names registered models itself (<scale>-<step>)")
+        params[k] = _substitute(v, variables, by_name, scale, upstream, lambda m: where.error(at + ("params", k), m))
+        # the same value with upstream models named by parameters only: what reuse=params compares
+        by_params[k] = _substitute(v, variables, by_name, scale, [], lambda m: where.error(at + ("params", k), m),
+                                   alias=lambda step: f"p-{step.params_key[:16]}")
+    if registers:
+        if "register_as" not in entries[entry]:
+            raise where.error(at + ("registers",), f"{entry} does not register models")
+        params["register_as"] = by_params["register_as"] = step_model_name(scale, name)
+    return Step(name=name, entry=entry, params=params, registers=registers, key=step_key(entry, params, version),
+                params_key=params_key(entry, by_params), upstream=upstream,
+                config=_build_config(entry, params, lambda m: where.error(at + ("params",), f"step {name!r}: {m}")))
+
+
+def _build_config(entry: str, params: dict[str, str], error):
+    """The step's config, as its entry point will build it from these parameters (the same coercion as
+    `rtl`/MLproject): a bad value fails now, naming the step, not when the step starts."""
+    cls = CONFIGS[canonical_entry_point(entry)]
+    try:
+        return cls(**coerce_values(cls, params))
+    except UserError as e:
+        raise error(str(e)) from None
+
+
+def _substitute(value, variables, by_name, scale, upstream, error, alias=lambda step: step.alias) -> str:
+    """`{var}` → the scale's variable; `{model:step}` → that step's model by registry alias."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+
+    def repl(m):
+        var, arg = m.group(1), m.group(2)
+        if var == "model":
+            if arg not in by_name:
+                raise error(f"{{model:{arg}}} names no earlier step of this suite")
+            if not by_name[arg].registers:
+                raise error(f"{{model:{arg}}}: step {arg!r} does not register a model")
+            upstream.append(arg)
+            return f"models:/{step_model_name(scale, arg)}@{alias(by_name[arg])}"
+        if arg is not None or var not in variables:
+            raise error(f"{{{m.group(0)[1:-1]}}} is not a variable of this scale; defined: {', '.join(sorted(variables))}")
+        return _substitute(variables[var], variables, by_name, scale, upstream, error, alias)
+
+    return _VAR.sub(repl, text)
+
+
+def with_upstream(steps: list[Step], wanted: list[str]) -> list[Step]:
+    by_name = {s.name: s for s in steps}
+    need: set[str] = set()
+
+    def add(name):
+        if name not in need:
+            need.add(name)
+            for u in by_name[name].upstream:
+                add(u)
+
+    for w in wanted:
+        add(w)
+    return [s for s in steps if s.name in need]

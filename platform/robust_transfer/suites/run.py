@@ -1,0 +1,137 @@
+"""Running a suite plan (suites/plan.py): each step reused or run through `mlflow.projects.run`, synchronously,
+as a child run; the suite's own run and its report step are in commands/suite.py."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from ..errors import RegistryError, SuiteError
+from .plan import Step, Suite
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def all_experiments(client) -> list[str]:
+    """A step's identity is its key, not where it ran: `mlflow run` (experiment Default) and `rtl suite`
+    (experiment robust-transfer) reuse each other's steps."""
+    return [e.experiment_id for e in client.search_experiments()]
+
+
+def find_finished(client, key: str):
+    runs = client.search_runs(all_experiments(client), f"tags.`rtl.step_key` = '{key}' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def close_orphans(client, key: str) -> int:
+    """A step whose launcher was killed stays RUNNING forever: mark it KILLED if its process is gone."""
+    closed = 0
+    for run in client.search_runs(all_experiments(client), f"tags.`rtl.step_key` = '{key}' and attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        same_host = tags.get("rtl.host") == socket.gethostname()
+        pid = int(tags.get("rtl.suite_pid", "0") or 0)
+        if same_host and pid and not _pid_alive(pid):
+            client.set_terminated(run.info.run_id, "KILLED")
+            closed += 1
+    return closed
+
+
+def _alias_model(client, suite: Suite, step: Step, run) -> str:
+    """Point `s-<key>` of `<scale>-<step>` at the version the step's run registered."""
+    registered = run.data.tags.get("rtl.registered_model", "")
+    name, _, version = registered.rpartition("/")
+    if not name or not version:
+        raise RegistryError(f"step {step.name!r} (run {run.info.run_id}) registered no model; "
+                            "its entry point must take register_as")
+    client.set_registered_model_alias(name, step.alias, version)
+    uri = f"models:/{name}@{step.alias}"
+    client.set_tag(run.info.run_id, "rtl.model_uri", uri)
+    return uri
+
+
+def run_step(client, suite: Suite, step: Step, experiment_id: str, project_root: Path, reuse: str):
+    """Reuse or run one step; returns (run, reused)."""
+    import mlflow.projects
+
+    close_orphans(client, step.key)
+    done = None if reuse == "never" else find_finished(client, step.key)
+    if done is None and reuse == "params":
+        # Same entry point and parameters under any code version (what changed was elsewhere).
+        runs = client.search_runs(all_experiments(client), f"tags.`rtl.step` = '{step.name}' and tags.`rtl.scale` = "
+                                  f"'{suite.scale}' and tags.`rtl.params_key` = '{step.params_key}' and "
+                                  "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
+                                  max_results=1)
+        done = runs[0] if runs else None
+    if done is not None:
+        if step.registers:
+            _alias_model(client, suite, step, done)
+        return done, True
+    from mlflow.exceptions import ExecutionException
+
+    # The step's own process tags its run as it starts (tracking.runs reads RTL_LAUNCHER_TAGS), so even a
+    # step killed mid-way can be recognised, and closed, by the rerun. Synchronous: no extra `mlflow` CLI.
+    os.environ["RTL_LAUNCHER_TAGS"] = json.dumps(step_tags(suite, step))
+    try:
+        submitted = mlflow.projects.run(str(project_root), entry_point=step.entry, parameters=step.params,
+                                        env_manager="local", experiment_id=experiment_id, synchronous=True,
+                                        run_name=step.name)
+        run_id = submitted.run_id
+    except ExecutionException:
+        run_id = None
+    finally:
+        os.environ.pop("RTL_LAUNCHER_TAGS", None)
+    if run_id is None:
+        failed = client.search_runs([experiment_id], f"tags.`rtl.step_key` = '{step.key}'",
+                                    order_by=["attributes.start_time DESC"], max_results=1)
+        where = f"run {failed[0].info.run_id} is {failed[0].info.status}" if failed else "no run was recorded"
+        raise SuiteError(f"step {step.name!r} ({step.entry}) failed: {where}; its error is printed above; "
+                         "fix it and rerun the suite (finished steps are reused)")
+    run = client.get_run(run_id)
+    if step.registers:
+        _alias_model(client, suite, step, run)
+    return client.get_run(run_id), False
+
+
+def step_tags(suite: Suite, step: Step) -> dict[str, str]:
+    return {"rtl.project": suite.name, "rtl.step": step.name, "rtl.scale": suite.scale, "rtl.step_key": step.key,
+            "rtl.params_key": step.params_key, "rtl.code_version": suite.code_version,
+            "rtl.host": socket.gethostname(), "rtl.suite_pid": str(os.getpid())}
+
+
+def project_root_for(path: Path) -> Path:
+    """The directory holding MLproject: above the suite file, else the working directory."""
+    for d in [path.resolve().parent, *path.resolve().parents, Path.cwd()]:
+        if (d / "MLproject").is_file():
+            return d
+    raise SuiteError(f"no MLproject found above {str(path)!r} or in the working directory; run the suite from "
+                     "the robust-transfer project")
+
+
+def run_report_step(client, suite: Suite, project: str, out: str, experiment: str, experiment_id: str,
+                    project_root: Path) -> None:
+    """The suite's last step: `report` as a child run, tagged with the suite (SuiteError if it fails)."""
+    import mlflow.projects
+
+    from mlflow.exceptions import ExecutionException
+
+    try:
+        submitted = mlflow.projects.run(str(project_root), entry_point="report", env_manager="local",
+                                        parameters={"project": str(Path(project).resolve()),
+                                                    "scale": suite.scale, "out": str(Path(out).resolve()),
+                                                    "experiment": experiment},
+                                        experiment_id=experiment_id, synchronous=True, run_name="report")
+    except ExecutionException:
+        raise SuiteError(f"the report of {suite.name} failed (its error is printed above); every step "
+                         f"finished: fix the report and run `rtl report --project {project} "
+                         f"--scale {suite.scale}`") from None
+    client.set_tag(submitted.run_id, "rtl.project", suite.name)

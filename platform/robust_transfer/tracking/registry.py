@@ -1,0 +1,93 @@
+"""The model registry: the name a model is registered under, the tags a version carries, publishing a
+trained model (log + register), and putting an evaluation on the registered version it came from."""
+from __future__ import annotations
+
+import re
+import time
+
+from .models import log_checkpoint_model, register_checkpoint_model
+from .runs import mlflow_client
+
+_REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
+
+
+def registered_name(register_as: str | None, dataset: str, arch: str, strategy: str, suffix: str = "") -> str | None:
+    """docs/architecture.md: `<dataset>-<arch>-<strategy>` unless given; `register_as=auto` asks for that default;
+    `suffix` (e.g. `-k2`) tells apart the models of one run. None: do not register."""
+    if not register_as:
+        return None
+    name = register_as if register_as != "auto" else \
+        re.sub(r"[^A-Za-z0-9._-]+", "-", f"{dataset}-{arch}-{strategy}").strip("-")
+    if suffix:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", name + suffix)[:128]
+    return name
+
+
+def version_tags(meta: dict, metrics: dict) -> dict[str, str]:
+    """A new version's tags: `metric.*`, `threat.*`, `data_spec`, `arch`, `lineage.*`."""
+    tags = {f"metric.{k}": f"{v:.4f}" for k, v in metrics.items()}
+    threat = meta.get("threat_model", {})
+    tags.update({f"threat.{k}": str(v) for k, v in threat.items()})
+    tags["data_spec"] = str(meta.get("data_spec", ""))
+    tags["arch"] = str(meta.get("arch", ""))
+    lineage = meta.get("lineage", {})
+    tags.update({f"lineage.{k}": str(v) for k, v in lineage.items() if v is not None and k != "source_meta"})
+    return tags
+
+
+def publish_model(log, result, strategy: str, register_as: str | None, dataset: str, arch: str,
+                  suffix: str = "") -> str:
+    """Log a strategy's checkpoint to the active run as an MLflow model; register it when `register_as`
+    asks (tagging the run `rtl.registered_model=<name>/<version>`). Returns the model URI."""
+    model_uri = log_checkpoint_model(result.checkpoint_dir, result.metrics)  # metrics linked to the model
+    name = registered_name(register_as, dataset, arch, strategy, suffix)
+    if name:
+        mv = register_checkpoint_model(model_uri, name, version_tags(result.meta, result.metrics))
+        log.set_tags({"rtl.registered_model": f"{name}/{mv.version}"})
+    return model_uri
+
+
+def registered_version(model_uri: str) -> tuple[str, str] | None:
+    """(name, version) for models:/name/version or models:/name@alias (alias resolved); None otherwise."""
+    from ..errors import RegistryError
+
+    m = _REGISTERED.match(str(model_uri))
+    if not m:
+        return None
+    client = mlflow_client(fluent=True)
+    name = m.group("name")
+    if m.group("version"):
+        return name, m.group("version")
+    aliases = client.get_registered_model(name).aliases     # search_model_versions returns no aliases in MLflow 3
+    if m.group("alias") not in aliases:
+        raise RegistryError(f"registered model {name!r} has no alias {m.group('alias')!r}")
+    return name, str(aliases[m.group("alias")])
+
+
+def tag_model_version(model_uri: str, ev, run_id: str | None) -> tuple[str, str] | None:
+    """Put an `evaluation.Evaluation` on the registered version it came from: `metric.<name>` per metric, the
+    masking flags (stale per-flag tags removed), and `eval.*` (time, run, suite, examples) for `promote`."""
+    from ..attacks.diagnostics import FLAG_TAG_PREFIX
+
+    found = registered_version(model_uri)
+    if found is None or ev.diagnostics is None:
+        return None
+    client = mlflow_client(fluent=True)
+    name, version = found
+    res = ev.result
+    tags = {f"metric.{k}": f"{v:.4f}" for k, v in res.metrics.items()}
+    tags.update(ev.diagnostics.tags())
+    tags.update({"eval.timestamp": str(int(time.time() * 1000)), "eval.suite": ev.suite,
+                 "eval.n_examples": str(res.n_examples), "eval.indices_sha256": res.indices_sha256,
+                 "eval.epsilon": str(res.params.get("epsilon"))})
+    if ev.data is not None:
+        tags.update({"eval.data": ev.data.spec, "eval.data_sha256": ev.data.sha256()})
+    if run_id:
+        tags["eval.run_id"] = run_id
+    current = client.get_model_version(name, version).tags or {}
+    for k in current:
+        if k.startswith(FLAG_TAG_PREFIX) and k not in tags:
+            client.delete_model_version_tag(name, version, k)
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version, k, v)
+    return name, version
