@@ -17,7 +17,7 @@ from transfer_helpers import BIN, REPO, all_runs, make_source, mlflow_env, other
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     before = torch.get_num_threads()
-    torch.set_num_threads(1)   # tiny models on shared cores (README: notes for developers)
+    torch.set_num_threads(1)   # tiny models on shared cores (CONTRIBUTING.md: notes for developers)
     yield
     torch.set_num_threads(before)
 
@@ -179,6 +179,13 @@ def test_rtl_analyze_feature_distance_end_to_end(tracked, ckpts):
                       "feature_distance_between_images_mean"}
     assert m["feature_distance_mean"] > 0 and m["feature_norm_mean"] > 0
     assert _artifacts(run.info.run_id) == {"feature_distance.png", "feature_distance.csv"}
+    from mlflow.artifacts import download_artifacts
+    from PIL import Image
+
+    png = download_artifacts(run_id=run.info.run_id, artifact_path="feature_distance.png",
+                             tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    with Image.open(png) as im:                               # a figure people read: >= 150 dpi
+        assert min(im.info["dpi"]) >= 149.5 and im.size[0] >= 5.5 * 150 - 1
 
 
 @pytest.mark.parametrize("argv, code, fragment", [
@@ -211,3 +218,89 @@ def test_mlflow_run_analyze_entry_point(tracked, ckpts):
     # (the `mlflow run` launcher logs the parameter shell-quoted, before rtl starts: 'natural src,robust src')
     assert {"grad_edge_corr_natural_src", "grad_edge_corr_robust_src"} <= set(run.data.metrics)
     assert "gradients.png" in _artifacts(run.info.run_id)
+
+
+# ------------------------------------------------------------------------------------ figures people read
+ALIASED = "models:/cpu-src-large-robust@s-70384ae095ba5164"      # how a suite step names its source model
+
+
+def _texts_inside(fig) -> list[str]:
+    """Draw `fig` and return the texts of its titles (figure and axes) and legend, asserting each lies
+    within the figure's bounding box: nothing cut off."""
+    fig.canvas.draw()
+    r, box = fig.canvas.get_renderer(), fig.bbox
+    texts = [fig._suptitle] if fig._suptitle is not None else []
+    for ax in fig.axes:
+        texts += [ax.title, ax._left_title, ax._right_title]
+        if ax.get_legend() is not None:
+            texts += ax.get_legend().get_texts()
+    shown = [t for t in texts if t.get_text()]
+    for t in shown:
+        e = t.get_window_extent(r)
+        assert box.x0 - 1 <= e.x0 and e.x1 <= box.x1 + 1 and box.y0 - 1 <= e.y0 and e.y1 <= box.y1 + 1, \
+            f"{t.get_text()!r} is cut off: {e} outside the figure {box}"
+    return [t.get_text() for t in shown]
+
+
+def test_readable_label_drops_the_suite_alias_and_keeps_user_aliases():
+    from robust_transfer.analysis.plots import readable_label
+
+    assert readable_label(ALIASED) == "cpu-src-large-robust"
+    assert readable_label("models:/src@champion") == "src@champion"
+    assert readable_label("…t-large-robust@s-70384ae095ba5164") == "…t-large-robust"
+    assert readable_label("natural src") == "natural src"
+
+
+def test_feature_distance_title_fits_and_names_the_model_not_its_alias():
+    from robust_transfer.analysis import feature_distance_figure, feature_distance_summary
+    from robust_transfer.analysis.feature_distance import feature_distance_title
+    from robust_transfer import create_model
+
+    torch.manual_seed(0)
+    model = create_model("small-cnn", 3, input_size=16).eval()
+    res = feature_distance_summary(model, torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), seed=0)
+    title = feature_distance_title(ALIASED, "tiny-imagenet-with-a-long-name:classes=0-199:train", 1000)
+    (suptitle, *_) = _texts_inside(feature_distance_figure(res, title=title))
+    assert "cpu-src-large-robust" in suptitle and "@s-" not in suptitle and "70384ae0" not in suptitle
+    assert "\n" in suptitle                                   # wrapped to fit, the formula on its own line
+
+
+def test_line_figure_one_colour_per_source_one_style_per_metric_and_titles_fit():
+    """Fig. 1: a source's clean and PGD-20 lines share its colour and differ in line style; its reference
+    line (the frozen model) has the source's colour too; a long title is wrapped inside the figure."""
+    import pandas as pd
+    from robust_transfer.analysis.plots import POINT_COLUMNS, plot_lines
+
+    rows = [(s, m, k, 0.1 * k + (0.3 if m == "clean_acc" else 0), "step", "run")
+            for s in ("robust CIFAR-10 source", "robust Tiny-IN-200 source") for m in ("pgd20_acc", "clean_acc")
+            for k in (1, 2, 3)]
+    hlines = pd.DataFrame([("CIFAR-10 source, all frozen", "pgd20_acc", 0.27, "a", "r"),
+                           ("Tiny-IN-200 source, all frozen", "pgd20_acc", 0.03, "b", "r")],
+                          columns=["label", "metric", "y", "step", "run_id"])
+    title = "Clean and PGD-20 accuracy after re-training the k deepest blocks of " + ALIASED + " " + "and more " * 8
+    fig = plot_lines(pd.DataFrame(rows, columns=POINT_COLUMNS), hlines, title=title, x="k", note="paper note " * 30)
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    colour = {s: {lines[f"{s}: {m}"].get_color() for m in ("PGD-20", "clean")}
+              for s in ("robust CIFAR-10 source", "robust Tiny-IN-200 source")}
+    assert all(len(c) == 1 for c in colour.values())                       # one colour per source
+    assert len(set.union(*colour.values())) == 2                           # distinct between sources
+    for s in colour:
+        assert lines[f"{s}: PGD-20"].get_linestyle() != lines[f"{s}: clean"].get_linestyle()
+    assert lines["CIFAR-10 source, all frozen (PGD-20)"].get_color() == colour["robust CIFAR-10 source"].pop()
+    legend = {t.get_text(): h for t, h in zip(ax.get_legend().get_texts(), ax.get_legend().legend_handles)}
+    assert legend["robust CIFAR-10 source: clean"].get_color() == legend["robust CIFAR-10 source: PGD-20"].get_color()
+    texts = _texts_inside(fig)
+    assert not any("@s-" in t for t in texts)
+
+
+def test_saved_figures_are_at_least_150_dpi(tmp_path):
+    import pandas as pd
+    from PIL import Image
+    from robust_transfer.analysis.plots import POINT_COLUMNS, plot_bars, save_figure
+
+    pts = pd.DataFrame([("a", "clean_acc", 10, 0.5, "s", "r")], columns=POINT_COLUMNS)
+    fig = plot_bars(pts, title="t")
+    with Image.open(save_figure(fig, tmp_path / "f.png")) as im:
+        assert min(im.info["dpi"]) >= 149.5
+        assert im.size[0] >= fig.get_figwidth() * 150 - 1

@@ -176,3 +176,15 @@ def test_wait_policy_children_run():
     rows, res = bench_train.wait_policy(batch=2, steps=1)
     well_formed(rows)
     assert set(res) == {"default", "PASSIVE"}
+
+
+def test_benchmark_plots_are_saved_at_150_dpi(tmp_path):
+    from PIL import Image
+
+    raw = {"attacks": {"pgd_scaling": {"n": 4, "steps": [1, 2], "plain_s": [0.1, 0.2], "ee_s": [0.05, 0.1]}},
+           "transfer": {"cached_s": {2: 0.1, 4: 0.2}, "uncached_s": {2: 1.0}}}
+    made = run_all.plots(raw, tmp_path)
+    assert set(made) == {"pgd", "transfer"}
+    for name in made.values():
+        with Image.open(tmp_path / name) as im:
+            assert min(im.info["dpi"]) >= 149.5 and im.size[0] >= 4.2 * 150 - 1, (name, im.info, im.size)

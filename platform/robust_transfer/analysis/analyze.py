@@ -21,7 +21,7 @@ from ..data import ImageData, load_dataset
 from ..data.transforms import resize_uint8
 from ..device import resolve_device
 from ..errors import ConfigError, ModelError
-from .feature_distance import feature_distance_figure, feature_distance_summary
+from .feature_distance import feature_distance_figure, feature_distance_summary, feature_distance_title
 from .gradients import gradient_grid_figure, input_gradients, perceptual_alignment
 
 
@@ -149,8 +149,7 @@ def analyze_feature_distance(cfg: AnalyzeConfig, log, out_dir: Path) -> dict[str
                                    resize=size if data.image_size != size else None, progress=cfg.progress)
     metrics = res.metrics()
     log.log_metrics(metrics)
-    fig = feature_distance_figure(res, title=_tex_safe(f"{uri} on {data.spec}:{cfg.split} (n={len(idx)}): ")
-                                  + r"$\|z(x) - z(x_{aug})\|_2$")
+    fig = feature_distance_figure(res, title=feature_distance_title(uri, f"{data.spec}:{cfg.split}", len(idx)))
     fig.savefig(out_dir / "feature_distance.png")
     rows = [[int(idx[j]), int(sub.labels[j]), f"{res.distances[j].item():.6g}", f"{res.feature_norms[j].item():.6g}",
              int(idx[int(res.partners[j])]), f"{res.between_images[j].item():.6g}"] for j in range(len(idx))]

@@ -94,15 +94,27 @@ def feature_distances(model: nn.Module, images: torch.Tensor, seed: int = 0, **k
     return feature_distance_summary(model, images, seed, **kwargs).distances
 
 
+def feature_distance_title(model: str, data: str, n: int) -> str:
+    """The figure's title: who (the model as a person reads it, never a suite's internal alias), on what
+    data, how many images; the quantity on a line of its own."""
+    from .plots import readable_label
+
+    safe = lambda t: str(t).replace("$", r"\$")  # noqa: E731  (matplotlib would read $...$ in a path as math)
+    return f"{safe(readable_label(model))} on {safe(data)} (n={n})\n" + r"$\|z(x) - z(x_{aug})\|_2$"
+
+
 def feature_distance_figure(result: FeatureDistanceResult, *, title: str = "", bins: int = 40):
     """Fig. 7: histogram of ‖z(x) − z(x_aug)‖₂ with its mean (and, for scale, the mean distance between
-    different images' features) marked. Returns a matplotlib Figure (Agg canvas)."""
+    different images' features) marked. Returns a matplotlib Figure (Agg canvas); the title is wrapped to
+    the figure's width."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from .plots import FIGURE_DPI, fit_text
+
     d = result.distances.numpy()
     m = result.metrics()
-    fig = Figure(figsize=(5.5, 3.6), dpi=120)
+    fig = Figure(figsize=(5.5, 3.8), dpi=FIGURE_DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     ax.hist(d, bins=bins, color="tab:blue", alpha=0.8)
@@ -114,7 +126,6 @@ def feature_distance_figure(result: FeatureDistanceResult, *, title: str = "", b
                    label=f"mean between different images {between:.3g}")
     ax.set_xlabel(r"$\|z(x) - z(x_{aug})\|_2$")
     ax.set_ylabel("images")
-    ax.set_title(title or "feature distance: image vs augmented image", fontsize=9)
+    fig.suptitle(fit_text(fig, title or "feature distance: image vs augmented image", 9), fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
     return fig

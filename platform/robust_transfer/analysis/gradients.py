@@ -112,11 +112,13 @@ def gradient_grid_figure(images: torch.Tensor, rows: list[tuple[str, torch.Tenso
     for label, g in rows:
         if len(g) != n:
             raise DataError(f"row {label!r} has {len(g)} gradients for {n} images")
-    fig = Figure(figsize=(1.2 + cell * n, 0.3 + cell * (1 + len(rows))), dpi=120)
+    from .plots import FIGURE_DPI, fit_text, readable_label
+
+    fig = Figure(figsize=(1.2 + cell * n, 0.3 + cell * (1 + len(rows))), dpi=FIGURE_DPI)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1 + len(rows), n, squeeze=False)
     pix = _as_pixels(images)
-    shown = [(image_label, pix)] + [(label, gradient_display(g.float())) for label, g in rows]
+    shown = [(image_label, pix)] + [(readable_label(label), gradient_display(g.float())) for label, g in rows]
     for r, (label, imgs) in enumerate(shown):
         for c in range(n):
             ax = axes[r][c]
@@ -127,6 +129,6 @@ def gradient_grid_figure(images: torch.Tensor, rows: list[tuple[str, torch.Tenso
                 side.set_visible(False)
         axes[r][0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(fit_text(fig, title, 9), fontsize=9)
     fig.tight_layout()
     return fig

@@ -6,7 +6,7 @@ callers save them with `save_figure` and tests inspect the returned figure direc
 """
 from __future__ import annotations
 
-import textwrap
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +16,46 @@ from matplotlib.figure import Figure
 # the columns of the tidy frames the plot functions take
 POINT_COLUMNS = ["series", "metric", "x", "y", "step", "run_id"]
 HLINE_COLUMNS = ["label", "metric", "y", "step", "run_id"]
+
+# Figures people read are saved at 150 dpi or more (tests/test_analysis.py checks saved files).
+FIGURE_DPI = 150
+# A suite points the alias `s-<first 16 hex digits of the step key>` at each step's model: an internal
+# key, never something to print on a figure.
+_INTERNAL_ALIAS = re.compile(r"@s-[0-9a-f]{6,}")
+
+
+def readable_label(ref: str) -> str:
+    """A model reference as a person reads it: `models:/cpu-src-large-robust@s-70384ae095ba5164` →
+    `cpu-src-large-robust` (suite step aliases are internal keys), `models:/m@champion` → `m@champion`;
+    anything else (a label, `runs:/...`, a path) unchanged."""
+    s = _INTERNAL_ALIAS.sub("", str(ref).strip())
+    return s[len("models:/"):] if s.startswith("models:/") else s
+
+
+def _text_width(fig: Figure, text: str, fontsize: float) -> float:
+    probe = fig.text(0, 0, text, fontsize=fontsize)
+    try:
+        return probe.get_window_extent(fig.canvas.get_renderer()).width
+    finally:
+        probe.remove()
+
+
+def fit_text(fig: Figure, text: str, fontsize: float, fraction: float = 0.96) -> str:
+    """`text` wrapped at spaces so that every line fits `fraction` of the figure's width, as the figure's
+    renderer measures it (a `$...$` math span is never split); existing line breaks are kept."""
+    limit = fraction * fig.bbox.width
+    out = []
+    for paragraph in str(text).split("\n"):
+        line = ""
+        for word in re.findall(r"\S*\$[^$]*\$\S*|\S+", paragraph):
+            trial = f"{line} {word}" if line else word
+            if line and _text_width(fig, trial, fontsize) > limit:
+                out.append(line)
+                line = word
+            else:
+                line = trial
+        out.append(line)
+    return "\n".join(out)
 
 
 def x_sort_key(value) -> tuple:
@@ -35,13 +75,14 @@ def _new_figure(title: str, note: str | None, width: float = 6.4, height: float 
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(fit_text(fig, readable_label(title), 11), fontsize=11)
     if note:
-        ax.set_title("\n".join(textwrap.wrap(note, 90)), fontsize=7, loc="left", style="italic")
+        ax.set_title(fit_text(fig, note, 7, fraction=0.85), fontsize=7, loc="left", style="italic")
     return fig, ax
 
 
-METRIC_LABELS = {"clean_acc": "clean", "pgd20_acc": "PGD-20", "cw20_acc": "CW-20", "aa_acc": "AutoAttack",
+METRIC_LABELS = {"clean_acc": "clean", "train_clean_acc": "training", "pgd20_acc": "PGD-20", "cw20_acc": "CW-20",
+                 "aa_acc": "AutoAttack",
                  "mean": "(clean + PGD-20)/2"}
 
 
@@ -57,10 +98,17 @@ def _line_label(series: str, metric: str, n_metrics: int) -> str:
     return series if n_metrics == 1 else f"{series}: {METRIC_LABELS.get(metric, metric)}"
 
 
+# Lines: one colour per series (a source, a method), one line style and marker per metric; the dashed
+# style is kept for the reference lines (`hlines`).
+LINE_STYLES = ["-", ":", "-.", (0, (3, 1, 1, 1, 1, 1))]
+MARKERS = ["o", "s", "^", "D"]
+
+
 def plot_lines(points: pd.DataFrame, hlines: pd.DataFrame | None = None, *, title: str = "", x: str = "x",
                note: str | None = None) -> Figure:
-    """One line per (series, metric) of `points` (POINT_COLUMNS), x sorted numerically; one dashed
-    horizontal line per row of `hlines` (HLINE_COLUMNS). Metrics are fractions, drawn as percentages."""
+    """One line per (series, metric) of `points` (POINT_COLUMNS), x sorted numerically: a colour per series,
+    a line style per metric; one dashed horizontal line per row of `hlines` (HLINE_COLUMNS), in the colour
+    of the series at the same position. Metrics are fractions, drawn as percentages."""
     fig, ax = _new_figure(title, note)
     metrics = list(dict.fromkeys(points["metric"])) if len(points) else []
     numeric = _numeric(points["x"]) if len(points) else True
@@ -68,14 +116,17 @@ def plot_lines(points: pd.DataFrame, hlines: pd.DataFrame | None = None, *, titl
         cats = sorted(set(points["x"]), key=x_sort_key)
         ax.set_xticks(range(len(cats)), [str(c) for c in cats])
     factor, ylabel = _scale(metrics + (list(hlines["metric"]) if hlines is not None else []))
+    series_names = list(dict.fromkeys(points["series"])) if len(points) else []
+    colours = {s: f"C{i % 10}" for i, s in enumerate(series_names)}
     for (series, metric), group in points.groupby(["series", "metric"], sort=False):
         group = group.sort_values("x", key=lambda s: s.map(x_sort_key))
         xs = [float(v) for v in group["x"]] if numeric else [cats.index(v) for v in group["x"]]
-        ax.plot(xs, [factor * v for v in group["y"]], marker="o", label=_line_label(series, metric, len(metrics)))
-    line_colours = [line.get_color() for line in ax.get_lines()]
+        k = metrics.index(metric)
+        ax.plot(xs, [factor * v for v in group["y"]], color=colours[series], linestyle=LINE_STYLES[k % len(LINE_STYLES)],
+                marker=MARKERS[k % len(MARKERS)], label=_line_label(series, metric, len(metrics)))
     for i, row in enumerate(hlines.itertuples() if hlines is not None else ()):
-        # the i-th reference line belongs to the i-th series (its first line): same colour, dashed
-        colour = line_colours[i * max(len(metrics), 1)] if i * max(len(metrics), 1) < len(line_colours) else "0.35"
+        # the i-th reference line belongs to the i-th series: same colour, dashed
+        colour = colours[series_names[i]] if i < len(series_names) else "0.35"
         ax.axhline(factor * row.y, linestyle="--", linewidth=1.2, color=colour,
                    label=f"{row.label} ({METRIC_LABELS.get(row.metric, row.metric)})")
     if numeric and len(points):
@@ -123,11 +174,12 @@ def plot_bars(points: pd.DataFrame, *, title: str = "", x: str = "x", note: str 
     return fig
 
 
-def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+def save_figure(fig: Figure, path: str | Path, dpi: int = FIGURE_DPI) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     return path
 
 
-__all__ = ["plot_lines", "plot_bars", "save_figure", "x_sort_key", "POINT_COLUMNS", "HLINE_COLUMNS"]
+__all__ = ["plot_lines", "plot_bars", "save_figure", "x_sort_key", "readable_label", "fit_text", "FIGURE_DPI",
+           "POINT_COLUMNS", "HLINE_COLUMNS"]
