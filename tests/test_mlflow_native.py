@@ -340,8 +340,8 @@ def test_mlflow_run_through_the_virtualenv_env_manager(tmp_path, tiny_folder):
     """`mlflow run <checkout> -e train --env-manager virtualenv`: MLflow derives a virtualenv from conda.yaml
     (pyenv's python 3.11.7, the lock's packages via pip from this machine's local index), then runs the
     checkout's code in it. The first run builds the environment under ~/.mlflow/envs/ (keyed by conda.yaml):
-    about 10 min on an idle 2-core machine (≈6 GB of torch/CUDA wheels), 33 min measured with 8 jobs
-    competing; later runs reuse it: ≈1 min."""
+    about 10 min on an idle 2-core machine (≈6 GB of torch/CUDA wheels), 37 min measured with 8 jobs
+    competing; later runs reuse it: 101 s measured under the same load."""
     import shutil
 
     if shutil.which("pyenv") is None:
