@@ -123,7 +123,7 @@ def test_train_then_evaluate_tracks_runs_registers_and_loads_by_alias(workdir, t
                  "--progress", "false", "--attacks", "pgd5"]) == 0
     runs = {r.data.tags["rtl.strategy"]: r for r in _runs(workdir)}
     assert runs["train"].info.status == "FINISHED" and runs["evaluate"].info.status == "FINISHED"
-    assert {"clean_acc", "pgd20_acc", "train_loss", "heldout_pgd10_acc"} <= set(runs["train"].data.metrics)
+    assert {"clean_acc", "pgd20_acc", "train_loss", "val_clean_acc", "val_pgd10_acc"} <= set(runs["train"].data.metrics)
     assert set(runs["evaluate"].data.metrics) == {"clean_acc", "pgd5_acc", "worst_acc"}
     assert runs["evaluate"].data.tags["rtl.data"] == f"imagefolder:{tiny_folder}"
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])

@@ -309,3 +309,38 @@ def test_bad_claims_are_one_line_config_errors(workdir, capsys, check, fragment)
     assert main(["report", "--project", str(workdir / "c.yaml"), "--scale", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fragment in err, err
+
+
+CHOSEN = """\
+name: chosen
+scales:
+  cpu: {}
+steps: []
+report:
+  - claim: best-lambda
+    text: "for the best λ_d (chosen on validation), clean accuracy beats the source"
+    choose: {as: best, among: [s-lam-small, s-lam-large], by: "(val_clean_acc + val_pgd10_acc) / 2"}
+    check: "best.clean_acc > s-natural.clean_acc"
+"""
+
+
+def test_the_best_lambda_is_chosen_on_validation_and_reported_on_test(store, workdir, capsys):
+    """Issue 13: s-lam-large has the better TEST clean accuracy, s-lam-small the better validation score; the claim
+    is judged on the test numbers of the validation choice (an `or` over every λ_d would pick on test)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = mlflow.get_experiment_by_name("suites").experiment_id
+    _run(client, exp, "s-lam-small", t=100, metrics={"clean_acc": 0.50, "val_clean_acc": 0.70, "val_pgd10_acc": 0.30})
+    _run(client, exp, "s-lam-large", t=100, metrics={"clean_acc": 0.90, "val_clean_acc": 0.60, "val_pgd10_acc": 0.20})
+    (workdir / "chosen.yaml").write_text(CHOSEN)
+    assert main(["report", "--project", str(workdir / "chosen.yaml"), "--scale", "cpu", "--out", "out"]) == 0
+    (row,) = _csv(workdir / "out" / "cpu" / "chosen-claims.csv")
+    assert row["verdict"] == "not supported"          # 0.50 (s-lam-small's test clean) > 0.5234 fails
+    assert row["values"].startswith("best = s-lam-small (chosen on validation") and "0.500 > 0.523" in row["values"]
+    # choosing by a test metric is refused, one line
+    (workdir / "bad.yaml").write_text(CHOSEN.replace('by: "(val_clean_acc + val_pgd10_acc) / 2"', 'by: "clean_acc"'))
+    assert main(["report", "--project", str(workdir / "bad.yaml"), "--scale", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "choose on validation metrics" in err[-1]

@@ -36,7 +36,7 @@ def test_only_the_k_deepest_blocks_are_reinitialised_and_trained(workdir, source
         else:                  # re-initialised (then trained on natural examples)
             assert all(not torch.equal(before[key], after[key]) for key in weights), prefix
     assert res.meta["training"]["k"] == k and res.meta["lineage"]["strategy"] == "retrain_blocks"
-    assert set(res.metrics) == {"clean_acc", "pgd3_acc"}
+    assert set(res.metrics) == {"clean_acc", "pgd3_acc", "val_clean_acc", "val_pgd10_acc"}
 
 
 def test_epochs_budget_when_iterations_is_cleared(workdir, sources):

@@ -38,7 +38,7 @@ def tiny_yaml(folder: Path, *, params: str | None = None, objective: str | None 
     objective = textwrap.dedent(objective or """
         objective:
           name: score
-          expr: (clean_acc + pgd20_acc) / 2
+          expr: (val_clean_acc + val_pgd10_acc) / 2
           direction: maximize""").strip("\n")
     head = ["entry_point: train", "fixed:", f'  dataset: "imagefolder:{folder}"', "  epochs: 2", "  batch_size: 16",
             "  n_examples: 12", "  augment: false", "params:"]
@@ -156,8 +156,11 @@ def test_objective_expressions_constraints_and_per_epoch_stand_ins():
     c = Constraint.parse("clean_acc >= 0.7")
     assert c.violation({"clean_acc": 0.75}) == pytest.approx(-0.05) and c.holds({"clean_acc": 0.75})
     assert c.violation({"clean_acc": 0.6}) == pytest.approx(0.1) and not c.holds({"clean_acc": 0.6})
-    # per epoch, the held-out clean accuracy and PGD-10 stand in for the final metrics (pruning)
-    assert evaluate_intermediate(score, {"heldout_clean_acc": 0.5, "heldout_pgd10_acc": 0.3}) == pytest.approx(0.4)
+    # per epoch, the validation clean accuracy and PGD-10 stand in for the final metrics (pruning) ...
+    assert evaluate_intermediate(score, {"val_clean_acc": 0.5, "val_pgd10_acc": 0.3}) == pytest.approx(0.4)
+    # ... and an objective over validation metrics reads them as they are
+    assert evaluate_intermediate(Expr.parse("(val_clean_acc + val_pgd10_acc) / 2"),
+                                 {"val_clean_acc": 0.5, "val_pgd10_acc": 0.3}) == pytest.approx(0.4)
     assert evaluate_intermediate(score, {"train_loss": 1.0}) is None
     for bad in ("__import__('os')", "clean_acc.real", "accuracy", "clean_acc +", "1 + 2", "f(clean_acc)"):
         with pytest.raises(ExprError):
@@ -310,7 +313,7 @@ def test_optuna_study_tracks_every_trial_as_a_nested_child_run_and_resumes(wd, t
         if t.state.name == "COMPLETE":
             assert run.info.status == "FINISHED"
             assert run.data.metrics["objective.score"] == pytest.approx(t.value)
-            assert t.value == pytest.approx((t.user_attrs["metrics"]["clean_acc"] + t.user_attrs["metrics"]["pgd20_acc"]) / 2)
+            assert t.value == pytest.approx((t.user_attrs["metrics"]["val_clean_acc"] + t.user_attrs["metrics"]["val_pgd10_acc"]) / 2)
             hist = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
             assert len(hist) == (2 if t.number < 3 else 1)   # per-epoch metrics on the child run
             assert t.intermediate_values  # reported per epoch for pruning
@@ -402,6 +405,24 @@ def test_multi_objective_pareto_front_with_constraint_and_parallel_trials(wd, ti
 
 
 @pytest.mark.slow
+def test_a_space_that_chooses_on_test_metrics_still_runs_with_one_warning_line(wd, tiny_folder, capsys):
+    """Issue 13: objectives and constraints read val_* metrics; one that names a test metric still runs, and says once
+    that choosing on test data biases what is reported."""
+    storage = f"sqlite:///{wd / 'optuna.db'}"
+    space = write(wd / "t.yaml", tiny_yaml(tiny_folder, objective="""
+        objective: {expr: (clean_acc + pgd20_acc) / 2, direction: maximize}
+        constraints: ["val_clean_acc >= 0.0"]
+        """))
+    assert main(["search", "--space", str(space), "--storage", storage, "--trials", "1", "--set", "epochs=1"]) == 0
+    captured = capsys.readouterr()
+    warned = [ln for ln in captured.err.splitlines() if "choosing on test data biases" in ln]
+    assert len(warned) == 1 and "test-set metric(s) clean_acc, pgd20_acc:" in warned[0], captured.err
+    assert "COMPLETE" in captured.out, captured.out
+    assert main(["search", "--space", str(write(wd / "v.yaml", tiny_yaml(tiny_folder))), "--storage", storage,
+                 "--trials", "1", "--set", "epochs=1"]) == 0
+    assert "choosing on test data" not in capsys.readouterr().err     # the default: validation metrics, no warning
+
+
 def test_a_failing_study_stops_early_with_one_line(wd, tiny_folder, capsys):
     storage = f"sqlite:///{wd / 'optuna.db'}"
     space = write(wd / "f.yaml", tiny_yaml(tiny_folder).replace(str(tiny_folder), str(wd / "gone")))

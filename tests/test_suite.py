@@ -64,7 +64,9 @@ def _runs(client, filter_string=""):
 @pytest.mark.parametrize("path", PROJECTS, ids=[p.stem for p in PROJECTS])
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_every_shipped_suite_plans_at_both_scales(path, scale):
-    suite = load_suite(path, scale)
+    # the ImageNet ResNet-50 sources of the paper scale are imported, then given with --set (tests/test_paper_scale.py)
+    imagenet = {"imagenet_robust": "models:/imagenet-robust-r50/1", "imagenet_natural": "models:/imagenet-natural-r50/1"}
+    suite = load_suite(path, scale, overrides=imagenet if scale == "paper" else None)
     assert suite.steps and suite.description, f"{path.name} has no steps or no description at {scale}"
     for step in suite.steps:
         assert "{" not in "".join(step.params.values()), f"{step.name}: unsubstituted variable in {step.params}"
@@ -139,6 +141,19 @@ def test_a_malformed_report_fails_before_any_step_runs(project, capsys):
     assert main(["suite", "--project", str(path), "--scale", "tiny"]) == 2
     assert "must compare metrics of steps" in capsys.readouterr().err
     assert not _runs(MlflowClient(os.environ["MLFLOW_TRACKING_URI"]))
+
+
+def test_set_gives_a_required_variable_and_an_unknown_one_is_refused(project, capsys):
+    path = project / "projects" / "mini.yaml"
+    path.write_text(SUITE.replace('head_epochs: 2}', 'head_epochs: 2, requires: {src_uri: "train one: rtl train ..."}}')
+                    .replace('"{model:src}"', '"{src_uri}"').replace("  - use: src\n", ""))
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--dry-run", "true"]) == 7
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs {src_uri}" in err and "train one: rtl train" in err, err
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--dry-run", "true", "--set", "src_uri=models:/m/1"]) == 0
+    assert "source_model=models:/m/1" in capsys.readouterr().out
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--dry-run", "true", "--set", "srcuri=x"]) == 2
+    assert "'srcuri' is not a variable" in capsys.readouterr().err
 
 
 def test_unknown_scale_and_missing_file_name_the_value(project, capsys):

@@ -19,9 +19,13 @@ def _cfg(folder, **kw):
 def test_every_mode_trains_logs_and_checkpoints(workdir, tiny_folder, mode):
     log = MemoryLogger()
     res = train(_cfg(tiny_folder, mode=mode, steps=2, replay=2), log)
-    assert set(res.metrics) == {"clean_acc", "pgd20_acc"}
+    # test metrics (once, at the end) and the last epoch's validation check (what choices read)
+    assert set(res.metrics) == {"clean_acc", "pgd20_acc", "val_clean_acc", "val_pgd10_acc"}
     assert 0.0 <= res.metrics["pgd20_acc"] <= res.metrics["clean_acc"] <= 1.0
     assert len(log.history("train_loss")) == 2  # one per epoch, logged with step=epoch
+    assert len(log.history("val_pgd10_acc")) == 2 and log.history("val_clean_acc")[-1] == res.metrics["val_clean_acc"]
+    assert not [k for _, m in log.metrics for k in m if k.startswith("heldout_")]
+    assert log.params["val_size"] + log.params["train_size"] == 72 and log.params["val_seed"] == 0
     assert [s for s, m in log.metrics if "train_loss" in m] == [0, 1]
     meta = read_metadata(workdir / "ck")
     assert meta["training"]["mode"] == mode and meta["evaluation"]["n_examples"] == 12

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robust_transfer.attacks import ThreatModel, evaluate_robustness
+from robust_transfer.attacks import evaluate_robustness
 from robust_transfer.checkpoints import read_metadata
 from robust_transfer.config import TransferConfig
 from robust_transfer.data import load_dataset
@@ -79,12 +79,17 @@ def test_transfer_from_the_targets_own_model_reproduces_its_accuracy(workdir, so
 
 
 def test_evaluation_attacks_the_whole_model_in_pixel_space(workdir, sources):
-    res = transfer(cfg(sources.src, epsilon=32.0, step_size=8.0), MemoryLogger())
+    from robust_transfer.evaluation import evaluate_tensors
+
+    res = transfer(cfg(sources.src, eval_epsilon=32.0, eval_step_size=8.0), MemoryLogger())
     test = load_dataset(sources.spec, "test", progress=False)
-    again = evaluate_robustness(res.model, test.images, test.labels, attacks=("clean", "pgd3"),
-                                threat=ThreatModel(32.0, 8.0), n_examples=12, seed=0, progress=False)
-    assert res.metrics == {k: v for k, v in again.metrics.items() if k != "worst_acc"}
+    again = evaluate_tensors(res.model, test.images, test.labels, attacks="clean,pgd3", epsilon=32.0, step_size=8.0,
+                             n_examples=12, seed=0, device="cpu", progress=False, resume=False).result
+    assert {k: res.metrics[k] for k in ("clean_acc", "pgd3_acc")} == \
+        {k: v for k, v in again.metrics.items() if k != "worst_acc"}
+    assert set(res.metrics) == {"clean_acc", "pgd3_acc", "val_clean_acc", "val_pgd10_acc"}
     assert res.meta["evaluation"]["indices_sha256"] == again.indices_sha256
+    assert res.meta["eval_threat"]["epsilon"] == 32.0
 
 
 def test_new_target_classes_per_class_and_upsample(workdir, sources, other_folder):

@@ -12,8 +12,8 @@ import operator
 import re
 from dataclasses import dataclass
 
-# Names a metric expression may use (docs/architecture.md metric names, `heldout_*` per-epoch checks).
-METRIC_NAME = re.compile(r"^(heldout_)?(clean_acc|(pgd|cw)\d+_acc|aa_acc|worst_acc|train_loss|train_clean_acc|"
+# Names a metric expression may use (docs/architecture.md metric names; `val_*`: the validation split's).
+METRIC_NAME = re.compile(r"^(val_)?(clean_acc|(pgd|cw)\d+_acc|aa_acc|worst_acc|train_loss|train_clean_acc|"
                          r"epoch_time_s|images_per_s|[a-z0-9_]+_acc)$")
 BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 COMPARISONS = {ast.GtE: operator.ge, ast.Gt: operator.gt, ast.LtE: operator.le, ast.Lt: operator.lt}
@@ -132,12 +132,12 @@ class Constraint:
 
 
 def intermediate_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """Per-epoch stand-ins for final metrics (for pruning): `heldout_clean_acc` for `clean_acc`, and any
-    `heldout_pgd{k}_acc` for `pgd{j}_acc` (a cheaper held-out attack tracks the final one)."""
+    """Per-epoch stand-ins for final metrics (for pruning): `val_clean_acc` for `clean_acc`, and any
+    `val_pgd{k}_acc` for `pgd{j}_acc` (a cheaper validation attack tracks the final one)."""
     out = dict(metrics)
     for k, v in metrics.items():
-        if k.startswith("heldout_"):
-            out.setdefault(k[len("heldout_"):], v)
+        if k.startswith("val_"):
+            out.setdefault(k[len("val_"):], v)
     pgd = [k for k in out if re.fullmatch(r"pgd\d+_acc", k)]
     if pgd:
         out["_pgd_any"] = out[pgd[0]]
@@ -154,3 +154,22 @@ def evaluate_intermediate(expr: Expr, epoch_metrics: dict[str, float]) -> float 
         return expr(env)
     except (KeyError, ZeroDivisionError):
         return None
+
+
+# --- choosing on test data (issue 13): test metrics are reported, choices read val_* ------------------------
+_NOT_TEST = re.compile(r"^(val_|train_)")
+
+
+def names_of_test_metrics(names) -> list[str]:
+    """The names among `names` that are test-set accuracies (`clean_acc`, `pgd20_acc`, `aa_acc`, ...):
+    every `*_acc` that is not a validation (`val_*`) or training (`train_*`) metric."""
+    return [n for n in dict.fromkeys(names) if n.endswith("_acc") and not _NOT_TEST.match(n)]
+
+
+def choosing_on_test_warning(what: str, names) -> str | None:
+    """One line when a choice (`what`: an objective, a constraint, a policy) reads test-set metrics."""
+    test = names_of_test_metrics(names)
+    if not test:
+        return None
+    return (f"warning: {what} chooses by test-set metric(s) {', '.join(test)}: choosing on test data biases what "
+            "is reported; use the validation metrics (val_clean_acc, val_pgd10_acc)")

@@ -61,6 +61,9 @@ GENERIC = {
     "square_queries": "Square attack queries (default: the suite's)",
     "square_restarts": "Square attack restarts (default: the suite's)",
     "deepfool_iters": "DeepFool iterations (default: the suite's)",
+    "eval_epsilon": "l-inf radius of the final robust evaluation, on the 0-255 scale",
+    "eval_step_size": "PGD step size of the final robust evaluation, on the 0-255 scale",
+    "val_fraction": "share of the training split held out for validation",
     "storage": "the Optuna storage",
     "study_name": "the Optuna study to add trials to",
 }
@@ -70,7 +73,7 @@ OVERRIDE = {
     "project": "a suite: a YAML file, or the name of a shipped one ({projects})",
 }
 # A field comment that is a note (provenance, the default), not a description: shown after the generic line.
-NOTE = re.compile(r"^(paper|default|A\.\d|wins|override|budget knobs|or |\()", re.IGNORECASE)
+NOTE = re.compile(r"^(paper|default|A\.\d|wins|override|budget knobs|or |of |\()", re.IGNORECASE)
 
 
 def _choices() -> dict[str, tuple]:

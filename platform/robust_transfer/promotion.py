@@ -2,9 +2,13 @@
 
 A policy is a stated rule over a version's evaluation metrics (version tags `metric.<name>`):
 
-    max pgd20_acc subject to clean_acc >= 0.7
-    max (clean_acc + pgd20_acc) / 2
-    min worst_gap subject to clean_acc >= 0.6 and pgd20_acc > 0.3
+    max (val_clean_acc + val_pgd10_acc) / 2                 (the default: validation metrics)
+    max val_pgd10_acc subject to val_clean_acc >= 0.7
+    max pgd20_acc subject to clean_acc >= 0.7               (test metrics: runs, with a one-line warning)
+
+Choices read the validation split's metrics (`val_*`, which every training entry point logs and tags on
+the versions it registers); a policy over test-set metrics still runs, with a one-line warning that
+choosing on test data biases what is reported.
 
 `promote` compares a candidate (the `challenger` alias, a given version, or the best trial of a study)
 with the current `champion` under the policy and moves the `champion` alias only if the policy says so.

@@ -11,6 +11,15 @@ A suite's `report:` may hold `claim:` entries:
 `<step>[k=5].<metric>` reads its child run whose param k is 5 (e.g. one k of retrain_blocks).
 The check is arithmetic (+ - * /, min, max, numbers) with one comparison, or several joined by
 `and` / `or` (evaluated by expr.evaluate, the one safe evaluator). Verdicts: supported, not supported, or not run (a run or metric is missing).
+
+"For the best λ_d" is chosen on VALIDATION metrics and reported on test (issue 13): `choose` names one of
+several steps, the one whose validation expression is largest, and the check reads its test metrics:
+
+    - claim: t5-lwf-improves-generalisation
+      choose: {as: best-lwf, among: [table5-lwf-0p001, table5-lwf-0p01], by: "(val_clean_acc + val_pgd10_acc) / 2"}
+      check: "best-lwf.clean_acc > src-large-robust.clean_acc + 0.02"
+
+`by` may name only validation metrics (`val_*`): choosing on test data would bias the verdict.
 """
 from __future__ import annotations
 
@@ -68,13 +77,53 @@ def claim_entry(raw: dict, where: str) -> dict:
     for key in ("text", "check"):
         if not str(raw.get(key, "")).strip():
             raise ConfigError(f"{where}: claim {name!r} needs `{key}`")
-    unknown = set(raw) - {"claim", "text", "paper", "check", "scales"}
+    unknown = set(raw) - {"claim", "text", "paper", "check", "scales", "choose"}
     if unknown:
-        raise ConfigError(f"{where}: claim {name!r}: unknown key {sorted(unknown)[0]!r}; allowed: text, paper, check, scales")
+        raise ConfigError(f"{where}: claim {name!r}: unknown key {sorted(unknown)[0]!r}; allowed: text, paper, check, "
+                          "scales, choose")
     _, refs = parse_check(raw["check"], f"{where}, claim {name!r}")
+    choose = _choose_entry(raw.get("choose"), f"{where}, claim {name!r}")
+    steps = [r[0] for r in refs if not (choose and r[0] == choose["as"])] + (choose["among"] if choose else [])
     return {"type": "claim", "name": name, "text": str(raw["text"]), "paper": str(raw.get("paper", "")),
-            "check": str(raw["check"]), "steps": list(dict.fromkeys(r[0] for r in refs)),
-            "scales": raw.get("scales")}
+            "check": str(raw["check"]), "steps": list(dict.fromkeys(steps)), "scales": raw.get("scales"),
+            "choose": choose}
+
+
+def _choose_entry(raw, where: str) -> dict | None:
+    """`choose: {as, among, by}`: validated; `by` over validation metrics only."""
+    from ..expr import Expr, ExprError
+
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"as", "among", "by"}:
+        raise ConfigError(f"{where}: choose must be {{as: NAME, among: [step, ...], by: \"<val_* expression>\"}}")
+    among = raw["among"]
+    if not isinstance(among, list) or len(among) < 2 or not all(isinstance(a, str) and a for a in among):
+        raise ConfigError(f"{where}: choose.among must list at least two steps")
+    try:
+        by = Expr.parse(str(raw["by"]))
+    except ExprError as e:
+        raise ConfigError(f"{where}: choose.by: {e}") from None
+    test = [n for n in by.names if not n.startswith("val_")]
+    if test:
+        raise ConfigError(f"{where}: choose.by={raw['by']!r} names {', '.join(test)}; choose on validation metrics "
+                          "(val_clean_acc, val_pgd10_acc): choosing on test data would bias the verdict")
+    return {"as": str(raw["as"]), "among": list(among), "by": str(raw["by"])}
+
+
+def choose_step(choose: dict, sel) -> tuple[str | None, dict]:
+    """(the step of `choose.among` whose `by` is largest on its run's metrics, {step: score or None})."""
+    from ..expr import Expr
+
+    by, scores = Expr.parse(choose["by"]), {}
+    for step in choose["among"]:
+        run = sel.run(step)
+        try:
+            scores[step] = by({k: float(v) for k, v in run["metrics"].items()}) if run is not None else None
+        except (KeyError, ZeroDivisionError):
+            scores[step] = None
+    known = {k: v for k, v in scores.items() if v is not None}
+    return (max(known, key=known.get) if known else None), scores
 
 
 def _child(sel, run: dict, param: str, value: str) -> dict | None:
@@ -95,8 +144,15 @@ def evaluate_claim(entry: dict, sel) -> dict:
 
     tree, refs = parse_check(entry["check"], entry["name"])
     env, values = {}, {}
+    choose = entry.get("choose")
+    chosen, scores = choose_step(choose, sel) if choose else (None, {})
     for i, (step, param, value, metric) in enumerate(refs):
         text = f"{step}[{param}={value}].{metric}" if param else f"{step}.{metric}"
+        if choose and step == choose["as"]:
+            if chosen is None:
+                values[text] = None
+                continue
+            step = chosen
         run = sel.run(step)
         if run is not None and param:
             run = _child(sel, run, param, value)
@@ -109,7 +165,9 @@ def evaluate_claim(entry: dict, sel) -> dict:
     else:
         verdict = SUPPORTED if evaluate(tree, env) else NOT_SUPPORTED
     shown = REF.sub(lambda m: _fmt(values.get(m.group(0))), entry["check"])
-    return {"verdict": verdict, "values": values, "shown": shown}
+    if choose:
+        shown = (f"{choose['as']} = {chosen or '?'} (chosen on validation: max {choose['by']}); " + shown)
+    return {"verdict": verdict, "values": values, "shown": shown, "chosen": chosen, "choice_scores": scores}
 
 
 def _fmt(v) -> str:

@@ -1,7 +1,9 @@
 """Robustness evaluation: accuracy under each attack and under the worst case over all of them.
 
 Attack names: `clean`, `fgsm`, `pgd<k>` (k-step PGD on cross-entropy), `cw<k>` (k-step PGD on the
-CW margin). Metric names follow docs/architecture.md: `clean_acc`, `pgd20_acc`, `cw20_acc`, ..., plus
+CW margin). `<attack>_acc` counts an example only if it is correct on the clean image AND not fooled
+by the attack (PGD's iterate 0 is the random start, not the clean image). Metric names follow
+docs/architecture.md: `clean_acc`, `pgd20_acc`, `cw20_acc`, ..., plus
 `worst_acc` — an example counts there only if it survives every attack requested (clean included).
 
 Comparability: the evaluated examples are a seeded subset of the split (`select_examples`, hashed
@@ -136,26 +138,29 @@ def evaluate_robustness(model: nn.Module, images: torch.Tensor, labels: torch.Te
 
     model.to(dev)
     start = time.perf_counter()
+    clean_ok: list[torch.Tensor] = []   # per batch: correct on the clean image (every <attack>_acc requires it)
+    with eval_mode(model), torch.no_grad():
+        for b in batches:
+            clean_ok.append(model(_to_pixels(images[b]).to(dev)).argmax(dim=1) == labels[b].to(dev, torch.int64))
     with eval_mode(model), tqdm(total=len(specs) * len(batches), desc="evaluate", unit="batch",
                                 file=sys.stderr, disable=not progress, leave=False) as bar:
         for (kind, steps), name in zip(specs, names):
             bar.set_postfix_str(name)
             generator = _attack_generator(seed, name)
-            for b in batches:
+            for b, clean in zip(batches, clean_ok):
                 x = _to_pixels(images[b]).to(dev)
                 y = labels[b].to(dev, torch.int64)
                 if kind == "clean":
-                    with torch.no_grad():
-                        ok = model(x).argmax(dim=1) == y
+                    ok = clean
                 elif kind == "fgsm":
                     x_adv = fgsm(model, x, y, eps=threat.eps)
                     with torch.no_grad():
-                        ok = model(x_adv).argmax(dim=1) == y
-                else:   # pgd / cw: correct unless some PGD iterate fooled the model
+                        ok = clean & (model(x_adv).argmax(dim=1) == y)
+                else:   # pgd / cw: correct on the clean image and no PGD iterate fooled the model
                     out = pgd_attack(model, x, y, eps=threat.eps, alpha=threat.alpha, steps=steps,
                                      loss="ce" if kind == "pgd" else "cw", random_start=True,
                                      restarts=restarts, early_exit=early_exit, generator=generator)
-                    ok = ~out.fooled
+                    ok = clean & ~out.fooled
                 correct[name].append(ok.cpu())
                 bar.update(1)
     seconds = time.perf_counter() - start

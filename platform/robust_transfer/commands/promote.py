@@ -1,13 +1,19 @@
 """`promote`: move the champion alias of a registered model if a stated policy says so (promotion.py)."""
 from __future__ import annotations
 
+import sys
+
 from ..config import PromoteConfig
+from ..expr import choosing_on_test_warning
 from ..promotion import Policy, find_candidate, promote
 from ..tracking import mlflow_client, tracked_run
 
 
 def run_promote(cfg: PromoteConfig) -> dict:
     policy = Policy.parse(cfg.policy)
+    test_warning = choosing_on_test_warning(f"policy {policy.text!r}", policy.metric_names)
+    if test_warning:   # it still runs (issue 13): one line
+        print(test_warning, file=sys.stderr, flush=True)
     client = mlflow_client(fluent=True)
     mv, trial = find_candidate(client, cfg, policy)
     tags = {"rtl.registered_model": cfg.name, "rtl.policy": policy.text}

@@ -25,7 +25,9 @@ def run_suite(cfg: SuiteConfig) -> dict:
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    suite = load_suite(cfg.project, cfg.scale)
+    from ..search.space import parse_set
+
+    suite = load_suite(cfg.project, cfg.scale, overrides=parse_set(cfg.set))
     if cfg.report:  # a malformed report: say so now, not after hours of steps
         from ..analysis.report_spec import load_report_spec
 
@@ -40,13 +42,18 @@ def run_suite(cfg: SuiteConfig) -> dict:
                               f"steps: {', '.join(s.name for s in steps)}")
         steps = with_upstream(steps, wanted)
     if cfg.dry_run:
+        from ..suites.paper import render
+
+        print(f"suite {suite.name} ({suite.paper}) at scale {suite.scale}: {suite.description}")
         for i, s in enumerate(steps, 1):
             print(f"[{i}/{len(steps)}] {s.name:<28} {s.entry:<14} key {s.key[:12]}  "
                   + " ".join(f"{k}={v}" for k, v in s.params.items()))
+            for line in render(s, suite.scale):
+                print(line)
         return {"steps": [s.name for s in steps]}
 
     tags = {"rtl.project": suite.name, "rtl.scale": suite.scale, "rtl.code_version": suite.code_version}
-    params = {"project": str(cfg.project), "scale": cfg.scale, "reuse": cfg.reuse}
+    params = {"project": str(cfg.project), "scale": cfg.scale, "reuse": cfg.reuse, **({"set": cfg.set} if cfg.set else {})}
     with tracked_run("suite", params, tags, experiment=cfg.experiment, run_name=f"suite {suite.name} ({suite.scale})") as log:
         client = mlflow_client()
         experiment_id = mlflow.get_run(log.run_id).info.experiment_id

@@ -11,7 +11,7 @@ from dataclasses import field, fields
 
 from .analysis import (ANALYSES, ANALYZE_DEFAULT_N_IMAGES, ANALYZE_MAX_GRID_IMAGES, ANALYZE_MAX_MODELS,
                        REPORT_SUFFIXES, SUITE_REUSE, AnalyzeConfig, ReportConfig, SuiteConfig)
-from .common import CHANNELS_LAST, PRECISIONS, SCHEDULES, CommonConfig, ThreatConfig, milestone_fractions
+from .common import CHANNELS_LAST, PRECISIONS, SCHEDULES, CommonConfig, EvalThreatConfig, ThreatConfig, ValidationConfig, milestone_fractions
 from .evaluate import EvaluateConfig
 from .search import SEARCH_BACKENDS, PromoteConfig, SearchConfig, parse_resources
 from .train import TRAIN_MODES, TrainConfig
@@ -49,7 +49,7 @@ def config_fields(cls) -> list:
 
 
 __all__ = ["CONFIGS", "canonical_entry_point", "config_fields", "field",
-           "CommonConfig", "ThreatConfig", "SourceConfig", "TrainConfig", "EvaluateConfig", "RetrainBlocksConfig",
+           "CommonConfig", "ThreatConfig", "EvalThreatConfig", "ValidationConfig", "SourceConfig", "TrainConfig", "EvaluateConfig", "RetrainBlocksConfig",
            "TransferConfig", "FinetuneAdvConfig", "LwfConfig", "SearchConfig", "PromoteConfig", "AnalyzeConfig",
            "ReportConfig", "SuiteConfig", "TRAIN_MODES", "SCHEDULES", "PRECISIONS", "CHANNELS_LAST", "LWF_DISTANCES",
            "LWF_TEACHERS", "SEARCH_BACKENDS", "ANALYSES", "ANALYZE_DEFAULT_N_IMAGES", "ANALYZE_MAX_GRID_IMAGES",

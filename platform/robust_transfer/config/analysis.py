@@ -139,6 +139,7 @@ class SuiteConfig:
     report: bool = True                # end with the `report` step
     out: str = "docs/results"          # where `report` writes <scale>/<table>.md|csv|png
     experiment: str = "robust-transfer"
+    set: str = ""                      # scale variables, e.g. set="imagenet_robust=models:/imagenet-robust-r50/1" (a scale's `requires:`)
 
     def __post_init__(self):
         if not self.project:

@@ -103,3 +103,33 @@ class ThreatConfig:
         check_range("epsilon", self.epsilon, 0.0, 255.0, low_inclusive=False)
         check_range("step_size", self.step_size, 0.0, 255.0, low_inclusive=False)
 
+
+# --- issue 13: the evaluation threat and the validation split (every entry point that trains) ------------
+@dataclass
+class EvalThreatConfig:
+    """The threat every reported `<attack>_acc` is measured at (0-255 scale), whatever the training threat."""
+
+    eval_epsilon: float = 8.0
+    eval_step_size: float = 2.0
+
+    def check_eval_threat(self):
+        for name in ("eval_epsilon", "eval_step_size"):
+            check_range(name, _check_finite(name, getattr(self, name)), 0.0, 255.0, low_inclusive=False)
+
+
+@dataclass
+class ValidationConfig:
+    """A seeded, stratified validation split carved out of the TRAINING split: what choices read (`val_*`)."""
+
+    val_fraction: float = 0.1          # of the training split, in (0, 0.5]
+    val_per_class: int | None = None   # instead: this many validation images per class (wins over val_fraction)
+    val_seed: int = 0                  # which images are held out: the same for every training seed by default,
+                                       # so candidates (seeds, λ_d, heads) are compared on one validation set
+
+    def check_validation(self):
+        check_range("val_fraction", _check_finite("val_fraction", self.val_fraction), 0.0, 0.5, low_inclusive=False)
+        if self.val_per_class is not None:
+            _check_positive_int("val_per_class", self.val_per_class, 10**6)
+        if not isinstance(self.val_seed, int) or isinstance(self.val_seed, bool) or self.val_seed < 0:
+            raise ConfigError(f"val_seed={self.val_seed!r} must be a whole number >= 0")
+

@@ -78,7 +78,7 @@ class PromoteConfig:
     """`promote`: move the `champion` alias of a registered model only if a stated policy says so."""
 
     name: str = ""                     # the registered model
-    policy: str = "max (clean_acc + pgd20_acc) / 2"  # e.g. "max pgd20_acc subject to clean_acc >= 0.7"
+    policy: str = "max (val_clean_acc + val_pgd10_acc) / 2"  # validation metrics; e.g. "max val_pgd10_acc subject to val_clean_acc >= 0.7"
     version: int | None = None         # the candidate version (default: the `alias` version)
     alias: str = "challenger"          # the candidate alias when no version/study is given
     study: str = ""                    # or: the best trial of this Optuna study (registered as a new version)

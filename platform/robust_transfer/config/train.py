@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from ..data.spec import parse_spec
 from ..errors import check_range, one_of
 from ..models import check_arch
-from .common import SCHEDULES, CommonConfig, ThreatConfig, _check_finite, _check_positive_int, milestone_fractions
+from .common import SCHEDULES, CommonConfig, EvalThreatConfig, ThreatConfig, ValidationConfig, _check_finite, _check_positive_int, milestone_fractions
 
 TRAIN_MODES = ("natural", "pgd", "free", "fgsm-rs")
 
 
 @dataclass
-class TrainConfig(CommonConfig, ThreatConfig):
+class TrainConfig(CommonConfig, ThreatConfig, EvalThreatConfig, ValidationConfig):
     """`train`: a source model from scratch (Table 1; free training)."""
 
     dataset: str = "cifar10-jpeg"
@@ -33,6 +33,8 @@ class TrainConfig(CommonConfig, ThreatConfig):
     def __post_init__(self):
         CommonConfig.__post_init__(self)
         self.check_threat()
+        self.check_eval_threat()
+        self.check_validation()
         parse_spec(self.dataset)
         check_arch(self.arch)
         if self.mode not in TRAIN_MODES:

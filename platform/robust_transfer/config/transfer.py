@@ -10,7 +10,7 @@ from ..strategies.finetune_adv import DEFAULTS as FINETUNE_ADV
 from ..strategies.lwf import DEFAULTS as LWF
 from ..strategies.retrain_blocks import DEFAULTS as RETRAIN_BLOCKS
 from ..strategies.transfer import DEFAULTS as TRANSFER
-from .common import SCHEDULES, CommonConfig, ThreatConfig, _check_finite, _check_positive_int, milestone_fractions
+from .common import SCHEDULES, CommonConfig, EvalThreatConfig, ThreatConfig, ValidationConfig, _check_finite, _check_positive_int, milestone_fractions
 
 LWF_DISTANCES = ("l2", "l1", "l2sq")
 LWF_TEACHERS = ("offline", "online")
@@ -56,7 +56,7 @@ class SourceConfig:
 
 
 @dataclass
-class RetrainBlocksConfig(CommonConfig, ThreatConfig, SourceConfig):
+class RetrainBlocksConfig(CommonConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`retrain_blocks` (Fig. 1): re-initialise the k deepest blocks, re-train them on natural examples."""
 
     lr: float = RETRAIN_BLOCKS["lr"]
@@ -67,7 +67,8 @@ class RetrainBlocksConfig(CommonConfig, ThreatConfig, SourceConfig):
 
     def __post_init__(self):
         CommonConfig.__post_init__(self)
-        self.check_threat()
+        self.check_eval_threat()
+        self.check_validation()
         self.check_source()
         parse_k_list(self.k)
 
@@ -76,7 +77,7 @@ class RetrainBlocksConfig(CommonConfig, ThreatConfig, SourceConfig):
 
 
 @dataclass
-class TransferConfig(CommonConfig, ThreatConfig, SourceConfig):
+class TransferConfig(CommonConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`transfer` (Eq. 2, Tables 2–3, Fig. 3–4): frozen source features, a new linear or MLP head."""
 
     epochs: int = TRANSFER["epochs"]
@@ -93,7 +94,8 @@ class TransferConfig(CommonConfig, ThreatConfig, SourceConfig):
 
     def __post_init__(self):
         CommonConfig.__post_init__(self)
-        self.check_threat()
+        self.check_eval_threat()
+        self.check_validation()
         self.check_source()
         self.head_spec()
 
@@ -105,7 +107,7 @@ class TransferConfig(CommonConfig, ThreatConfig, SourceConfig):
 
 
 @dataclass
-class FinetuneAdvConfig(CommonConfig, ThreatConfig, SourceConfig):
+class FinetuneAdvConfig(CommonConfig, ThreatConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`finetune_adv` (Fig. 3 baseline, Hendrycks et al. 2019): end-to-end fine-tuning on PGD-k examples."""
 
     epsilon: float = FINETUNE_ADV["epsilon"]
@@ -121,12 +123,14 @@ class FinetuneAdvConfig(CommonConfig, ThreatConfig, SourceConfig):
     def __post_init__(self):
         CommonConfig.__post_init__(self)
         self.check_threat()
+        self.check_eval_threat()
+        self.check_validation()
         self.check_source()
         _check_positive_int("steps", self.steps, 1000)
 
 
 @dataclass
-class LwfConfig(CommonConfig, ThreatConfig, SourceConfig):
+class LwfConfig(CommonConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`lwf` (section 6, Tables 4–7): CE(f(x), y) + λ_d · d(z(x, θ), z0(x, θ_r*)) with warm start."""
 
     iterations: int | None = LWF["iterations"]
@@ -141,7 +145,8 @@ class LwfConfig(CommonConfig, ThreatConfig, SourceConfig):
 
     def __post_init__(self):
         CommonConfig.__post_init__(self)
-        self.check_threat()
+        self.check_eval_threat()
+        self.check_validation()
         self.check_source()
         check_range("lambda_d", _check_finite("lambda_d", self.lambda_d), 0.0, None)
         check_range("warm_start", _check_finite("warm_start", self.warm_start), 0.0, 1.0)

@@ -50,6 +50,11 @@ def stratified_subset(data: ImageData, per_class: int, seed: int = 0) -> ImageDa
     The choice for a smaller per_class is a prefix of the choice for a larger one (same seed), so
     low-data runs are nested.
     """
+    return data.subset(stratified_indices(data, per_class, seed))
+
+
+def stratified_indices(data: ImageData, per_class: int, seed: int = 0) -> torch.Tensor:
+    """The sorted positions in `data` that `stratified_subset` keeps."""
     if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
         raise ConfigError(f"per_class={per_class!r} must be a whole number >= 1")
     counts = torch.bincount(data.labels, minlength=data.num_classes)
@@ -65,4 +70,4 @@ def stratified_subset(data: ImageData, per_class: int, seed: int = 0) -> ImageDa
     # ... and take the first per_class of each group
     starts = torch.cumsum(counts, 0) - counts
     take = (starts[:, None] + torch.arange(per_class)[None, :]).flatten()
-    return data.subset(torch.sort(by_class[take]).values)
+    return torch.sort(by_class[take]).values

@@ -21,6 +21,7 @@ from .space import SearchSpace
 from .space_yaml import load_space
 from .storage import kind as storage_kind
 from .storage import open_storage, redact
+from ..expr import choosing_on_test_warning, names_of_test_metrics
 from .study import (best_trials, create_or_load_study, feasible, make_pruner, make_sampler, optuna_quiet,
                     set_constraints, suggest, violations)
 from .trial import (TrialPruned, TrialReporter, format_params, format_values, log_objectives_to_run, quiet_stdout,
@@ -239,6 +240,10 @@ def run_search(cfg, run_entry, callbacks=()) -> dict:
     from ..tracking.runs import launcher_run_hidden
 
     space, notes = prepare(cfg)
+    chosen_by = [n for o in space.objectives for n in o.expr.names] + [n for c in space.constraints for n in c.expr.names]
+    test_warning = choosing_on_test_warning(f"space {cfg.space}", chosen_by)
+    if test_warning:   # it still runs (issue 13): one line
+        print(test_warning, file=sys.stderr, flush=True)
     study_name = study_name_for(cfg, space)
     storage = open_storage(cfg.storage, heartbeat=cfg.backend == "optuna")
     restore = optuna_quiet()
@@ -257,6 +262,8 @@ def run_search(cfg, run_entry, callbacks=()) -> dict:
     if cfg_timeout(cfg, space):
         params["timeout"] = cfg_timeout(cfg, space)
     tags = {"rtl.study": study_name, "rtl.search_backend": cfg.backend, "rtl.entry_point": ",".join(space.entry_points)}
+    if test_warning:
+        tags["rtl.chooses_on_test"] = ",".join(names_of_test_metrics(chosen_by))
     with tracked_run("search", params, tags, experiment=cfg.experiment, run_name=f"search-{study_name}") as log, \
             launcher_run_hidden():
         import mlflow

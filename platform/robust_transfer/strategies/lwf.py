@@ -30,6 +30,7 @@ from .features import cached_features
 from .source import (IndexedImages, Source, StrategyResult, batchnorm_modules, default_checkpoint_dir, finish,
                      input_format, on_device, replace_head, same_classes, set_modes, setup, source_lineage,
                      tag_run, train_loop)
+from .validate import Validator, eval_threat
 
 # The paper's settings (section 6, appendix A.1), the `lwf` entry point's defaults (config/transfer.py
 # takes them from here; every one can be overridden: `rtl lwf --lambda-d 0.1`, ...).
@@ -66,7 +67,7 @@ def lwf_loss(logits, y, z, z0, lambda_d: float, distance: str) -> tuple[torch.Te
 def lwf(cfg, logger: RunLogger, *, run_id: str | None = None, source: Source | None = None) -> StrategyResult:
     """`cfg`: a config.LwfConfig; `source`: the source model if the caller loaded it already (else `cfg.source_model` is loaded)."""
     s = setup(cfg, logger, source=source)
-    device, threat, source, train, test = s.device, s.threat, s.source, s.train, s.test
+    device, source, train, val, test = s.device, s.source, s.train, s.val, s.test
     tag_run(logger, source, train)
 
     teacher = copy.deepcopy(source.model).to(device).eval()  # θ_r*: never trained
@@ -125,11 +126,13 @@ def lwf(cfg, logger: RunLogger, *, run_id: str | None = None, source: Source | N
         opt.step()
         return loss.detach(), logits.detach(), y, {"train_feature_distance": float(d.detach())}
 
-    updates = train_loop(budget, data.epoch, update, opt=opt, logger=logger, progress=cfg.progress,
+    validate = Validator(model, val, eval_threat(cfg), seed=cfg.seed, device=device)
+    updates = train_loop(budget, data.epoch, update, opt=opt, logger=logger, progress=cfg.progress, validate=validate,
                          desc=f"lwf λ_d={cfg.lambda_d}", lr_for=lr_for, fast=fast, model=model)
     meta = {"training": {"strategy": "lwf", "updates": updates, "warm_updates": warm_updates, "seed": cfg.seed,
                          "lambda_d": cfg.lambda_d, "distance": cfg.distance, "teacher": cfg.teacher,
                          "freeze_bn": cfg.freeze_bn, "head": "source" if keep_head else "new"},
             "lineage": source_lineage("lwf", source, run_id)}
     ckpt = cfg.checkpoint_dir or default_checkpoint_dir("lwf", train.spec, run_id)
-    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=ckpt, threat=threat, device=device)
+    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=ckpt, threat=None, device=device,
+                  val=validate.last)

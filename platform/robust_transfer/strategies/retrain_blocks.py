@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..attacks import ThreatModel
 from ..data import BatchLoader
 from ..device import resolve_device
 from ..errors import ConfigError, ModelError
@@ -26,6 +25,7 @@ from .common import Budget, FastPath, freeze, lr_at, make_sgd
 from .source import (Source, StrategyResult, default_checkpoint_dir, drop_last, final_evaluation, finish,
                      input_format, load_data, load_source, on_device, set_modes, setup, source_lineage, tag_run,
                      train_loop)
+from .validate import Validator, eval_threat
 
 # The paper's settings (section 3, footnote 3), the `retrain_blocks` entry point's defaults
 # (config/transfer.py takes them from here; every one can be overridden: `rtl retrain-blocks --lr 0.01`, ...).
@@ -58,7 +58,7 @@ def retrain_blocks(cfg, k: int, logger: RunLogger, *, run_id: str | None = None,
     """`cfg`: a config.RetrainBlocksConfig; `source`: the source model if the caller loaded it already (else `cfg.source_model` is loaded); its
     k deepest blocks are re-initialised in place (give each k its own copy)."""
     s = setup(cfg, logger, source=source, data="dataset", seed=False)  # (reinitialise seeds)
-    device, threat, source, train, test = s.device, s.threat, s.source, s.train, s.test
+    device, source, train, val, test = s.device, s.source, s.train, s.val, s.test
     if train.num_classes != source.model.num_classes:
         raise ModelError(f"dataset={train.spec!r} has {train.num_classes} classes but the source has "
                          f"{source.model.num_classes}; retrain_blocks re-trains on the source's own task "
@@ -105,7 +105,8 @@ def retrain_blocks(cfg, k: int, logger: RunLogger, *, run_id: str | None = None,
         opt.step()
         return loss.detach(), logits.detach(), y
 
-    updates = train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress,
+    validate = Validator(model, val, eval_threat(cfg), seed=cfg.seed, device=device)
+    updates = train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress, validate=validate,
                          desc=f"retrain k={k}", fast=fast, model=model,
                          lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
     meta = {"training": {"strategy": "retrain_blocks", "k": k, "blocks": len(blocks), "updates": updates,
@@ -113,7 +114,7 @@ def retrain_blocks(cfg, k: int, logger: RunLogger, *, run_id: str | None = None,
             "lineage": source_lineage("retrain_blocks", source, run_id, k=k)}
     ckpt = (checkpoint_dir or cfg.checkpoint_dir
             or default_checkpoint_dir("retrain_blocks", train.spec, run_id, f"-k{k}"))
-    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=Path(ckpt), threat=threat,
+    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=Path(ckpt), threat=None, val=validate.last,
                   device=device)
 
 
@@ -124,7 +125,7 @@ def source_baseline(cfg, source: Source | None = None) -> dict[str, float]:
     source = source if source is not None else load_source(cfg.source_model)
     _, test = load_data(cfg.dataset, source, per_class=None, seed=cfg.seed, upsample=cfg.upsample,
                         data_dir=cfg.data_dir, progress=cfg.progress, param="dataset")
-    metrics, _ = final_evaluation(source.model, test, ThreatModel(cfg.epsilon, cfg.step_size),
+    metrics, _ = final_evaluation(source.model, test, eval_threat(cfg),
                                   eval_steps=cfg.eval_steps, n_examples=cfg.n_examples, seed=cfg.seed,
                                   device=device, progress=cfg.progress)
     return metrics

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..attacks import ThreatModel, evaluate_robustness
+from ..attacks import ThreatModel
 from ..checkpoints import save_checkpoint
 from ..data import ImageData, load_dataset, resize_images, stratified_subset
 from ..data.transforms import random_crop_flip
@@ -22,6 +22,7 @@ from ..errors import ConfigError, ModelError
 from ..models import HeadSpec, ImageClassifier, create_head
 from ..reporting import RunLogger
 from .common import Budget, EpochMeter, FastPath, memory_format_for, set_lr
+from .validate import eval_threat, record_split, split_training, reported_metrics
 
 SOURCE_META_KEYS = ("arch", "num_classes", "input_size", "classes", "data_spec", "data_sha256", "threat_model",
                     "training", "head", "lineage", "evaluation")
@@ -47,27 +48,28 @@ class Setup:
     """What a source-based strategy starts from (`setup`)."""
 
     device: torch.device
-    threat: ThreatModel
+    threat: ThreatModel | None   # the TRAINING threat (finetune_adv); None for strategies that train on natural examples
     source: Source
     train: ImageData
     test: ImageData
+    val: ImageData               # carved out of the training split (validate.split_training): what choices read
 
 
 def setup(cfg, logger: RunLogger, *, source: Source | None = None, data: str = "target", seed: bool = True) -> Setup:
-    """The opening every source-based strategy shares: the seed (unless `seed=False`), the device, the threat
-    model, the source (loaded from `cfg.source_model` unless the command resolved it already), and the train
-    and test splits of the dataset named by the config field `data` (`target`; retrain_blocks: `dataset`;
-    empty: the source's own data) at the source's input size."""
+    """The opening every source-based strategy shares: the seed (unless `seed=False`), the device, the training
+    threat model (if the config has one), the source (loaded from `cfg.source_model` unless the command resolved it
+    already), and the train, validation and test splits of the dataset named by the config field `data` (`target`;
+    retrain_blocks: `dataset`; empty: the source's own data) at the source's input size. The validation split is
+    recorded on the run (`load_splits`)."""
     from ..device import resolve_device
 
     if seed:
         torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    threat = ThreatModel(cfg.epsilon, cfg.step_size)
+    threat = ThreatModel(cfg.epsilon, cfg.step_size) if hasattr(cfg, "epsilon") else None
     source = source if source is not None else load_source(cfg.source_model)
-    train, test = load_data(getattr(cfg, data), source, per_class=cfg.per_class, seed=cfg.seed, upsample=cfg.upsample,
-                            data_dir=cfg.data_dir, progress=cfg.progress, param=data)
-    return Setup(device, threat, source, train, test)
+    train, val, test = load_splits(getattr(cfg, data), source, cfg, param=data, logger=logger)
+    return Setup(device, threat, source, train, test, val)
 
 
 def load_source(uri: str) -> Source:
@@ -84,20 +86,42 @@ def load_data(spec: str, source: Source, *, per_class: int | None, seed: int, up
               progress: bool = True, param: str = "target") -> tuple[ImageData, ImageData]:
     """Train (optionally `per_class` per class) and test splits of `spec` (default: the source's own
     dataset), at the source's input size: a different size is an error unless `upsample`."""
+    train, test = _raw_splits(spec, source, data_dir, progress, param)
+    if per_class is not None:
+        train = stratified_subset(train, per_class, seed=seed)
+    train, test = _at_source_size(source, (train, test), spec, upsample, param)
+    return train, test
+
+
+def _raw_splits(spec, source: Source, data_dir, progress, param) -> tuple[ImageData, ImageData]:
     spec = spec or source.meta.get("data_spec")
     if not spec:
         raise ConfigError(f"{param} is required: the source model's metadata records no dataset")
-    train = load_dataset(spec, "train", data_dir=data_dir, progress=progress)
-    test = load_dataset(spec, "test", data_dir=data_dir, progress=progress)
-    if per_class is not None:
-        train = stratified_subset(train, per_class, seed=seed)
+    return (load_dataset(spec, "train", data_dir=data_dir, progress=progress),
+            load_dataset(spec, "test", data_dir=data_dir, progress=progress))
+
+
+def _at_source_size(source: Source, splits, spec, upsample: bool, param: str) -> tuple:
     size = source.model.input_size
-    if train.image_size != size:
-        if not upsample:
-            raise ModelError(f"{param}={spec!r} has {train.image_size}x{train.image_size} images but the source "
-                             f"model takes {size}x{size}; pass upsample=true to resize them to the source's size")
-        train, test = resize_images(train, size), resize_images(test, size)
-    return train, test
+    if splits[0].image_size == size:
+        return tuple(splits)
+    if not upsample:
+        raise ModelError(f"{param}={splits[0].spec!r} has {splits[0].image_size}x{splits[0].image_size} images but "
+                         f"the source model takes {size}x{size}; pass upsample=true to resize them to the source's size")
+    return tuple(resize_images(d, size) for d in splits)
+
+
+def load_splits(spec: str, source: Source, cfg, *, param: str = "target", logger: RunLogger | None = None
+                ) -> tuple[ImageData, ImageData, ImageData]:
+    """(train, val, test) of `spec` (default: the source's dataset): the validation set carved out of the
+    training split (`cfg.val_fraction` / `cfg.val_per_class`, seeded, stratified), then `cfg.per_class` of the
+    rest; all at the source's input size (see `load_data`). The split is recorded on `logger`'s run."""
+    full, test = _raw_splits(spec, source, cfg.data_dir, cfg.progress, param)
+    split = split_training(full, cfg)
+    if logger is not None:
+        record_split(logger, split)
+    train, val, test = _at_source_size(source, (split.train, split.val, test), spec, cfg.upsample, param)
+    return train, val, test
 
 
 def tag_run(logger: RunLogger, source: Source, train: ImageData) -> None:
@@ -188,44 +212,48 @@ class IndexedImages:
 
 def train_loop(budget: Budget, batches, update, *, opt: torch.optim.Optimizer, lr_for, logger: RunLogger,
                progress: bool, desc: str, acc_name: str = "train_clean_acc", fast: FastPath | None = None,
-               model: nn.Module | None = None) -> int:
+               model: nn.Module | None = None, validate=None) -> int:
     """`budget.total_updates` optimiser updates over epochs of `batches(epoch)`.
 
     `update(batch, step)` performs update number `step` and returns (loss, logits, y[, extras]);
     `lr_for(step)` is its learning rate. Per epoch (step=epoch): train_loss, `acc_name`,
-    epoch_time_s, images_per_s, lr and the epoch means of any extras. With `fast`, each update runs
-    under its autocast (attacks inside stay fp32) and `model`'s body is compiled if it asks.
+    epoch_time_s, images_per_s, lr, the epoch means of any extras, and `validate()`'s metrics
+    (`val_clean_acc`, `val_pgd10_acc`: validate.val_metrics). With `fast`, each update runs under its
+    autocast (attacks inside stay fp32) and `model`'s body is compiled while it trains (eager again
+    for the validation check).
     """
     bar = tqdm(total=budget.total_updates, desc=desc, unit="it", disable=not progress, leave=False)
-    compiled = fast.compiled(model) if fast is not None and model is not None else contextlib.nullcontext()
-    with compiled:
-        step = _epochs(budget, batches, update, opt, lr_for, logger, bar, acc_name, fast)
+    step = _epochs(budget, batches, update, opt, lr_for, logger, bar, acc_name, fast, model, validate)
     bar.close()
     return step
 
 
-def _epochs(budget, batches, update, opt, lr_for, logger, bar, acc_name, fast) -> int:
+def _epochs(budget, batches, update, opt, lr_for, logger, bar, acc_name, fast, model, validate) -> int:
     step = 0
     autocast = fast.autocast if fast is not None else contextlib.nullcontext
     for epoch in range(budget.epochs):
         meter, extras, seen = EpochMeter(), {}, 0
-        for batch in batches(epoch):
-            set_lr(opt, lr_for(step))
-            with autocast():
-                loss, logits, y, *rest = update(batch, step)
-            meter.update(loss, logits, y)
-            for k, v in (rest[0] if rest else {}).items():
-                extras[k] = extras.get(k, 0.0) + float(v)
-            seen += 1
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
-            if step >= budget.total_updates:
-                break
+        compiled = fast.compiled(model) if fast is not None and model is not None else contextlib.nullcontext()
+        with compiled:
+            for batch in batches(epoch):
+                set_lr(opt, lr_for(step))
+                with autocast():
+                    loss, logits, y, *rest = update(batch, step)
+                meter.update(loss, logits, y)
+                for k, v in (rest[0] if rest else {}).items():
+                    extras[k] = extras.get(k, 0.0) + float(v)
+                seen += 1
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss):.3f}")
+                if step >= budget.total_updates:
+                    break
         metrics = meter.metrics()
         metrics[acc_name] = metrics.pop("train_clean_acc")
         metrics |= {k: v / max(seen, 1) for k, v in extras.items()}
         metrics["lr"] = opt.param_groups[0]["lr"]
+        if validate is not None:
+            metrics |= validate()
         logger.log_metrics(metrics, step=epoch)
         if step >= budget.total_updates:
             break
@@ -239,12 +267,10 @@ def source_lineage(strategy: str, source: Source, run_id: str | None, **extra) -
 
 def final_evaluation(model: nn.Module, test: ImageData, threat: ThreatModel, *, eval_steps: int, n_examples: int,
                      seed: int, device, progress: bool) -> tuple[dict[str, float], dict]:
-    """Clean and PGD-k accuracy of the WHOLE model (extractor + head), attacked in pixel space."""
-    res = evaluate_robustness(model, test.images, test.labels, attacks=("clean", f"pgd{eval_steps}"),
-                              threat=threat, n_examples=min(n_examples, len(test)), seed=seed, device=device,
-                              progress=progress)
-    metrics = {k: v for k, v in res.metrics.items() if k != "worst_acc"}
-    return metrics, {"n_examples": res.n_examples, "indices_sha256": res.indices_sha256}
+    """Clean and PGD-k accuracy of the WHOLE model (extractor + head), attacked in pixel space, at the
+    evaluation threat `threat`: the numbers `rtl evaluate` gives on the same examples (validate.reported_metrics)."""
+    return reported_metrics(model, test, threat, eval_steps=eval_steps, n_examples=n_examples, seed=seed, device=device,
+                        progress=progress)
 
 
 def default_checkpoint_dir(strategy: str, spec: str, run_id: str | None, suffix: str = "") -> Path:
@@ -254,13 +280,19 @@ def default_checkpoint_dir(strategy: str, spec: str, run_id: str | None, suffix:
 
 
 def finish(model: ImageClassifier, test: ImageData, train: ImageData, cfg, logger: RunLogger, *, meta: dict,
-           checkpoint_dir: Path, threat: ThreatModel, device) -> StrategyResult:
-    """Final evaluation, logged and written into the checkpoint's metadata with the model."""
-    metrics, where = final_evaluation(model, test, threat, eval_steps=cfg.eval_steps, n_examples=cfg.n_examples,
+           checkpoint_dir: Path, threat: ThreatModel | None, device, val: dict | None = None) -> StrategyResult:
+    """Final evaluation on the test split at the evaluation threat (cfg.eval_epsilon), logged and written into
+    the checkpoint's metadata with the model. `threat` is the training threat (None: natural training; the
+    checkpoint's `threat_model` is then the evaluation threat). The result's metrics are the test metrics
+    plus `val`, the last epoch's `val_*` (what choices read)."""
+    evt = eval_threat(cfg)
+    metrics, where = final_evaluation(model, test, evt, eval_steps=cfg.eval_steps, n_examples=cfg.n_examples,
                                       seed=cfg.seed, device=device, progress=cfg.progress)
     logger.log_metrics(metrics)
     logger.set_tags({"rtl.eval_indices_sha256": where["indices_sha256"]})
     meta = {"classes": list(train.classes), "data_spec": train.spec, "data_sha256": train.sha256(),
-            "threat_model": threat.to_dict(), **meta, "evaluation": metrics | where}
+            "threat_model": (threat or evt).to_dict(), "eval_threat": evt.to_dict(), **meta,
+            "evaluation": metrics | where}
     save_checkpoint(checkpoint_dir, model.cpu(), meta)
-    return StrategyResult(model=model, metrics=metrics, checkpoint_dir=checkpoint_dir, meta=meta)
+    return StrategyResult(model=model, metrics=metrics | dict(val or {}), checkpoint_dir=checkpoint_dir,
+                          meta=meta)

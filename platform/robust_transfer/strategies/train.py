@@ -3,7 +3,8 @@
 Each mode is one function that performs the optimiser update(s) for one minibatch:
 
     natural   θ ← θ − η ∇θ CE(f(x), y)
-    pgd       x' = PGD_k(x) in the ε-ball;           θ ← θ − η ∇θ CE(f(x'), y)
+    pgd       x' = PGD_k(x) in the ε-ball (Madry: the LAST of k steps from a random start;
+              attacks.pgd_train);                    θ ← θ − η ∇θ CE(f(x'), y)
     fgsm-rs   δ ~ U(−ε, ε), δ ← Π(δ + 1.25ε·sign ∇δ);  θ ← θ − η ∇θ CE(f(x+δ), y)
     free      replay the minibatch m times; ONE backward gives ∇θ and ∇δ:
               θ ← θ − η ∇θ CE(f(x+δ), y),  δ ← Π(δ + ε·sign ∇δ)   (δ carries over between minibatches)
@@ -22,19 +23,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..attacks import ThreatModel, evaluate_robustness, fgsm, pgd
+from ..attacks import ThreatModel, fgsm, pgd_train
 from ..checkpoints import load_checkpoint, load_train_state, save_checkpoint
 from ..config import TrainConfig
-from ..data import BatchLoader, ImageData, load_dataset, resize_images, stratified_subset
+from ..data import BatchLoader, ImageData, load_dataset, resize_images
+from ..data.validation import Split
 from ..device import resolve_device
 from ..errors import ModelError
 from ..models import create_model
 from ..reporting import RunLogger
 from .common import (Budget, EpochMeter, FastPath, load_optimizer_tensors, lr_at, make_sgd, optimizer_tensors,
                      set_lr)
-
-HELDOUT = 256  # per-epoch clean/PGD check on a fixed held-out batch of the test split
-
+from .validate import eval_threat, record_split, split_training, reported_metrics, val_metrics
 
 @dataclass
 class TrainResult:
@@ -66,21 +66,24 @@ class ModeStep:
         return loss.detach(), logits.detach()
 
     def __call__(self, x, y, on_update):
-        mode, eps, alpha = self.cfg.mode, self.threat.eps, self.threat.alpha
+        mode = self.cfg.mode
         if mode == "natural":
             out = self._update(x, y)
-        elif mode == "pgd":
-            x_adv = pgd(self.model, x, y, eps=eps, alpha=alpha, steps=self.cfg.steps, generator=self.gen)
-            self.model.train()
-            out = self._update(x_adv, y)
-        elif mode == "fgsm-rs":
-            x_adv = fgsm(self.model, x, y, eps=eps, random_start_alpha=1.25 * eps, generator=self.gen)
+        elif mode in ("pgd", "fgsm-rs"):
+            x_adv = self.adversarial(x, y)
             self.model.train()
             out = self._update(x_adv, y)
         else:
             return self._free(x, y, on_update)
         on_update()
         return out
+
+    def adversarial(self, x, y) -> torch.Tensor:
+        """The examples a pgd / fgsm-rs update trains on (the attack runs in eval mode, fp32)."""
+        eps, alpha = self.threat.eps, self.threat.alpha
+        if self.cfg.mode == "pgd":   # Madry's PGD-k: the last iterate, not the evaluation attack's "first that fools"
+            return pgd_train(self.model, x, y, eps=eps, alpha=alpha, steps=self.cfg.steps, generator=self.gen)
+        return fgsm(self.model, x, y, eps=eps, random_start_alpha=1.25 * eps, generator=self.gen)
 
     def _free(self, x, y, on_update):
         eps = self.threat.eps
@@ -104,14 +107,16 @@ class ModeStep:
         return out
 
 
-def load_training_data(cfg: TrainConfig) -> tuple[ImageData, ImageData]:
-    train = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, progress=cfg.progress)
+def load_training_data(cfg: TrainConfig) -> tuple[ImageData, ImageData, ImageData, Split]:
+    """(train, val, test, split): the validation set carved out of the training split (seeded, stratified;
+    `val_fraction` / `val_per_class`), `per_class` of the rest, then any `resize`."""
+    full = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, progress=cfg.progress)
     test = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, progress=cfg.progress)
-    if cfg.per_class is not None:
-        train = stratified_subset(train, cfg.per_class, seed=cfg.seed)
+    split = split_training(full, cfg)
+    train, val = split.train, split.val
     if cfg.resize is not None:
-        train, test = resize_images(train, cfg.resize), resize_images(test, cfg.resize)
-    return train, test
+        train, val, test = (resize_images(d, cfg.resize) for d in (train, val, test))
+    return train, val, test, split
 
 
 def config_fingerprint(cfg: TrainConfig) -> str:
@@ -140,17 +145,13 @@ def resume_state(cfg: TrainConfig) -> dict | None:
     return state
 
 
-def heldout_metrics(model, test: ImageData, threat: ThreatModel, seed: int, device) -> dict[str, float]:
-    res = evaluate_robustness(model, test.images, test.labels, attacks=("clean", "pgd10"), threat=threat,
-                              n_examples=min(HELDOUT, len(test)), seed=seed, device=device, progress=False)
-    return {"heldout_clean_acc": res.metrics["clean_acc"], "heldout_pgd10_acc": res.metrics["pgd10_acc"]}
-
-
 def train(cfg: TrainConfig, logger: RunLogger, *, run_id: str | None = None) -> TrainResult:
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    threat = ThreatModel(cfg.epsilon, cfg.step_size)
-    train_data, test_data = load_training_data(cfg)
+    threat = ThreatModel(cfg.epsilon, cfg.step_size)      # the training threat (pgd, free, fgsm-rs)
+    evt = eval_threat(cfg)                                  # what every reported <attack>_acc is measured at
+    train_data, val_data, test_data, split = load_training_data(cfg)
+    record_split(logger, split)
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else default_checkpoint_dir(cfg)
 
     fast = FastPath.of(cfg, device, cfg.arch)   # precision, channels_last, compile
@@ -178,7 +179,8 @@ def train(cfg: TrainConfig, logger: RunLogger, *, run_id: str | None = None) -> 
         logger.set_tags({"rtl.resumed_from_epoch": str(start_epoch)})
 
     meta = {"classes": list(train_data.classes), "data_spec": cfg.dataset, "data_sha256": train_data.sha256(),
-            "threat_model": threat.to_dict(), "training": {"mode": cfg.mode, "epochs": budget.epochs,
+            "threat_model": threat.to_dict(), "eval_threat": evt.to_dict(), "validation": split.record(),
+            "training": {"mode": cfg.mode, "epochs": budget.epochs,
             "updates": budget.total_updates, "seed": cfg.seed, "precision": fast.precision},
             "lineage": {"strategy": "train", "run_id": run_id}}
     logger.set_tags({"rtl.data_sha256": train_data.sha256()})
@@ -190,6 +192,7 @@ def train(cfg: TrainConfig, logger: RunLogger, *, run_id: str | None = None) -> 
         return updates < budget.total_updates
 
     set_lr(opt, lr_at(updates, budget.total_updates, cfg.lr, cfg.schedule, milestones))
+    last_val: dict[str, float] = {}
     for epoch in range(start_epoch, budget.epochs):
         if updates >= budget.total_updates:
             break
@@ -199,22 +202,23 @@ def train(cfg: TrainConfig, logger: RunLogger, *, run_id: str | None = None) -> 
         meter = EpochMeter()
         bar = tqdm(loader, desc=f"{cfg.mode} epoch {epoch + 1}/{budget.epochs}", disable=not cfg.progress,
                    leave=False, unit="batch")
-        with fast.compiled(model):   # eager again for the held-out check below
+        with fast.compiled(model):   # eager again for the validation check below
             for x, y in bar:   # x already in `fmt` (BatchLoader's memory_format)
                 loss, logits = step(x, y, on_update)
                 meter.update(loss, logits, y)
                 bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{opt.param_groups[0]['lr']:.4f}")
                 if updates >= budget.total_updates:
                     break
-        metrics = meter.metrics() | heldout_metrics(model, test_data, threat, cfg.seed, device)
+        last_val = val_metrics(model, val_data, evt, seed=cfg.seed, device=device)
+        metrics = meter.metrics() | last_val
         if cfg.mode != "natural":  # the meter saw the adversarial batch: name its accuracy for what it is
             metrics["train_adv_acc"] = metrics.pop("train_clean_acc")
         metrics["lr"] = opt.param_groups[0]["lr"]
         logger.log_metrics(metrics, step=epoch)
         if cfg.progress:
             tqdm.write(f"epoch {epoch + 1}/{budget.epochs}  loss {metrics['train_loss']:.3f}  "
-                       f"train acc {metrics.get('train_clean_acc', metrics.get('train_adv_acc')):.3f}  held-out clean {metrics['heldout_clean_acc']:.3f} "
-                       f"pgd10 {metrics['heldout_pgd10_acc']:.3f}  {metrics['images_per_s']:.0f} img/s")
+                       f"train acc {metrics.get('train_clean_acc', metrics.get('train_adv_acc')):.3f}  val clean {metrics['val_clean_acc']:.3f} "
+                       f"pgd10 {metrics['val_pgd10_acc']:.3f}  {metrics['images_per_s']:.0f} img/s")
         tensors = optimizer_tensors(opt) | {"rng.torch": torch.get_rng_state()}
         if step.delta is not None:
             tensors["free.delta"] = step.delta
@@ -222,13 +226,12 @@ def train(cfg: TrainConfig, logger: RunLogger, *, run_id: str | None = None) -> 
             "tensors": tensors, "json": {"epochs_done": epoch + 1, "updates": updates, "run_id": run_id,
                                          "fingerprint": config_fingerprint(cfg)}})
 
-    final = evaluate_robustness(model, test_data.images, test_data.labels,
-                                attacks=("clean", f"pgd{cfg.eval_steps}"), threat=threat,
-                                n_examples=min(cfg.n_examples, len(test_data)), seed=cfg.seed, device=device,
-                                progress=cfg.progress)
-    metrics = {k: v for k, v in final.metrics.items() if k != "worst_acc"}
+    if not last_val:   # resumed after the last epoch: the validation check of the final model
+        last_val = val_metrics(model, val_data, evt, seed=cfg.seed, device=device)
+    metrics, where = reported_metrics(model, test_data, evt, eval_steps=cfg.eval_steps, n_examples=cfg.n_examples,
+                                  seed=cfg.seed, device=device, progress=cfg.progress)
     logger.log_metrics(metrics)
-    logger.set_tags({"rtl.eval_indices_sha256": final.indices_sha256})
-    meta["evaluation"] = metrics | {"n_examples": final.n_examples, "indices_sha256": final.indices_sha256}
+    logger.set_tags({"rtl.eval_indices_sha256": where["indices_sha256"]})
+    meta["evaluation"] = metrics | where
     save_checkpoint(ckpt_dir, model, meta, train_state=load_train_state(ckpt_dir))
-    return TrainResult(model=model, metrics=metrics, checkpoint_dir=ckpt_dir, meta=meta)
+    return TrainResult(model=model, metrics=metrics | last_val, checkpoint_dir=ckpt_dir, meta=meta)

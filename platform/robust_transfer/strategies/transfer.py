@@ -20,6 +20,7 @@ from .common import Budget, FastPath, freeze, lr_at, make_sgd
 from .features import cached_features
 from .source import (IndexedImages, Source, StrategyResult, cpu_threads, default_checkpoint_dir, finish,
                      input_format, on_device, replace_head, set_modes, setup, source_lineage, tag_run, train_loop)
+from .validate import Validator, eval_threat
 
 # The paper's settings (appendix A.2), the `transfer` entry point's defaults (config/transfer.py takes them
 # from here; every one can be overridden: `rtl transfer --head mlp --mlp-depth 2`, ...).
@@ -58,7 +59,7 @@ def head_batches(model, train: ImageData, cfg, device):
     return online, len(data)
 
 
-def fit_head(model, train: ImageData, cfg, logger: RunLogger, device) -> int:
+def fit_head(model, train: ImageData, cfg, logger: RunLogger, device, validate=None) -> int:
     """Train `model.head` on z(x, θ*) with the extractor frozen; returns the number of updates."""
     freeze(model.body)
     set_modes(model, frozen=[model.body])  # eval-mode extractor: BatchNorm statistics stay the source's
@@ -83,6 +84,7 @@ def fit_head(model, train: ImageData, cfg, logger: RunLogger, device) -> int:
     with cpu_threads(1 if tiny else None):
         return train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress,
                           desc="transfer head", fast=FastPath.of(cfg, device, model.arch), model=model,
+                          validate=validate,
                           lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
 
 
@@ -90,16 +92,18 @@ def transfer(cfg, logger: RunLogger, *, run_id: str | None = None,
              source: Source | None = None) -> StrategyResult:
     """`cfg`: a config.TransferConfig; `source`: the source model if the caller loaded it already (else `cfg.source_model` is loaded)."""
     s = setup(cfg, logger, source=source)
-    device, threat, source, train, test = s.device, s.threat, s.source, s.train, s.test
+    device, source, train, val, test = s.device, s.source, s.train, s.val, s.test
     tag_run(logger, source, train)
     cached = cfg.feature_cache and not cfg.augment
     logger.set_tags({"rtl.feature_cache": str(cached).lower()})
 
     model = replace_head(source.model, cfg.head_spec(), train.num_classes)
     model = on_device(model, device, FastPath.of(cfg, device, model.arch))
-    updates = fit_head(model, train, cfg, logger, device)
+    validate = Validator(model, val, eval_threat(cfg), seed=cfg.seed, device=device)
+    updates = fit_head(model, train, cfg, logger, device, validate)
 
     meta = {"training": {"strategy": "transfer", "updates": updates, "seed": cfg.seed, "feature_cache": cached},
             "lineage": source_lineage("transfer", source, run_id, frozen="body")}
     ckpt = cfg.checkpoint_dir or default_checkpoint_dir("transfer", train.spec, run_id)
-    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=ckpt, threat=threat, device=device)
+    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=ckpt, threat=None, device=device,
+                  val=validate.last)

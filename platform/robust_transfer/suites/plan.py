@@ -20,11 +20,12 @@ from ..config import CONFIGS, canonical_entry_point
 from ..config.coerce import coerce_values
 from ..errors import ConfigError, SuiteError, UserError
 from ..io import load_yaml
+from .paper import Required, apply_overrides, check_block, required_error, scale_variables
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent   # the robust_transfer package: its code version
 SHARED_STEPS_FILE = "sources.yaml"
 TOP_KEYS = {"name", "title", "paper", "description", "scales", "steps", "report"}
-STEP_KEYS = {"name", "entry", "params", "scales", "registers", "use"}
+STEP_KEYS = {"name", "entry", "params", "scales", "registers", "use", "paper"}
 # Entry points whose run ends with a model worth passing on (they take `register_as`).
 MAKES_MODEL = {"train", "transfer", "finetune_adv", "lwf"}
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z0-9_.-]+))?\}")
@@ -41,6 +42,7 @@ class Step:
     params_key: str = ""           # sha256(entry, params) with upstream models named by *their* params_key
     upstream: list[str] = field(default_factory=list)
     config: object = None          # the entry point's config built from `params`: checked at planning time
+    paper: dict = field(default_factory=dict)   # the paper's setting (suites/paper.py), printed by --dry-run
 
     @property
     def alias(self) -> str:
@@ -99,8 +101,10 @@ def _read(path: Path, what: str):
     return load_yaml(text, str(path), SuiteError, "a suite is a YAML mapping (name, scales, steps, report)")
 
 
-def load_suite(path: str | Path, scale: str, version: str | None = None) -> Suite:
-    """Read, validate and plan a suite at one scale: every mistake is `FILE:LINE: key: what is wrong`."""
+def load_suite(path: str | Path, scale: str, version: str | None = None,
+               overrides: dict[str, str] | None = None) -> Suite:
+    """Read, validate and plan a suite at one scale: every mistake is `FILE:LINE: key: what is wrong`.
+    `overrides` (`rtl suite --set`) replace scale variables, e.g. a `requires:` model URI (suites/paper.py)."""
     path = Path(path)
     data, where = _read(path, "project")
     unknown = set(data) - TOP_KEYS
@@ -114,8 +118,7 @@ def load_suite(path: str | Path, scale: str, version: str | None = None) -> Suit
         raise where.error(("scales",), "a mapping of scale name → variables, e.g. cpu: {target: cifar10-jpeg}")
     if scale not in scales:
         raise ConfigError(f"scale={scale!r} is not defined in {path}; choose one of: {', '.join(scales)}")
-    suite_vars = dict(scales[scale] or {})
-    description = str(suite_vars.pop("description", ""))
+    suite_vars, description = scale_variables(scales[scale], where, ("scales", scale))
     raw_steps = data["steps"]
     if not isinstance(raw_steps, list) or not raw_steps:
         raise where.error(("steps",), "a non-empty list of steps")
@@ -124,12 +127,21 @@ def load_suite(path: str | Path, scale: str, version: str | None = None) -> Suit
     shared_vars, shared = {}, {}
     if (path.parent / SHARED_STEPS_FILE).is_file() and path.name != SHARED_STEPS_FILE:
         shared_vars, shared = _shared_steps(path.parent / SHARED_STEPS_FILE, scale)
+    overrides = dict(overrides or {})
+    unknown_set = sorted(set(overrides) - set(shared_vars) - set(suite_vars))
+    if unknown_set:
+        raise ConfigError(f"set: {unknown_set[0]!r} is not a variable of {path.name} at scale {scale}; variables: "
+                          f"{', '.join(sorted({*shared_vars, *suite_vars})) or '(none)'}")
+    shared_vars, suite_vars = apply_overrides(shared_vars, overrides), apply_overrides(suite_vars, overrides)
     variables = {**shared_vars, **suite_vars, "scale": scale}
     expanded = []
     for i, raw in enumerate(raw_steps):
         if not isinstance(raw, dict):
             raise where.error(("steps", i), "a step is a mapping (name, entry, params) or {use: <shared step>}")
         if "use" in raw:
+            only = raw.get("scales")  # `{use: name, scales: [cpu]}`: the shared step at these scales only
+            if only is not None and scale not in (only if isinstance(only, list) else [only]):
+                continue
             if raw["use"] not in shared:
                 raise where.error(("steps", i, "use"), f"{raw['use']!r} is not a step of {SHARED_STEPS_FILE}; "
                                   f"choose one of: {', '.join(shared) or '(none)'}")
@@ -155,8 +167,7 @@ def load_suite(path: str | Path, scale: str, version: str | None = None) -> Suit
 
 def _shared_steps(path: Path, scale: str) -> tuple[dict, dict[str, tuple]]:
     data, where = _read(path, "shared steps file")
-    shared_vars = dict((data.get("scales") or {}).get(scale) or {})
-    shared_vars.pop("description", None)
+    shared_vars, _ = scale_variables((data.get("scales") or {}).get(scale), where, ("scales", scale))
     out = {}
     for i, raw in enumerate(data.get("steps") or []):
         if not isinstance(raw, dict) or "name" not in raw:
@@ -181,6 +192,7 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> S
     params_raw = raw.get("params") or {}
     if not isinstance(params_raw, dict):
         raise where.error(at + ("params",), "a mapping of parameter → value")
+    paper = check_block(raw.get("paper"), entries[entry], where, at + ("paper",))
     registers = bool(raw.get("registers", entry in MAKES_MODEL))
     params: dict[str, str] = {}
     by_params: dict[str, str] = {}
@@ -199,7 +211,7 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> S
             raise where.error(at + ("registers",), f"{entry} does not register models")
         params["register_as"] = by_params["register_as"] = step_model_name(scale, name)
     return Step(name=name, entry=entry, params=params, registers=registers, key=step_key(entry, params, version),
-                params_key=params_key(entry, by_params), upstream=upstream,
+                params_key=params_key(entry, by_params), upstream=upstream, paper=paper,
                 config=_build_config(entry, params, lambda m: where.error(at + ("params",), f"step {name!r}: {m}")))
 
 
@@ -230,6 +242,8 @@ def _substitute(value, variables, by_name, scale, upstream, error, alias=lambda 
             return f"models:/{step_model_name(scale, arg)}@{alias(by_name[arg])}"
         if arg is not None or var not in variables:
             raise error(f"{{{m.group(0)[1:-1]}}} is not a variable of this scale; defined: {', '.join(sorted(variables))}")
+        if isinstance(variables[var], Required):
+            raise error(required_error(var, variables[var]))
         return _substitute(variables[var], variables, by_name, scale, upstream, error, alias)
 
     return _VAR.sub(repl, text)

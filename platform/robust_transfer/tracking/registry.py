@@ -24,10 +24,14 @@ def registered_name(register_as: str | None, dataset: str, arch: str, strategy: 
 
 
 def version_tags(meta: dict, metrics: dict) -> dict[str, str]:
-    """A new version's tags: `metric.*`, `threat.*`, `data_spec`, `arch`, `lineage.*`."""
+    """A new version's tags: `metric.*` (test metrics and the last epoch's `val_*`), `threat.*` (the training
+    threat), `eval_threat.*` (the one every `metric.<attack>_acc` was measured at), `data_spec`, `arch`,
+    `lineage.*`, `validation.*` (the validation split: sizes, seed, SHA-256 of its indices)."""
     tags = {f"metric.{k}": f"{v:.4f}" for k, v in metrics.items()}
     threat = meta.get("threat_model", {})
     tags.update({f"threat.{k}": str(v) for k, v in threat.items()})
+    tags.update({f"eval_threat.{k}": str(v) for k, v in (meta.get("eval_threat") or {}).items()})
+    tags.update({f"validation.{k}": str(v) for k, v in (meta.get("validation") or {}).items()})
     tags["data_spec"] = str(meta.get("data_spec", ""))
     tags["arch"] = str(meta.get("arch", ""))
     lineage = meta.get("lineage", {})
