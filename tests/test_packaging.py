@@ -1,4 +1,5 @@
-"""Packaging: one set of pins everywhere, MLproject generated from the configs, no `platform` package."""
+"""Packaging: ranges in pyproject inside the lock's pins, conda.yaml = the lock, MLproject generated from
+the configs, no `platform` package."""
 import re
 from pathlib import Path
 
@@ -19,34 +20,62 @@ def _pins(lines) -> dict[str, str]:
     return out
 
 
-def test_pins_agree_across_pyproject_requirements_conda_and_python_env():
+def _requirements(specs) -> dict:
+    from packaging.requirements import Requirement
+
+    return {Requirement(s).name.lower(): Requirement(s) for s in specs}
+
+
+def test_the_lock_satisfies_every_range_of_pyproject_and_requirements_in_names_them_all():
+    """pyproject states ranges (core + extras); requirements.in pins the development set (core + every
+    extra); the lock pins everything, inside every range."""
     import tomllib
 
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    from_pyproject = _pins(pyproject["project"]["dependencies"] + pyproject["project"]["optional-dependencies"]["test"])
-    from_in = _pins((REPO / "requirements.in").read_text().splitlines())
-    python_env = _pins(yaml.safe_load((REPO / "python_env.yaml").read_text())["dependencies"])
-    conda = yaml.safe_load((REPO / "conda.yaml").read_text())
-    conda_pip = _pins(next(d for d in conda["dependencies"] if isinstance(d, dict))["pip"])
-    assert from_pyproject == from_in
-    runtime = {k: v for k, v in from_in.items() if k != "pytest"}
-    assert python_env == runtime
-    assert conda_pip == runtime
-    assert from_in["torch"] == "2.14.1" and from_in["mlflow[auth]"] == "3.17.2" and from_in["optuna"] == "5.0.0"
-
-
-def test_lock_file_pins_every_top_level_requirement_at_the_same_version():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = pyproject["optional-dependencies"]
+    assert {"ray", "postgres", "redis", "auth", "test"} <= set(extras)
+    ranges = _requirements(pyproject["dependencies"] + [r for group in extras.values() for r in group])
+    assert not any(r.specifier and all(sp.operator == "==" for sp in r.specifier) for r in ranges.values()), \
+        "pyproject states ranges; exact pins belong in requirements.lock"
+    core = {n.lower() for n in _requirements(pyproject["dependencies"])}
+    assert not core & {"ray", "psycopg2-binary", "redis", "pytest"}, "the core install needs no extra"
     lock = _pins((REPO / "requirements.lock").read_text().splitlines())
-    wanted = _pins((REPO / "requirements.in").read_text().splitlines())
-    for name, version in wanted.items():
-        base = name.split("[")[0]
-        assert lock.get(base) == version, f"{base}: lock has {lock.get(base)}, requirements.in wants {version}"
+    for name, req in ranges.items():
+        assert name in lock, f"{name} is not in requirements.lock"
+        assert req.specifier.contains(lock[name]), f"{name}: lock has {lock[name]}, pyproject wants {req.specifier}"
+    from_in = {k.split("[")[0] for k in _pins((REPO / "requirements.in").read_text().splitlines())}
+    assert from_in == set(ranges), "requirements.in pins exactly pyproject's dependencies and extras"
+    assert pyproject["license"] == "MIT" and "<" not in pyproject["requires-python"]
+
+
+def test_conda_env_is_the_lock_exactly_and_mlproject_uses_it():
+    """One environment file for `--env-manager conda|virtualenv|uv`: python pinned (x.y.z) + the lock's lines."""
+    from robust_transfer.mlproject import render_conda
+
+    lock_text = (REPO / "requirements.lock").read_text()
+    assert (REPO / "conda.yaml").read_text() == render_conda(lock_text), \
+        "run: python -m robust_transfer.mlproject conda < requirements.lock > conda.yaml"
+    conda = yaml.safe_load((REPO / "conda.yaml").read_text())
+    pip = next(d for d in conda["dependencies"] if isinstance(d, dict))["pip"]
+    assert _pins(pip) == _pins(lock_text.splitlines()) and len(pip) == len(_pins(pip))
+    assert not any(str(d).startswith("-e") or str(d) in (".", "./") for d in pip), "no install of a checkout"
+    assert re.fullmatch(r"python=\d+\.\d+\.\d+", conda["dependencies"][0])
+    mlproject = yaml.safe_load((REPO / "MLproject").read_text())
+    assert mlproject["conda_env"] == "conda.yaml" and "python_env" not in mlproject
+    assert not (REPO / "python_env.yaml").exists()
+    # MLflow derives its virtualenv from it (python version, pip requirements)
+    from mlflow.utils.environment import _PythonEnv
+
+    env = _PythonEnv.from_conda_yaml(str(REPO / "conda.yaml"))
+    assert env.python == conda["dependencies"][0].split("=")[1] and env.dependencies == pip
 
 
 def test_mlproject_is_generated_from_the_configs():
     assert (REPO / "MLproject").read_text() == render(), "run: python -m robust_transfer.mlproject > MLproject"
     entry_points = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]
     assert {"train", "evaluate"} <= set(entry_points)
+    assert all(ep["command"].startswith(f"bash bin/mlflow-entry {name.replace('_', '-')} ")
+               for name, ep in entry_points.items())
     assert "lambda_d" not in entry_points["train"]["parameters"]  # snake_case names, per entry point
 
 

@@ -48,7 +48,8 @@ steps:
 def project(workdir, tiny_folder):
     """A project directory like the repository's: MLproject at the root, suites under projects/."""
     shutil.copy(REPO / "MLproject", workdir / "MLproject")
-    shutil.copy(REPO / "python_env.yaml", workdir / "python_env.yaml")
+    shutil.copy(REPO / "conda.yaml", workdir / "conda.yaml")
+    shutil.copytree(REPO / "bin", workdir / "bin")  # bin/mlflow-entry: what every entry point runs
     (workdir / "projects").mkdir()
     (workdir / "projects" / "sources.yaml").write_text(SHARED.format(folder=tiny_folder))
     (workdir / "projects" / "mini.yaml").write_text(SUITE)

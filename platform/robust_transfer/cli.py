@@ -18,21 +18,24 @@ from .errors import ConfigError, UserError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not argparse's usage dump
-        raise ConfigError(f"{message} (see `rtl {self.prog.split()[-1]} --help`)")
+        raise ConfigError(f"{message} (see `{self.prog} --help`)")  # `rtl --help` or `rtl train --help`
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    from .helptext import flag_help
+
     types = field_types(cls)
+    helps = flag_help(cls)  # description (the field's comment); allowed values; default
     for f in fields(cls):
         typ = types[f.name]
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         if typ is bool:
             parser.add_argument(flag, dest=f.name, type=parse_bool(f.name), nargs="?", const=True, default=default,
-                                help=f"true/false (default {default})")
+                                metavar="BOOL", help=helps[f.name])
         else:
             parser.add_argument(flag, dest=f.name, type=typed(f.name, typ), default=default,
-                                help=f"default: {default!r}")
+                                metavar=typ.__name__.upper() if typ in (int, float) else "VALUE", help=helps[f.name])
 
 
 def config_from_args(cls, args: argparse.Namespace):
@@ -85,9 +88,14 @@ def quiet_third_party_output() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("RTL_DEBUG") == "1"
+    from .launch import enter_launch_dir
+
+    enter_launch_dir()  # under `mlflow run`: relative paths mean the user's directory (launch.py)
     quiet_third_party_output()
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = build_parser().parse_known_args(argv)
+        if unknown:  # name the subcommand's help, not the top-level one
+            raise ConfigError(f"unrecognized arguments: {' '.join(unknown)} (see `rtl {args.command} --help`)")
         cls, fn, _ = _commands()[args.command]
         cfg = config_from_args(cls, args)
         fn(cfg)

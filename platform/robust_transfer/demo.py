@@ -19,16 +19,16 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 from .cli import quiet_third_party_output
 from . import load_model
 from .commands import run_evaluate, run_lwf, run_promote, run_search, run_train, run_transfer
 from .config import EvaluateConfig, LwfConfig, PromoteConfig, SearchConfig, TrainConfig, TransferConfig
 from .errors import UserError
+from .resources import named_file
 
 
-SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "lwf_lambda_pareto.yaml"
+SPACE = named_file("search_spaces", "lwf_lambda_pareto")  # shipped with the package (resources.py)
 POLICY = "max (val_clean_acc + val_pgd10_acc) / 2"   # chosen on validation; test numbers reported
 
 

@@ -3,6 +3,7 @@ from a source model (one tracked run, the strategy, the model published, the tab
 from __future__ import annotations
 
 from ..tracking import tracked_run
+from ..tracking.naming import name_run, run_name
 from ..tracking.registry import publish_model
 
 
@@ -17,7 +18,9 @@ def source_tags(cfg) -> dict[str, str]:
 
 
 def publish(cfg, log, result, strategy: str, suffix: str = "") -> str:
-    """Log a source-based strategy's model; register it when `register_as` asks (named after its data)."""
+    """Log a source-based strategy's model; register it when `register_as` asks (named after its data).
+    The run is named `<strategy>-<dataset>-<arch>` (unless a suite or search named it)."""
+    name_run(log.run_id, run_name(strategy, result.meta["data_spec"], result.meta.get("arch", result.model.arch)))
     return publish_model(log, result, strategy, cfg.register_as, result.meta["data_spec"],
                          result.meta.get("arch", result.model.arch), suffix)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..config import TrainConfig
 from ..tracking import tracked_run
+from ..tracking.naming import name_run, run_name
 from ..tracking.registry import publish_model
 from .common import print_table
 
@@ -14,6 +15,7 @@ def run_train(cfg: TrainConfig) -> dict:
     run_id = check_resume_run(state, cfg.checkpoint_dir or default_checkpoint_dir(cfg), cfg) if state else None
     tags = {"rtl.data": cfg.dataset, "rtl.mode": cfg.mode}
     with tracked_run("train", cfg.to_params(), tags, experiment=cfg.experiment, run_id=run_id) as log:
+        name_run(log.run_id, run_name("train", cfg.dataset, cfg.arch, cfg.mode))
         result = train(cfg, log, run_id=log.run_id)
         model_uri = publish_model(log, result, f"train-{cfg.mode}", cfg.register_as, cfg.dataset, cfg.arch)
         print_table(f"train ({cfg.mode}) — run {log.run_id}", result.metrics | {"checkpoint": str(result.checkpoint_dir)})

@@ -99,8 +99,11 @@ class ReportConfig:
     def __post_init__(self):
         from pathlib import Path
 
+        from ..resources import resolve
+
         if not self.project:
             raise ConfigError("project is required: a suite YAML, e.g. projects/table2.yaml")
+        self.project = resolve("projects", self.project)  # a file, or a shipped suite by name (table2)
         path = Path(self.project)
         if path.suffix.lower() not in REPORT_SUFFIXES:
             raise ConfigError(f"project={self.project!r} is not a suite YAML; give a .yaml or .yml file, "
@@ -140,6 +143,9 @@ class SuiteConfig:
     def __post_init__(self):
         if not self.project:
             raise ConfigError("project is required: a suite file, e.g. projects/table2.yaml")
+        from ..resources import resolve
+
+        self.project = resolve("projects", self.project)  # a file, or a shipped suite by name (table2)
         if self.reuse not in SUITE_REUSE:
             raise one_of("reuse", self.reuse, SUITE_REUSE)
         if not _NAME.match(str(self.scale)):

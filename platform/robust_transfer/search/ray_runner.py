@@ -201,6 +201,9 @@ def ray_cluster(address: str, num_cpus: int, env: dict[str, str]):
 def optimize_ray(space: SearchSpace, cfg, study, storage, *, parent_run_id: str, experiment_id: str, progress,
                  run_entry) -> None:
     """`run_entry(entry_point, config) -> dict` runs one trial's command (pickled to the workers by reference)."""
+    from ..extras import require
+
+    require("ray")
     from ..tracking.runs import absolute_tracking_uri, tracking_uri
 
     resources = parse_resources(cfg.resources_per_trial)

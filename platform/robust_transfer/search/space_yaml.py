@@ -331,10 +331,12 @@ def parse_space(data: dict, where: Where, text: str = "") -> SearchSpace:
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space YAML (SearchError `FILE:LINE: key: ...` on any problem)."""
-    p = Path(path)
+    from ..resources import named_file, names
+
+    p = named_file("search_spaces", str(path)) or Path(path)  # a file, or a shipped space by name
     if not p.is_file():
-        hint = ", ".join(sorted(x.name for x in Path("search_spaces").glob("*.yaml"))) if Path("search_spaces").is_dir() else ""
-        raise SearchError(f"space={str(path)!r} does not exist" + (f"; search_spaces/ has: {hint}" if hint else ""))
+        hint = ", ".join(names("search_spaces"))
+        raise SearchError(f"space={str(path)!r} does not exist" + (f"; give a file or one of: {hint}" if hint else ""))
     text = read_yaml_text(p, SearchError, "space")
     return parse_space(*load_yaml(text, str(path), SearchError, SPACE_SHAPE), text=text)
 

@@ -161,7 +161,10 @@ def open_storage(url: str, *, heartbeat: bool = True, create: bool = True):
     `create=False`: only open an existing storage (never create a file or a directory)."""
     import optuna
 
+    from ..extras import require_for_url
+
     k = kind(url)
+    require_for_url(url, "storage")
     check_storage_target(url, create=create)
     try:
         if k == "journal":

@@ -15,22 +15,75 @@ from .runs import mlflow_client, tracking_uri
 URI_HELP = "a checkpoint directory, runs:/<run_id>/<path>, models:/<name>/<version> or models:/<name>@<alias>"
 
 
+# What the pyfunc's own code (robust_transfer, shipped with the model as `code_paths`) imports when it
+# loads a checkpoint; pinned at the versions installed here (the lock's).
+MODEL_DISTRIBUTIONS = ("mlflow", "torch", "torchvision", "safetensors", "numpy", "pillow", "pyyaml")
+
+
 def _pip_requirements() -> list[str]:
-    return ["torch==2.14.1", "safetensors==0.6.2", "mlflow==3.17.2", "numpy"]
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for dist in MODEL_DISTRIBUTIONS:
+        try:
+            out.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            out.append(dist)
+    return out
 
 
-def log_checkpoint_model(checkpoint_dir: str | Path) -> str:
+def model_signature(meta: dict):
+    """float32 images [n, 3, H, W] in [0, 1] → float32 logits [n, classes] (H = W = the model's input size)."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    size, classes = int(meta.get("input_size", 32)), int(meta["num_classes"])
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, size, size))]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes))]))
+
+
+def input_example(meta: dict):
+    """One image of the model's input size: pixels in [0, 1] (rounded, to keep the stored JSON small)."""
+    import numpy as np
+
+    size = int(meta.get("input_size", 32))
+    return np.round(np.random.default_rng(0).random((1, 3, size, size)), 2).astype(np.float32)
+
+
+def _package_copy(dst: Path) -> Path:
+    """A copy of the robust_transfer package (no caches) to ship with the model as `code_paths`."""
+    import shutil
+
+    src = Path(__file__).resolve().parents[1]
+    out = dst / src.name
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "search_spaces", "projects"))
+    return out
+
+
+def log_checkpoint_model(checkpoint_dir: str | Path, metrics: dict[str, float] | None = None) -> str:
     """Log the checkpoint to the active run as artifacts (`checkpoint/`) and as an MLflow pyfunc model.
 
-    The pyfunc uses a `loader_module` (tracking/pyfunc_loader.py) over the safetensors checkpoint,
-    so nothing is pickled and `mlflow.pyfunc.load_model` works wherever robust-transfer is
-    installed. Returns the model URI.
+    The pyfunc uses a `loader_module` (tracking/pyfunc_loader.py) over the safetensors checkpoint, so
+    nothing is pickled; the robust_transfer package travels with it (`code_paths`), so
+    `mlflow.pyfunc.load_model` and `mlflow models serve` work where robust-transfer is not installed.
+    It carries a signature (images [n, 3, H, W] float32 in [0, 1] → logits) and an input example.
+    `metrics` (the final evaluation) are logged again linked to the logged model (MLflow 3's model
+    page shows them). Returns the model URI.
     """
+    import tempfile
+
     if mlflow.active_run() is None:
         raise RuntimeError("log_checkpoint_model needs an active MLflow run (use tracking.tracked_run)")
     mlflow.log_artifacts(str(checkpoint_dir), "checkpoint")
-    info = mlflow.pyfunc.log_model(name="model", loader_module="robust_transfer.tracking.pyfunc_loader",
-                                   data_path=str(checkpoint_dir), pip_requirements=_pip_requirements())
+    meta = checkpoint_summary(Path(checkpoint_dir))
+    with tempfile.TemporaryDirectory(prefix="rtl-code-") as tmp:
+        info = mlflow.pyfunc.log_model(name="model", loader_module="robust_transfer.tracking.pyfunc_loader",
+                                       data_path=str(checkpoint_dir), code_paths=[str(_package_copy(Path(tmp)))],
+                                       signature=model_signature(meta), input_example=input_example(meta),
+                                       pip_requirements=_pip_requirements())
+    if metrics:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=info.model_id)
     return info.model_uri
 
 

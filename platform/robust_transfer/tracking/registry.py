@@ -43,7 +43,7 @@ def publish_model(log, result, strategy: str, register_as: str | None, dataset: 
                   suffix: str = "") -> str:
     """Log a strategy's checkpoint to the active run as an MLflow model; register it when `register_as`
     asks (tagging the run `rtl.registered_model=<name>/<version>`). Returns the model URI."""
-    model_uri = log_checkpoint_model(result.checkpoint_dir)
+    model_uri = log_checkpoint_model(result.checkpoint_dir, result.metrics)  # metrics linked to the model
     name = registered_name(register_as, dataset, arch, strategy, suffix)
     if name:
         mv = register_checkpoint_model(model_uri, name, version_tags(result.meta, result.metrics))

@@ -15,7 +15,12 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow 3's embedded default; fil
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("postgres"):
+        from ..extras import require_for_url
+
+        require_for_url(uri, "MLFLOW_TRACKING_URI")
+    return uri
 
 
 def mlflow_client(*, fluent: bool = False) -> MlflowClient:
@@ -213,6 +218,8 @@ def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experi
             run = mlflow.start_run(experiment_id=exp.experiment_id, nested=nested, run_name=run_name)
         else:
             run = mlflow.start_run(run_id=run_id, nested=nested)
+            if run_name and run_id == os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("RTL_LAUNCHER_TAGS"):
+                mlflow_client().update_run(run_id, name=run_name)  # `mlflow run`'s random name
     logger = MLflowLogger(run.info.run_id)
     if ctx is not None and ctx.extra_logger is not None and run_id is None:
         logger = TeeLogger(logger, ctx.extra_logger)
