@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # package first on the path, whichever checkout the venv's editable install points at.
 RUN := PYTHONPATH=$(CURDIR)/platform PATH=$(BIN):$$PATH
 
-.PHONY: venv test test-fast demo bench lock clean-venv
+.PHONY: venv test test-fast test-install demo bench lock clean-venv
 
 venv: $(STAMP)
 	@ln -sfn $(VENV) .venv
@@ -26,6 +26,11 @@ $(STAMP):
 
 test: venv
 	$(RUN) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The tests that build whole environments (pip install into an empty venv; mlflow run --env-manager
+# virtualenv): 10-40 min on 2 cores, so CI's `make test` leaves them out (pyproject's addopts).
+test-install: venv
+	$(RUN) $(BIN)/python -m pytest -m installs $(PYTEST_ARGS)
 
 test-fast: venv
 	$(RUN) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

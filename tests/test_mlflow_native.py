@@ -160,6 +160,7 @@ def _copy_checkout(dst: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.installs
 def test_pip_install_into_an_empty_venv_then_search_a_shipped_space_by_name(tmp_path, tiny_folder):
     """`pip install <checkout>` (not editable) into an empty venv, then from an empty folder outside the
     checkout: `rtl train` a source, `rtl search --space lwf_lambda --trials 1 --set ...`.
@@ -336,6 +337,7 @@ def test_mlflow_run_from_a_git_uri_with_the_venv_not_activated(tmp_path, tiny_fo
 
 
 @pytest.mark.slow
+@pytest.mark.installs
 def test_mlflow_run_through_the_virtualenv_env_manager(tmp_path, tiny_folder):
     """`mlflow run <checkout> -e train --env-manager virtualenv`: MLflow derives a virtualenv from conda.yaml
     (pyenv's python 3.11.7, the lock's packages via pip from this machine's local index), then runs the
