@@ -78,7 +78,7 @@ def run_study(source: str, work: Path, args, twin: PlainTwin) -> tuple[float, ob
     import optuna
 
     from robust_transfer.config import SearchConfig
-    from robust_transfer.search.runner import run_search
+    from robust_transfer.commands import run_search
     from robust_transfer.search.storage import open_storage
 
     cfg = SearchConfig(space=str(SPACE), trials=args.trials, storage=f"sqlite:///{work / 'optuna.db'}",

@@ -27,6 +27,18 @@ def write_imagefolder(root: Path, n_classes: int = 3, n_train: int = 24, n_test:
     return root
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and busy-waiting ones cost CPU on 2 shared cores
+    (CONTRIBUTING.md): a module opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory) -> Path:
     return write_imagefolder(tmp_path_factory.mktemp("tiny") / "tiny")

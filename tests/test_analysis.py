@@ -14,12 +14,7 @@ from torch import nn
 from transfer_helpers import BIN, REPO, all_runs, make_source, mlflow_env, other_folder, rtl  # noqa: F401 (fixture)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)   # tiny models on shared cores (CONTRIBUTING.md: notes for developers)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

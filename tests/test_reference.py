@@ -26,12 +26,7 @@ from test_evaluation import SaturatedSoftmax
 FAST = dict(apgd_iters=10, apgd_targets=2, square_queries=150, deepfool_iters=10)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,7 @@ def pareto_plot(df, path: Path, title: str, x: str = "clean_acc", y: str = "pgd2
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=150)   # figures people read: >= 150 dpi (analysis.plots.FIGURE_DPI)
     plt.close(fig)
     return True
 

@@ -140,7 +140,7 @@ def plot_robustness_vs_k(rows: dict[int, dict[str, float]], baseline: dict[str, 
     import matplotlib.pyplot as plt
 
     ks = sorted(rows)
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=150)
     for name, color in ((n, c) for n, c in zip(sorted(baseline), ("tab:blue", "tab:red", "tab:green"))):
         ax.plot(ks, [rows[k][name] for k in ks], "o-", color=color, label=name.replace("_acc", ""))
         ax.axhline(baseline[name], color=color, linestyle="--", linewidth=1,
