@@ -1,5 +1,8 @@
 """Published checkpoints → our checkpoint (safetensors + meta.json), with the exact same logits.
 
+(Over 400 lines on purpose: the four formats share the safe reading, key checking and error paths
+here, and each format is ~30 lines; split it when a fifth format arrives.)
+
 Formats (docs/importing.md):
   torchvision  a torchvision ResNet state dict (resnet18/34/50/101, wide_resnet50_2): ImageNet
                mean/std, 224×224.
