@@ -73,7 +73,7 @@ def world(tmp_path_factory, tiny_folder) -> World:
         "entry_point: train\nfixed:\n"
         f'  dataset: "{spec}"\n  epochs: 1\n  batch_size: 16\n  n_examples: 6\n  augment: false\n'
         "params:\n  lr: {type: float, low: 0.001, high: 0.1, log: true}\n"
-        "objective: {metric: clean_acc, direction: maximize}\n")
+        "objective: {metric: val_clean_acc, direction: maximize}\n")
     (root / "bad.yaml").write_text("entry_point: train\nparams:\n  lr: {type: float, low: 0.01\n  x: [\n")
     shutil.copytree(root / "src", root / "bad_meta")
     (root / "bad_meta" / "meta.json").write_text("{not json")
