@@ -77,7 +77,7 @@ def run_trial(kind: str, i: int, src: str, target: str, per_class: int, root: Pa
     """Trial i of a head search (transfer) or an lwf search: hyperparameters vary, data and source don't."""
     from robust_transfer.reporting import NullLogger
 
-    common = dict(source_model=src, target=target, per_class=per_class, upsample=True, n_examples=32,
+    common = dict(source_model=src, target=target, per_class=per_class, val_per_class=1, upsample=True, n_examples=32,
                   eval_steps=2, progress=False, device="cpu", checkpoint_dir=str(root / f"{kind}-{i}"))
     if kind == "transfer":
         from robust_transfer.config import TransferConfig
@@ -150,7 +150,7 @@ def rows(quick: bool = False) -> tuple[list[Row], dict]:
             for split in ("train", "val"):
                 for c in range(3):
                     (root / "f" / split / f"c{c}").mkdir(parents=True)
-                    for k in range(4):
+                    for k in range(6):   # 1 per class goes to validation, 4 of the rest are trained on
                         px = torch.randint(0, 256, (16, 16, 3), dtype=torch.uint8, generator=g).numpy()
                         Image.fromarray(px).save(root / "f" / split / f"c{c}" / f"{k}.png")
             with env_restored("RTL_CACHE_DIR", root / "cache"):
