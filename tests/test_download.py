@@ -37,8 +37,9 @@ def cifar10_tarball(path: Path, seed: int = 0) -> bytes:
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-            labels = [int(v) for v in rng.integers(0, 10, N_PER_BATCH)]
+        for b, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+            # every class in every split, cycling across batches (a validation split needs 2 per class)
+            labels = [(b * N_PER_BATCH + i) % 10 for i in range(N_PER_BATCH)]
             batch = {b"batch_label": name.encode(), b"labels": labels,
                      b"data": rng.integers(0, 256, size=(N_PER_BATCH, 3072), dtype=np.uint8),
                      b"filenames": [f"img_{i}.png".encode() for i in range(N_PER_BATCH)]}
@@ -113,7 +114,7 @@ def test_download_flag_of_a_command(tmp_path, server, monkeypatch, workdir):
     from robust_transfer.cli import main
 
     _served_cifar10(server, monkeypatch, published_md5=False)
-    rc = main(["train", "--dataset", "cifar10", "--download", "true", "--data-dir", str(tmp_path / "d2"),
+    rc = main(["train", "--dataset", "cifar10", "--download", "true", "--data-dir", str(tmp_path / "d2"), "--val-per-class", "1",
                "--iterations", "1", "--batch-size", "8", "--n-examples", "4", "--eval-steps", "1", "--progress", "false"])
     assert rc == 0 and (tmp_path / "d2" / "cifar-10-batches-py" / "data_batch_5").is_file()
 
