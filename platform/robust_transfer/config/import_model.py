@@ -17,10 +17,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 class ImportConfig:
     """`import`: convert a published checkpoint into ours and register it."""
 
-    file: str = ""
+    file: str = ""                   # the published checkpoint (.pth/.pt/.ckpt/.safetensors); never unpickled
     format: str = ""                 # torchvision | robustness | robustbench | keymap
-    arch: str = ""
-    register_as: str = ""
+    arch: str = ""                   # our architecture the weights are loaded into (resnet50, wrn-28-10, ...)
+    register_as: str = ""            # the registered model name the import creates a version of
     num_classes: int | None = None   # checked against the file's head when given
     epsilon: float | None = None     # the threat model the publisher trained for, recorded as given
     norm: str = "linf"               # linf (epsilon on the 0-255 scale) | l2 (epsilon in [0,1] pixel units)
