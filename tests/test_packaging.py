@@ -74,8 +74,12 @@ def test_mlproject_is_generated_from_the_configs():
     assert (REPO / "MLproject").read_text() == render(), "run: python -m robust_transfer.mlproject > MLproject"
     entry_points = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]
     assert {"train", "evaluate"} <= set(entry_points)
-    assert all(ep["command"].startswith(f"bash bin/mlflow-entry {name.replace('_', '-')} ")
+    from robust_transfer.config import canonical_entry_point
+
+    # each entry point runs the rtl subcommand of its name (the entry point import_model runs `rtl import`)
+    assert all(ep["command"].startswith(f"bash bin/mlflow-entry {canonical_entry_point(name)} ")
                for name, ep in entry_points.items())
+    assert "import_model" in entry_points
     assert "lambda_d" not in entry_points["train"]["parameters"]  # snake_case names, per entry point
 
 
