@@ -234,11 +234,12 @@ def _tables(db: Path) -> set:
 def test_a_failed_storage_command_creates_and_changes_nothing(workdir, tiny_folder, capfd):
     mlflow_db = workdir / "mlflow.db"
     MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).search_experiments()   # an MLflow store with its tables
+    capfd.readouterr()   # (MLflow's own INFO lines about creating those tables)
     space = workdir / "space.yaml"
     space.write_text("entry_point: train\nfixed:\n"
                      f'  dataset: "imagefolder:{tiny_folder}"\n  epochs: 1\n  batch_size: 16\n  n_examples: 6\n'
                      "params:\n  lr: {type: float, low: 0.001, high: 0.1, log: true}\n"
-                     "objective: {metric: clean_acc, direction: maximize}\n")
+                     "objective: {metric: val_clean_acc, direction: maximize}\n")
     other = workdir / "other.sqlite"
     import sqlite3
 
@@ -271,7 +272,7 @@ def test_a_deleted_experiment_is_refused_before_anything_is_created(workdir, tin
     space.write_text("entry_point: train\nfixed:\n"
                      f'  dataset: "imagefolder:{tiny_folder}"\n  epochs: 1\n  batch_size: 16\n  n_examples: 6\n'
                      "params:\n  lr: {type: float, low: 0.001, high: 0.1, log: true}\n"
-                     "objective: {metric: clean_acc, direction: maximize}\n")
+                     "objective: {metric: val_clean_acc, direction: maximize}\n")
     capfd.readouterr()
     _one_line(capfd, 2, main(_tiny_train(tiny_folder, workdir / "ck", "--experiment", "gone")), "is deleted")
     _one_line(capfd, 2, main(["search", "--space", str(space), "--storage", f"sqlite:///{workdir / 'o.db'}",
