@@ -145,10 +145,7 @@ def diagnose(runner, correct: dict[str, torch.Tensor], specs, threat: ThreatMode
         d.skipped["pgd_steps"] = "needs pgd<k> and pgd<K> with K >= 100 and K >= 5k"
 
     # Accuracy must go to ~0 as ε grows.
-    if t.large_epsilon > threat.epsilon:
-        _check_large_epsilon(runner, d, t)
-    else:
-        d.skipped["pgd_epsilon"] = f"epsilon {threat.epsilon:g} is not below large_epsilon {t.large_epsilon:g}"
+    _epsilon_check(runner, d, t, threat)
 
     # A black-box attack beating every white-box one means the gradients mislead.
     white = [n for n in attacked if by_name[n].whitebox]
@@ -198,10 +195,7 @@ def _cascade_checks(runner, d: Diagnostics, correct, specs, threat: ThreatModel,
     else:
         d.skipped["pgd_steps"] = "needs pgd<k> and, after it, pgd<K> with K >= 100 and K >= 5k"
 
-    if t.large_epsilon > threat.epsilon:
-        _check_large_epsilon(runner, d, t)
-    else:
-        d.skipped["pgd_epsilon"] = f"epsilon {threat.epsilon:g} is not below large_epsilon {t.large_epsilon:g}"
+    _epsilon_check(runner, d, t, threat)
 
     if "square" in correct and any(by_name[n].whitebox for n in order[:order.index("square")]):
         if any(by_name[n].whitebox for n in order[order.index("square") + 1:]):
@@ -213,6 +207,14 @@ def _cascade_checks(runner, d: Diagnostics, correct, specs, threat: ThreatModel,
                 f"correct (threshold {100 * t.blackbox_margin:g}%)")
     elif "blackbox_beats_whitebox" not in d.flags:
         d.skipped["blackbox_beats_whitebox"] = "needs square after a white-box attack"
+
+
+def _epsilon_check(runner, d, t, threat) -> None:
+    """Accuracy must go to ~0 as ε grows: checked when the large ε is above the evaluated one."""
+    if t.large_epsilon > threat.epsilon:
+        _check_large_epsilon(runner, d, t)
+    else:
+        d.skipped["pgd_epsilon"] = f"epsilon {threat.epsilon:g} is not below large_epsilon {t.large_epsilon:g}"
 
 
 def _check_large_epsilon(runner, d: Diagnostics, t: MaskingThresholds) -> None:
