@@ -53,6 +53,14 @@ class RunSelector:
             self._children[run["run_id"]] = [_record(r) for _, r in df.iterrows()]
         return self._children[run["run_id"]]
 
+    def history(self, run: dict, metric: str) -> list[tuple[int, float]]:
+        """(step, value) of every logged value of `metric` in `run`, in step order: a training curve
+        (train logs one value per epoch at step = epoch index)."""
+        from ..tracking.runs import mlflow_client
+
+        points = mlflow_client().get_metric_history(run["run_id"], metric)
+        return sorted((int(m.step), float(m.value)) for m in points)
+
     def frame(self) -> pd.DataFrame:
         """One row per step looked up so far: run_id (None if not run), start_time, metrics.*."""
         rows = []
