@@ -101,6 +101,29 @@ def test_model_references_become_registry_aliases_that_follow_upstream_keys(proj
     assert len({s.params_key for s in a.steps}) == 3
 
 
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_table4_searches_a_front_with_the_grids_compute(scale):
+    """Issue 18: the searched front gets what the λ_d grid gets: as many trials as the grid has steps at this
+    scale, each with the grid steps' iterations, source, target and data; its study resumes with the step."""
+    suite = load_suite(REPO / "projects" / "table4.yaml", scale, version="v")
+    steps = {s.name: s for s in suite.steps}
+    grid = [s for s in suite.steps if s.entry == "lwf" and s.name.startswith("table4-lwf-")]
+    front = steps["table4-front"]
+    cfg = front.config
+    assert front.entry == "search" and cfg.trials == len(grid) and cfg.trials_scope == "study"
+    assert cfg.space == "search_spaces/lwf_front.yaml" and cfg.storage.startswith("tracking:")
+    assert cfg.study_name == f"table4-front-{scale}-{front.key[:16]}"     # {step_key}: a changed step starts anew
+    assert front.upstream == ["src-large-robust"]
+    from robust_transfer.search.space import parse_set
+
+    given = parse_set(cfg.set)
+    for g in grid:
+        for k in ("source_model", "target", "per_class", "iterations", "lr", "n_examples"):
+            assert given[k] == g.params[k], (g.name, k)
+    other = load_suite(REPO / "projects" / "table4.yaml", scale, version="w")
+    assert {s.name: s for s in other.steps}["table4-front"].config.study_name != cfg.study_name
+
+
 BAD = [
     ("unknown top-level key", "colour: red\n", "colour: unknown key"),
     ("unknown entry point", "steps:\n  - {name: x, entry: trian}\n", "entry point 'trian' is unknown"),
