@@ -301,6 +301,9 @@ CASES = [
     ("search-unknown-storage", "search", lambda w: _search(w, "--storage", "mongo:db"), "search", "mongo:db"),
     ("search-trials-abc", "search", lambda w: _search(w, "--trials", "abc"), "config", "trials='abc'"),
     ("search-trials-0", "search", lambda w: _search(w, "--trials", "0"), "config", "trials=0"),
+    ("search-trials-scope", "search", lambda w: _search(w, "--trials-scope", "all"), "config", "trials_scope='all'"),
+    ("search-tracking-storage-no-name", "search", lambda w: _search(w, "--storage", "tracking:"), "search",
+     "give a file name"),
     ("search-unknown-param-in-set", "search", lambda w: _search(w, "--set", "lambda_dd=0.1"), "search", "lambda_dd"),
     # promote
     ("promote-unknown-model", "promote", lambda w: ["promote", "--name", "no-such-model"], "registry",

@@ -361,3 +361,112 @@ def test_the_best_lambda_is_chosen_on_validation_and_reported_on_test(store, wor
     assert main(["report", "--project", str(workdir / "bad.yaml"), "--scale", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "choose on validation metrics" in err[-1]
+
+
+# --- issue 18: a searched front against a grid (analysis/front.py) ------------------------------------------
+def test_hypervolume_and_pareto_front_by_hand():
+    from robust_transfer.analysis.front import hypervolume, pareto_indices, staircase
+
+    pts = [(0.8, 0.1), (0.6, 0.3), (0.4, 0.2)]
+    # [0, 0.8] x [0, 0.1] ∪ [0, 0.6] x [0, 0.3] = 0.08 + 0.18 - 0.06; (0.4, 0.2) lies inside
+    assert hypervolume(pts) == pytest.approx(0.20, abs=1e-12)
+    assert hypervolume(pts, (0.5, 0.0)) == pytest.approx(0.3 * 0.1 + 0.1 * 0.2, abs=1e-12)  # x <= 0.5 adds nothing
+    assert hypervolume([]) == 0.0 and hypervolume([(0.5, 0.0)]) == 0.0
+    assert hypervolume(pts + [(0.8, 0.1)]) == hypervolume(pts)        # a repeated point adds nothing
+    assert pareto_indices(pts) == [0, 1]
+    assert staircase(pts) == ([0.6, 0.6, 0.8], [0.3, 0.1, 0.1])
+
+
+FRONT = """\
+name: front
+scales:
+  cpu: {description: "tiny", grid_points: 2}
+steps: []
+report:
+  - figure: t4-front
+    kind: front
+    title: "grid vs searched front"
+    x: clean_acc
+    y: pgd20_acc
+    series:
+      - {label: "grid", steps: [g-a, g-b]}
+      - {label: "searched", step: s-front, trials: true, pareto_on: [val_clean_acc, val_pgd10_acc]}
+    paper_note: "{grid_points} trials"
+  - claim: dominates
+    text: "the searched front dominates the grid"
+    hypervolume:
+      axes: [clean_acc, pgd20_acc]
+      reference: [0, 0]
+      sets:
+        front: {step: s-front, trials: true, pareto_on: [val_clean_acc, val_pgd10_acc]}
+        grid: {steps: [g-a, g-b]}
+        both: {union: [front, grid]}
+    check: "front.hypervolume > grid.hypervolume and front.hypervolume >= both.hypervolume"
+"""
+
+
+def test_front_figure_and_hypervolume_claim_from_search_trials(store, workdir, capsys):
+    """The front is the trials Pareto-optimal on VALIDATION, from every invocation of the search step's study
+    (an earlier, killed one included), placed at their TEST numbers; failed trials and other studies are not in it."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = mlflow.get_experiment_by_name("suites").experiment_id
+    _run(client, exp, "g-a", t=100, metrics={"clean_acc": 0.80, "pgd20_acc": 0.10})
+    _run(client, exp, "g-b", t=100, metrics={"clean_acc": 0.60, "pgd20_acc": 0.25})
+    killed = _run(client, exp, "s-front", t=100, status="KILLED")
+    search = _run(client, exp, "s-front", t=200)
+    for rid in (killed, search):
+        client.set_tag(rid, "rtl.study", "front-abc")
+
+    def trial(parent, val, test, *, state="COMPLETE", status="FINISHED", study="front-abc"):
+        rid = _run(client, exp, None, t=300, parent=parent, status=status,
+                   metrics={"val_clean_acc": val[0], "val_pgd10_acc": val[1], "clean_acc": test[0], "pgd20_acc": test[1]})
+        client.set_tag(rid, "rtl.study", study)
+        client.set_tag(rid, "rtl.trial_state", state)
+        return rid
+
+    t0 = trial(search, (0.82, 0.12), (0.81, 0.12))
+    t1 = trial(killed, (0.65, 0.30), (0.62, 0.28))       # from the invocation that was killed: still the study's
+    t2 = trial(search, (0.60, 0.10), (0.95, 0.40))       # dominated on validation (by t0): not chosen, whatever its test
+    trial(search, (0.99, 0.99), (0.99, 0.99), state="FAIL", status="FAILED")
+    trial(search, (0.99, 0.99), (0.99, 0.99), study="another-study")
+    (workdir / "front.yaml").write_text(FRONT)
+    assert main(["report", "--project", str(workdir / "front.yaml"), "--scale", "cpu", "--out", "out"]) == 0
+    (row,) = _csv(workdir / "out" / "cpu" / "front-claims.csv")
+    # front (0.81, 0.12), (0.62, 0.28): 0.81*0.12 + 0.62*0.16 = 0.1964; grid: 0.8*0.1 + 0.6*0.15 = 0.17;
+    # both grid points lie under the front, so the union adds nothing
+    assert row["verdict"] == "supported"
+    assert row["values"].endswith("0.1964 > 0.1700 and 0.1964 >= 0.1964"), row["values"]
+    assert "front: 2 run(s); grid: 2 run(s); both: 4 run(s)" in row["values"]
+    points = _csv(workdir / "out" / "cpu" / "t4-front.csv")
+    got = {(p["series"], p["role"], p["run_id"]) for p in points}
+    assert {(s, r) for s, r, _ in got} == {("grid", "front"), ("searched", "front"), ("searched", "dominated")}
+    assert {rid for s, r, rid in got if s == "searched"} == {t0, t1, t2}
+    assert {rid for s, r, rid in got if r == "dominated"} == {t2}
+    hv = {p["series"]: float(p["hypervolume"]) for p in points}
+    assert hv == pytest.approx({"grid": 0.17, "searched": 0.1964}, abs=1e-12)
+    with Image.open(workdir / "out" / "cpu" / "t4-front.png") as im:
+        assert round(im.info["dpi"][0]) >= 150
+    index = (workdir / "out" / "cpu" / "index.md").read_text()
+    assert "t4-front.png" in index and "*2 trials*" in index
+    # with the grid's better point, the grid dominates and the claim is not supported
+    _run(client, exp, "g-b", t=400, metrics={"clean_acc": 0.70, "pgd20_acc": 0.35})
+    assert main(["report", "--project", str(workdir / "front.yaml"), "--scale", "cpu", "--out", "out"]) == 0
+    (row,) = _csv(workdir / "out" / "cpu" / "front-claims.csv")
+    assert row["verdict"] == "not supported", row["values"]
+
+
+@pytest.mark.parametrize("change,fragment", [
+    ("pareto_on: [val_clean_acc, val_pgd10_acc]}\n        grid", "pareto_on: [clean_acc, pgd20_acc]}\n        grid"),
+    ("check: \"front.hypervolume > grid.hypervolume and front.hypervolume >= both.hypervolume\"",
+     "check: \"front.clean_acc > grid.hypervolume\""),
+    ("both: {union: [front, grid]}", "both: {union: [front, nothing]}"),
+])
+def test_bad_front_claims_are_one_line_config_errors(workdir, capsys, change, fragment):
+    (workdir / "f.yaml").write_text(FRONT.replace(change, fragment))
+    assert main(["report", "--project", str(workdir / "f.yaml"), "--scale", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert any(w in err for w in ("choose the front on validation", "has `.hypervolume`", "'nothing'")), err

@@ -109,6 +109,41 @@ def test_the_four_required_spaces_ship():
     assert {"lambda_d", "distance", "lr"} <= set(joint["params"])
 
 
+def test_lwf_front_space_searches_the_teacher_and_augments_only_online():
+    """Issue 18: λ_d over both Table 4 grids, the distances lwf supports, the teacher; augment=true follows
+    teacher=online (offline + augmentation is an invalid LwF config), and a `set` teacher keeps the rule."""
+    from robust_transfer.config.transfer import LWF_DISTANCES
+    from robust_transfer.search import load_space
+
+    space = load_space(SPACES / "lwf_front.yaml")
+    assert [o.expr.text for o in space.objectives] == ["val_clean_acc", "val_pgd10_acc"]
+    assert space.directions == ["maximize", "maximize"] and space.sampler["seed"] == 0
+    lam = space.params["lambda_d"]
+    assert lam.log and lam.low <= 1e-7 and lam.high >= 1.0            # covers the paper's and the cpu grid
+    assert set(space.params["distance"].choices) == set(LWF_DISTANCES)
+    assert space.params["teacher"].choices == ("offline", "online")
+    _, online = space.build_config({"lambda_d": 0.01, "distance": "l1", "teacher": "online"})
+    _, offline = space.build_config({"lambda_d": 0.01, "distance": "l2", "teacher": "offline"})
+    assert (online.augment, offline.augment) == (True, False)
+    space.apply_overrides("teacher=online iterations=7")
+    _, cfg = space.build_config({"lambda_d": 0.5, "distance": "l2sq"})
+    assert (cfg.teacher, cfg.augment, cfg.iterations) == ("online", True, 7)
+
+
+def test_tracking_storage_is_a_sqlite_file_beside_the_mlflow_store(tmp_path, monkeypatch):
+    from robust_transfer.search.storage import kind, resolve
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    assert resolve("tracking:optuna-suites.db") == f"sqlite:///{tmp_path / 'store' / 'optuna-suites.db'}"
+    assert kind("tracking:x.db") == "sqlite" and resolve("sqlite:///a.db") == "sqlite:///a.db"
+    for bad, fragment in [("tracking:", "give a file name"), ("tracking:../x.db", "give a file name")]:
+        with pytest.raises(SearchError, match=fragment):
+            resolve(bad)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    with pytest.raises(SearchError, match="beside a sqlite MLflow tracking store"):
+        resolve("tracking:x.db")
+
+
 def test_space_becomes_optuna_distributions_and_ray_domains(tiny_folder):
     import optuna.distributions as od
 
@@ -218,6 +253,13 @@ BAD_SPACES = [
      "constraint", 10, "constraints.0"),
     ("unknown top-level key", "params:\n  lr: {type: float, low: 0.01, high: 0.1}\ntrails: 3\n", "unknown key 'trails'", 10, "trails"),
     ("YAML syntax", "params:\n  lr: {type: float, low: 0.01, high: 0.1\n  x: [\n", "YAML syntax error", None, None),
+    ("fixed_when of an unsearched parameter", "params:\n  lr: {type: float, low: 0.01, high: 0.1}\nfixed_when:\n"
+     "  mode: {free: {replay: 2}}\n", "not a searched categorical", 11, "fixed_when.mode"),
+    ("fixed_when of an unknown choice", "params:\n  mode: {type: categorical, choices: [natural, free]}\nfixed_when:\n"
+     "  mode: {pgd: {replay: 2}}\n", "'pgd' is not a choice of mode", 11, "fixed_when.mode.pgd"),
+    ("fixed_when of a searched parameter", "params:\n  mode: {type: categorical, choices: [natural, free]}\n"
+     "  lr: {type: float, low: 0.01, high: 0.1}\nfixed_when:\n  mode: {free: {lr: 0.1}}\n", "searched too", 12,
+     "fixed_when.mode.free.lr"),
 ]
 
 
@@ -333,6 +375,26 @@ def test_optuna_study_tracks_every_trial_as_a_nested_child_run_and_resumes(wd, t
     df = pd.read_csv(local)
     assert len(df) == 5 and {"number", "state", "score", "param.lr", "clean_acc", "pgd20_acc", "mlflow_run_id"} <= set(df)
     assert last.data.metrics["study_trials_total"] == 5
+
+
+def test_trials_scope_study_is_a_fixed_budget_that_a_rerun_completes(wd, tiny_folder, capsys):
+    """A suite step's search (issue 18): `trials` counts the whole study, so rerunning the same command (a resumed
+    suite) adds only the missing trials; the study is a sqlite file beside the MLflow store (tracking:)."""
+    import optuna
+
+    space = write(wd / "tiny.yaml", tiny_yaml(tiny_folder, extra="pruner: none\n").replace("epochs: 2", "epochs: 1"))
+    argv = ["search", "--space", str(space), "--storage", "tracking:optuna-suites.db", "--study-name", "fixed",
+            "--trials-scope", "study", "--seed", "0"]
+    assert main(argv + ["--trials", "2"]) == 0
+    assert main(argv + ["--trials", "2"]) == 0                      # the study holds its 2 trials: nothing to add
+    assert main(argv + ["--trials", "3"]) == 0                      # one more
+    out = capsys.readouterr().out
+    assert "search fixed: 0 trial(s)" in out and "search fixed: 1 trial(s)" in out, out
+    study = optuna.load_study(study_name="fixed", storage=f"sqlite:///{wd / 'optuna-suites.db'}")
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE"] * 3
+    parents = [r for r in mlflow_runs() if r.data.tags.get("rtl.strategy") == "search"]
+    assert sorted(r.data.metrics["trials_complete"] for r in parents) == [0, 1, 2]
+    assert {r.data.params["trials_scope"] for r in parents} == {"study"}
 
 
 @pytest.mark.slow

@@ -101,6 +101,29 @@ def test_model_references_become_registry_aliases_that_follow_upstream_keys(proj
     assert len({s.params_key for s in a.steps}) == 3
 
 
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_table4_searches_a_front_with_the_grids_compute(scale):
+    """Issue 18: the searched front gets what the λ_d grid gets: as many trials as the grid has steps at this
+    scale, each with the grid steps' iterations, source, target and data; its study resumes with the step."""
+    suite = load_suite(REPO / "projects" / "table4.yaml", scale, version="v")
+    steps = {s.name: s for s in suite.steps}
+    grid = [s for s in suite.steps if s.entry == "lwf" and s.name.startswith("table4-lwf-")]
+    front = steps["table4-front"]
+    cfg = front.config
+    assert front.entry == "search" and cfg.trials == len(grid) and cfg.trials_scope == "study"
+    assert cfg.space == "search_spaces/lwf_front.yaml" and cfg.storage.startswith("tracking:")
+    assert cfg.study_name == f"table4-front-{scale}-{front.key[:16]}"     # {step_key}: a changed step starts anew
+    assert front.upstream == ["src-large-robust"]
+    from robust_transfer.search.space import parse_set
+
+    given = parse_set(cfg.set)
+    for g in grid:
+        for k in ("source_model", "target", "per_class", "iterations", "lr", "n_examples"):
+            assert given[k] == g.params[k], (g.name, k)
+    other = load_suite(REPO / "projects" / "table4.yaml", scale, version="w")
+    assert {s.name: s for s in other.steps}["table4-front"].config.study_name != cfg.study_name
+
+
 BAD = [
     ("unknown top-level key", "colour: red\n", "colour: unknown key"),
     ("unknown entry point", "steps:\n  - {name: x, entry: trian}\n", "entry point 'trian' is unknown"),
@@ -256,3 +279,65 @@ def test_suite_through_mlflow_run_reuses_steps_run_by_rtl_in_another_experiment(
     assert len(launcher) == 1 and launcher[0].info.status == "FINISHED"
     assert launcher[0].data.metrics["steps_reused"] == 3
     assert len(_runs(client, "tags.`rtl.step` != ''")) == 3  # nothing ran twice
+
+
+FRONT_SPACE = """\
+entry_point: lwf
+fixed: {source_model: "models:/set-by-the-suite@champion", iterations: 4, batch_size: 8, n_examples: 6, eval_steps: 2,
+        device: cpu}
+params:
+  lambda_d: {type: float, low: 1.0e-3, high: 1.0, log: true}
+  teacher: {type: categorical, choices: [offline, online]}
+fixed_when: {teacher: {online: {augment: true}}}
+objectives: [{metric: val_clean_acc, direction: maximize}, {metric: val_pgd10_acc, direction: maximize}]
+pruner: none
+sampler: {type: tpe, seed: 0}
+"""
+FRONT_STEP = """\
+  - name: front
+    entry: search
+    params: {space: search_spaces/front.yaml, storage: "tracking:optuna-suites.db", study_name: "front-{step_key}",
+             trials: 2, trials_scope: study, set: "source_model={model:src} iterations={head_epochs}"}
+report:
+  - claim: found
+    text: "the search step's trials are found through its study"
+    hypervolume:
+      axes: [clean_acc, pgd2_acc]
+      sets: {front: {step: front, trials: true, pareto_on: [val_clean_acc, val_pgd10_acc]}}
+    check: "front.hypervolume >= 0"
+"""
+
+
+@pytest.mark.slow
+def test_a_search_step_runs_through_mlflow_run_with_its_study_beside_the_store(project, capsys):
+    """Issue 18's step shape end to end: `search` under `mlflow run` as a suite step, `set` carrying an upstream
+    model alias, the study in a sqlite file beside the MLflow store named by the step key, its trials read back
+    by a report claim; a rerun reuses the step and adds no trial."""
+    import optuna
+
+    (project / "search_spaces").mkdir()
+    (project / "search_spaces" / "front.yaml").write_text(FRONT_SPACE)
+    path = project / "projects" / "mini.yaml"
+    path.write_text(SUITE.split("  - name: head")[0] + FRONT_STEP)
+    suite = load_suite(path, "tiny")
+    front = {s.name: s for s in suite.steps}["front"]
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 0
+    storage = f"sqlite:///{Path(os.environ['MLFLOW_TRACKING_URI'][len('sqlite:///'):]).parent / 'optuna-suites.db'}"
+    study = optuna.load_study(study_name=f"front-{front.key[:16]}", storage=storage)
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    (step_run,) = _runs(client, "tags.`rtl.step` = 'front'")
+    for t in trials:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == step_run.info.run_id
+        assert run.data.params["source_model"].startswith("models:/tiny-src@s-") and run.data.params["iterations"] == "2"
+        assert run.data.params["augment"].lower() == ("true" if t.params["teacher"] == "online" else "false")
+        assert {"clean_acc", "pgd2_acc", "val_clean_acc", "val_pgd10_acc"} <= set(run.data.metrics)   # eval_steps=2
+    assert main(["report", "--project", str(path), "--scale", "tiny", "--out", "out"]) == 0
+    index = (project / "out" / "tiny" / "index.md").read_text()
+    assert "**supported**" in index and "front: " in index
+    capsys.readouterr()
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 0
+    assert capsys.readouterr().out.count("reused run") == 2
+    assert len(optuna.load_study(study_name=f"front-{front.key[:16]}", storage=storage).get_trials()) == 2

@@ -24,6 +24,19 @@ several steps, the one whose validation expression is largest, and the check rea
 `kind` says whose claim it is, so results.md counts them apart: `paper` (the default: one of the paper's claims),
 `premise` (a condition the paper's claims rest on, e.g. "the robust source is robust": checked first, issue 18) or
 `added` (ours, beyond the paper: AutoAttack agreement, the searched front).
+
+Sets of runs compared as fronts (analysis/front.py): `hypervolume` names point sets, and the check reads
+`<set>.hypervolume`, the 2-D hypervolume of the set's points on `axes` (both maximised) above `reference`:
+
+    - claim: t4-searched-front-dominates-grid
+      hypervolume:
+        axes: [clean_acc, pgd20_acc]          # test metrics: where each run's point lies
+        reference: [0.0, 0.0]
+        sets:
+          front: {step: table4-front, trials: true, pareto_on: [val_clean_acc, val_pgd10_acc]}   # chosen on validation
+          grid: {steps: [table4-lwf-0p001, table4-lwf-0p01]}
+          both: {union: [front, grid]}
+      check: "front.hypervolume > grid.hypervolume"
 """
 from __future__ import annotations
 
@@ -82,19 +95,76 @@ def claim_entry(raw: dict, where: str) -> dict:
     for key in ("text", "check"):
         if not str(raw.get(key, "")).strip():
             raise ConfigError(f"{where}: claim {name!r} needs `{key}`")
-    unknown = set(raw) - {"claim", "text", "paper", "check", "scales", "choose", "kind"}
+    unknown = set(raw) - {"claim", "text", "paper", "check", "scales", "choose", "hypervolume", "kind"}
     if unknown:
         raise ConfigError(f"{where}: claim {name!r}: unknown key {sorted(unknown)[0]!r}; allowed: text, paper, check, "
-                          "scales, choose, kind")
+                          "scales, choose, hypervolume, kind")
     kind = raw.get("kind", "paper")
     if kind not in CLAIM_KINDS:
         raise ConfigError(f"{where}: claim {name!r}: kind={kind!r} is not allowed; use one of {', '.join(CLAIM_KINDS)}")
     _, refs = parse_check(raw["check"], f"{where}, claim {name!r}")
     choose = _choose_entry(raw.get("choose"), f"{where}, claim {name!r}")
-    steps = [r[0] for r in refs if not (choose and r[0] == choose["as"])] + (choose["among"] if choose else [])
+    hv = _hypervolume_entry(raw.get("hypervolume"), f"{where}, claim {name!r}")
+    sets = hv["sets"] if hv else {}
+    for step, _, _, metric in refs:
+        if step in sets and metric != "hypervolume":
+            raise ConfigError(f"{where}, claim {name!r}: {step}.{metric}: a set of runs has `.hypervolume`")
+    steps = [r[0] for r in refs if not (choose and r[0] == choose["as"]) and r[0] not in sets] \
+        + (choose["among"] if choose else []) + [s for p in sets.values() for s in p["steps"]]
     return {"type": "claim", "name": name, "text": str(raw["text"]), "paper": str(raw.get("paper", "")),
             "check": str(raw["check"]), "steps": list(dict.fromkeys(steps)), "scales": raw.get("scales"),
-            "choose": choose, "kind": kind}
+            "choose": choose, "hypervolume": hv, "kind": kind}
+
+
+def _hypervolume_entry(raw, where: str) -> dict | None:
+    """`hypervolume: {axes: [x, y], reference: [rx, ry], sets: {name: point set}}` (analysis/front.py)."""
+    import math
+
+    from .front import point_set_entry
+
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - {"axes", "reference", "sets"} or "axes" not in raw or "sets" not in raw:
+        raise ConfigError(f"{where}: hypervolume is {{axes: [x_metric, y_metric], reference: [0, 0], sets: {{name: "
+                          "{steps: [...]} | {step: S, trials: true, pareto_on: [...]} | {union: [...]}}}}")
+    axes = raw["axes"]
+    if not isinstance(axes, list) or len(axes) != 2 or not all(isinstance(a, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", a)
+                                                                 for a in axes):
+        raise ConfigError(f"{where}: hypervolume.axes={axes!r} must name two metrics, e.g. [clean_acc, pgd20_acc]")
+    ref = raw.get("reference", [0.0, 0.0])
+    if not isinstance(ref, list) or len(ref) != 2 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in ref):
+        raise ConfigError(f"{where}: hypervolume.reference={ref!r} must be two numbers, e.g. [0.0, 0.0]")
+    sets_raw = raw["sets"]
+    if not isinstance(sets_raw, dict) or not sets_raw:
+        raise ConfigError(f"{where}: hypervolume.sets maps names to sets of runs")
+    sets = {}
+    for n, s in sets_raw.items():
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", str(n)):
+            raise ConfigError(f"{where}: set name {n!r}: letters, digits and '-', starting with a letter")
+        sets[str(n)] = point_set_entry(s, f"{where}, set {n!r}", names=set(map(str, sets_raw)) - {str(n)})
+    return {"axes": list(axes), "reference": [float(v) for v in ref], "sets": sets}
+
+
+def hypervolumes(hv: dict, sel) -> tuple[dict, dict]:
+    """({set name: hypervolume or None (not run)}, {set name: [(step, run_id, x, y), ...]})."""
+    from .front import hypervolume, set_points, set_runs
+
+    points, detail = {}, {}
+    for name, pset in hv["sets"].items():
+        if pset["union"]:
+            continue
+        runs, _ = set_runs(pset, sel)
+        pts = set_points(runs, hv["axes"]) if runs is not None else None
+        points[name] = pts
+        detail[name] = [(s, r["run_id"], *p) for (s, r), p in zip(runs, pts)] if pts is not None else []
+    for name, pset in hv["sets"].items():
+        if pset["union"]:
+            parts = [points.get(n) for n in pset["union"]]
+            points[name] = None if any(p is None for p in parts) else [q for p in parts for q in p]
+            detail[name] = [d for n in pset["union"] for d in detail.get(n, [])]
+    values = {n: (hypervolume(p, hv["reference"]) if p is not None else None) for n, p in points.items()}
+    return values, detail
 
 
 def _choose_entry(raw, where: str) -> dict | None:
@@ -154,8 +224,15 @@ def evaluate_claim(entry: dict, sel) -> dict:
     env, values = {}, {}
     choose = entry.get("choose")
     chosen, scores = choose_step(choose, sel) if choose else (None, {})
+    hv = entry.get("hypervolume")
+    volumes, detail = hypervolumes(hv, sel) if hv else ({}, {})
     for i, (step, param, value, metric) in enumerate(refs):
         text = f"{step}[{param}={value}].{metric}" if param else f"{step}.{metric}"
+        if step in volumes:
+            values[text] = volumes[step]
+            if volumes[step] is not None:
+                env[f"r{i}"] = volumes[step]
+            continue
         if choose and step == choose["as"]:
             if chosen is None:
                 values[text] = None
@@ -172,11 +249,15 @@ def evaluate_claim(entry: dict, sel) -> dict:
         verdict = NOT_RUN
     else:
         verdict = SUPPORTED if evaluate(tree, env) else NOT_SUPPORTED
-    shown = REF.sub(lambda m: _fmt(values.get(m.group(0))), entry["check"])
+    shown = REF.sub(lambda m: _fmt(values.get(m.group(0)), 4 if m.group(4) == "hypervolume" else 3), entry["check"])
     if choose:
         shown = (f"{choose['as']} = {chosen or '?'} (chosen on validation: max {choose['by']}); " + shown)
-    return {"verdict": verdict, "values": values, "shown": shown, "chosen": chosen, "choice_scores": scores}
+    if hv:
+        shown = (f"hypervolume of ({', '.join(hv['axes'])}) above ({', '.join(f'{v:g}' for v in hv['reference'])}); "
+                 + "; ".join(f"{n}: {len(d)} run(s)" for n, d in detail.items()) + "; " + shown)
+    return {"verdict": verdict, "values": values, "shown": shown, "chosen": chosen, "choice_scores": scores,
+            "points": detail}
 
 
-def _fmt(v) -> str:
-    return "?" if v is None else f"{v:.3f}"
+def _fmt(v, digits: int = 3) -> str:
+    return "?" if v is None else f"{v:.{digits}f}"

@@ -174,6 +174,41 @@ def plot_bars(points: pd.DataFrame, *, title: str = "", x: str = "x", note: str 
     return fig
 
 
+def plot_front(points: pd.DataFrame, *, title: str = "", x: str = "clean_acc", y: str = "pgd20_acc",
+               note: str | None = None) -> Figure:
+    """Runs as points on two metrics (analysis/report.py FRONT_COLUMNS: series, role, x, y, hypervolume): a colour
+    and marker per series; its kept points (role `front`) filled and joined by their attainment staircase (the area
+    under it is the series' hypervolume above (0, 0), given in the legend), the rest (`dominated`: left out by the
+    series' validation front) hollow. Accuracies are drawn as percentages."""
+    from .front import staircase
+
+    fig, ax = _new_figure(title, note, width=6.4, height=4.8)
+    factor, _ = _scale([x, y])
+    names = list(dict.fromkeys(points["series"])) if len(points) else []
+    for i, series in enumerate(names):
+        colour, marker = f"C{i % 10}", MARKERS[i % len(MARKERS)]
+        group = points[points["series"] == series]
+        kept = group[group["role"] == "front"]
+        hv = float(kept["hypervolume"].iloc[0]) if len(kept) else 0.0
+        pts = list(zip(kept["x"], kept["y"]))
+        xs, ys = staircase(pts) if pts else ([], [])
+        ax.plot([factor * v for v in xs], [factor * v for v in ys], color=colour, linewidth=1.0, alpha=0.7)
+        ax.scatter([factor * v for v in kept["x"]], [factor * v for v in kept["y"]], color=colour, marker=marker,
+                   s=36, zorder=3, label=f"{series} (hypervolume {hv:.4f})")
+        rest = group[group["role"] != "front"]
+        if len(rest):
+            ax.scatter([factor * v for v in rest["x"]], [factor * v for v in rest["y"]], facecolors="none",
+                       edgecolors=colour, marker=marker, s=28, zorder=2, label=f"{series}: other trials (dominated on validation)")
+    ax.set_xlabel(f"{METRIC_LABELS.get(x, x)} accuracy (%)" if factor == 100.0 else x)
+    ax.set_ylabel(f"{METRIC_LABELS.get(y, y)} accuracy (%)" if factor == 100.0 else y)
+    ax.grid(alpha=0.3)
+    if names:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no runs yet", ha="center", va="center", transform=ax.transAxes)
+    return fig
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int = FIGURE_DPI) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,5 +216,5 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = FIGURE_DPI) -> Path:
     return path
 
 
-__all__ = ["plot_lines", "plot_bars", "save_figure", "x_sort_key", "readable_label", "fit_text", "FIGURE_DPI",
+__all__ = ["plot_lines", "plot_bars", "plot_front", "save_figure", "x_sort_key", "readable_label", "fit_text", "FIGURE_DPI",
            "POINT_COLUMNS", "HLINE_COLUMNS"]

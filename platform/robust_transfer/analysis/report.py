@@ -180,6 +180,41 @@ def figure_frames(entry: dict, sel: RunSelector, variables: dict | None = None,
     return pd.DataFrame(points, columns=plots.POINT_COLUMNS), pd.DataFrame(hlines, columns=plots.HLINE_COLUMNS)
 
 
+FRONT_COLUMNS = ["series", "role", "x_metric", "x", "y_metric", "y", "hypervolume", "step", "run_id"]
+
+
+def front_frame(entry: dict, sel: RunSelector, variables: dict | None = None, warn=lambda msg: None) -> pd.DataFrame:
+    """The points of a `kind: front` figure (FRONT_COLUMNS): one row per run of each series at the figure's x/y
+    (test) metrics; role `front` for the runs a series keeps (all of a `steps` series; the Pareto-optimal ones
+    on `pareto_on`), `dominated` for the rest; `hypervolume` of the series' kept points above (0, 0)."""
+    from .front import hypervolume, set_runs
+
+    variables = variables or {}
+    xm, ym = entry["x"], entry["y"][0]
+    rows = []
+    for s in entry["series"]:
+        if not _at_scale(s, sel.scale):
+            continue
+        label = _subst(s["label"], variables)
+        kept, rest = set_runs(s, sel)
+        if kept is None:
+            warn(f"{entry['name']}: series {label!r}: a step of {s['steps']} has no FINISHED run"
+                 f"{' (or no complete trial)' if s['trials'] else ''} at scale {sel.scale!r}")
+            continue
+        series_rows = []
+        for role, runs in (("front", kept), ("dominated", rest)):
+            for step, run in runs:
+                x, y = metric_value(run, xm), metric_value(run, ym)
+                if x is None or y is None:
+                    warn(f"{entry['name']}: run {run['run_id']} of step {step!r} has no {xm if x is None else ym}; left out")
+                    continue
+                series_rows.append({"series": label, "role": role, "x_metric": xm, "x": x, "y_metric": ym, "y": y,
+                                    "step": step, "run_id": run["run_id"]})
+        hv = hypervolume([(r["x"], r["y"]) for r in series_rows if r["role"] == "front"])
+        rows += [r | {"hypervolume": hv} for r in series_rows]
+    return pd.DataFrame(rows, columns=FRONT_COLUMNS)
+
+
 def _figure_csv(points: pd.DataFrame, hlines: pd.DataFrame) -> pd.DataFrame:
     a = points.assign(kind="point")
     b = hlines.rename(columns={"label": "series"}).assign(kind="hline", x=None)
@@ -281,6 +316,16 @@ def write_report(spec: dict, scale: str, out: str | Path = "docs/results", *,
             _write_csv(csv, out_dir / f"{name}.csv")
             files += ([path] if path else []) + [out_dir / f"{name}.csv"]
             runs = f"Run: `{entry['step']}` {csv['run_id'][0]}." if path else f"Not run: `{entry['step']}`."
+        elif entry["kind"] == "front":
+            csv = front_frame(entry, sel, variables, _warn)
+            fig = plots.plot_front(csv, title=title, x=entry["x"], y=entry["y"][0], note=note)
+            path = plots.save_figure(fig, out_dir / f"{name}.png")
+            figures[name] = fig
+            _write_csv(csv, out_dir / f"{name}.csv")
+            files += [path, out_dir / f"{name}.csv"]
+            runs = _runs_line(pd.DataFrame(
+                [{"step": st, "run_id": sel.run(st)["run_id"] if sel.run(st) else None}
+                 for st in report_steps({"report": [entry]}, scale)], columns=["step", "run_id"]))
         else:
             points, hlines = figure_frames(entry, sel, variables, _warn)
             if entry["kind"] == "lines":

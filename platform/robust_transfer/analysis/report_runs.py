@@ -61,6 +61,20 @@ class RunSelector:
         points = mlflow_client().get_metric_history(run["run_id"], metric)
         return sorted((int(m.step), float(m.value)) for m in points)
 
+    def trials(self, run: dict) -> list[dict]:
+        """The COMPLETE, FINISHED trial runs of the study a `search` run drove (tag rtl.study), from every
+        invocation of that study (a resumed search step's earlier trials are children of the killed run)."""
+        study = run["tags"].get("rtl.study")
+        if not study:
+            return []
+        key = f"trials:{study}"
+        if key not in self._children:
+            df = _search(f"tags.`rtl.study` = '{study}' and tags.`rtl.trial_state` = 'COMPLETE' "
+                         "and attributes.status = 'FINISHED'",
+                         [run["experiment_id"]] if run.get("experiment_id") else self.experiment_ids, 10_000)
+            self._children[key] = [_record(r) for _, r in df.iterrows()]
+        return self._children[key]
+
     def frame(self) -> pd.DataFrame:
         """One row per step looked up so far: run_id (None if not run), start_time, metrics.*."""
         rows = []

@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from ..io import load_yaml
 from .claims import claim_entry
 
-FIGURE_KINDS = ("lines", "bars", "artifact")
+FIGURE_KINDS = ("lines", "bars", "artifact", "front")
 NOT_RUN = "not run"
 NO_VALUE = "n/a"          # the run exists but did not log the metric
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")          # output file names, suite names
@@ -149,6 +149,19 @@ def _figure_entry(raw: dict, path, i: int) -> dict:
         if artifact.startswith("/") or ".." in Path(artifact).parts:
             raise ConfigError(f"{where}: artifact={artifact!r} must be a path inside the run's artifacts")
         return entry | {"step": _str(raw.get("step"), "step", where, pattern=_STEP), "artifact": artifact}
+    if kind == "front":   # a scatter of runs on two metrics: point sets (analysis/front.py), each with its staircase
+        from .front import point_set_entry
+
+        entry["x"] = _metric(raw.get("x"), where, "x")
+        entry["y"] = [_metric(raw.get("y"), where, "y")]
+        entry["series"] = []
+        for j, s in enumerate(_list(raw.get("series"), "series", where)):
+            pset = point_set_entry(s, f"{where}, series {j + 1}")
+            if not pset["label"]:
+                raise ConfigError(f"{where}, series {j + 1}: `label` is required")
+            entry["series"].append(pset)
+        entry["hlines"] = []
+        return entry
     entry["x"] = _str(raw.get("x"), "x", where, pattern=_METRIC)
     entry["y"] = [_metric(m, where, "y") for m in _list(raw.get("y"), "y", where)]
     entry["series"] = [_series(s, where, j) for j, s in enumerate(_list(raw.get("series"), "series", where))]

@@ -7,6 +7,7 @@ from ..errors import ConfigError, check_range, one_of
 from .common import _NAME, _check_finite, _check_positive_int, check_experiment, check_seed
 
 SEARCH_BACKENDS = ("optuna", "ray")
+TRIALS_SCOPES = ("run", "study")
 
 
 def parse_resources(text: str) -> dict[str, float]:
@@ -36,9 +37,11 @@ class SearchConfig:
 
     space: str = ""                    # a search_spaces/*.yaml file
     backend: str = "optuna"            # optuna (in-process trials) | ray (Ray Tune workers)
-    storage: str = "sqlite:///optuna.db"  # or postgresql://..., journal:PATH, redis://host:6379/0
+    storage: str = "sqlite:///optuna.db"  # or postgresql://..., journal:PATH, redis://host:6379/0, tracking:NAME.db
     study_name: str = ""               # default: the space's `study`, else its file name
     trials: int | None = None          # trials to add (default: the space's `trials`, else 10)
+    trials_scope: str = "run"          # run: `trials` is what this invocation adds; study: what the study holds in all
+                                       # (a rerun adds only the missing ones: a resumable, fixed budget, e.g. a suite step)
     timeout: float | None = None       # seconds; stop starting trials after this
     n_jobs: int = 1                    # optuna: parallel trials (threads) in this process; ray: max concurrent trials (0 = as resources allow)
     set: str = ""                      # override fixed parameters: set="epochs=1 per_class=20"
@@ -56,6 +59,8 @@ class SearchConfig:
             raise one_of("backend", self.backend, SEARCH_BACKENDS)
         if self.trials is not None:
             _check_positive_int("trials", self.trials, 10**6)
+        if self.trials_scope not in TRIALS_SCOPES:
+            raise one_of("trials_scope", self.trials_scope, TRIALS_SCOPES)
         if self.timeout is not None:
             check_range("timeout", _check_finite("timeout", self.timeout), 0.0, None, low_inclusive=False)
         if not isinstance(self.n_jobs, int) or isinstance(self.n_jobs, bool) or not 0 <= self.n_jobs <= 1024:

@@ -6,6 +6,7 @@ One parent MLflow run per invocation, one nested child run per trial; the study 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 import sys
@@ -21,6 +22,7 @@ from .space import SearchSpace
 from .space_yaml import load_space
 from .storage import kind as storage_kind
 from .storage import open_storage, redact
+from .storage import resolve as resolve_storage
 from ..expr import choosing_on_test_warning, names_of_test_metrics
 from .study import (best_trials, create_or_load_study, feasible, make_pruner, make_sampler, optuna_quiet,
                     set_constraints, suggest, violations)
@@ -260,9 +262,16 @@ def run_search(cfg, run_entry, callbacks=()) -> dict:
     finally:
         restore()
     before = len(study.get_trials(deepcopy=False))
+    wanted = cfg_trials(cfg, space)
+    if cfg.trials_scope == "study":   # a fixed budget for the whole study: a rerun adds only the missing trials
+        done = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
+        cfg = dataclasses.replace(cfg, trials=max(wanted - done, 1))
+        to_add = max(wanted - done, 0)
+    else:
+        to_add = wanted
     out = sys.stdout
     params = {"space": cfg.space, "backend": cfg.backend, "storage": redact(cfg.storage), "study_name": study_name,
-              "trials": cfg_trials(cfg, space), "n_jobs": cfg.n_jobs, "entry_points": ",".join(space.entry_points),
+              "trials": wanted, "trials_scope": cfg.trials_scope, "n_jobs": cfg.n_jobs, "entry_points": ",".join(space.entry_points),
               "objectives": ",".join(f"{o.name}:{o.direction}" for o in space.objectives)}
     if cfg.set:
         params["set"] = cfg.set
@@ -280,15 +289,17 @@ def run_search(cfg, run_entry, callbacks=()) -> dict:
         for n in notes:
             print(n, file=out)
         if not cfg.quiet:
-            print(f"search {study_name}: {cfg_trials(cfg, space)} trial(s) of {'/'.join(space.entry_points)} "
+            print(f"search {study_name}: {to_add} trial(s) of {'/'.join(space.entry_points)} "
                   f"over {', '.join(f'{n} {p.describe()}' for n, p in space.params.items())}; "
                   f"{', '.join(f'{o.direction} {o.name}' for o in space.objectives)}"
                   f"{'; ' + ', '.join(map(str, space.constraints)) if space.constraints else ''} "
-                  f"[{cfg.backend}, {redact(cfg.storage)}, {before} earlier trial(s)] — run {log.run_id}",
+                  f"[{cfg.backend}, {redact(resolve_storage(cfg.storage))}, {before} earlier trial(s)] — run {log.run_id}",
                   file=out, flush=True)
         progress = Progress(space, out=out, enabled=not cfg.quiet)
         t0 = time.perf_counter()
-        if cfg.backend == "ray":
+        if to_add == 0:
+            pass   # trials_scope=study and the study already holds its trials (a resumed suite step)
+        elif cfg.backend == "ray":
             from .ray_runner import optimize_ray
 
             optimize_ray(space, cfg, study, storage, parent_run_id=log.run_id, experiment_id=experiment_id,
@@ -341,7 +352,7 @@ def summarize(study, space, log, before, wall, study_name, progress, out, cfg) -
                   "metrics per epoch), so nothing could be pruned; give the objective a `report:` expression over "
                   "what it logs per epoch (e.g. report: train_clean_acc) or use pruner: none", file=out)
         print(f"  artifacts: {', '.join('search/' + p.name for p in written.values())} on run {log.run_id}", file=out)
-        print(f"  watch: optuna-dashboard {redact(cfg.storage)}", file=out, flush=True)
+        print(f"  watch: optuna-dashboard {redact(resolve_storage(cfg.storage))}", file=out, flush=True)
     return {"run_id": log.run_id, "study_name": study_name, "counts": counts, "wall_s": wall,
             "best": [{"number": t.number, "values": t.values, "params": t.params,
                       "mlflow_run_id": t.user_attrs.get("mlflow_run_id")} for t in best]}

@@ -17,6 +17,9 @@ and checking the YAML is search/space_yaml.py (`load_space`, `loads_space`).
 Searching the strategy itself: `params: {entry_point: {type: categorical, choices: [transfer, train]}}`,
 with `fixed_by_entry_point: {train: {...}}` for what differs per strategy.
 
+Values that follow a searched categorical's choice (a conditional): `fixed_when: {teacher: {online: {augment: true}}}`
+sets augment=true in the trials that sample teacher=online (and leaves it at `fixed`/the default otherwise).
+
 Every mistake is reported before any trial runs, as `FILE:LINE: key: what is wrong` (line numbers come
 from the YAML node marks, `yaml.compose`).
 """
@@ -97,6 +100,7 @@ class SearchSpace:
     objectives: list[Objective]
     fixed: dict = field(default_factory=dict)
     fixed_by_entry_point: dict[str, dict] = field(default_factory=dict)
+    fixed_when: dict[str, dict] = field(default_factory=dict)   # searched categorical → {choice: {name: value}}
     constraints: list[Constraint] = field(default_factory=list)
     pruner: dict = field(default_factory=lambda: {"type": "median"})
     sampler: dict = field(default_factory=lambda: {"type": "tpe"})
@@ -125,8 +129,14 @@ class SearchSpace:
     def config_values(self, sampled: dict) -> tuple[str, dict]:
         """(entry point, the keyword arguments of its config) for one set of sampled values."""
         ep = self.entry_point_of(sampled)
-        values = dict(self.fixed) | self.fixed_by_entry_point.get(ep, {})
-        values |= {k: v for k, v in sampled.items() if k != ENTRY_POINT_PARAM}
+        by_ep = self.fixed_by_entry_point.get(ep, {})   # (with `set` overrides: they win over fixed_when)
+        values = dict(self.fixed) | by_ep | {k: v for k, v in sampled.items() if k != ENTRY_POINT_PARAM}
+        for name, by_choice in self.fixed_when.items():
+            chosen = values.get(name)
+            for k, v in next((vals for c, vals in by_choice.items() if c == chosen or str(c) == str(chosen)),
+                             {}).items():
+                if k not in by_ep:
+                    values[k] = v
         return ep, coerce_values(ep, values)
 
     def build_config(self, sampled: dict):

@@ -14,7 +14,7 @@ from ..io import Where, load_yaml, read_yaml_text
 from .space import (ENTRY_POINT_PARAM, Objective, ParamSpec, SearchSpace, _field_type, coerce_value,
                     config_field_names, entry_point_names)
 
-TOP_KEYS = {"study", "entry_point", "description", "fixed", "fixed_by_entry_point", "params", "objective",
+TOP_KEYS = {"study", "entry_point", "description", "fixed", "fixed_by_entry_point", "fixed_when", "params", "objective",
             "objectives", "directions", "constraints", "pruner", "sampler", "trials", "timeout"}
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
               "categorical": {"type", "choices"}}
@@ -197,6 +197,44 @@ def _parse_choice(where, data, key, allowed, default):
     return dict(raw)
 
 
+def _parse_fixed_when(where: Where, raw, params: dict, fixed: dict, by_ep: dict, entry_points, check_name) -> dict:
+    """`fixed_when: {teacher: {online: {augment: true}}}`: values set only in trials whose searched categorical
+    `teacher` sampled `online` (a conditional parameter: augment needs the online teacher). They win over
+    `fixed`; `set` overrides win over them."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise where.error(("fixed_when",), "fixed_when maps a searched categorical to {choice: {name: value}}")
+    out: dict[str, dict] = {}
+    for name, by_choice in raw.items():
+        path = ("fixed_when", name)
+        p = params.get(name)
+        if p is None or p.type != "categorical" or name == ENTRY_POINT_PARAM:
+            raise where.error(path, f"{name!r} is not a searched categorical parameter of this space "
+                              "(fixed_by_entry_point is for the entry point)")
+        if not isinstance(by_choice, dict) or not by_choice:
+            raise where.error(path, "maps choices of the parameter to {name: value}")
+        out[name] = {}
+        for choice, values in by_choice.items():
+            matches = [c for c in p.choices if c == choice or str(c) == str(choice)]
+            if not matches:
+                raise where.error(path + (choice,), f"{choice!r} is not a choice of {name} "
+                                  f"({', '.join(map(str, p.choices))})")
+            if not isinstance(values, dict) or not values:
+                raise where.error(path + (choice,), "maps parameter names to values")
+            for k, v in values.items():
+                check_name(path + (choice, k), k, entry_points, False)
+                if k in params:
+                    raise where.error(path + (choice, k), f"{k} is searched too; keep one")
+                for ep in entry_points:
+                    try:
+                        coerce_value(ep, k, v)
+                    except ConfigError as e:
+                        raise where.error(path + (choice, k), str(e)) from None
+            out[name][matches[0]] = dict(values)
+    return out
+
+
 def parse_space(data: dict, where: Where, text: str = "") -> SearchSpace:
     unknown = set(data) - TOP_KEYS
     if unknown:
@@ -274,6 +312,7 @@ def parse_space(data: dict, where: Where, text: str = "") -> SearchSpace:
                 raise where.error(("params", name), f"{name} is both fixed and searched; keep one")
         params[name] = _parse_param(where, name, spec, entry_points)
 
+    fixed_when = _parse_fixed_when(where, data.get("fixed_when"), params, fixed, by_ep, entry_points, check_name)
     objectives = _parse_objectives(where, data)
     constraints = []
     raw_c = data.get("constraints") or []
@@ -323,7 +362,7 @@ def parse_space(data: dict, where: Where, text: str = "") -> SearchSpace:
         raise where.error(("study",), "study must be a name")
     space = SearchSpace(source=where.source, entry_points=entry_points, params=params, objectives=objectives,
                         fixed=dict(fixed), fixed_by_entry_point={k: dict(v) for k, v in by_ep.items()},
-                        constraints=constraints, pruner=pruner, sampler=sampler, study=study, trials=trials,
+                        fixed_when=fixed_when, constraints=constraints, pruner=pruner, sampler=sampler, study=study, trials=trials,
                         timeout=timeout, text=text)
     space.check_configs(where)
     return space

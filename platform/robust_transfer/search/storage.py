@@ -12,7 +12,28 @@ from ..errors import SearchError
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 HELP = ("sqlite:///optuna.db, an RDB URL such as postgresql://user@host:5432/db, journal:PATH "
-        "(a journal file) or redis://host:6379/0 (a Redis journal)")
+        "(a journal file), redis://host:6379/0 (a Redis journal) or tracking:NAME.db (a sqlite file beside the "
+        "MLflow sqlite tracking store)")
+TRACKING = "tracking:"   # `tracking:optuna.db`: a sqlite study file in the MLflow tracking store's folder
+
+
+def resolve(url: str) -> str:
+    """`tracking:NAME.db` → `sqlite:///<folder of the MLflow sqlite tracking store>/NAME.db` (the study lives,
+    and survives, with the runs that record it, wherever a suite step's process runs); any other URL unchanged."""
+    url = str(url)
+    if not url.startswith(TRACKING):
+        return url
+    name = url[len(TRACKING):]
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise SearchError(f"storage={url!r}: give a file name, e.g. tracking:optuna.db (it goes beside the "
+                          "MLflow tracking store)")
+    from ..tracking.runs import absolute_tracking_uri, tracking_uri
+
+    uri = absolute_tracking_uri(tracking_uri())
+    if not uri.startswith("sqlite:///"):
+        raise SearchError(f"storage={url!r} puts the study beside a sqlite MLflow tracking store, but the tracking "
+                          f"URI is {redact(uri)!r}; give a storage URL: {HELP}")
+    return f"sqlite:///{Path(_sqlite_file(uri)).parent / name}"
 
 
 # A worker that dies mid-trial (SIGKILL, OOM, a lost machine) leaves its trial RUNNING. RDB storages (sqlite,
@@ -89,6 +110,8 @@ def rdb_url(url: str) -> str:
 
 def kind(url: str) -> str:
     url = str(url)
+    if url.startswith(TRACKING):
+        return "sqlite"
     if url.startswith("journal:"):
         return "journal"
     if url.startswith(("redis://", "rediss://", "unix://")):
@@ -121,6 +144,7 @@ def check_storage_target(url: str, *, create: bool = True) -> None:
     """Before Optuna touches a file storage (issue 17 §1: a failed command changes nothing): an existing sqlite
     file must be empty or an Optuna database (never add Optuna's tables to, e.g., an MLflow store), a journal
     file must hold JSON lines, and with create=False (promote only reads a study) the file must exist."""
+    url = resolve(url)
     k = kind(url)
     if k not in ("sqlite", "journal"):
         return
@@ -163,6 +187,7 @@ def open_storage(url: str, *, heartbeat: bool = True, create: bool = True):
 
     from ..extras import require_for_url
 
+    url = resolve(url)
     k = kind(url)
     require_for_url(url, "storage")
     check_storage_target(url, create=create)
@@ -211,6 +236,7 @@ def open_storage(url: str, *, heartbeat: bool = True, create: bool = True):
 def creation_lock(url: str):
     """Serialise study creation between processes on one machine (sqlite and journal files: never let
     several processes create one study at once). RDB servers and Redis handle it themselves."""
+    url = resolve(url)
     k = kind(url)
     if k not in ("sqlite", "journal"):
         yield

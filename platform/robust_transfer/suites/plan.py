@@ -29,6 +29,7 @@ STEP_KEYS = {"name", "entry", "params", "scales", "registers", "use", "paper"}
 # Entry points whose run ends with a model worth passing on (they take `register_as`).
 MAKES_MODEL = {"train", "transfer", "finetune_adv", "lwf"}
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z0-9_.-]+))?\}")
+STEP_KEY_VAR = "{step_key}"
 _STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,60}$")
 
 
@@ -212,7 +213,11 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> S
         if "register_as" not in entries[entry]:
             raise where.error(at + ("registers",), f"{entry} does not register models")
         params["register_as"] = by_params["register_as"] = step_model_name(scale, name)
-    return Step(name=name, entry=entry, params=params, registers=registers, key=step_key(entry, params, version),
+    # `{step_key}`: the step's own key (16 hex digits), e.g. a study name that a rerun of the same step resumes and a
+    # changed step (code, parameters, upstream models) does not. The keys are computed over the text with it unexpanded.
+    key = step_key(entry, params, version)
+    params = {k: v.replace(STEP_KEY_VAR, key[:16]) for k, v in params.items()}
+    return Step(name=name, entry=entry, params=params, registers=registers, key=key,
                 params_key=params_key(entry, by_params), upstream=upstream, paper=paper,
                 config=_build_config(entry, params, lambda m: where.error(at + ("params",), f"step {name!r}: {m}")))
 
@@ -235,6 +240,8 @@ def _substitute(value, variables, by_name, scale, upstream, error, alias=lambda 
 
     def repl(m):
         var, arg = m.group(1), m.group(2)
+        if var == "step_key" and arg is None:
+            return STEP_KEY_VAR   # filled in by _plan_step once the key is known
         if var == "model":
             if arg not in by_name:
                 raise error(f"{{model:{arg}}} names no earlier step of this suite")
