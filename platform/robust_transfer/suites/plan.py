@@ -189,7 +189,7 @@ def _shared_steps(path: Path, scale: str) -> tuple[dict, dict[str, tuple]]:
     return shared_vars, out
 
 
-def parse_seeds(value, scale: str, error) -> list[int] | None:
+def parse_seeds(value, scale: str, error, name: str = "seeds") -> list[int] | None:
     """A step's `seeds:` at `scale`: a list of distinct seeds, a count N (seeds 0..N-1), or a mapping
     scale → either (a scale it does not name runs the step once, unseeded). None: no seeds."""
     from ..config.common import MAX_SEED
@@ -201,17 +201,17 @@ def parse_seeds(value, scale: str, error) -> list[int] | None:
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str) or isinstance(v, dict):
-                raise error(f"seeds={value!r}: {allowed}")
-            parse_seeds(v, scale, error)   # every scale's value is checked, not only this one's
-        return parse_seeds(value[scale], scale, error) if scale in value else None
+                raise error(f"{name}={value!r}: {allowed}")
+            parse_seeds(v, scale, error, f"{name}.{k}")   # every scale's value is checked, not only this one's
+        return parse_seeds(value[scale], scale, error, f"{name}.{scale}") if scale in value else None
     whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
     if whole(value):
         if not 1 <= value <= MAX_SEEDS:
-            raise error(f"seeds={value!r}: {allowed}")
+            raise error(f"{name}={value!r}: {allowed}")
         return list(range(value))
     if (not isinstance(value, list) or not value or not all(whole(v) and 0 <= v <= MAX_SEED for v in value)
             or len(set(value)) != len(value) or len(value) > MAX_SEEDS):
-        raise error(f"seeds={value!r}: {allowed}")
+        raise error(f"{name}={value!r}: {allowed}")
     return list(value)
 
 
@@ -236,7 +236,7 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> l
     if seeds is not None and "seed" not in entries[entry]:
         raise where.error(at + ("seeds",), f"{entry} has no `seed` parameter; seeds: is for entry points that take one")
     if seeds is not None and "seed" in params_raw:
-        raise where.error(at + ("params", "seed"), "the step has `seeds:`; it sets each run's seed itself (drop params.seed)")
+        raise where.error(at + ("params", "seed"), f"step {name!r} has `seeds:`, which sets each run's seed; drop params.seed")
     registers = bool(raw.get("registers", entry in MAKES_MODEL))
     params: dict[str, str] = {}
     by_params: dict[str, str] = {}
