@@ -293,3 +293,54 @@ def test_margin_needs_a_standard_error(workdir, capsys):
     assert main(["report", "--project", "bad.yaml", "--scale", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "margin(...) takes standard errors" in err, err
+
+
+@pytest.mark.slow
+def test_a_seeded_suite_runs_each_seed_once_reuses_them_and_reports_their_mean(workdir, tiny_folder, capsys):
+    """End to end: two seeds of a transfer run as child runs tagged rtl.seed, each registered under its own alias;
+    the rerun reuses both; the report averages them."""
+    shutil.copy(REPO / "MLproject", workdir / "MLproject")
+    shutil.copy(REPO / "conda.yaml", workdir / "conda.yaml")
+    shutil.copytree(REPO / "bin", workdir / "bin")
+    (workdir / "projects").mkdir()
+    path = workdir / "projects" / "e2e.yaml"
+    path.write_text(f"""\
+name: e2e
+scales:
+  tiny: {{description: "tiny imagefolder"}}
+steps:
+  - name: src
+    entry: train
+    params: {{dataset: "imagefolder:{tiny_folder}", epochs: 1, batch_size: 8, n_examples: 6, mode: natural,
+              eval_steps: 2, device: cpu}}
+  - name: head
+    entry: transfer
+    seeds: [0, 1]
+    params: {{source_model: "{{model:src}}", epochs: 1, batch_size: 8, n_examples: 6, eval_steps: 2, device: cpu}}
+report:
+  - table: t
+    columns: [clean_acc]
+    rows:
+      - {{label: head, step: head}}
+""")
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 0
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exps = [e.experiment_id for e in client.search_experiments()]
+    heads = client.search_runs(exps, "tags.`rtl.step` = 'head'")
+    assert sorted((r.data.tags["rtl.seed"], r.data.params["seed"], r.info.status) for r in heads) == [
+        ("0", "0", "FINISHED"), ("1", "1", "FINISHED")]
+    assert len({r.data.tags["rtl.seeds_key"] for r in heads}) == 1 and heads[0].data.tags["rtl.seeds"] == "0,1"
+    uris = {r.data.tags["rtl.model_uri"] for r in heads}
+    assert len(uris) == 2 and all(u.startswith("models:/tiny-head@s-") for u in uris)
+    for r in heads:   # each seed's alias points at its own version
+        assert client.get_model_version_by_alias("tiny-head", r.data.tags["rtl.model_uri"].split("@")[1]).run_id == \
+            r.info.run_id
+    capsys.readouterr()
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("reused run") == 3 and "head (seed 1): reused run" in out
+    assert main(["report", "--project", str(path), "--scale", "tiny", "--out", "out"]) == 0
+    accs = [r.data.metrics["clean_acc"] for r in heads]
+    mean, sd = sum(accs) / 2, _sd(accs)
+    md = (workdir / "out" / "tiny" / "t.md").read_text()
+    assert f"| head | {100 * mean:.2f} ± {100 * sd:.2f} (n=2) |" in md, md
