@@ -175,6 +175,24 @@ def mfu(archs=(("small-cnn", 128, None), ("wrn-16-4", 16, ())), repeats: int = 2
     return rows, raw
 
 
+def cpu_scale_arch(archs=("small-cnn", "cnn4"), batch: int = 128, repeats: int = 4) -> tuple[list[Row], dict]:
+    """The `cpu` scale's architecture (issue 18) beside small-cnn: training images/s of the library's natural
+    ModeStep at the library's layout and thread count, both arms interleaved in one run, so the ratio holds on a
+    noisy host. Parameters are counted from the built models."""
+    trainers = {a: Trainer(a, batch, memory_format_for(a)) for a in archs}
+    tm = interleaved({a: trainers[a] for a in archs}, repeats)
+    params = {a: sum(p.numel() for p in trainers[a].model.parameters()) for a in archs}
+    img_s = {a: batch / tm.best(a, "wall") for a in archs}
+    base, new = archs
+    rows = [Row("Training", f"training images/s, {a} (cpu-scale candidates)",
+                f"wall clock, library default layout/threads, batch {batch}, {params[a] / 1e6:.2f}M parameters; "
+                f"interleaved with {base if a == new else new}", img_s[a], unit="img/s") for a in archs]
+    rows.append(Row("Training", f"training speed {new} ÷ {base}",
+                    f"images/s ratio, the two interleaved in one run ({params[new] / params[base]:.1f}× the parameters)",
+                    img_s[new] / img_s[base]))
+    return rows, {"params": params, "img_s": img_s, "times": {a: tm.summary(a) for a in archs}}
+
+
 def free_vs_natural(arch: str = "small-cnn", batch: int = 64, replay: int = 4, repeats: int = 3) -> tuple[list[Row], dict]:
     """Time per minibatch update of free training (replay m) ÷ natural training's, same model and batch."""
     fmt = memory_format_for(arch)
@@ -257,13 +275,16 @@ def rows(quick: bool = False) -> tuple[list[Row], dict]:
         r1, raw1 = mfu(archs=(("small-cnn", 4, None), ("wrn-10-1", 2, ())), repeats=1, peak_n=128, compile_arm=False)
         r2, raw2 = free_vs_natural(batch=4, replay=2, repeats=1)
         r3, raw3 = wait_policy(batch=2, steps=1)
+        r4, raw4 = cpu_scale_arch(batch=4, repeats=1)
         scaling = train_scaling(batch=4, counts=(1, 2))
     else:
         r1, raw1 = mfu()
         r2, raw2 = free_vs_natural()
         r3, raw3 = wait_policy()
+        r4, raw4 = cpu_scale_arch()
         scaling = train_scaling()
-    return r1 + r2 + r3, {"mfu": raw1, "free": raw2, "wait_policy": raw3, "train_scaling": scaling}
+    return r1 + r2 + r3 + r4, {"mfu": raw1, "free": raw2, "wait_policy": raw3, "cpu_scale_arch": raw4,
+                               "train_scaling": scaling}
 
 
 def main(argv=None) -> int:

@@ -9,6 +9,7 @@ from robust_transfer.models import CIFAR_MEAN, HeadSpec, list_archs
 # arch → (blocks, feature dim, parameter count in millions rounded to 0.01)
 ARCHS = {
     "small-cnn": (5, 128, 0.10),
+    "cnn4": (5, 256, 0.39),          # the cpu scale's source architecture (issue 18)
     "wrn-16-4": (8, 256, 2.75),
     "preact-resnet18": (10, 512, 11.17),
 }
@@ -101,7 +102,7 @@ def test_channels_last_gives_the_same_logits(arch):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["small-cnn", "wrn-10-2", "preact-resnet18"])
+@pytest.mark.parametrize("arch", ["small-cnn", "cnn4", "wrn-10-2", "preact-resnet18"])
 def test_attack_view_folds_batchnorm_into_the_same_function(arch):
     from robust_transfer.attacks import fold
 

@@ -267,3 +267,22 @@ def test_dry_run_prints_the_papers_setting_next_to_ours(capsys):
     # the cpu scale prints the same rows, so the distance from the paper shows
     assert main(argv[:-3] + ["cpu", "--dry-run", "true"]) == 0
     assert any("iterations" in ln and "≠" in ln for ln in capsys.readouterr().out.splitlines())
+
+
+def test_cpu_split_task_is_the_two_seeded_halves_of_the_large_sources_classes():
+    """sources.yaml spells the split task's classes out (`classes=...`): they must be the seeded halves of
+    half-a's 100 classes, so the split source (50 classes) and both targets sit inside the large source's data."""
+    from robust_transfer.data.spec import parse_class_list, parse_spec
+    from robust_transfer.data.subsets import class_halves
+
+    import yaml
+
+    variables = yaml.safe_load((REPO / "projects" / "sources.yaml").read_text())["scales"]["cpu"]
+    large = sorted(class_halves(200)[0])
+    a, b = class_halves(len(large))
+    want_a, want_b = [large[i] for i in a], [large[i] for i in b]
+    got = {k: list(parse_class_list(parse_spec(variables[k]).selection)) for k in ("split", "half_a", "half_b")}
+    assert got["split"] == got["half_a"] == sorted(want_a) and got["half_b"] == sorted(want_b)
+    assert len(want_a) == len(want_b) == 50 and not set(want_a) & set(want_b)
+    assert parse_spec(variables["large"]).selection == "half-a"
+

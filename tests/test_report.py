@@ -265,6 +265,10 @@ report:
   - claim: tradeoff
     text: "clean drops"
     check: "s-robust.clean_acc > s-natural.clean_acc"
+  - claim: premise
+    kind: premise
+    text: "the robust source is robust"
+    check: "s-robust.pgd20_acc >= 0.2"
   - claim: blocks
     text: "robustness falls with k"
     check: "(s-retrain[k=10].pgd20_acc < s-retrain[k=1].pgd20_acc - 0.1 and max(s-t10.mean, s-t50.mean) > 0.44) or (s-t10.mean > 1 and s-t50.mean > 1)"
@@ -281,6 +285,7 @@ def test_claims_get_verdicts_computed_from_runs(store, workdir, capsys):
     assert {k: r["verdict"] for k, r in rows.items()} == {
         "transfers": "supported",        # 0.2345 >= 0.0012 + 0.05
         "tradeoff": "supported",         # 0.61 > 0.5234
+        "premise": "supported",          # 0.2345 >= 0.2
         "blocks": "supported",           # child k=10: 0.05 < k=1: 0.40 - 0.1; max(mean) = max(0.30, 0.45)
         "missing": "not run"}
     assert rows["transfers"]["values"] == "0.234 >= 0.001 + 0.05"
@@ -293,7 +298,12 @@ def test_claims_get_verdicts_computed_from_runs(store, workdir, capsys):
 
     results = compose(workdir / "out", "cpu", "# Results")
     assert "| [claims](#claims) | robustness transfers | 17.70% vs 0.00% | `0.234 >= 0.001 + 0.05` | **supported** |" in results
-    assert "4 claims: 1 not run, 3 supported." in results
+    assert "4 paper claims: 1 not run, 3 supported." in results
+    # the premise is counted apart, and listed before the paper's claims
+    assert "1 premise claims: 1 supported." in results
+    assert results.index("### The premise") < results.index("### The paper's claims")
+    assert rows["premise"]["kind"] == "premise" and rows["transfers"]["kind"] == "paper"
+    assert "*(premise)* the robust source is robust" in index
     assert '<a id="claims"></a>' in results
 
 
@@ -309,6 +319,13 @@ def test_bad_claims_are_one_line_config_errors(workdir, capsys, check, fragment)
     assert main(["report", "--project", str(workdir / "c.yaml"), "--scale", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fragment in err, err
+
+
+def test_a_claim_of_an_unknown_kind_is_one_line(workdir, capsys):
+    (workdir / "c.yaml").write_text(CLAIMS.replace("kind: premise", "kind: guess"))
+    assert main(["report", "--project", str(workdir / "c.yaml"), "--scale", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "kind='guess' is not allowed; use one of premise, paper, added" in err, err
 
 
 CHOSEN = """\

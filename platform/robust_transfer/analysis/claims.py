@@ -29,6 +29,10 @@ max(0.02, 2·sqrt(se_a² + se_b²)) (expr.margin), so a check reads
     check: "a.pgd20_acc > b.pgd20_acc + margin(a.pgd20_acc_se, b.pgd20_acc_se)"
 
 and the report prints the margin it used: `... + margin(0.012, 0.010)=0.031`.
+
+`kind` says whose claim it is, so results.md counts them apart: `paper` (the default: one of the paper's claims),
+`premise` (a condition the paper's claims rest on, e.g. "the robust source is robust": checked first, issue 18) or
+`added` (ours, beyond the paper: AutoAttack agreement, the searched front).
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ from ..expr import BINOPS, CHECK_FUNCS, COMPARISONS, evaluate
 
 REF = re.compile(r"(?<![\w.-])([A-Za-z0-9][A-Za-z0-9-]*)(?:\[([A-Za-z_]\w*)=([\w.+-]+)\])?\.([A-Za-z_]\w*)")
 SUPPORTED, NOT_SUPPORTED, NOT_RUN = "supported", "not supported", "not run"
+CLAIM_KINDS = ("premise", "paper", "added")   # results.md's order
 
 
 def parse_check(text: str, where: str) -> tuple[ast.Expression, list[tuple[str, str | None, str | None, str]]]:
@@ -91,16 +96,19 @@ def claim_entry(raw: dict, where: str) -> dict:
     for key in ("text", "check"):
         if not str(raw.get(key, "")).strip():
             raise ConfigError(f"{where}: claim {name!r} needs `{key}`")
-    unknown = set(raw) - {"claim", "text", "paper", "check", "scales", "choose"}
+    unknown = set(raw) - {"claim", "text", "paper", "check", "scales", "choose", "kind"}
     if unknown:
         raise ConfigError(f"{where}: claim {name!r}: unknown key {sorted(unknown)[0]!r}; allowed: text, paper, check, "
-                          "scales, choose")
+                          "scales, choose, kind")
+    kind = raw.get("kind", "paper")
+    if kind not in CLAIM_KINDS:
+        raise ConfigError(f"{where}: claim {name!r}: kind={kind!r} is not allowed; use one of {', '.join(CLAIM_KINDS)}")
     _, refs = parse_check(raw["check"], f"{where}, claim {name!r}")
     choose = _choose_entry(raw.get("choose"), f"{where}, claim {name!r}")
     steps = [r[0] for r in refs if not (choose and r[0] == choose["as"])] + (choose["among"] if choose else [])
     return {"type": "claim", "name": name, "text": str(raw["text"]), "paper": str(raw.get("paper", "")),
             "check": str(raw["check"]), "steps": list(dict.fromkeys(steps)), "scales": raw.get("scales"),
-            "choose": choose}
+            "choose": choose, "kind": kind}
 
 
 def _choose_entry(raw, where: str) -> dict | None:

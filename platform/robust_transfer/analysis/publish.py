@@ -29,14 +29,22 @@ def claims_summary(scale_dir: Path) -> list[str]:
             rows += [(suite, r) for r in csv.DictReader(f)]
     if not rows:
         return ["*No claim has been checked yet: run the suites, then `rtl report`.*", ""]
-    counts = {}
-    for _, r in rows:
-        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
-    out = ["| suite | claim | paper | our numbers | verdict |", "|---|---|---|---|---|"]
-    for suite, r in rows:
-        out.append(f"| [{suite}](#{suite}) | {r['text']} | {r['paper']} | `{r['values']}` | **{r['verdict']}** |")
-    total = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
-    return out + ["", f"{len(rows)} claims: {total}.", ""]
+    out = []
+    # premise first (what the paper's claims rest on), then the paper's own claims, then ours (claims.CLAIM_KINDS)
+    for kind, heading in (("premise", "The premise: are the sources what the paper assumes?"),
+                          ("paper", "The paper's claims"), ("added", "Claims we add (beyond the paper)")):
+        mine = [(s, r) for s, r in rows if r.get("kind", "paper") == kind]
+        if not mine:
+            continue
+        counts: dict[str, int] = {}
+        for _, r in mine:
+            counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+        out += [f"### {heading}", "", "| suite | claim | paper | our numbers | verdict |", "|---|---|---|---|---|"]
+        for suite, r in mine:
+            out.append(f"| [{suite}](#{suite}) | {r['text']} | {r['paper']} | `{r['values']}` | **{r['verdict']}** |")
+        total = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+        out += ["", f"{len(mine)} {kind} claims: {total}.", ""]
+    return out
 
 
 def suite_sections(scale_dir: Path) -> list[str]:

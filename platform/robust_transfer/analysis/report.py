@@ -168,6 +168,15 @@ def figure_frames(entry: dict, sel: RunSelector, variables: dict | None = None,
                 runs += [(step, k) for k in kids] if kids else [(step, run)]  # a single k has no children
             else:
                 runs.append((step, run))
+        if x == "epoch":   # training curves: one point per logged epoch (step = epoch index, from 0)
+            for step, run in runs:
+                for metric in entry["y"]:
+                    curve = sel.history(run, metric)
+                    if not curve:
+                        warn(f"{name}: run {run['run_id']} of step {step!r} has no history of {metric!r}; left out")
+                    points += [{"series": label, "metric": metric, "x": epoch + 1, "y": y, "step": step,
+                                "run_id": run["run_id"]} for epoch, y in curve]
+            continue
         seen = set()
         for step, run in runs:
             xv = s["x"].get(step) if run["run_id"] == (sel.run(step) or {}).get("run_id") else None
@@ -323,7 +332,7 @@ def write_report(spec: dict, scale: str, out: str | Path = "docs/results", *,
         section += ([f"*{_md(note)}*", ""] if note else []) + [f"{runs} Values: [{name}.csv]({name}.csv)", ""]
     if claims:
         section += render_claims(claims)
-        frame = pd.DataFrame([{"claim": c["name"], "text": c["text"], "paper": c["paper"], "check": c["check"],
+        frame = pd.DataFrame([{"claim": c["name"], "kind": c.get("kind", "paper"), "text": c["text"], "paper": c["paper"], "check": c["check"],
                                "values": c["shown"], "verdict": c["verdict"]} for c in claims])
         _write_csv(frame, out_dir / f"{spec['name']}-claims.csv")
         files.append(out_dir / f"{spec['name']}-claims.csv")
@@ -340,7 +349,9 @@ def render_claims(claims: list[dict]) -> list[str]:
     """The claims table of a suite's section: what the paper says, our check with numbers, the verdict."""
     lines = ["### Claims", "", "| claim | paper | check (our numbers) | verdict |", "|---|---|---|---|"]
     for c in claims:
-        lines.append(f"| {_md(c['text'])} | {_md(c['paper'])} | `{c['check']}` → `{c['shown']}` | **{c['verdict']}** |")
+        kind = c.get("kind", "paper")
+        text = _md(c["text"]) if kind == "paper" else f"*({kind})* {_md(c['text'])}"
+        lines.append(f"| {text} | {_md(c['paper'])} | `{c['check']}` → `{c['shown']}` | **{c['verdict']}** |")
     return lines + [""]
 
 __all__ = ["load_report_spec", "check_scale", "scale_description", "report_steps", "select_runs", "RunSelector",

@@ -118,6 +118,14 @@ class RunSelector:
                     groups.setdefault(key, []).append(c)
         return [combine_seeds(g) for g in groups.values()]
 
+    def history(self, run: dict, metric: str) -> list[tuple[int, float]]:
+        """(step, value) of every logged value of `metric` in `run`, in step order: a training curve
+        (train logs one value per epoch at step = epoch index)."""
+        from ..tracking.runs import mlflow_client
+
+        points = mlflow_client().get_metric_history(run["run_id"], metric)
+        return sorted((int(m.step), float(m.value)) for m in points)
+
     def frame(self) -> pd.DataFrame:
         """One row per step looked up so far: run_id (None if not run), start_time, metrics.*."""
         rows = []

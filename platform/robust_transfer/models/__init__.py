@@ -10,6 +10,7 @@ from ..errors import ConfigError, check_range
 from .base import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, ImageClassifier
 from .heads import HEAD_KINDS, HeadSpec, create_head
 from .resnet import TORCHVISION_RESNETS, preact_resnet18_body, preact_resnet18_rb_body, torchvision_resnet_body
+from .cnn4 import cnn4_body
 from .small_cnn import small_cnn_body
 from .wide_resnet import units_per_stage, wide_resnet_body
 
@@ -18,11 +19,12 @@ _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
 # name → body factory returning (nn.Sequential of blocks, feature_dim)
 _REGISTRY: dict[str, Callable[[], tuple[nn.Sequential, int]]] = {
     "small-cnn": small_cnn_body,
+    "cnn4": cnn4_body,
     "preact-resnet18": preact_resnet18_body,
     "preact-resnet18-rb": preact_resnet18_rb_body,
     **{name: (lambda name=name: torchvision_resnet_body(name)) for name in TORCHVISION_RESNETS},
 }
-ARCH_HELP = ("small-cnn, wrn-<depth>-<width> (e.g. wrn-16-4, wrn-28-10, wrn-34-10), preact-resnet18, "
+ARCH_HELP = ("small-cnn, cnn4, wrn-<depth>-<width> (e.g. wrn-16-4, wrn-28-10, wrn-34-10), preact-resnet18, "
              "preact-resnet18-rb, " + ", ".join(TORCHVISION_RESNETS))
 
 
