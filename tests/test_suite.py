@@ -74,12 +74,13 @@ def test_every_shipped_suite_plans_at_both_scales(path, scale):
 
 def test_shared_steps_have_one_key_in_every_suite():
     """A source used by several suites must plan identically, or each suite would train its own."""
-    keys: dict[str, set] = {}
+    keys: dict[tuple, set] = {}
     for path in PROJECTS:
         for step in load_suite(path, "cpu", version="v").steps:
-            keys.setdefault(step.name, set()).add(step.key)
+            keys.setdefault((step.name, step.seed), set()).add(step.key)   # a seeded step: one key per seed
     assert {k for k, v in keys.items() if len(v) > 1} == set()
-    assert len(keys["src-large-robust"]) == 1
+    assert len(keys[("src-large-robust", None)]) == 1
+    assert {seed for name, seed in keys if name == "tr-large-robust-c10"} == {0, 1, 2}
 
 
 def test_every_paper_table_and_figure_has_a_suite():

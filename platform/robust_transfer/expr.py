@@ -8,6 +8,7 @@ report (analysis/claims.py) evaluate their checks with `evaluate`. Nothing is ev
 from __future__ import annotations
 
 import ast
+import math
 import operator
 import re
 from dataclasses import dataclass
@@ -18,6 +19,20 @@ METRIC_NAME = re.compile(r"^(val_)?(clean_acc|(pgd|cw)\d+_acc|aa_acc|worst_acc|t
 BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 COMPARISONS = {ast.GtE: operator.ge, ast.Gt: operator.gt, ast.LtE: operator.le, ast.Lt: operator.lt}
 FUNCS = {"min": min, "max": max}
+MARGIN_FLOOR = 0.02     # a claim's margin: never less than 2 points ...
+MARGIN_SES = 2.0        # ... nor than 2 standard errors of the difference
+
+
+def margin(*ses: float) -> float:
+    """The margin a claim's difference must clear (issue 18): max(2 points, 2 standard errors of the
+    difference) = max(0.02, 2·sqrt(se_a² + se_b² + ...)) for independent estimates with standard errors
+    se_a, se_b, ...; e.g. `a.pgd20_acc > b.pgd20_acc + margin(a.pgd20_acc_se, b.pgd20_acc_se)`."""
+    return max(MARGIN_FLOOR, MARGIN_SES * math.sqrt(sum(float(se) ** 2 for se in ses)))
+
+
+# Functions a claim's check may call (analysis/claims.py): min, max and margin. Metric expressions
+# (`Expr`: objectives, constraints, policies) call only FUNCS.
+CHECK_FUNCS = {**FUNCS, "margin": margin}
 _CMPOPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
@@ -120,8 +135,8 @@ def evaluate(node, env):
         return -v if isinstance(node.op, ast.USub) else v
     if isinstance(node, ast.BinOp):
         return BINOPS[type(node.op)](evaluate(node.left, env), evaluate(node.right, env))
-    if isinstance(node, ast.Call):
-        return FUNCS[node.func.id](*(evaluate(a, env) for a in node.args))
+    if isinstance(node, ast.Call):   # Expr.parse admits only FUNCS; claims.parse_check also margin
+        return CHECK_FUNCS[node.func.id](*(evaluate(a, env) for a in node.args))
     if isinstance(node, ast.BoolOp):
         values = [evaluate(v, env) for v in node.values]
         return all(values) if isinstance(node.op, ast.And) else any(values)

@@ -21,6 +21,15 @@ several steps, the one whose validation expression is largest, and the check rea
 
 `by` may name only validation metrics (`val_*`): choosing on test data would bias the verdict.
 
+Seeds (issue 18): `<step>.<metric>` of a seeded step is the MEAN over its seeds; `<step>.<metric>_se` is its
+standard error (analysis/report_runs.metric_stats: std/sqrt(n) over n ≥ 2 seeds; for one run the binomial
+sqrt(p(1-p)/n_examples) of an accuracy, 0 when n_examples is unknown). `margin(se_a, se_b)` =
+max(0.02, 2·sqrt(se_a² + se_b²)) (expr.margin), so a check reads
+
+    check: "a.pgd20_acc > b.pgd20_acc + margin(a.pgd20_acc_se, b.pgd20_acc_se)"
+
+and the report prints the margin it used: `... + margin(0.012, 0.010)=0.031`.
+
 `kind` says whose claim it is, so results.md counts them apart: `paper` (the default: one of the paper's claims),
 `premise` (a condition the paper's claims rest on, e.g. "the robust source is robust": checked first, issue 18) or
 `added` (ours, beyond the paper: AutoAttack agreement, the searched front).
@@ -41,10 +50,11 @@ Sets of runs compared as fronts (analysis/front.py): `hypervolume` names point s
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 
 from ..errors import ConfigError
-from ..expr import BINOPS, COMPARISONS, FUNCS, evaluate
+from ..expr import BINOPS, CHECK_FUNCS, COMPARISONS, evaluate
 
 REF = re.compile(r"(?<![\w.-])([A-Za-z0-9][A-Za-z0-9-]*)(?:\[([A-Za-z_]\w*)=([\w.+-]+)\])?\.([A-Za-z_]\w*)")
 SUPPORTED, NOT_SUPPORTED, NOT_RUN = "supported", "not supported", "not run"
@@ -71,10 +81,14 @@ def parse_check(text: str, where: str) -> tuple[ast.Expression, list[tuple[str, 
         if not isinstance(node, allowed) or (isinstance(node, ast.Constant) and not number):
             raise ConfigError(f"{where}: check={text!r} may use only step.metric references, numbers, + - * /, "
                               "min, max, comparisons, and/or")
-        if isinstance(node, ast.Name) and not (re.fullmatch(r"r\d+", node.id) or node.id in FUNCS):
+        if isinstance(node, ast.Name) and not (re.fullmatch(r"r\d+", node.id) or node.id in CHECK_FUNCS):
             raise ConfigError(f"{where}: check={text!r}: {node.id!r} is not a `<step>.<metric>` reference")
-        if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in FUNCS):
-            raise ConfigError(f"{where}: check={text!r}: only min(...) and max(...) may be called")
+        if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in CHECK_FUNCS):
+            raise ConfigError(f"{where}: check={text!r}: only min(...) and max(...) may be called (and margin(...) of standard errors)")
+        if isinstance(node, ast.Call) and (node.keywords or len(node.args) < (1 if node.func.id == "margin" else 2)):
+            raise ConfigError(f"{where}: check={text!r}: {node.func.id}(...) takes "
+                              + ("standard errors, e.g. margin(a.pgd20_acc_se, b.pgd20_acc_se)"
+                                 if node.func.id == "margin" else "two or more values"))
     if not refs or not _comparisons(tree.body):
         raise ConfigError(f"{where}: check={text!r} must compare metrics of steps, e.g. a.pgd20_acc > b.pgd20_acc")
     return tree, refs
@@ -216,12 +230,23 @@ def _child(sel, run: dict, param: str, value: str) -> dict | None:
     return None
 
 
-def evaluate_claim(entry: dict, sel) -> dict:
-    """{verdict, values (reference text → value or None), shown (the check with numbers filled in)}."""
-    from .report_runs import metric_value
+def _value(run, metric: str):
+    """(value, n of seeds or None): `<metric>_se` is the standard error of <metric> (report_runs.metric_stats)."""
+    from .report_runs import metric_stats, metric_value
 
+    if run is not None and metric.endswith("_se") and metric not in run["metrics"]:
+        stats = metric_stats(run, metric[:-3])
+        return (None if stats is None else stats["se"]), None
+    v = metric_value(run, metric)
+    stats = metric_stats(run, metric) if run is not None and run.get("seed_runs") and v is not None else None
+    return v, (stats["n"] if stats else None)
+
+
+def evaluate_claim(entry: dict, sel) -> dict:
+    """{verdict, values (reference text → value or None), shown (the check with numbers filled in, the seeds'
+    count `(n=3)` after a mean over seeds, and `=<value>` after each margin(...))}."""
     tree, refs = parse_check(entry["check"], entry["name"])
-    env, values = {}, {}
+    env, values, counts = {}, {}, {}
     choose = entry.get("choose")
     chosen, scores = choose_step(choose, sel) if choose else (None, {})
     hv = entry.get("hypervolume")
@@ -241,7 +266,7 @@ def evaluate_claim(entry: dict, sel) -> dict:
         run = sel.run(step)
         if run is not None and param:
             run = _child(sel, run, param, value)
-        v = metric_value(run, metric)
+        v, counts[i] = _value(run, metric)
         values[text] = v
         if v is not None:
             env[f"r{i}"] = v
@@ -249,7 +274,8 @@ def evaluate_claim(entry: dict, sel) -> dict:
         verdict = NOT_RUN
     else:
         verdict = SUPPORTED if evaluate(tree, env) else NOT_SUPPORTED
-    shown = REF.sub(lambda m: _fmt(values.get(m.group(0)), 4 if m.group(4) == "hypervolume" else 3), entry["check"])
+    shown = _shown(entry["check"], tree, env, counts,
+                   digits={i: 4 for i, r in enumerate(refs) if r[3] == "hypervolume"})
     if choose:
         shown = (f"{choose['as']} = {chosen or '?'} (chosen on validation: max {choose['by']}); " + shown)
     if hv:
@@ -261,3 +287,26 @@ def evaluate_claim(entry: dict, sel) -> dict:
 
 def _fmt(v, digits: int = 3) -> str:
     return "?" if v is None else f"{v:.{digits}f}"
+
+
+def _shown(check: str, tree, env: dict, counts: dict, digits: dict | None = None) -> str:
+    """The check with our numbers: each reference's value (`(n=3)` after a mean over seeds), and after each
+    margin(...) the margin it came to (`margin(0.012, 0.010)=0.031`)."""
+    counter = itertools.count()
+    body = REF.sub(lambda m: f"r{next(counter)}", str(check))   # the text parse_check parsed
+    # annotate margin(...) calls, right to left so the offsets stay valid (one-line checks)
+    if "\n" not in body and body.isascii():   # ast offsets count UTF-8 bytes
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.func.id == "margin"]
+        for node in sorted(calls, key=lambda n: n.col_offset, reverse=True):
+            try:
+                text = f"={_fmt(evaluate(node, env))}"
+            except KeyError:
+                text = "=?"
+            body = body[:node.end_col_offset] + text + body[node.end_col_offset:]
+
+    def value(m):
+        i = int(m.group(1))
+        v = _fmt(env.get(f"r{i}"), (digits or {}).get(i, 3))
+        return v + (f" (n={counts[i]})" if counts.get(i) else "")
+
+    return re.sub(r"\br(\d+)\b", value, body)

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 # the columns of the tidy frames the plot functions take
 POINT_COLUMNS = ["series", "metric", "x", "y", "step", "run_id"]
 HLINE_COLUMNS = ["label", "metric", "y", "step", "run_id"]
+SPREAD_COLUMNS = ["std", "n"]   # optional columns of points: a mean over seeds, drawn with ±std error bars
 
 # Figures people read are saved at 150 dpi or more (tests/test_analysis.py checks saved files).
 FIGURE_DPI = 150
@@ -94,6 +95,13 @@ def _scale(metrics) -> tuple[float, str]:
     return 1.0, "value"
 
 
+def _errors(group: pd.DataFrame, factor: float) -> list[float] | None:
+    """±std error bars of points that are means over seeds (column `std`), or None when none has one."""
+    if "std" not in group or not group["std"].notna().any():
+        return None
+    return [factor * float(v) if pd.notna(v) else 0.0 for v in group["std"]]
+
+
 def _line_label(series: str, metric: str, n_metrics: int) -> str:
     return series if n_metrics == 1 else f"{series}: {METRIC_LABELS.get(metric, metric)}"
 
@@ -124,6 +132,10 @@ def plot_lines(points: pd.DataFrame, hlines: pd.DataFrame | None = None, *, titl
         k = metrics.index(metric)
         ax.plot(xs, [factor * v for v in group["y"]], color=colours[series], linestyle=LINE_STYLES[k % len(LINE_STYLES)],
                 marker=MARKERS[k % len(MARKERS)], label=_line_label(series, metric, len(metrics)))
+        err = _errors(group, factor)
+        if err is not None:
+            ax.errorbar(xs, [factor * v for v in group["y"]], yerr=err, fmt="none", ecolor=colours[series],
+                        capsize=2, linewidth=0.8)
     for i, row in enumerate(hlines.itertuples() if hlines is not None else ()):
         # the i-th reference line belongs to the i-th series: same colour, dashed
         colour = colours[series_names[i]] if i < len(series_names) else "0.35"
@@ -161,7 +173,8 @@ def plot_bars(points: pd.DataFrame, *, title: str = "", x: str = "x", note: str 
         sel = points[(points["series"] == series) & (points["metric"] == metric)]
         pos = [groups.index(v) - 0.4 + width * (i + 0.5) for v in sel["x"]]
         ax.bar(pos, [factor * v for v in sel["y"]], width=width, color=colours[series], hatch=hatches.get(metric, ""),
-               edgecolor="white", linewidth=0.5, label=_line_label(series, metric, n_metrics))
+               edgecolor="white", linewidth=0.5, label=_line_label(series, metric, n_metrics), yerr=_errors(sel, factor),
+               error_kw={"capsize": 2, "linewidth": 0.8})
     ax.set_xticks(range(len(groups)), [str(g) for g in groups])
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel)
@@ -217,4 +230,4 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = FIGURE_DPI) -> Path:
 
 
 __all__ = ["plot_lines", "plot_bars", "plot_front", "save_figure", "x_sort_key", "readable_label", "fit_text", "FIGURE_DPI",
-           "POINT_COLUMNS", "HLINE_COLUMNS"]
+           "POINT_COLUMNS", "HLINE_COLUMNS", "SPREAD_COLUMNS"]

@@ -21,17 +21,21 @@ from ..io import atomic_copy, atomic_write_text
 from . import plots
 from .claims import evaluate_claim
 from .report_runs import RunSelector, _missing, experiment_ids_for, metric_value, select_runs  # noqa: F401
+from .report_runs import metric_stats, run_ids
 from .report_runs import DERIVED_METRICS
 from .report_spec import (FIGURE_KINDS, NO_VALUE, NOT_RUN, _at_scale, _subst, check_scale, load_report_spec,  # noqa: F401
                           report_steps, scale_description)
 
 # --- tables --------------------------------------------------------------------------------------------
 TABLE_COLUMNS = ["label", "metric", "ours", "paper", "step", "run_id"]
+SEED_COLUMNS = ["std", "n"]   # added (to the CSV too) when a row comes from a seeded step: ours = the mean
 
 
 def table_frame(entry: dict, sel: RunSelector, variables: dict | None = None,
                 warn=lambda msg: None) -> pd.DataFrame:
-    """Tidy rows (TABLE_COLUMNS + status) of one table: ours/paper are fractions, None when absent."""
+    """Tidy rows (TABLE_COLUMNS + status + SEED_COLUMNS) of one table: ours/paper are fractions, None when
+    absent; for a seeded step ours is the mean over its seeds, std their standard deviation, n their number
+    (std None and n 1 for an unseeded step)."""
     variables = variables or {}
     out = []
     for row in entry["rows"]:
@@ -49,12 +53,35 @@ def table_frame(entry: dict, sel: RunSelector, variables: dict | None = None,
                 warn(f"{entry['name']}: run {run['run_id']} of step {step!r} has no metric {metric!r}")
             else:
                 status = "ok"
+            stats = metric_stats(run, metric) if value is not None else None
+            seeded = bool(run and run.get("seed_runs"))
             out.append({"label": label, "metric": metric, "ours": value, "paper": row["paper"].get(metric),
-                        "step": step, "run_id": run["run_id"] if run else None, "status": status,
-                        "paper_label": _subst(row["paper_label"], variables)})
+                        "step": step, "run_id": run_ids(run), "status": status,
+                        "paper_label": _subst(row["paper_label"], variables),
+                        "std": stats["std"] if stats else None,
+                        "n": stats["n"] if stats else None, "seeded": seeded})
     for step in dict.fromkeys(r["step"] for r in out if r["status"] == NOT_RUN):
         warn(f"{entry['name']}: step {step!r} has no FINISHED run at scale {sel.scale!r} (shown as '{NOT_RUN}')")
-    return pd.DataFrame(out, columns=TABLE_COLUMNS + ["status", "paper_label"])
+    frame = pd.DataFrame(out, columns=TABLE_COLUMNS + ["status", "paper_label", *SEED_COLUMNS, "seeded"])
+    frame["n"] = frame["n"].astype("Int64")
+    return frame
+
+
+def csv_columns(frame: pd.DataFrame) -> list[str]:
+    """TABLE_COLUMNS, and std, n when a row of the table comes from a seeded step."""
+    return TABLE_COLUMNS + (SEED_COLUMNS if "seeded" in frame and frame["seeded"].any() else [])
+
+
+def format_cell(r, metric: str) -> str:
+    """A table cell: the value; for a seeded step `mean ± std (n=3)` (`mean (n=1)` when one seed finished)."""
+    if r.status != "ok":
+        return r.status
+    text = format_value(r.ours, metric)
+    if not getattr(r, "seeded", False):
+        return text
+    if not _missing(r.std) and r.n and r.n > 1:
+        text += f" ± {format_value(r.std, metric)}"
+    return text + f" (n={int(r.n)})"
 
 
 def is_accuracy(metric: str) -> bool:
@@ -110,7 +137,7 @@ def render_table(entry: dict, frame: pd.DataFrame, spec: dict, scale: str, headi
         cells = [_md(label)]
         for m in metrics:
             r = by_metric[m]
-            cells.append(format_value(r.ours, m) if r.status == "ok" else r.status)
+            cells.append(format_cell(r, m))
             if with_paper:
                 cells.append(format_value(r.paper, m))
         if with_paper_row:
@@ -122,7 +149,8 @@ def render_table(entry: dict, frame: pd.DataFrame, spec: dict, scale: str, headi
 # --- figures -------------------------------------------------------------------------------------------
 def figure_frames(entry: dict, sel: RunSelector, variables: dict | None = None,
                   warn=lambda msg: None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(points, hlines) of a lines/bars figure: plots.POINT_COLUMNS and plots.HLINE_COLUMNS."""
+    """(points, hlines) of a lines/bars figure: plots.POINT_COLUMNS (+ std, n) and plots.HLINE_COLUMNS. A
+    seeded step's point is the mean over its seeds (std: their standard deviation, drawn as an error bar)."""
     variables = variables or {}
     points, hlines, name, x = [], [], entry["name"], entry["x"]
     for s in entry["series"]:
@@ -164,8 +192,10 @@ def figure_frames(entry: dict, sel: RunSelector, variables: dict | None = None,
                     warn(f"{name}: series {label!r} has two runs with {x}={xv}; kept the newest")
                 else:
                     seen.add((metric, xv))
+                    stats = metric_stats(run, metric) if run.get("seed_runs") else None
                     points.append({"series": label, "metric": metric, "x": xv, "y": y, "step": step,
-                                   "run_id": run["run_id"]})
+                                   "run_id": run_ids(run), "std": stats["std"] if stats else None,
+                                   "n": stats["n"] if stats else None})
     for h in entry.get("hlines", []):
         if not _at_scale(h, sel.scale):
             continue
@@ -176,8 +206,9 @@ def figure_frames(entry: dict, sel: RunSelector, variables: dict | None = None,
             warn(f"{name}: reference line {h['label']!r}: step {h['step']!r} {why} at scale {sel.scale!r}")
             continue
         hlines.append({"label": _subst(h["label"], variables), "metric": h["metric"], "y": y, "step": h["step"],
-                       "run_id": run["run_id"]})
-    return pd.DataFrame(points, columns=plots.POINT_COLUMNS), pd.DataFrame(hlines, columns=plots.HLINE_COLUMNS)
+                       "run_id": run_ids(run)})
+    return (pd.DataFrame(points, columns=plots.POINT_COLUMNS + plots.SPREAD_COLUMNS),
+            pd.DataFrame(hlines, columns=plots.HLINE_COLUMNS))
 
 
 FRONT_COLUMNS = ["series", "role", "x_metric", "x", "y_metric", "y", "hypervolume", "step", "run_id"]
@@ -219,7 +250,8 @@ def _figure_csv(points: pd.DataFrame, hlines: pd.DataFrame) -> pd.DataFrame:
     a = points.assign(kind="point")
     b = hlines.rename(columns={"label": "series"}).assign(kind="hline", x=None)
     rows = a.to_dict("records") + b.to_dict("records")
-    return pd.DataFrame(rows, columns=["kind", "series", "metric", "x", "y", "step", "run_id"])
+    spread = plots.SPREAD_COLUMNS if "n" in points and points["n"].notna().any() else []   # seeded points
+    return pd.DataFrame(rows, columns=["kind", "series", "metric", "x", "y", "step", "run_id", *spread])
 
 
 def _copy_artifact(entry: dict, sel: RunSelector, out_dir: Path, warn) -> tuple[Path | None, pd.DataFrame]:
@@ -304,9 +336,9 @@ def write_report(spec: dict, scale: str, out: str | Path = "docs/results", *,
             frame = table_frame(entry, sel, variables, _warn)
             md = render_table(entry | {"title": title}, frame, spec, scale)
             atomic_write_text(out_dir / f"{name}.md", md)
-            _write_csv(frame[TABLE_COLUMNS], out_dir / f"{name}.csv")
+            _write_csv(frame[csv_columns(frame)], out_dir / f"{name}.csv")
             files += [out_dir / f"{name}.md", out_dir / f"{name}.csv"]
-            tables[name], markdown[name] = frame[TABLE_COLUMNS], md
+            tables[name], markdown[name] = frame[csv_columns(frame)], md
             section += [render_table(entry | {"title": title}, frame, spec, scale, with_suite=False),
                         f"Values: [{name}.csv]({name}.csv)", ""]
             continue

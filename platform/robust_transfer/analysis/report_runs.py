@@ -1,4 +1,11 @@
-"""Which MLflow runs a report reads: the newest FINISHED run per step at a scale, its children, their metrics."""
+"""Which MLflow runs a report reads: the newest FINISHED run per step at a scale, its children, their metrics.
+
+A seeded step (`seeds:` in the suite, tags rtl.seed / rtl.seeds / rtl.seeds_key) is read as one record
+that averages its seeds: the newest FINISHED run of the step names the seeds (rtl.seeds) and the step's
+seed group (rtl.seeds_key: its parameters without the seed); for each of those seeds the newest FINISHED
+run of that group is taken, and the record's `metrics` are the means over them (`seed_runs` holds the
+runs). `metric_stats` gives mean, standard deviation (n-1), n and the standard error.
+"""
 from __future__ import annotations
 
 import math
@@ -30,6 +37,26 @@ def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
+def combine_seeds(records: list[dict]) -> dict:
+    """One record for the runs of several seeds (newest first): the first run's ids, params and tags,
+    `metrics` = the mean of each metric over the runs that logged it, `seed_runs` = the runs by seed."""
+    records = sorted(records, key=lambda r: _seed_of(r))
+    names = list(dict.fromkeys(k for r in records for k in r["metrics"]))
+    metrics = {}
+    for k in names:
+        values = [float(r["metrics"][k]) for r in records if k in r["metrics"]]
+        metrics[k] = sum(values) / len(values)
+    newest = max(records, key=lambda r: r.get("start_time") or 0)
+    return {**newest, "metrics": metrics, "seed_runs": records, "run_ids": [r["run_id"] for r in records]}
+
+
+def _seed_of(record: dict) -> int:
+    try:
+        return int(record["tags"].get("rtl.seed", record["params"].get("seed", 0)))
+    except (TypeError, ValueError):
+        return 0
+
+
 class RunSelector:
     """Newest FINISHED run per step at one scale (cached), and the FINISHED children of a run."""
 
@@ -39,19 +66,57 @@ class RunSelector:
         self._children: dict[str, list[dict]] = {}
 
     def run(self, step: str) -> dict | None:
+        """The newest FINISHED run of `step`; for a seeded step, its seeds combined (combine_seeds)."""
         if step not in self._runs:
             df = _search(f"tags.`rtl.step` = '{step}' and tags.`rtl.scale` = '{self.scale}' "
                          "and attributes.status = 'FINISHED'", self.experiment_ids, 1)
-            self._runs[step] = _record(df.iloc[0]) if len(df) else None
+            run = _record(df.iloc[0]) if len(df) else None
+            if run is not None and run["tags"].get("rtl.seeds_key"):
+                run = self._seeded(step, run)
+            self._runs[step] = run
         return self._runs[step]
 
+    def _seeded(self, step: str, newest: dict) -> dict:
+        wanted = [s.strip() for s in str(newest["tags"].get("rtl.seeds", "")).split(",") if s.strip()]
+        df = _search(f"tags.`rtl.step` = '{step}' and tags.`rtl.scale` = '{self.scale}' and tags.`rtl.seeds_key` = "
+                     f"'{newest['tags']['rtl.seeds_key']}' and attributes.status = 'FINISHED'", self.experiment_ids,
+                     10_000)
+        by_seed: dict[str, dict] = {}
+        for _, row in df.iterrows():   # newest first: the first run of each seed wins
+            record = _record(row)
+            seed = record["tags"].get("rtl.seed")
+            if seed not in by_seed and (not wanted or seed in wanted):
+                by_seed[seed] = record
+        return combine_seeds(list(by_seed.values()) or [newest])
+
     def children(self, run: dict) -> list[dict]:
-        """Newest first; children live in their parent's experiment."""
+        """Newest first; children live in their parent's experiment. For a seeded run: one combined record
+        (combine_seeds) per child setting, e.g. per k of retrain_blocks, over the seeds that have it."""
+        if run.get("seed_runs"):
+            return self._seeded_children(run)
         if run["run_id"] not in self._children:
             df = _search(f"tags.`mlflow.parentRunId` = '{run['run_id']}' and attributes.status = 'FINISHED'",
                          [run["experiment_id"]] if run.get("experiment_id") else self.experiment_ids, 10_000)
             self._children[run["run_id"]] = [_record(r) for _, r in df.iterrows()]
         return self._children[run["run_id"]]
+
+    def _seeded_children(self, run: dict) -> list[dict]:
+        per_seed = [self.children(r) for r in run["seed_runs"]]
+        # the params that tell one run's children apart (k of retrain_blocks), the seed aside
+        varying = set()
+        for kids in per_seed:
+            for p in {p for c in kids for p in c["params"]} - {"seed"}:
+                if len({c["params"].get(p) for c in kids}) > 1:
+                    varying.add(p)
+        groups: dict[tuple, list[dict]] = {}
+        for kids in per_seed:
+            seen = set()
+            for c in kids:   # newest first: a seed's newest child of a setting is the one read
+                key = tuple(str(c["params"].get(p)) for p in sorted(varying))
+                if key not in seen:
+                    seen.add(key)
+                    groups.setdefault(key, []).append(c)
+        return [combine_seeds(g) for g in groups.values()]
 
     def history(self, run: dict, metric: str) -> list[tuple[int, float]]:
         """(step, value) of every logged value of `metric` in `run`, in step order: a training curve
@@ -105,6 +170,46 @@ def metric_value(run: dict | None, metric: str) -> float | None:
         if all(p is not None for p in parts):
             return sum(float(p) for p in parts) / len(parts)
     return None
+
+
+def run_ids(run: dict | None) -> str | None:
+    """The run id of a record, or the seeds' run ids joined by commas."""
+    if run is None:
+        return None
+    return ",".join(run.get("run_ids") or [run["run_id"]])
+
+
+def binomial_se(p: float, n: int) -> float:
+    """The standard error of an accuracy p measured on n independent examples: sqrt(p(1-p)/n)."""
+    return math.sqrt(max(p * (1 - p), 0.0) / n)
+
+
+def metric_stats(run: dict | None, metric: str) -> dict | None:
+    """{mean, std, n, se} of a metric: over the seeds of a seeded record (std with n-1, se = std/sqrt(n));
+    for one run, std is None and se the binomial standard error sqrt(p(1-p)/n_examples) of an accuracy
+    (`*_acc`) whose run has the param n_examples, else 0. None when the metric is missing."""
+    if run is None:
+        return None
+    if run.get("seed_runs"):
+        values = [v for v in (metric_value(r, metric) for r in run["seed_runs"]) if v is not None]
+        if not values:
+            return None
+        if len(values) > 1:
+            mean = sum(values) / len(values)
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            return {"mean": mean, "std": std, "n": len(values), "se": std / math.sqrt(len(values))}
+        run = next(r for r in run["seed_runs"] if metric_value(r, metric) is not None)
+    value = metric_value(run, metric)
+    if value is None:
+        return None
+    se = 0.0
+    try:
+        n_examples = int(float(run["params"].get("n_examples", 0)))
+    except (TypeError, ValueError):
+        n_examples = 0
+    if metric.endswith("_acc") and n_examples > 0 and 0.0 <= value <= 1.0:
+        se = binomial_se(value, n_examples)
+    return {"mean": value, "std": None, "n": 1, "se": se}
 
 
 def experiment_ids_for(name: str | None) -> list[str] | None:

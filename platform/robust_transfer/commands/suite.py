@@ -46,11 +46,11 @@ def run_suite(cfg: SuiteConfig) -> dict:
 
         print(f"suite {suite.name} ({suite.paper}) at scale {suite.scale}: {suite.description}")
         for i, s in enumerate(steps, 1):
-            print(f"[{i}/{len(steps)}] {s.name:<28} {s.entry:<14} key {s.key[:12]}  "
+            print(f"[{i}/{len(steps)}] {s.label:<28} {s.entry:<14} key {s.key[:12]}  "
                   + " ".join(f"{k}={v}" for k, v in s.params.items()))
             for line in render(s, suite.scale):
                 print(line)
-        return {"steps": [s.name for s in steps]}
+        return {"steps": [s.label for s in steps]}
 
     tags = {"rtl.project": suite.name, "rtl.scale": suite.scale, "rtl.code_version": suite.code_version}
     params = {"project": str(cfg.project), "scale": cfg.scale, "reuse": cfg.reuse, **({"set": cfg.set} if cfg.set else {})}
@@ -62,14 +62,14 @@ def run_suite(cfg: SuiteConfig) -> dict:
         plan, reused, t_start = [], 0, time.time()
         for i, step in enumerate(steps, 1):
             t0 = time.time()
-            print(f"[{i}/{len(steps)}] {step.name} ({step.entry}) ...", flush=True)
+            print(f"[{i}/{len(steps)}] {step.label} ({step.entry}) ...", flush=True)
             run, was_reused = run_step(client, suite, step, experiment_id, project_root, cfg.reuse)
             reused += was_reused
             how = f"reused run {run.info.run_id}" if was_reused else f"ran in {time.time() - t0:.0f} s (run {run.info.run_id})"
             metrics = {k: v for k, v in run.data.metrics.items() if k.endswith("_acc") and k != "train_clean_acc"}
             shown = "  ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()))
-            print(f"[{i}/{len(steps)}] {step.name}: {how}  {shown}", flush=True)
-            plan.append({"step": step.name, "entry": step.entry, "key": step.key, "run_id": run.info.run_id,
+            print(f"[{i}/{len(steps)}] {step.label}: {how}  {shown}", flush=True)
+            plan.append({"step": step.name, "seed": step.seed, "entry": step.entry, "key": step.key, "run_id": run.info.run_id,
                          "reused": bool(was_reused), "params": step.params,
                          "model_uri": run.data.tags.get("rtl.model_uri", "")})
         log.log_metrics({"steps_run": len(steps) - reused, "steps_reused": reused,

@@ -6,7 +6,9 @@ code version is reused instead of re-run (so a suite killed part-way resumes fro
 steps). Models flow between steps through the registry: a step that makes a model registers it as
 `<scale>-<step>` and the suite points the alias `s-<key>` (the step's reuse key) at that version;
 `{model:<step>}` in a later step's params becomes `models:/<scale>-<step>@s-<key>`, so a changed
-upstream step changes every downstream key too. Format: projects/README.md. Running a plan: suites/run.py.
+upstream step changes every downstream key too. A step with `seeds: [0, 1, 2]` is planned as one run per
+seed (the entry point's `seed` param set, its own key, tag rtl.seed); `{model:<step>}` of a seeded step
+is its FIRST seed's model. Format: projects/README.md. Running a plan: suites/run.py.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from .paper import Required, apply_overrides, check_block, required_error, scale
 PACKAGE_DIR = Path(__file__).resolve().parent.parent   # the robust_transfer package: its code version
 SHARED_STEPS_FILE = "sources.yaml"
 TOP_KEYS = {"name", "title", "paper", "description", "scales", "steps", "report"}
-STEP_KEYS = {"name", "entry", "params", "scales", "registers", "use", "paper"}
+STEP_KEYS = {"name", "entry", "params", "scales", "registers", "use", "paper", "seeds"}
+MAX_SEEDS = 100                # `seeds: N` runs seeds 0..N-1
 # Entry points whose run ends with a model worth passing on (they take `register_as`).
 MAKES_MODEL = {"train", "transfer", "finetune_adv", "lwf"}
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z0-9_.-]+))?\}")
@@ -44,10 +47,18 @@ class Step:
     upstream: list[str] = field(default_factory=list)
     config: object = None          # the entry point's config built from `params`: checked at planning time
     paper: dict = field(default_factory=dict)   # the paper's setting (suites/paper.py), printed by --dry-run
+    seed: int | None = None        # `seeds:` — this run's seed (the entry point's `seed` param); None: unseeded
+    seeds: tuple[int, ...] = ()    # every seed of the step (tag rtl.seeds: what the report averages over)
+    seeds_key: str = ""            # params_key without the seed: the same for every seed of one step (rtl.seeds_key)
 
     @property
     def alias(self) -> str:
         return f"s-{self.key[:16]}"
+
+    @property
+    def label(self) -> str:
+        """The step's name, with its seed when it has several: `tr-large-robust-c10 (seed 1)`."""
+        return self.name if self.seed is None else f"{self.name} (seed {self.seed})"
 
 
 @dataclass
@@ -157,13 +168,13 @@ def load_suite(path: str | Path, scale: str, version: str | None = None,
     steps: list[Step] = []
     by_name: dict[str, Step] = {}
     for raw, w, at, step_vars in expanded:
-        step = _plan_step(raw, w, at, step_vars, entries, by_name, scale, version)
-        if step is None:  # not at this scale
+        planned = _plan_step(raw, w, at, step_vars, entries, by_name, scale, version)
+        if not planned:  # not at this scale
             continue
-        if step.name in by_name:
-            raise w.error(at + ("name",), f"step name {step.name!r} is used twice")
-        by_name[step.name] = step
-        steps.append(step)
+        if planned[0].name in by_name:
+            raise w.error(at + ("name",), f"step name {planned[0].name!r} is used twice")
+        by_name[planned[0].name] = planned[0]   # {model:<step>} of a seeded step: its FIRST seed's model
+        steps += planned
     return Suite(name=str(data["name"]), title=str(data.get("title", data["name"])), paper=str(data.get("paper", "")),
                  scale=scale, description=description, steps=steps, path=path, code_version=version)
 
@@ -179,13 +190,39 @@ def _shared_steps(path: Path, scale: str) -> tuple[dict, dict[str, tuple]]:
     return shared_vars, out
 
 
-def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> Step | None:
+def parse_seeds(value, scale: str, error, name: str = "seeds") -> list[int] | None:
+    """A step's `seeds:` at `scale`: a list of distinct seeds, a count N (seeds 0..N-1), or a mapping
+    scale → either (a scale it does not name runs the step once, unseeded). None: no seeds."""
+    from ..config.common import MAX_SEED
+
+    allowed = (f"allowed: a list of distinct whole numbers in [0, {MAX_SEED}] (e.g. [0, 1, 2]), a count N in "
+               f"[1, {MAX_SEEDS}] (seeds 0..N-1), or a mapping scale → either (e.g. {{cpu: [0, 1, 2]}})")
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str) or isinstance(v, dict):
+                raise error(f"{name}={value!r}: {allowed}")
+            parse_seeds(v, scale, error, f"{name}.{k}")   # every scale's value is checked, not only this one's
+        return parse_seeds(value[scale], scale, error, f"{name}.{scale}") if scale in value else None
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    if whole(value):
+        if not 1 <= value <= MAX_SEEDS:
+            raise error(f"{name}={value!r}: {allowed}")
+        return list(range(value))
+    if (not isinstance(value, list) or not value or not all(whole(v) and 0 <= v <= MAX_SEED for v in value)
+            or len(set(value)) != len(value) or len(value) > MAX_SEEDS):
+        raise error(f"{name}={value!r}: {allowed}")
+    return list(value)
+
+
+def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> list[Step]:
     unknown = set(raw) - STEP_KEYS
     if unknown:
         raise where.error(at + (sorted(unknown)[0],), f"unknown key; allowed: {', '.join(sorted(STEP_KEYS - {'use'}))}")
     only = raw.get("scales")
     if only is not None and scale not in (only if isinstance(only, list) else [only]):
-        return None
+        return []
     name, entry = raw.get("name"), str(raw.get("entry", "")).replace("-", "_")
     if not isinstance(name, str) or not _STEP_NAME.match(name):
         raise where.error(at + ("name",), f"step name {name!r}: lower-case letters, digits and '-'")
@@ -196,6 +233,11 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> S
     if not isinstance(params_raw, dict):
         raise where.error(at + ("params",), "a mapping of parameter → value")
     paper = check_block(raw.get("paper"), entries[entry], where, at + ("paper",))
+    seeds = parse_seeds(raw.get("seeds"), scale, lambda m: where.error(at + ("seeds",), m))
+    if seeds is not None and "seed" not in entries[entry]:
+        raise where.error(at + ("seeds",), f"{entry} has no `seed` parameter; seeds: is for entry points that take one")
+    if seeds is not None and "seed" in params_raw:
+        raise where.error(at + ("params", "seed"), f"step {name!r} has `seeds:`, which sets each run's seed; drop params.seed")
     registers = bool(raw.get("registers", entry in MAKES_MODEL))
     params: dict[str, str] = {}
     by_params: dict[str, str] = {}
@@ -213,13 +255,30 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> S
         if "register_as" not in entries[entry]:
             raise where.error(at + ("registers",), f"{entry} does not register models")
         params["register_as"] = by_params["register_as"] = step_model_name(scale, name)
+    error = lambda m: where.error(at + ("params",), f"step {name!r}: {m}")  # noqa: E731
     # `{step_key}`: the step's own key (16 hex digits), e.g. a study name that a rerun of the same step resumes and a
     # changed step (code, parameters, upstream models) does not. The keys are computed over the text with it unexpanded.
-    key = step_key(entry, params, version)
-    params = {k: v.replace(STEP_KEY_VAR, key[:16]) for k, v in params.items()}
-    return Step(name=name, entry=entry, params=params, registers=registers, key=key,
-                params_key=params_key(entry, by_params), upstream=upstream, paper=paper,
-                config=_build_config(entry, params, lambda m: where.error(at + ("params",), f"step {name!r}: {m}")))
+    def with_key(p: dict, key: str) -> dict:
+        return {k: v.replace(STEP_KEY_VAR, key[:16]) for k, v in p.items()}
+
+    if seeds is None:
+        key = step_key(entry, params, version)
+        params = with_key(params, key)
+        return [Step(name=name, entry=entry, params=params, registers=registers, key=key,
+                     params_key=params_key(entry, by_params), upstream=upstream, paper=paper,
+                     config=_build_config(entry, params, error))]
+    # One run per seed: its own params (seed=<s>), key and params_key, so each seed is reused on its own; every
+    # seed registers a version of the same model <scale>-<step>, each under its own alias s-<key>.
+    out = []
+    for seed in seeds:
+        p, bp = {**params, "seed": str(seed)}, {**by_params, "seed": str(seed)}
+        key = step_key(entry, p, version)
+        p = with_key(p, key)
+        out.append(Step(name=name, entry=entry, params=p, registers=registers, key=key,
+                        params_key=params_key(entry, bp), upstream=list(upstream), paper=paper,
+                        config=_build_config(entry, p, error), seed=seed, seeds=tuple(seeds),
+                        seeds_key=params_key(entry, by_params)))
+    return out
 
 
 def _build_config(entry: str, params: dict[str, str], error):

@@ -84,7 +84,7 @@ def run_step(client, suite: Suite, step: Step, experiment_id: str, project_root:
     try:
         submitted = mlflow.projects.run(str(project_root), entry_point=step.entry, parameters=step.params,
                                         env_manager="local", experiment_id=experiment_id, synchronous=True,
-                                        run_name=step.name)
+                                        run_name=step.label)
         run_id = submitted.run_id
     except ExecutionException:
         run_id = None
@@ -103,9 +103,13 @@ def run_step(client, suite: Suite, step: Step, experiment_id: str, project_root:
 
 
 def step_tags(suite: Suite, step: Step) -> dict[str, str]:
+    """Every seed of a seeded step carries rtl.step (its name) and, to tell the seeds apart, rtl.seed, rtl.seeds
+    (all of the step's seeds) and rtl.seeds_key (the same for every seed of one step): what `report` averages."""
+    seeded = {} if step.seed is None else {"rtl.seed": str(step.seed), "rtl.seeds": ",".join(map(str, step.seeds)),
+                                           "rtl.seeds_key": step.seeds_key}
     return {"rtl.project": suite.name, "rtl.step": step.name, "rtl.scale": suite.scale, "rtl.step_key": step.key,
             "rtl.params_key": step.params_key, "rtl.code_version": suite.code_version,
-            "rtl.host": socket.gethostname(), "rtl.suite_pid": str(os.getpid())}
+            "rtl.host": socket.gethostname(), "rtl.suite_pid": str(os.getpid()), **seeded}
 
 
 def project_root_for(path: Path) -> Path:
