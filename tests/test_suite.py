@@ -1,4 +1,5 @@
 """Suites (projects/*.yaml): planning, validation, step reuse, models passed by alias, kill and resume."""
+import json
 import os
 import shutil
 import signal
@@ -121,6 +122,16 @@ BAD = [
      "step 'y': n_examples=-3"),
     ("required value missing", "steps:\n  - {name: z, entry: transfer, params: {epochs: 1}}\n",
      "step 'z': source_model is required"),
+    # select steps: choose among earlier model-making steps, on validation metrics
+    ("select of an unknown step", "steps:\n  - use: src\n  - {name: b, select: {among: [src, nope], by: val_clean_acc}}\n",
+     "'nope' names no earlier step"),
+    ("select by a bad expression", "steps:\n  - use: src\n  - {name: s2, entry: train, params: {dataset: cifar10}}\n"
+     "  - {name: b, select: {among: [src, s2], by: \"val_clean_acc +\"}}\n", "is not an arithmetic expression"),
+    ("select on test metrics", "steps:\n  - use: src\n  - {name: s2, entry: train, params: {dataset: cifar10}}\n"
+     "  - {name: b, select: {among: [src, s2], by: \"clean_acc + val_pgd10_acc\"}}\n", "names clean_acc; select on validation"),
+    ("select of a step without a model", "steps:\n  - use: src\n  - {name: e, entry: evaluate, params: {model: m}}\n"
+     "  - {name: b, select: {among: [src, e], by: val_clean_acc}}\n", "step 'e' makes no model to select"),
+    ("select without by", "steps:\n  - use: src\n  - {name: b, select: {among: [src]}}\n", "select is {among:"),
 ]
 
 
@@ -256,3 +267,124 @@ def test_suite_through_mlflow_run_reuses_steps_run_by_rtl_in_another_experiment(
     assert len(launcher) == 1 and launcher[0].info.status == "FINISHED"
     assert launcher[0].data.metrics["steps_reused"] == 3
     assert len(_runs(client, "tags.`rtl.step` != ''")) == 3  # nothing ran twice
+
+
+# --- select steps: the best of several candidates, chosen on validation, exposed as {model:<select step>} ----------
+PICK = """\
+name: pick
+scales:
+  tiny: {description: "fake candidates", aa_examples: 4}
+steps:
+  - use: src
+  - {name: cand-a, entry: transfer, params: {source_model: "{model:src}", epochs: 1, device: cpu}}
+  - {name: cand-b, entry: transfer, params: {source_model: "{model:src}", epochs: 2, device: cpu}}
+  - {name: cand-c, entry: transfer, params: {source_model: "{model:src}", epochs: 3, device: cpu}}
+  - name: best
+    select: {among: [cand-a, cand-b, cand-c], by: "(val_clean_acc + val_pgd10_acc) / 2"}
+  - name: best-aa
+    entry: evaluate
+    params: {model: "{model:best}", suite: autoattack, attacks: "clean,pgd20,autoattack", cascade: false,
+             n_examples: "{aa_examples}", device: cpu}
+"""
+# Hand-checked: validation means a 0.45, b 0.50, c 0.45 -> b; on TEST metrics c would win (it must not matter).
+FAKE = {"cand-a": {"val_clean_acc": 0.80, "val_pgd10_acc": 0.10, "clean_acc": 0.81, "pgd20_acc": 0.09},
+        "cand-b": {"val_clean_acc": 0.60, "val_pgd10_acc": 0.40, "clean_acc": 0.58, "pgd20_acc": 0.37},
+        "cand-c": {"val_clean_acc": 0.70, "val_pgd10_acc": 0.20, "clean_acc": 0.99, "pgd20_acc": 0.90}}
+
+
+def _fake_step_run(client, suite, name, metrics):
+    """A FINISHED run as the suite would have left it for step `name`, with a registered model version."""
+    from robust_transfer.suites.run import step_tags
+
+    step = next(s for s in suite.steps if s.name == name)
+    exp = client.get_experiment_by_name("Default").experiment_id
+    run = client.create_run(exp, tags=step_tags(suite, step), run_name=name)
+    for k, v in metrics.items():
+        client.log_metric(run.info.run_id, k, v)
+    model = f"{suite.scale}-{name}"
+    try:
+        client.create_registered_model(model)
+    except Exception:  # already there (a second run of the same step)
+        pass
+    mv = client.create_model_version(model, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    client.set_tag(run.info.run_id, "rtl.registered_model", f"{model}/{mv.version}")
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def test_select_step_plans_with_its_candidates_upstream_and_feeds_model_to_later_steps(project):
+    path = project / "projects" / "pick.yaml"
+    path.write_text(PICK)
+    suite = load_suite(path, "tiny", version="v1")
+    steps = {s.name: s for s in suite.steps}
+    best = steps["best"]
+    assert best.entry == "select" and best.registers and best.upstream == ["cand-a", "cand-b", "cand-c"]
+    assert steps["best-aa"].params["model"] == f"models:/tiny-best@s-{best.key[:16]}"
+    assert steps["best-aa"].params["n_examples"] == "4" and steps["best-aa"].upstream == ["best"]
+    # a changed candidate changes the choice's key, and so the AA step's
+    other = PICK.replace("epochs: 3, device", "epochs: 4, device")
+    path.write_text(other)
+    changed = {s.name: s for s in load_suite(path, "tiny", version="v1").steps}
+    assert changed["best"].key != best.key and changed["best-aa"].key != steps["best-aa"].key
+    from robust_transfer.suites.plan import with_upstream
+
+    assert [s.name for s in with_upstream(suite.steps, ["best-aa"])] == [s.name for s in suite.steps]
+
+
+def test_select_step_chooses_on_validation_in_a_real_store_and_a_rerun_keeps_the_choice(project):
+    from robust_transfer.errors import SuiteError
+    from robust_transfer.suites.run import run_step
+
+    path = project / "projects" / "pick.yaml"
+    path.write_text(PICK)
+    suite = load_suite(path, "tiny", version="v1")
+    best = next(s for s in suite.steps if s.name == "best")
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("Default").experiment_id if client.get_experiment_by_name("Default") else "0"
+    # no candidate has run: one line saying so
+    with pytest.raises(SuiteError, match=r"select step 'best': nothing to choose: cand-a, cand-b, cand-c have no FINISHED run"):
+        run_step(client, suite, best, exp, project, "exact")
+    ids = {name: _fake_step_run(client, suite, name, m) for name, m in FAKE.items()}
+
+    run, reused = run_step(client, suite, best, exp, project, "exact")
+    assert not reused and run.info.status == "FINISHED"
+    assert run.data.tags["rtl.selected_step"] == "cand-b" and run.data.tags["rtl.selected_run_id"] == ids["cand-b"]
+    assert run.data.tags["rtl.step"] == "best" and run.data.tags["rtl.step_key"] == best.key
+    assert run.data.metrics["select_score"] == pytest.approx(0.50)
+    assert run.data.metrics["pgd20_acc"] == pytest.approx(0.37)        # the chosen run's test metrics, for reports
+    scores = json.loads(run.data.tags["rtl.select_scores"])
+    assert scores == pytest.approx({"cand-a": 0.45, "cand-b": 0.50, "cand-c": 0.45})
+    # {model:best} resolves to a copy of cand-b's version
+    mv = client.get_model_version_by_alias("tiny-best", best.alias)
+    assert mv.source == "models:/tiny-cand-b/1" and mv.tags["rtl.selected_from"] == "tiny-cand-b/1"
+    assert run.data.tags["rtl.model_uri"] == f"models:/tiny-best@{best.alias}"
+
+    # a newer run of a candidate with the same key (e.g. re-run by hand) does not change a recorded choice
+    _fake_step_run(client, suite, "cand-c", {**FAKE["cand-c"], "val_pgd10_acc": 0.9})
+    again, reused = run_step(client, suite, best, exp, project, "exact")
+    assert reused and again.info.run_id == run.info.run_id
+    assert client.get_model_version_by_alias("tiny-best", best.alias).version == mv.version
+    # reuse=never chooses again, now cand-c
+    fresh, reused = run_step(client, suite, best, exp, project, "never")
+    assert not reused and fresh.data.tags["rtl.selected_step"] == "cand-c"
+    # candidates given by the suite (the runs it used) win over the store's newest
+    chosen, _ = run_step(client, suite, best, exp, project, "never",
+                         finished={n: client.get_run(i) for n, i in ids.items()})
+    assert chosen.data.tags["rtl.selected_step"] == "cand-b"
+
+
+def test_select_step_with_candidates_missing_a_metric_fails_with_one_line(project):
+    from robust_transfer.errors import SuiteError
+    from robust_transfer.suites.run import run_step
+
+    path = project / "projects" / "pick.yaml"
+    path.write_text(PICK)
+    suite = load_suite(path, "tiny", version="v1")
+    best = next(s for s in suite.steps if s.name == "best")
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    for name in FAKE:
+        _fake_step_run(client, suite, name, {"val_clean_acc": 0.5, "clean_acc": 0.5})
+    with pytest.raises(SuiteError) as e:
+        run_step(client, suite, best, "0", project, "exact")
+    assert "no candidate's run logged every metric of '(val_clean_acc + val_pgd10_acc) / 2'" in str(e.value)
+    assert "\n" not in str(e.value)
