@@ -388,3 +388,46 @@ def test_select_step_with_candidates_missing_a_metric_fails_with_one_line(projec
         run_step(client, suite, best, "0", project, "exact")
     assert "no candidate's run logged every metric of '(val_clean_acc + val_pgd10_acc) / 2'" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+# --- the reference AutoAttack beside PGD-20 (issue 18) ----------------------------------------------------------
+AA_HEADLINES = {  # suite → the models whose rows carry an AA column (cpu scale)
+    "table1": {"src-c10-natural", "src-c10-robust", "src-large-natural", "src-large-robust"},
+    "table2": {"tr-large-natural-c10", "tr-large-robust-c10", "t2-split-natural-other", "t2-split-robust-other",
+               "t2-split-natural-same", "t2-split-robust-same"},
+    "table3": {"tr-large-natural-c10", "tr-large-robust-c10", "src-large-robust", "src-c10-robust"},
+    "table4": {"table4-best-lwf"}, "table5": {"table5-best-lwf"}, "table6": {"table6-best-lwf"},
+    "table7": {"table7-best-lwf"},
+    "fig3": {"fig3-scratch-n-small", "fig3-finetune-n-small", "fig3-transfer-n-small"},
+}
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_aa_steps_evaluate_the_headline_models_on_a_prefix_of_their_pgd20_examples(scale):
+    from robust_transfer.analysis.report_spec import load_report_spec
+
+    imagenet = {"imagenet_robust": "models:/imagenet-robust-r50/1", "imagenet_natural": "models:/imagenet-natural-r50/1"}
+    for name, headline in AA_HEADLINES.items():
+        path = REPO / "projects" / f"{name}.yaml"
+        steps = {s.name: s for s in load_suite(path, scale, version="v",
+                                               overrides=imagenet if scale == "paper" else None).steps}
+        aa = {s.upstream[0]: s for s in steps.values() if s.params.get("suite") == "autoattack"}
+        if scale == "cpu":
+            assert headline <= set(aa), f"{name}: no AA step for {sorted(headline - set(aa))}"
+        for model, step in aa.items():
+            cfg = step.config
+            # PGD-20 again in the same run, each attack on every clean-correct example: a paired comparison
+            assert cfg.attacks.split(",") == ["clean", "pgd20", "autoattack"] and cfg.cascade is False, step.name
+            assert int(step.params["n_examples"]) == (200 if scale == "cpu" else 10000), step.name
+            # the evaluated examples are a prefix of the PGD-20 step's (the same seed, no more of them)
+            trained = [steps[c] for c in (steps[model].upstream if steps[model].select else [model])]
+            for t in trained:
+                assert cfg.seed == t.config.seed and cfg.n_examples <= t.config.n_examples, (step.name, t.name)
+                assert cfg.epsilon == getattr(t.config, "eval_epsilon", 8.0), (step.name, t.name)   # the same threat
+        # every row of a table that names an AA step reads aa_acc from it
+        spec = load_report_spec(path)
+        rows = [r for e in spec["report"] if e["type"] == "table" and "aa_acc" in e["columns"] for r in e["rows"]
+                if r["scales"] is None or scale in r["scales"]]
+        read = {r["step"]: r["metrics_from"].get("aa_acc") for r in rows}
+        for model, step in aa.items():
+            assert read.get(model) == step.name, f"{name}: row of {model} does not read aa_acc from {step.name}"
