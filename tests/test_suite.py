@@ -299,6 +299,7 @@ def _fake_step_run(client, suite, name, metrics):
     step = next(s for s in suite.steps if s.name == name)
     exp = client.get_experiment_by_name("Default").experiment_id
     run = client.create_run(exp, tags=step_tags(suite, step), run_name=name)
+    client.log_param(run.info.run_id, "epochs", step.params["epochs"])
     for k, v in metrics.items():
         client.log_metric(run.info.run_id, k, v)
     model = f"{suite.scale}-{name}"
@@ -352,6 +353,8 @@ def test_select_step_chooses_on_validation_in_a_real_store_and_a_rerun_keeps_the
     assert run.data.tags["rtl.step"] == "best" and run.data.tags["rtl.step_key"] == best.key
     assert run.data.metrics["select_score"] == pytest.approx(0.50)
     assert run.data.metrics["pgd20_acc"] == pytest.approx(0.37)        # the chosen run's test metrics, for reports
+    assert run.data.params["epochs"] == "2"                            # ... and its params (e.g. lambda_d)
+    assert run.data.params["chosen"] == "cand-b" and run.data.params["by"] == "(val_clean_acc + val_pgd10_acc) / 2"
     scores = json.loads(run.data.tags["rtl.select_scores"])
     assert scores == pytest.approx({"cand-a": 0.45, "cand-b": 0.50, "cand-c": 0.45})
     # {model:best} resolves to a copy of cand-b's version

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 from ..errors import RegistryError, SuiteError
@@ -163,11 +164,17 @@ def run_select(client, suite: Suite, step: Step, experiment_id: str, finished: d
     run = client.create_run(experiment_id, tags=tags, run_name=step.name)
     rid = run.info.run_id
     try:
-        for k, v in {"among": step.params["among"], "by": step.params["by"], "chosen": chosen}.items():
-            client.log_param(rid, k, v)
-        for k, v in source.data.metrics.items():
-            client.log_metric(rid, k, v)
-        client.log_metric(rid, "select_score", known[chosen])
+        from mlflow.entities import Metric, Param
+
+        own = {"among": step.params["among"], "by": step.params["by"], "chosen": chosen}
+        # the chosen run's params (lambda_d, ...) and final metrics: a report row or claim reads the select step as it
+        params = {**{k: v for k, v in source.data.params.items() if k not in own}, **own}
+        now = int(time.time() * 1000)
+        metrics = {**source.data.metrics, "select_score": known[chosen]}
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            client.log_batch(rid, params=items[i:i + 100])
+        client.log_batch(rid, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         mv = client.copy_model_version(f"models:/{src_name}/{src_version}", step_model_name(suite.scale, step.name))
         client.set_model_version_tag(mv.name, mv.version, "rtl.selected_from", registered)
         client.set_tag(rid, "rtl.registered_model", f"{mv.name}/{mv.version}")
