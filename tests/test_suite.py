@@ -434,3 +434,33 @@ def test_aa_steps_evaluate_the_headline_models_on_a_prefix_of_their_pgd20_exampl
         read = {r["step"]: r["metrics_from"].get("aa_acc") for r in rows}
         for model, step in aa.items():
             assert read.get(model) == step.name, f"{name}: row of {model} does not read aa_acc from {step.name}"
+
+
+@pytest.mark.slow
+def test_a_suite_selects_the_best_candidate_and_autoattack_evaluates_it_by_alias(project, capsys):
+    """End to end: two real heads, the select step picks one on validation, `evaluate --suite autoattack`
+    reads it through {model:best}; a rerun reuses every step, the choice included."""
+    path = project / "projects" / "pick.yaml"
+    path.write_text(PICK.replace("  - {name: cand-c, entry: transfer, params: {source_model: \"{model:src}\", epochs: 3, "
+                                 "device: cpu}}\n", "").replace("[cand-a, cand-b, cand-c]", "[cand-a, cand-b]")
+                    .replace("epochs: 1, device: cpu", "epochs: 1, batch_size: 8, n_examples: 6, eval_steps: 2, device: cpu")
+                    .replace("epochs: 2, device: cpu", "epochs: 2, batch_size: 8, n_examples: 6, eval_steps: 2, device: cpu"))
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 0
+    out = capsys.readouterr().out
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    steps = {r.data.tags["rtl.step"]: r for r in _runs(client, "tags.`rtl.step` != ''")}
+    assert set(steps) == {"src", "cand-a", "cand-b", "best", "best-aa"}
+    best, aa = steps["best"], steps["best-aa"]
+    chosen = best.data.tags["rtl.selected_step"]
+    scores = json.loads(best.data.tags["rtl.select_scores"])
+    assert scores[chosen] == max(scores.values()) and f"chose {chosen}" in out
+    mean = lambda r: (r.data.metrics["val_clean_acc"] + r.data.metrics["val_pgd10_acc"]) / 2  # noqa: E731
+    assert scores == pytest.approx({c: mean(steps[c]) for c in ("cand-a", "cand-b")})
+    assert best.data.tags["mlflow.parentRunId"] == aa.data.tags["mlflow.parentRunId"]
+    # the AA run evaluated the chosen model: its clean accuracy on the same seeded examples matches
+    assert aa.info.status == "FINISHED" and "aa_acc" in aa.data.metrics and "pgd20_acc" in aa.data.metrics
+    assert aa.data.tags["rtl.eval_indices_sha256"] and aa.data.params["n_examples"] == "4"
+    assert client.get_model_version_by_alias("tiny-best", aa.data.params["model"].split("@")[1]).tags[
+        "rtl.selected_from"] == steps[chosen].data.tags["rtl.registered_model"]
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 0
+    assert capsys.readouterr().out.count("reused run") == 5
