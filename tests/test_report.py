@@ -470,3 +470,47 @@ def test_bad_front_claims_are_one_line_config_errors(workdir, capsys, change, fr
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert any(w in err for w in ("choose the front on validation", "has `.hypervolume`", "'nothing'")), err
+
+AA_SUITE = """\
+name: aa
+title: "AA beside PGD-20"
+scales:
+  cpu: {description: "tiny", aa_examples: 200}
+steps: []
+report:
+  - table: aa-table
+    columns: {clean_acc: "val.", pgd20_acc: "PGD-20", aa_acc: "AA"}
+    rows:
+      - {label: robust, step: s-robust, metrics_from: {aa_acc: s-aa}}
+      - {label: natural, step: s-natural}
+  - claim: aa-holds
+    text: "robust transfer keeps its robustness under AutoAttack within 5 points of its PGD-20"
+    check: "s-aa.aa_acc >= s-aa.pgd20_acc - 0.05"
+  - claim: aa-fails
+    text: "the same with a 1-point margin"
+    check: "s-aa.aa_acc >= s-aa.pgd20_acc - 0.01"
+"""
+
+
+def test_an_aa_column_comes_from_another_steps_run_and_the_claim_is_paired_on_it(store, workdir, capsys):
+    """The AA column of a row reads the AA step's run (metrics_from); a row without one shows n/a; the claim
+    compares aa_acc with the PGD-20 of the SAME run (the same examples), not the row's 500-example PGD-20."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("suites").experiment_id
+    aa = _run(client, exp, "s-aa", t=100, metrics={"clean_acc": 0.60, "pgd20_acc": 0.25, "aa_acc": 0.22,
+                                                    "worst_acc": 0.21})
+    (workdir / "aa.yaml").write_text(AA_SUITE)
+    assert main(["report", "--project", str(workdir / "aa.yaml"), "--scale", "cpu", "--out", "out"]) == 0
+    lines = (workdir / "out" / "cpu" / "aa-table.md").read_text().splitlines()
+    table = lines[lines.index(next(ln for ln in lines if ln.startswith("| setting"))):]
+    assert table == ["| setting | val. | PGD-20 | AA |", "|:---|---:|---:|---:|",
+                     "| robust | 61.00 | 23.45 | 22.00 |",      # clean/PGD-20 from s-robust, AA from s-aa
+                     "| natural | 52.34 | 0.12 | n/a |"]
+    rows = {(r["label"], r["metric"]): r for r in csv.DictReader(open(workdir / "out" / "cpu" / "aa-table.csv"))}
+    assert rows[("robust", "aa_acc")]["run_id"] == aa and rows[("robust", "pgd20_acc")]["run_id"] == store["robust"]
+    verdicts = {r["claim"]: (r["verdict"], r["values"])
+                for r in csv.DictReader(open(workdir / "out" / "cpu" / "aa-claims.csv"))}
+    assert verdicts == {"aa-holds": ("supported", "0.220 >= 0.250 - 0.05"),          # 0.22 >= 0.20
+                        "aa-fails": ("not supported", "0.220 >= 0.250 - 0.01")}     # 0.22 <  0.24

@@ -1,4 +1,5 @@
 """Suites (projects/*.yaml): planning, validation, step reuse, models passed by alias, kill and resume."""
+import json
 import os
 import shutil
 import signal
@@ -145,6 +146,16 @@ BAD = [
      "step 'y': n_examples=-3"),
     ("required value missing", "steps:\n  - {name: z, entry: transfer, params: {epochs: 1}}\n",
      "step 'z': source_model is required"),
+    # select steps: choose among earlier model-making steps, on validation metrics
+    ("select of an unknown step", "steps:\n  - use: src\n  - {name: b, select: {among: [src, nope], by: val_clean_acc}}\n",
+     "'nope' names no earlier step"),
+    ("select by a bad expression", "steps:\n  - use: src\n  - {name: s2, entry: train, params: {dataset: cifar10}}\n"
+     "  - {name: b, select: {among: [src, s2], by: \"val_clean_acc +\"}}\n", "is not an arithmetic expression"),
+    ("select on test metrics", "steps:\n  - use: src\n  - {name: s2, entry: train, params: {dataset: cifar10}}\n"
+     "  - {name: b, select: {among: [src, s2], by: \"clean_acc + val_pgd10_acc\"}}\n", "names clean_acc; select on validation"),
+    ("select of a step without a model", "steps:\n  - use: src\n  - {name: e, entry: evaluate, params: {model: m}}\n"
+     "  - {name: b, select: {among: [src, e], by: val_clean_acc}}\n", "step 'e' makes no model to select"),
+    ("select without by", "steps:\n  - use: src\n  - {name: b, select: {among: [src]}}\n", "select is {among:"),
 ]
 
 
@@ -342,3 +353,199 @@ def test_a_search_step_runs_through_mlflow_run_with_its_study_beside_the_store(p
     assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 0
     assert capsys.readouterr().out.count("reused run") == 2
     assert len(optuna.load_study(study_name=f"front-{front.key[:16]}", storage=storage).get_trials()) == 2
+
+# --- select steps: the best of several candidates, chosen on validation, exposed as {model:<select step>} ----------
+PICK = """\
+name: pick
+scales:
+  tiny: {description: "fake candidates", aa_examples: 4}
+steps:
+  - use: src
+  - {name: cand-a, entry: transfer, params: {source_model: "{model:src}", epochs: 1, device: cpu}}
+  - {name: cand-b, entry: transfer, params: {source_model: "{model:src}", epochs: 2, device: cpu}}
+  - {name: cand-c, entry: transfer, params: {source_model: "{model:src}", epochs: 3, device: cpu}}
+  - name: best
+    select: {among: [cand-a, cand-b, cand-c], by: "(val_clean_acc + val_pgd10_acc) / 2"}
+  - name: best-aa
+    entry: evaluate
+    params: {model: "{model:best}", suite: autoattack, attacks: "clean,pgd20,autoattack", cascade: false,
+             n_examples: "{aa_examples}", device: cpu}
+"""
+# Hand-checked: validation means a 0.45, b 0.50, c 0.45 -> b; on TEST metrics c would win (it must not matter).
+FAKE = {"cand-a": {"val_clean_acc": 0.80, "val_pgd10_acc": 0.10, "clean_acc": 0.81, "pgd20_acc": 0.09},
+        "cand-b": {"val_clean_acc": 0.60, "val_pgd10_acc": 0.40, "clean_acc": 0.58, "pgd20_acc": 0.37},
+        "cand-c": {"val_clean_acc": 0.70, "val_pgd10_acc": 0.20, "clean_acc": 0.99, "pgd20_acc": 0.90}}
+
+
+def _fake_step_run(client, suite, name, metrics):
+    """A FINISHED run as the suite would have left it for step `name`, with a registered model version."""
+    from robust_transfer.suites.run import step_tags
+
+    step = next(s for s in suite.steps if s.name == name)
+    exp = client.get_experiment_by_name("Default").experiment_id
+    run = client.create_run(exp, tags=step_tags(suite, step), run_name=name)
+    client.log_param(run.info.run_id, "epochs", step.params["epochs"])
+    for k, v in metrics.items():
+        client.log_metric(run.info.run_id, k, v)
+    model = f"{suite.scale}-{name}"
+    try:
+        client.create_registered_model(model)
+    except Exception:  # already there (a second run of the same step)
+        pass
+    mv = client.create_model_version(model, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    client.set_tag(run.info.run_id, "rtl.registered_model", f"{model}/{mv.version}")
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def test_select_step_plans_with_its_candidates_upstream_and_feeds_model_to_later_steps(project):
+    path = project / "projects" / "pick.yaml"
+    path.write_text(PICK)
+    suite = load_suite(path, "tiny", version="v1")
+    steps = {s.name: s for s in suite.steps}
+    best = steps["best"]
+    assert best.entry == "select" and best.registers and best.upstream == ["cand-a", "cand-b", "cand-c"]
+    assert steps["best-aa"].params["model"] == f"models:/tiny-best@s-{best.key[:16]}"
+    assert steps["best-aa"].params["n_examples"] == "4" and steps["best-aa"].upstream == ["best"]
+    # a changed candidate changes the choice's key, and so the AA step's
+    other = PICK.replace("epochs: 3, device", "epochs: 4, device")
+    path.write_text(other)
+    changed = {s.name: s for s in load_suite(path, "tiny", version="v1").steps}
+    assert changed["best"].key != best.key and changed["best-aa"].key != steps["best-aa"].key
+    from robust_transfer.suites.plan import with_upstream
+
+    assert [s.name for s in with_upstream(suite.steps, ["best-aa"])] == [s.name for s in suite.steps]
+
+
+def test_select_step_chooses_on_validation_in_a_real_store_and_a_rerun_keeps_the_choice(project):
+    from robust_transfer.errors import SuiteError
+    from robust_transfer.suites.run import run_step
+
+    path = project / "projects" / "pick.yaml"
+    path.write_text(PICK)
+    suite = load_suite(path, "tiny", version="v1")
+    best = next(s for s in suite.steps if s.name == "best")
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("Default").experiment_id if client.get_experiment_by_name("Default") else "0"
+    # no candidate has run: one line saying so
+    with pytest.raises(SuiteError, match=r"select step 'best': nothing to choose: cand-a, cand-b, cand-c have no FINISHED run"):
+        run_step(client, suite, best, exp, project, "exact")
+    ids = {name: _fake_step_run(client, suite, name, m) for name, m in FAKE.items()}
+
+    run, reused = run_step(client, suite, best, exp, project, "exact")
+    assert not reused and run.info.status == "FINISHED"
+    assert run.data.tags["rtl.selected_step"] == "cand-b" and run.data.tags["rtl.selected_run_id"] == ids["cand-b"]
+    assert run.data.tags["rtl.step"] == "best" and run.data.tags["rtl.step_key"] == best.key
+    assert run.data.metrics["select_score"] == pytest.approx(0.50)
+    assert run.data.metrics["pgd20_acc"] == pytest.approx(0.37)        # the chosen run's test metrics, for reports
+    assert run.data.params["epochs"] == "2"                            # ... and its params (e.g. lambda_d)
+    assert run.data.params["chosen"] == "cand-b" and run.data.params["by"] == "(val_clean_acc + val_pgd10_acc) / 2"
+    scores = json.loads(run.data.tags["rtl.select_scores"])
+    assert scores == pytest.approx({"cand-a": 0.45, "cand-b": 0.50, "cand-c": 0.45})
+    # {model:best} resolves to a copy of cand-b's version
+    mv = client.get_model_version_by_alias("tiny-best", best.alias)
+    assert mv.source == "models:/tiny-cand-b/1" and mv.tags["rtl.selected_from"] == "tiny-cand-b/1"
+    assert run.data.tags["rtl.model_uri"] == f"models:/tiny-best@{best.alias}"
+
+    # a newer run of a candidate with the same key (e.g. re-run by hand) does not change a recorded choice
+    _fake_step_run(client, suite, "cand-c", {**FAKE["cand-c"], "val_pgd10_acc": 0.9})
+    again, reused = run_step(client, suite, best, exp, project, "exact")
+    assert reused and again.info.run_id == run.info.run_id
+    assert client.get_model_version_by_alias("tiny-best", best.alias).version == mv.version
+    # reuse=never chooses again, now cand-c
+    fresh, reused = run_step(client, suite, best, exp, project, "never")
+    assert not reused and fresh.data.tags["rtl.selected_step"] == "cand-c"
+    # candidates given by the suite (the runs it used) win over the store's newest
+    chosen, _ = run_step(client, suite, best, exp, project, "never",
+                         finished={n: [client.get_run(i)] for n, i in ids.items()})
+    assert chosen.data.tags["rtl.selected_step"] == "cand-b"
+
+
+def test_select_step_with_candidates_missing_a_metric_fails_with_one_line(project):
+    from robust_transfer.errors import SuiteError
+    from robust_transfer.suites.run import run_step
+
+    path = project / "projects" / "pick.yaml"
+    path.write_text(PICK)
+    suite = load_suite(path, "tiny", version="v1")
+    best = next(s for s in suite.steps if s.name == "best")
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    for name in FAKE:
+        _fake_step_run(client, suite, name, {"val_clean_acc": 0.5, "clean_acc": 0.5})
+    with pytest.raises(SuiteError) as e:
+        run_step(client, suite, best, "0", project, "exact")
+    assert "no candidate's run logged every metric of '(val_clean_acc + val_pgd10_acc) / 2'" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+# --- the reference AutoAttack beside PGD-20 (issue 18) ----------------------------------------------------------
+AA_HEADLINES = {  # suite → the models whose rows carry an AA column (cpu scale)
+    "table1": {"src-c10-natural", "src-c10-robust", "src-large-natural", "src-large-robust"},
+    "table2": {"tr-large-natural-c10", "tr-large-robust-c10", "t2-split-natural-other", "t2-split-robust-other",
+               "t2-split-natural-same", "t2-split-robust-same"},
+    "table3": {"tr-large-natural-c10", "tr-large-robust-c10", "src-large-robust", "src-c10-robust"},
+    "table4": {"table4-best-lwf"}, "table5": {"table5-best-lwf"}, "table6": {"table6-best-lwf"},
+    "table7": {"table7-best-lwf"},
+    "fig3": {"fig3-scratch-n-small", "fig3-finetune-n-small", "fig3-transfer-n-small"},
+}
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_aa_steps_evaluate_the_headline_models_on_a_prefix_of_their_pgd20_examples(scale):
+    from robust_transfer.analysis.report_spec import load_report_spec
+
+    imagenet = {"imagenet_robust": "models:/imagenet-robust-r50/1", "imagenet_natural": "models:/imagenet-natural-r50/1"}
+    for name, headline in AA_HEADLINES.items():
+        path = REPO / "projects" / f"{name}.yaml"
+        steps = {s.name: s for s in load_suite(path, scale, version="v",
+                                               overrides=imagenet if scale == "paper" else None).steps}
+        aa = {s.upstream[0]: s for s in steps.values() if s.params.get("suite") == "autoattack"}
+        if scale == "cpu":
+            assert headline <= set(aa), f"{name}: no AA step for {sorted(headline - set(aa))}"
+        for model, step in aa.items():
+            cfg = step.config
+            # PGD-20 again in the same run, each attack on every clean-correct example: a paired comparison
+            assert cfg.attacks.split(",") == ["clean", "pgd20", "autoattack"] and cfg.cascade is False, step.name
+            assert int(step.params["n_examples"]) == (200 if scale == "cpu" else 10000), step.name
+            # the evaluated examples are a prefix of the PGD-20 step's (the same seed, no more of them)
+            trained = [steps[c] for c in (steps[model].upstream if steps[model].select else [model])]
+            for t in trained:
+                assert cfg.seed == t.config.seed and cfg.n_examples <= t.config.n_examples, (step.name, t.name)
+                assert cfg.epsilon == getattr(t.config, "eval_epsilon", 8.0), (step.name, t.name)   # the same threat
+        # every row of a table that names an AA step reads aa_acc from it
+        spec = load_report_spec(path)
+        rows = [r for e in spec["report"] if e["type"] == "table" and "aa_acc" in e["columns"] for r in e["rows"]
+                if r["scales"] is None or scale in r["scales"]]
+        read = {r["step"]: r["metrics_from"].get("aa_acc") for r in rows}
+        for model, step in aa.items():
+            assert read.get(model) == step.name, f"{name}: row of {model} does not read aa_acc from {step.name}"
+
+
+@pytest.mark.slow
+def test_a_suite_selects_the_best_candidate_and_autoattack_evaluates_it_by_alias(project, capsys):
+    """End to end: two real heads, the select step picks one on validation, `evaluate --suite autoattack`
+    reads it through {model:best}; a rerun reuses every step, the choice included."""
+    path = project / "projects" / "pick.yaml"
+    path.write_text(PICK.replace("  - {name: cand-c, entry: transfer, params: {source_model: \"{model:src}\", epochs: 3, "
+                                 "device: cpu}}\n", "").replace("[cand-a, cand-b, cand-c]", "[cand-a, cand-b]")
+                    .replace("epochs: 1, device: cpu", "epochs: 1, batch_size: 8, n_examples: 6, eval_steps: 2, device: cpu")
+                    .replace("epochs: 2, device: cpu", "epochs: 2, batch_size: 8, n_examples: 6, eval_steps: 2, device: cpu"))
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 0
+    out = capsys.readouterr().out
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    steps = {r.data.tags["rtl.step"]: r for r in _runs(client, "tags.`rtl.step` != ''")}
+    assert set(steps) == {"src", "cand-a", "cand-b", "best", "best-aa"}
+    best, aa = steps["best"], steps["best-aa"]
+    chosen = best.data.tags["rtl.selected_step"]
+    scores = json.loads(best.data.tags["rtl.select_scores"])
+    assert scores[chosen] == max(scores.values()) and f"chose {chosen}" in out
+    mean = lambda r: (r.data.metrics["val_clean_acc"] + r.data.metrics["val_pgd10_acc"]) / 2  # noqa: E731
+    assert scores == pytest.approx({c: mean(steps[c]) for c in ("cand-a", "cand-b")})
+    assert best.data.tags["mlflow.parentRunId"] == aa.data.tags["mlflow.parentRunId"]
+    # the AA run evaluated the chosen model: its clean accuracy on the same seeded examples matches
+    assert aa.info.status == "FINISHED" and "aa_acc" in aa.data.metrics and "pgd20_acc" in aa.data.metrics
+    assert aa.data.tags["rtl.eval_indices_sha256"] and aa.data.params["n_examples"] == "4"
+    assert client.get_model_version_by_alias("tiny-best", aa.data.params["model"].split("@")[1]).tags[
+        "rtl.selected_from"] == steps[chosen].data.tags["rtl.registered_model"]
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 0
+    assert capsys.readouterr().out.count("reused run") == 5

@@ -59,16 +59,19 @@ def run_suite(cfg: SuiteConfig) -> dict:
         experiment_id = mlflow.get_run(log.run_id).info.experiment_id
         print(f"suite {suite.name} — {suite.title} — scale {suite.scale}: {len(steps)} steps (run {log.run_id})",
               flush=True)
-        plan, reused, t_start = [], 0, time.time()
+        plan, reused, t_start, finished = [], 0, time.time(), {}
         for i, step in enumerate(steps, 1):
             t0 = time.time()
             print(f"[{i}/{len(steps)}] {step.label} ({step.entry}) ...", flush=True)
-            run, was_reused = run_step(client, suite, step, experiment_id, project_root, cfg.reuse)
+            run, was_reused = run_step(client, suite, step, experiment_id, project_root, cfg.reuse,
+                                       finished=finished, parent_run_id=log.run_id)
+            finished.setdefault(step.name, []).append(run)   # a seeded step: one run per seed, the first first
             reused += was_reused
             how = f"reused run {run.info.run_id}" if was_reused else f"ran in {time.time() - t0:.0f} s (run {run.info.run_id})"
             metrics = {k: v for k, v in run.data.metrics.items() if k.endswith("_acc") and k != "train_clean_acc"}
             shown = "  ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()))
-            print(f"[{i}/{len(steps)}] {step.label}: {how}  {shown}", flush=True)
+            chose = f"  chose {run.data.tags['rtl.selected_step']}" if step.select is not None else ""
+            print(f"[{i}/{len(steps)}] {step.label}: {how}{chose}  {shown}", flush=True)
             plan.append({"step": step.name, "seed": step.seed, "entry": step.entry, "key": step.key, "run_id": run.info.run_id,
                          "reused": bool(was_reused), "params": step.params,
                          "model_uri": run.data.tags.get("rtl.model_uri", "")})

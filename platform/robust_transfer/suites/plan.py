@@ -9,6 +9,14 @@ steps). Models flow between steps through the registry: a step that makes a mode
 upstream step changes every downstream key too. A step with `seeds: [0, 1, 2]` is planned as one run per
 seed (the entry point's `seed` param set, its own key, tag rtl.seed); `{model:<step>}` of a seeded step
 is its FIRST seed's model. Format: projects/README.md. Running a plan: suites/run.py.
+
+A *select* step runs no entry point: it chooses one of several earlier model-making steps by a validation
+expression when the suite reaches it, and exposes the winner as `{model:<select step>}` to later steps:
+
+    - name: table4-best-lwf
+      select: {among: [table4-lwf-0p01, table4-lwf-0p1], by: "(val_clean_acc + val_pgd10_acc) / 2"}
+
+Its key covers the candidates' keys and `by`, so a rerun reuses its recorded choice (suites/run.py).
 """
 from __future__ import annotations
 
@@ -29,6 +37,8 @@ SHARED_STEPS_FILE = "sources.yaml"
 TOP_KEYS = {"name", "title", "paper", "description", "scales", "steps", "report"}
 STEP_KEYS = {"name", "entry", "params", "scales", "registers", "use", "paper", "seeds"}
 MAX_SEEDS = 100                # `seeds: N` runs seeds 0..N-1
+SELECT_KEYS = {"name", "select", "scales"}
+SELECT_ENTRY = "select"        # what a select step shows where other steps show their entry point
 # Entry points whose run ends with a model worth passing on (they take `register_as`).
 MAKES_MODEL = {"train", "transfer", "finetune_adv", "lwf"}
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z0-9_.-]+))?\}")
@@ -50,6 +60,7 @@ class Step:
     seed: int | None = None        # `seeds:` — this run's seed (the entry point's `seed` param); None: unseeded
     seeds: tuple[int, ...] = ()    # every seed of the step (tag rtl.seeds: what the report averages over)
     seeds_key: str = ""            # params_key without the seed: the same for every seed of one step (rtl.seeds_key)
+    select: dict | None = None     # a select step: {among: [step names], by: "<val_* expression>"}
 
     @property
     def alias(self) -> str:
@@ -217,6 +228,9 @@ def parse_seeds(value, scale: str, error, name: str = "seeds") -> list[int] | No
 
 
 def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> list[Step]:
+    if "select" in raw:
+        chosen = _plan_select(raw, where, at, by_name, scale, version)
+        return [chosen] if chosen else []
     unknown = set(raw) - STEP_KEYS
     if unknown:
         raise where.error(at + (sorted(unknown)[0],), f"unknown key; allowed: {', '.join(sorted(STEP_KEYS - {'use'}))}")
@@ -279,6 +293,50 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> l
                         config=_build_config(entry, p, error), seed=seed, seeds=tuple(seeds),
                         seeds_key=params_key(entry, by_params)))
     return out
+
+
+def _plan_select(raw, where, at, by_name, scale, version) -> Step | None:
+    """`{name, select: {among: [...], by: "..."}}`: choose among earlier model-making steps on validation."""
+    from ..expr import Expr, ExprError
+
+    unknown = set(raw) - SELECT_KEYS
+    if unknown:
+        raise where.error(at + (sorted(unknown)[0],), f"unknown key of a select step; allowed: {', '.join(sorted(SELECT_KEYS))}")
+    only = raw.get("scales")
+    if only is not None and scale not in (only if isinstance(only, list) else [only]):
+        return None
+    name, sel = raw.get("name"), raw.get("select")
+    if not isinstance(name, str) or not _STEP_NAME.match(name):
+        raise where.error(at + ("name",), f"step name {name!r}: lower-case letters, digits and '-'")
+    if not isinstance(sel, dict) or set(sel) != {"among", "by"}:
+        raise where.error(at + ("select",), 'select is {among: [step, ...], by: "<val_* expression>"}')
+    among = sel["among"]
+    if not isinstance(among, list) or len(among) < 2 or not all(isinstance(a, str) for a in among):
+        raise where.error(at + ("select", "among"), "list at least two earlier steps of this suite")
+    for a in among:
+        if a not in by_name:
+            raise where.error(at + ("select", "among"), f"{a!r} names no earlier step of this suite")
+        if not by_name[a].registers:
+            raise where.error(at + ("select", "among"), f"step {a!r} makes no model to select")
+    if len(set(among)) != len(among):
+        raise where.error(at + ("select", "among"), "a step is listed twice")
+    try:
+        by = Expr.parse(str(sel["by"]))
+    except ExprError as e:
+        raise where.error(at + ("select", "by"), str(e)) from None
+    test = [n for n in by.names if not n.startswith("val_")]
+    if test:
+        raise where.error(at + ("select", "by"), f"{sel['by']!r} names {', '.join(test)}; select on validation "
+                          "metrics (val_clean_acc, val_pgd10_acc): choosing on test data biases what is reported")
+    by_text = " ".join(str(sel["by"]).split())
+    # The candidates by key: a changed candidate (or code) makes a new choice; the same ones reuse the recorded one.
+    # TODO(seeds): a step with several runs (seeds) is scored by the mean of its runs (suites/run.py, candidate_runs).
+    params = {"among": ",".join(among), "by": by_text}
+    keyed = {"among": ",".join(f"{a}={by_name[a].key}" for a in among), "by": by_text}
+    by_params = {"among": ",".join(f"{a}={by_name[a].params_key}" for a in among), "by": by_text}
+    return Step(name=name, entry=SELECT_ENTRY, params=params, registers=True, key=step_key(SELECT_ENTRY, keyed, version),
+                params_key=params_key(SELECT_ENTRY, by_params), upstream=list(among),
+                select={"among": list(among), "by": by_text})
 
 
 def _build_config(entry: str, params: dict[str, str], error):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 from ..errors import RegistryError, SuiteError
-from .plan import Step, Suite
+from .plan import Step, Suite, step_model_name
 
 
 def _pid_alive(pid: int) -> bool:
@@ -59,8 +60,10 @@ def _alias_model(client, suite: Suite, step: Step, run) -> str:
     return uri
 
 
-def run_step(client, suite: Suite, step: Step, experiment_id: str, project_root: Path, reuse: str):
-    """Reuse or run one step; returns (run, reused)."""
+def run_step(client, suite: Suite, step: Step, experiment_id: str, project_root: Path, reuse: str,
+             finished: dict | None = None, parent_run_id: str | None = None):
+    """Reuse or run one step; returns (run, reused). `finished`: step name → the runs this suite used for it
+    (what a select step chooses among); `parent_run_id`: the suite's run (a select step's run is its child)."""
     import mlflow.projects
 
     close_orphans(client, step.key)
@@ -76,6 +79,10 @@ def run_step(client, suite: Suite, step: Step, experiment_id: str, project_root:
         if step.registers:
             _alias_model(client, suite, step, done)
         return done, True
+    if step.select is not None:
+        run = run_select(client, suite, step, experiment_id, finished or {}, parent_run_id)
+        _alias_model(client, suite, step, run)
+        return client.get_run(run.info.run_id), False
     from mlflow.exceptions import ExecutionException
 
     # The step's own process tags its run as it starts (tracking.runs reads RTL_LAUNCHER_TAGS), so even a
@@ -100,6 +107,80 @@ def run_step(client, suite: Suite, step: Step, experiment_id: str, project_root:
     if step.registers:
         _alias_model(client, suite, step, run)
     return client.get_run(run_id), False
+
+
+# ------------------------------------------------------------------------------------------- select steps
+def candidate_runs(client, suite: Suite, name: str, finished: dict) -> list:
+    """The FINISHED runs that stand for candidate step `name`: the ones this suite used for it (one per seed of a
+    seeded step, the first seed first), else the newest FINISHED run of each of its keys. A select step scores a
+    candidate by the mean of `by` over these runs and exposes the first one's model (as `{model:<step>}` does)."""
+    if name in finished:
+        return list(finished[name])
+    runs = [find_finished(client, s.key) for s in suite.steps if s.name == name]
+    return [r for r in runs if r is not None]
+
+
+def select_scores(client, suite: Suite, step: Step, finished: dict) -> tuple[dict[str, float | None], dict[str, list]]:
+    """{candidate: mean of `by` over its runs, or None if a run lacks a metric}, {candidate: its runs}."""
+    from ..expr import Expr
+
+    by = Expr.parse(step.select["by"])
+    scores, runs = {}, {}
+    for name in step.select["among"]:
+        runs[name] = candidate_runs(client, suite, name, finished)
+        try:
+            values = [by({k: float(v) for k, v in r.data.metrics.items()}) for r in runs[name]]
+        except (KeyError, ZeroDivisionError):
+            values = []
+        scores[name] = sum(values) / len(values) if values else None
+    return scores, runs
+
+
+def run_select(client, suite: Suite, step: Step, experiment_id: str, finished: dict, parent_run_id: str | None):
+    """Choose the candidate with the largest validation score (ties: the first listed), record the choice as
+    a run (tags rtl.step/rtl.step_key like any step, the chosen run's metrics copied, `select_score`), and copy
+    the chosen model version to `<scale>-<step>` (registry: copy_model_version), so `{model:<step>}` reads it."""
+    scores, runs = select_scores(client, suite, step, finished)
+    known = {k: v for k, v in scores.items() if v is not None}
+    if not known:
+        missing = [k for k in scores if not runs[k]]
+        why = (f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no FINISHED run" if missing else
+               f"no candidate's run logged every metric of {step.select['by']!r}")
+        raise SuiteError(f"select step {step.name!r}: nothing to choose: {why}")
+    chosen = max(known, key=known.get)     # max keeps the first of equal scores: the order of `among`
+    source = runs[chosen][0]
+    registered = source.data.tags.get("rtl.registered_model", "")
+    src_name, _, src_version = registered.rpartition("/")
+    if not src_name or not src_version:
+        raise SuiteError(f"select step {step.name!r}: the chosen step {chosen!r} (run {source.info.run_id}) "
+                         "registered no model")
+    tags = {**step_tags(suite, step), "rtl.selected_step": chosen,
+            "rtl.selected_run_id": source.info.run_id, "rtl.selected_model": registered,
+            "rtl.select_scores": json.dumps(scores, sort_keys=True)}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, tags=tags, run_name=step.name)
+    rid = run.info.run_id
+    try:
+        from mlflow.entities import Metric, Param
+
+        own = {"among": step.params["among"], "by": step.params["by"], "chosen": chosen}
+        # the chosen run's params (lambda_d, ...) and final metrics: a report row or claim reads the select step as it
+        params = {**{k: v for k, v in source.data.params.items() if k not in own}, **own}
+        now = int(time.time() * 1000)
+        metrics = {**source.data.metrics, "select_score": known[chosen]}
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            client.log_batch(rid, params=items[i:i + 100])
+        client.log_batch(rid, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        mv = client.copy_model_version(f"models:/{src_name}/{src_version}", step_model_name(suite.scale, step.name))
+        client.set_model_version_tag(mv.name, mv.version, "rtl.selected_from", registered)
+        client.set_tag(rid, "rtl.registered_model", f"{mv.name}/{mv.version}")
+    except Exception:
+        client.set_terminated(rid, "FAILED")
+        raise
+    client.set_terminated(rid, "FINISHED")
+    return client.get_run(rid)
 
 
 def step_tags(suite: Suite, step: Step) -> dict[str, str]:
