@@ -4,11 +4,12 @@ Suites (`suite=`), each a list of attacks (attacks/specs.py) with a compute budg
 says what each is comparable with:
 
     quick       clean, PGD-20 (CE), CW-20 (margin); the worst case per example (`worst_acc`)
-    standard    quick + PGD-100 + APGD-CE + APGD-DLR (targeted towards the top classes on what the untargeted
-                run leaves) + Square (score-based black box), through ART; `aa_acc` = worst case per example
-                (an AutoAttack-style number, NOT the reference's); gradient-masking diagnostics
-    full        AutoAttack's attacks as ART provides them (APGD-CE, APGD-T(DLR), DeepFool in FAB's place,
-                Square) at AutoAttack's budget, plus PGD-100 with 5 restarts; diagnostics
+    standard    quick + APGD-CE + APGD-T (targeted DLR towards the 3 top classes) + Square (300 queries,
+                score-based black box): AutoAttack's pipeline without FAB-T at a CPU budget, with Croce &
+                Hein's own APGD and Square code (pyautoattack); `aa_acc` = worst case per example (an
+                AutoAttack-style number, NOT the reference's); gradient-masking diagnostics
+    full        APGD-CE, APGD-DLR (+ targeted on 9 classes), DeepFool in FAB's place (ART), Square at
+                AutoAttack's budget, plus PGD-100 with 5 restarts; diagnostics
     autoattack  the reference: Croce & Hein's AutoAttack (standard) from `pyautoattack` (attacks/reference.py);
                 `aa_acc` is the number RobustBench reports; its own checks are masking flags
 
@@ -42,15 +43,17 @@ from .errors import ConfigError, DataError, ModelError, one_of
 
 SUITES = {
     "quick": ("clean", "pgd20", "cw20"),
-    "standard": ("clean", "pgd20", "cw20", "pgd100", "apgd-ce", "apgd-dlr", "square"),
+    # cheapest-and-strongest first; Square (black box) last, after every white-box attack (docs/evaluation.md)
+    "standard": ("clean", "pgd20", "cw20", "apgd-ce", "apgd-t", "square"),
     "full": ("clean", "pgd20", "cw20", "apgd-ce", "apgd-dlr", "deepfool", "square", "pgd100r5"),
     "autoattack": ("clean", "autoattack"),
 }
 # Budgets: `full` is AutoAttack's (APGD 100 iterations, 9 target classes, Square 5000 queries); `standard`
-# is sized for CPU runs. Every knob can be overridden (apgd_iters=, square_queries=, ...).
+# is sized for CPU runs: ≤ 10× the cost of `quick` on a robust model (issue 15; docs/evaluation.md says
+# why 300 Square queries). Every knob can be overridden (apgd_iters=, square_queries=, ...).
 SUITE_BUDGETS = {
-    "quick": Budget(apgd_iters=50, apgd_targets=3, square_queries=1000, deepfool_iters=50),
-    "standard": Budget(apgd_iters=50, apgd_targets=3, square_queries=1000, deepfool_iters=50),
+    "quick": Budget(apgd_iters=50, apgd_targets=3, square_queries=300, deepfool_iters=50),
+    "standard": Budget(apgd_iters=50, apgd_targets=3, square_queries=300, deepfool_iters=50),
     "full": Budget(apgd_iters=100, apgd_targets=9, square_queries=5000, deepfool_iters=100),
     "autoattack": Budget(apgd_iters=100, apgd_targets=9, square_queries=5000, deepfool_iters=100),  # fixed inside
 }
@@ -273,7 +276,8 @@ def evaluate_tensors(model: torch.nn.Module, images: torch.Tensor, labels: torch
                         images_per_s=n / seconds if seconds > 0 else float("inf"), params=params)
     ev = Evaluation(result=result, meta={}, data=None, suite=suite, diagnostics=diag, budget=bud,
                     extra={"resumed_batches": runner.run.resumed, "skipped": runner.run.skipped,
-                           "attack_seconds": runner.run.seconds, "attacked": runner.run.attacked,
+                           "attack_seconds": runner.run.seconds, "attack_cpu_seconds": runner.run.cpu_seconds,
+                           "attacked": runner.run.attacked,
                            "store": str(store.dir) if store else None})
     if diag is not None and diag.flags:
         warnings.warn(diag.warning(), MaskingWarning, stacklevel=2)
@@ -287,6 +291,8 @@ def aa_impl(suite: str, specs, deviation: str = "") -> str:
             return f"AutoAttack (standard, adapted: {deviation}); pyautoattack {reference_version()}"
         return f"{REFERENCE_LABEL}; pyautoattack {reference_version()}"
     if suite in DIAGNOSED_SUITES:
+        code = {"ours": "robust_transfer", "pyautoattack": "pyautoattack's APGD/Square", "art": "ART"}
+        used = " + ".join(dict.fromkeys(code[s.impl] for s in specs if s.kind != "clean"))
         return (f"suite {suite}: worst case over {', '.join(s.name for s in specs if s.kind != 'clean')} "
-                "(robust_transfer + ART; an AutoAttack-style substitute, not comparable with RobustBench)")
+                f"({used}; an AutoAttack-style substitute, not comparable with RobustBench)")
     return ""
