@@ -124,6 +124,17 @@ def test_cascade_changes_nothing_per_example_for_apgd_and_square_too(robust, dat
     assert all(s["implementation"].startswith("pyautoattack") for s in cascade.result.params["specs"][2:])
 
 
+def test_art_implementations_stay_available_by_name(robust, data):
+    _, (x, y) = data
+    ev = evaluate_tensors(robust, _images(x), y, suite="standard", attacks="pgd3,apgd-t@art,square@art", n_examples=32,
+                          batch_size=32, device="cpu", progress=False, resume=False, diagnostics=False,
+                          apgd_iters=4, apgd_targets=1, square_queries=20)
+    m, specs = ev.result.metrics, ev.result.params["specs"]
+    assert {"apgd_t_art_acc", "square_art_acc"} <= set(m)
+    assert [s["implementation"].split()[0] for s in specs] == ["robust_transfer", "robust_transfer", "art", "art"]
+    assert m["apgd_t_art_acc"] <= m["pgd3_acc"] and m["aa_acc"] == m["square_art_acc"]   # a cascade: non-increasing
+
+
 def test_cascade_diagnostics_still_see_a_masked_model(natural, data):
     from test_evaluation import ScaledLogits
 
