@@ -74,6 +74,7 @@ def _images(x):
 # ---------------------------------------------------------------- names, suites, budgets
 @pytest.mark.parametrize("name, expected", [
     ("apgd-ce", AttackSpec("apgd-ce", "apgd-ce")), ("APGD_DLR", AttackSpec("apgd-dlr", "apgd-dlr")),
+    ("apgd-t", AttackSpec("apgd-t", "apgd-t")),
     ("square", AttackSpec("square", "square")), ("deepfool", AttackSpec("deepfool", "deepfool")),
     ("pgd100r5", AttackSpec("pgd100r5", "pgd", 100, 5)), ("cw20", AttackSpec("cw20", "cw", 20, 1)),
     ("fgsm", AttackSpec("fgsm", "fgsm", 1)),
@@ -97,7 +98,9 @@ def test_suites_contents_and_budgets():
     assert suite_attacks("quick") == ("clean", "pgd20", "cw20")
     standard, full = suite_attacks("standard"), suite_attacks("full")
     assert set(suite_attacks("quick")) < set(standard)
-    assert {"apgd-ce", "apgd-dlr", "square"} <= set(standard) and {"deepfool", "pgd100r5"} <= set(full)
+    assert standard == ("clean", "pgd20", "cw20", "apgd-ce", "apgd-t", "square")   # cheapest-and-strongest first
+    assert {"apgd-dlr", "deepfool", "pgd100r5"} <= set(full)
+    assert suite_budget("standard").square_queries == 300 and suite_budget("standard").apgd_targets == 3
     assert suite_attacks("standard", "square, PGD7") == ("clean", "square", "pgd7")
     assert suite_budget("full").square_queries == 5000 and suite_budget("full").apgd_targets == 9
     assert suite_budget("standard", square_queries=10).square_queries == 10
@@ -120,7 +123,7 @@ def test_natural_model_is_broken_by_every_attack_and_not_flagged(natural, data):
     print("\nnatural:", {k: round(v, 3) for k, v in m.items()})
     assert m["clean_acc"] > 0.85
     attacks = [k for k in m if k.endswith("_acc") and k not in ("clean_acc",) and not k.startswith("diag_")]
-    assert {"pgd20_acc", "cw20_acc", "pgd100_acc", "apgd_ce_acc", "apgd_dlr_acc", "square_acc", "aa_acc"} <= set(m)
+    assert {"pgd20_acc", "cw20_acc", "apgd_ce_acc", "apgd_t_acc", "square_acc", "aa_acc"} <= set(m)
     for k in attacks:
         assert m[k] <= (0.06 if k == "square_acc" else 0.02), k     # ~0 (Square, a random search: nearly)
     assert m["aa_acc"] == m["worst_acc"] <= min(m[k] for k in attacks)
@@ -139,7 +142,7 @@ def test_masked_model_is_flagged_and_pgd_overstates_it(natural, data):
     print("\nmasked:", {k: round(v, 3) for k, v in m.items()}, "\nflags:", flags)
     assert m["clean_acc"] > 0.85
     assert m["pgd20_acc"] > 0.7 and m["pgd20_acc"] - m["aa_acc"] > 0.5        # PGD alone: a robust-looking model
-    assert m["aa_acc"] <= 0.05 and m["apgd_dlr_acc"] <= 0.05                    # the scale-invariant DLR sees through
+    assert m["aa_acc"] <= 0.05 and m["apgd_t_acc"] <= 0.05                      # the scale-invariant DLR sees through
     assert {"zero_gradients", "cw_below_ce", "pgd_steps"} <= set(flags)
     tags = ev.diagnostics.tags()
     assert tags[MASKING_TAG] == ",".join(f for f in FLAGS if f in flags)
@@ -287,7 +290,7 @@ def test_standard_on_registered_models_tags_the_version_and_promote_refuses_flag
     for uri, name in (("models:/tiny/1", "tiny"), ("models:/tiny-masked@challenger", "tiny-masked")):
         run = runs[uri]
         assert run.info.status == "FINISHED" and run.data.tags["rtl.suite"] == "standard"
-        assert {"clean_acc", "pgd20_acc", "cw20_acc", "pgd100_acc", "apgd_ce_acc", "apgd_dlr_acc", "square_acc",
+        assert {"clean_acc", "pgd20_acc", "cw20_acc", "apgd_ce_acc", "apgd_t_acc", "square_acc",
                 "worst_acc", "aa_acc"} <= set(run.data.metrics)
         version = client.get_model_version(name, "1")
         assert run.data.tags["rtl.model_version"] == f"{name}/1"

@@ -58,7 +58,13 @@ def test_one_grammar_for_attack_names():
     assert parse_attack_spec("autoattack") == AttackSpec("autoattack", "autoattack")
     assert parse_attack_spec("autoattack").metric == "aa_acc"
     assert parse_attack_spec("pgd100r5").loss == "ce" and parse_attack_spec("cw20").loss == "cw-margin"
-    assert parse_attack_spec("apgd-ce").implementation.startswith("art ")
+    assert parse_attack_spec("apgd-ce").implementation.startswith("pyautoattack ")
+    assert parse_attack_spec("apgd-ce@pyautoattack") == parse_attack_spec("apgd-ce")
+    art = parse_attack_spec("square@art")
+    assert art.implementation.startswith("art ") and art.kind == "square" and art.metric == "square_art_acc"
+    assert parse_attack_spec("deepfool").implementation.startswith("art ")
+    with pytest.raises(ConfigError, match="apgd-ce@art"):
+        parse_attack_spec("pgd20@art")
     assert parse_attack_spec("autoattack").implementation.startswith("pyautoattack ")
     assert parse_attack_spec("pgd20").implementation == "robust_transfer"
     assert [s.name for s in parse_attacks("square, pgd20,autoattack")] == ["clean", "square", "pgd20", "autoattack"]
@@ -95,6 +101,38 @@ def test_cascade_keeps_the_worst_case_and_attacks_fewer_examples(robust, data, t
     again = evaluate_tensors(robust, _images(x), y, cascade=True, store_root=tmp_path, **kw)
     assert all(n == 4 for k, n in again.extra["resumed_batches"].items()), again.extra["resumed_batches"]
     assert all(torch.equal(again.result.correct[k], c[k]) for k in c)
+
+
+def test_cascade_changes_nothing_per_example_for_apgd_and_square_too(robust, data):
+    """pyautoattack's APGD-CE, APGD-T and Square as the engine runs them draw each example's random start
+    from its position in its batch, and Square's proposals per iteration whatever the batch: which other
+    examples share a call (the cascade's survivors, or all) changes nothing per example."""
+    _, (x, y) = data
+    kw = dict(suite="standard", attacks="pgd3,apgd-ce,apgd-t,square", n_examples=160, batch_size=80, device="cpu",
+              progress=False, resume=False, diagnostics=False, apgd_iters=8, apgd_targets=2, square_queries=60)
+    alone = evaluate_tensors(robust, _images(x), y, cascade=False, **kw)
+    cascade = evaluate_tensors(robust, _images(x), y, cascade=True, **kw)
+    a, c = alone.result.correct, cascade.result.correct
+    print("\nalone:", alone.result.metrics, "\ncascade:", cascade.result.metrics, "\nattacked:", cascade.extra["attacked"])
+    prefix = torch.ones_like(a["clean"])
+    for name in a:
+        prefix &= a[name]
+        assert torch.equal(c[name], prefix), name
+    assert alone.result.metrics["aa_acc"] == cascade.result.metrics["aa_acc"]
+    assert cascade.extra["attacked"]["square"] < alone.extra["attacked"]["square"]
+    assert 0.1 < cascade.result.metrics["aa_acc"] < cascade.result.metrics["pgd3_acc"]       # non-trivial
+    assert all(s["implementation"].startswith("pyautoattack") for s in cascade.result.params["specs"][2:])
+
+
+def test_art_implementations_stay_available_by_name(robust, data):
+    _, (x, y) = data
+    ev = evaluate_tensors(robust, _images(x), y, suite="standard", attacks="pgd3,apgd-t@art,square@art", n_examples=32,
+                          batch_size=32, device="cpu", progress=False, resume=False, diagnostics=False,
+                          apgd_iters=4, apgd_targets=1, square_queries=20)
+    m, specs = ev.result.metrics, ev.result.params["specs"]
+    assert {"apgd_t_art_acc", "square_art_acc"} <= set(m)
+    assert [s["implementation"].split()[0] for s in specs] == ["robust_transfer", "robust_transfer", "art", "art"]
+    assert m["apgd_t_art_acc"] <= m["pgd3_acc"] and m["aa_acc"] == m["square_art_acc"]   # a cascade: non-increasing
 
 
 def test_cascade_diagnostics_still_see_a_masked_model(natural, data):

@@ -103,3 +103,75 @@ def test_shipped_spaces_and_the_promote_default_choose_on_validation_metrics():
         space = load_space(path)
         names = [n for o in space.objectives for n in o.expr.names] + [n for c in space.constraints for n in c.expr.names]
         assert names and names_of_test_metrics(names) == [], path.name
+
+
+# ---------------------------------------------------------------- split=val for evaluate (issue 15)
+def test_validation_split_for_evaluate_uses_what_training_recorded_else_defaults():
+    """`evaluate --split val` re-carves the model's validation split: the recorded recipe, else (older
+    checkpoints: seed and size only) the recipe that reproduces the recorded indices, else the defaults."""
+    from robust_transfer.evaluation import validation_split
+
+    data = _data()
+    s = carve_validation(data, val_per_class=3, seed=5)
+    rec = s.record()
+    assert rec["val_per_class"] == 3 and "val_fraction" not in rec
+    assert carve_validation(data, val_fraction=0.2, seed=1).record()["val_fraction"] == 0.2
+
+    val, how = validation_split({"data_spec": "synthetic", "validation": rec}, data)
+    assert torch.equal(val.images, s.val.images) and torch.equal(val.labels, s.val.labels)
+    assert "recorded by the model's training: val_per_class=3 (recorded), val_seed=5" in how and "match" in how
+    # an older record (sizes, seed, indices hash): the recipe is recovered from val_size, checked by the hash
+    old = {k: v for k, v in rec.items() if k not in ("val_fraction", "val_per_class")}
+    val, how = validation_split({"data_spec": "synthetic", "validation": old}, data)
+    assert torch.equal(val.images, s.val.images) and "val_per_class=3 (from the recorded val_size)" in how
+    # nothing recorded, or another dataset than the model's: the training defaults, and the tag says so
+    default = carve_validation(data, val_fraction=0.1, seed=0)
+    for meta, why in (({}, "records no validation split"),
+                      ({"data_spec": "cifar10-jpeg", "validation": rec}, "not the one the model was trained on")):
+        val, how = validation_split(meta, data)
+        assert torch.equal(val.labels, default.val.labels) and torch.equal(val.images, default.val.images)
+        assert how.startswith("training defaults val_fraction=0.1, val_seed=0") and why in how
+    # a record no recipe reproduces: refused in one line (never evaluate on images the model trained on)
+    bad = dict(old, val_indices_sha256="0" * 64)
+    with pytest.raises(DataError, match="split=val: no validation split of synthetic") as e:
+        validation_split({"data_spec": "synthetic", "validation": bad}, data)
+    assert "\n" not in str(e.value)
+
+
+def test_evaluate_split_val_on_a_registered_model_logs_and_tags_val_metrics(workdir, tiny_folder, capsys):
+    import json
+    import os
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from robust_transfer.cli import main
+
+    assert main(["train", "--dataset", f"imagefolder:{tiny_folder}", "--iterations", "6", "--batch-size", "24",
+                 "--n-examples", "6", "--progress", "false", "--device", "cpu", "--val-per-class", "2",
+                 "--val-seed", "5", "--checkpoint-dir", "src", "--register-as", "tiny"]) == 0
+    meta = json.loads((workdir / "src" / "meta.json").read_text())
+    assert meta["validation"]["val_per_class"] == 2 and meta["validation"]["val_seed"] == 5
+    assert main(["evaluate", "--model", "models:/tiny/1", "--split", "val", "--suite", "standard", "--n-examples", "6",
+                 "--apgd-iters", "2", "--apgd-targets", "1", "--square-queries", "5", "--progress", "false",
+                 "--device", "cpu"]) == 0
+    assert "val_aa_acc" in capsys.readouterr().out
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    client = MlflowClient()
+    tags = client.get_model_version("tiny", "1").tags
+    run = client.get_run(tags["eval.run_id"])
+    assert "aa_acc" not in run.data.metrics and "val_clean_acc" in run.data.metrics
+    assert float(tags["metric.val_aa_acc"]) == pytest.approx(run.data.metrics["val_aa_acc"], abs=1e-4)
+    assert tags["eval.split"] == "val" and tags["eval.val_split"] == run.data.tags["rtl.eval_val_split"]
+    assert tags["eval.val_split"].startswith("recorded by the model's training: val_per_class=2 (recorded), val_seed=5")
+    # the evaluated images are the validation images the training held out, not training or test ones
+    full = load_dataset(f"imagefolder:{tiny_folder}", "train", progress=False)
+    held_out = carve_validation(full, val_per_class=2, seed=5)
+    assert positions_sha256(held_out.val_indices) == meta["validation"]["val_indices_sha256"]
+    assert run.data.tags["rtl.data_sha256"] == held_out.val.sha256()
+    # a test-split evaluation afterwards: the stale validation tag goes
+    assert main(["evaluate", "--model", "models:/tiny/1", "--suite", "standard", "--n-examples", "6",
+                 "--apgd-iters", "2", "--apgd-targets", "1", "--square-queries", "5", "--progress", "false",
+                 "--device", "cpu"]) == 0
+    tags = client.get_model_version("tiny", "1").tags
+    assert tags["eval.split"] == "test" and "eval.val_split" not in tags and "metric.aa_acc" in tags

@@ -4,11 +4,12 @@ Suites (`suite=`), each a list of attacks (attacks/specs.py) with a compute budg
 says what each is comparable with:
 
     quick       clean, PGD-20 (CE), CW-20 (margin); the worst case per example (`worst_acc`)
-    standard    quick + PGD-100 + APGD-CE + APGD-DLR (targeted towards the top classes on what the untargeted
-                run leaves) + Square (score-based black box), through ART; `aa_acc` = worst case per example
-                (an AutoAttack-style number, NOT the reference's); gradient-masking diagnostics
-    full        AutoAttack's attacks as ART provides them (APGD-CE, APGD-T(DLR), DeepFool in FAB's place,
-                Square) at AutoAttack's budget, plus PGD-100 with 5 restarts; diagnostics
+    standard    quick + APGD-CE + APGD-T (targeted DLR towards the 3 top classes) + Square (300 queries,
+                score-based black box): AutoAttack's pipeline without FAB-T at a CPU budget, with Croce &
+                Hein's own APGD and Square code (pyautoattack); `aa_acc` = worst case per example (an
+                AutoAttack-style number, NOT the reference's); gradient-masking diagnostics
+    full        APGD-CE, APGD-DLR (+ targeted on 9 classes), DeepFool in FAB's place (ART), Square at
+                AutoAttack's budget, plus PGD-100 with 5 restarts; diagnostics
     autoattack  the reference: Croce & Hein's AutoAttack (standard) from `pyautoattack` (attacks/reference.py);
                 `aa_acc` is the number RobustBench reports; its own checks are masking flags
 
@@ -42,19 +43,22 @@ from .errors import ConfigError, DataError, ModelError, one_of
 
 SUITES = {
     "quick": ("clean", "pgd20", "cw20"),
-    "standard": ("clean", "pgd20", "cw20", "pgd100", "apgd-ce", "apgd-dlr", "square"),
+    # cheapest-and-strongest first; Square (black box) last, after every white-box attack (docs/evaluation.md)
+    "standard": ("clean", "pgd20", "cw20", "apgd-ce", "apgd-t", "square"),
     "full": ("clean", "pgd20", "cw20", "apgd-ce", "apgd-dlr", "deepfool", "square", "pgd100r5"),
     "autoattack": ("clean", "autoattack"),
 }
 # Budgets: `full` is AutoAttack's (APGD 100 iterations, 9 target classes, Square 5000 queries); `standard`
-# is sized for CPU runs. Every knob can be overridden (apgd_iters=, square_queries=, ...).
+# is sized for CPU runs: ≤ 10× the cost of `quick` on a robust model (issue 15; docs/evaluation.md says
+# why 300 Square queries). Every knob can be overridden (apgd_iters=, square_queries=, ...).
 SUITE_BUDGETS = {
-    "quick": Budget(apgd_iters=50, apgd_targets=3, square_queries=1000, deepfool_iters=50),
-    "standard": Budget(apgd_iters=50, apgd_targets=3, square_queries=1000, deepfool_iters=50),
+    "quick": Budget(apgd_iters=50, apgd_targets=3, square_queries=300, deepfool_iters=50),
+    "standard": Budget(apgd_iters=50, apgd_targets=3, square_queries=300, deepfool_iters=50),
     "full": Budget(apgd_iters=100, apgd_targets=9, square_queries=5000, deepfool_iters=100),
     "autoattack": Budget(apgd_iters=100, apgd_targets=9, square_queries=5000, deepfool_iters=100),  # fixed inside
 }
 DIAGNOSED_SUITES = ("standard", "full", "autoattack")   # gradient-masking diagnostics run with these (and aa_acc is reported)
+SPLITS = ("test", "train", "val")
 BUDGET_KNOBS = ("apgd_iters", "apgd_restarts", "apgd_targets", "square_queries", "square_restarts", "deepfool_iters")
 
 
@@ -105,12 +109,70 @@ def load_any_model(model) -> tuple[torch.nn.Module, dict]:
     return load_model_with_meta(str(model))
 
 
+VAL_DEFAULTS = {"val_fraction": 0.1, "val_seed": 0}     # the training entry points' defaults (config/common.py)
+
+
+def validation_split(meta: dict, data: ImageData) -> tuple[ImageData, str]:
+    """(the validation set, which split it is in words) for `split=val`: carved from the training split `data`
+    (`data.validation.carve_validation`) with what the model's training recorded (`meta["validation"]`:
+    val_fraction or val_per_class, and val_seed), else the training defaults (val_fraction=0.1, val_seed=0).
+
+    When the training recorded the SHA-256 of its validation indices, the carved split must match it;
+    checkpoints written before the recipe was recorded (seed and size only) are matched by trying the
+    default fraction, then the recorded size as images per class, then as a fraction. DataError (exit 3)
+    when nothing matches: evaluating on a different split would silently mix training images in."""
+    from .data.validation import carve_validation, positions_sha256
+
+    rec = meta.get("validation") if isinstance(meta.get("validation"), dict) else {}
+    same_data = not meta.get("data_spec") or data.spec == meta.get("data_spec")
+    if not rec or not same_data:
+        why = "the model records no validation split" if not rec else \
+            f"dataset {data.spec!r} is not the one the model was trained on ({meta.get('data_spec')!r})"
+        split = carve_validation(data, val_fraction=VAL_DEFAULTS["val_fraction"], seed=VAL_DEFAULTS["val_seed"])
+        return split.val, (f"training defaults val_fraction={VAL_DEFAULTS['val_fraction']}, "
+                           f"val_seed={VAL_DEFAULTS['val_seed']} ({why}; {len(split.val)} images)")
+    seed = rec.get("val_seed", VAL_DEFAULTS["val_seed"])
+    if rec.get("val_per_class") is not None:
+        asks = [({"val_per_class": rec["val_per_class"]}, "recorded")]
+    elif rec.get("val_fraction") is not None:
+        asks = [({"val_fraction": rec["val_fraction"]}, "recorded")]
+    else:                        # older checkpoints: seed and sizes only
+        asks = [({"val_fraction": VAL_DEFAULTS["val_fraction"]}, "default, not recorded")]
+        size, classes = rec.get("val_size"), data.num_classes
+        if isinstance(size, int) and size > 0:
+            if size % classes == 0:
+                asks.append(({"val_per_class": size // classes}, "from the recorded val_size"))
+            if size / len(data) <= 0.5:
+                asks.append(({"val_fraction": size / len(data)}, "from the recorded val_size"))
+    want = rec.get("val_indices_sha256")
+    for ask, how in asks:
+        try:
+            split = carve_validation(data, seed=seed, **ask)
+        except (ConfigError, DataError):
+            continue
+        if want is None or positions_sha256(split.val_indices) == want:
+            (k, v), = ask.items()
+            check = "; its indices match the recorded SHA-256" if want else ""
+            return split.val, (f"recorded by the model's training: {k}={v:g} ({how}), val_seed={seed} "
+                               f"({len(split.val)} images{check})")
+    raise DataError(f"split=val: no validation split of {data.spec} train carved with val_seed={seed} matches the "
+                    f"one the model's training recorded (val_indices_sha256={str(want)[:16]}…); tried "
+                    + ", ".join(f"{k}={v:g}" for ask, _ in asks for k, v in ask.items()))
+
+
 def data_for_model(meta: dict, dataset: str, split: str, data_dir=None, progress=True, model=None,
-                   download: bool = False) -> ImageData:
+                   download: bool = False) -> tuple[ImageData, str]:
+    """(images to evaluate on, which validation split in words or ''): `split` (test | train | val) of
+    `dataset` (default: the model's own), resized to the model's input size. `val` is the validation split
+    the model's training carved out of its training split (`validation_split`)."""
     spec = dataset or meta.get("data_spec")
     if not spec:
         raise ConfigError("dataset is required: the model's metadata records none")
-    data = load_dataset(spec, split, data_dir=data_dir, progress=progress, download=download)
+    data = load_dataset(spec, "train" if split == "val" else split, data_dir=data_dir, progress=progress,
+                        download=download)
+    val_split = ""
+    if split == "val":
+        data, val_split = validation_split(meta, data)
     num_classes = getattr(model, "num_classes", meta.get("num_classes"))
     if num_classes is not None and data.num_classes != num_classes:
         raise ModelError(f"the model has {num_classes} classes but dataset={spec!r} has {data.num_classes}; "
@@ -118,7 +180,7 @@ def data_for_model(meta: dict, dataset: str, split: str, data_dir=None, progress
     size = getattr(model, "input_size", meta.get("input_size"))
     if size and data.image_size != size:
         data = resize_images(data, int(size))
-    return data
+    return data, val_split
 
 
 def evaluate(model, dataset: str = "", *, split: str = "test", suite: str = "quick", attacks: str = "",
@@ -132,8 +194,10 @@ def evaluate(model, dataset: str = "", *, split: str = "test", suite: str = "qui
     suite_attacks(suite, attacks)           # validate the request before loading anything
     suite_budget(suite, **budget)
     ThreatModel(epsilon, step_size)
+    if split not in SPLITS:
+        raise one_of("split", split, SPLITS)
     net, meta = load_any_model(model)
-    data = data_for_model(meta, dataset, split, data_dir, progress, net, download=download)
+    data, val_split = data_for_model(meta, dataset, split, data_dir, progress, net, download=download)
     if isinstance(n_examples, int) and not isinstance(n_examples, bool) and n_examples > len(data):
         raise ConfigError(f"n_examples={n_examples} is larger than the {split} split ({len(data)} examples)")
     ev = evaluate_tensors(net, data.images, data.labels, suite=suite, attacks=attacks, epsilon=epsilon,
@@ -142,6 +206,9 @@ def evaluate(model, dataset: str = "", *, split: str = "test", suite: str = "qui
                           thresholds=thresholds, data_sha256=data.sha256(), cascade=cascade, **budget)
     ev.meta, ev.data = meta, data
     ev.result.params["split"] = split
+    if split == "val":      # validation metrics are val_* everywhere (runs, version tags, promotion policies)
+        ev.result.metrics = {f"val_{k}": v for k, v in ev.result.metrics.items()}
+        ev.result.params["val_split"] = val_split
     return ev
 
 
@@ -209,7 +276,8 @@ def evaluate_tensors(model: torch.nn.Module, images: torch.Tensor, labels: torch
                         images_per_s=n / seconds if seconds > 0 else float("inf"), params=params)
     ev = Evaluation(result=result, meta={}, data=None, suite=suite, diagnostics=diag, budget=bud,
                     extra={"resumed_batches": runner.run.resumed, "skipped": runner.run.skipped,
-                           "attack_seconds": runner.run.seconds, "attacked": runner.run.attacked,
+                           "attack_seconds": runner.run.seconds, "attack_cpu_seconds": runner.run.cpu_seconds,
+                           "attacked": runner.run.attacked,
                            "store": str(store.dir) if store else None})
     if diag is not None and diag.flags:
         warnings.warn(diag.warning(), MaskingWarning, stacklevel=2)
@@ -223,6 +291,8 @@ def aa_impl(suite: str, specs, deviation: str = "") -> str:
             return f"AutoAttack (standard, adapted: {deviation}); pyautoattack {reference_version()}"
         return f"{REFERENCE_LABEL}; pyautoattack {reference_version()}"
     if suite in DIAGNOSED_SUITES:
+        code = {"ours": "robust_transfer", "pyautoattack": "pyautoattack's APGD/Square", "art": "ART"}
+        used = " + ".join(dict.fromkeys(code[s.impl] for s in specs if s.kind != "clean"))
         return (f"suite {suite}: worst case over {', '.join(s.name for s in specs if s.kind != 'clean')} "
-                "(robust_transfer + ART; an AutoAttack-style substitute, not comparable with RobustBench)")
+                f"({used}; an AutoAttack-style substitute, not comparable with RobustBench)")
     return ""

@@ -164,7 +164,8 @@ def flag_help(cls) -> dict[str, str]:
         typ = hints[f.name]
         args = [a for a in typing.get_args(typ) if a is not type(None)]
         base = args[0] if args else typ
-        allowed = choices.get(f.name)
+        allowed = getattr(cls, "SPLITS", None) if f.name == "split" else None   # a config's own splits
+        allowed = allowed or choices.get(f.name)
         if base is bool:
             allowed = ("true", "false")
         parts = [text.rstrip(".")]

@@ -3,7 +3,8 @@ robustness"): signs that a robust accuracy is an artefact of gradients that misl
 
 Each check that fires adds a flag (name → one-line details):
 
-    pgd_steps                accuracy under PGD does not fall as steps grow (PGD-20 → PGD-100) while a
+    pgd_steps                accuracy under PGD does not fall as steps grow (PGD-20 → PGD-100, or, when
+                             no PGD-100 runs, → APGD-CE: more, adaptive steps on the same loss) while a
                              stronger attack finds more (PGD is stuck, not converged); or it rises with steps
     pgd_epsilon              accuracy under PGD-20 at a huge ε (64/255) is not near 0
     blackbox_beats_whitebox  the score-based black-box attack (Square) beats every white-box attack
@@ -131,9 +132,8 @@ def diagnose(runner, correct: dict[str, torch.Tensor], specs, threat: ThreatMode
         d.skipped["cw_below_ce"] = "needs pgd<k> and cw<k> with the same k"
 
     # Accuracy must fall (or have converged at the worst case) as PGD gets more steps.
-    pgds = sorted((by_name[n].steps, n) for n in correct if by_name[n].kind == "pgd")
-    few, many = (pgds[0][1], pgds[-1][1]) if pgds else (None, None)
-    if few and by_name[many].steps >= 5 * by_name[few].steps and by_name[many].steps >= 100:
+    few, many = _steps_pair(list(correct), by_name)
+    if few:
         rise, stuck_gap = acc[many] - acc[few], acc[few] - worst
         if rise > max(t.steps_rise, tiny):
             d.flags["pgd_steps"] = (f"accuracy rises with steps: {few}_acc={acc[few]:.3f} → {many}_acc={acc[many]:.3f}"
@@ -142,19 +142,20 @@ def diagnose(runner, correct: dict[str, torch.Tensor], specs, threat: ThreatMode
             d.flags["pgd_steps"] = (f"accuracy does not fall with steps ({few}_acc={acc[few]:.3f} → {many}_acc="
                                     f"{acc[many]:.3f}) although other attacks reach {worst:.3f}: PGD is stuck")
     else:
-        d.skipped["pgd_steps"] = "needs pgd<k> and pgd<K> with K >= 100 and K >= 5k"
+        d.skipped["pgd_steps"] = "needs pgd<k> and pgd<K> with K >= 100 and K >= 5k, or pgd<k> and apgd-ce"
 
     # Accuracy must go to ~0 as ε grows.
     _epsilon_check(runner, d, t, threat)
 
     # A black-box attack beating every white-box one means the gradients mislead.
     white = [n for n in attacked if by_name[n].whitebox]
-    if "square" in correct and white:
+    sq = _square(correct, by_name)
+    if sq and white:
         best = min(white, key=lambda n: acc[n])
-        if acc["square"] < acc[best] - max(t.blackbox_margin, tiny):
-            only = (~correct["square"] & torch.stack([correct[n] for n in white]).all(0)).sum().item()
+        if acc[sq] < acc[best] - max(t.blackbox_margin, tiny):
+            only = (~correct[sq] & torch.stack([correct[n] for n in white]).all(0)).sum().item()
             d.flags["blackbox_beats_whitebox"] = (
-                f"square_acc={acc['square']:.3f} is below the best white-box attack ({best}_acc={acc[best]:.3f}); "
+                f"{sq}_acc={acc[sq]:.3f} is below the best white-box attack ({best}_acc={acc[best]:.3f}); "
                 f"{only} examples fall only to the black box")
     else:
         d.skipped["blackbox_beats_whitebox"] = "needs square and a white-box attack"
@@ -184,29 +185,47 @@ def _cascade_checks(runner, d: Diagnostics, correct, specs, threat: ThreatModel,
     else:
         d.skipped["cw_below_ce"] = "needs pgd<k> and, after it, cw<k> with the same k"
 
-    pgds = sorted((by_name[n].steps, n) for n in order if by_name[n].kind == "pgd")
-    few, many = (pgds[0][1], pgds[-1][1]) if pgds else (None, None)
-    if few and by_name[many].steps >= 5 * by_name[few].steps and by_name[many].steps >= 100 \
-            and order.index(many) > order.index(few):
+    few, many = _steps_pair(order, by_name)
+    if few and order.index(many) > order.index(few):
         stuck_gap = acc[few] - worst
         if new[many] == 0 and stuck_gap > max(t.steps_gap, tiny):
             d.flags["pgd_steps"] = (f"{many} breaks nothing that {few} left ({few}_acc={acc[few]:.3f}) although "
                                     f"the whole suite reaches {worst:.3f}: PGD is stuck")
     else:
-        d.skipped["pgd_steps"] = "needs pgd<k> and, after it, pgd<K> with K >= 100 and K >= 5k"
+        d.skipped["pgd_steps"] = "needs pgd<k> and, after it, pgd<K> with K >= 100 and K >= 5k, or apgd-ce"
 
     _epsilon_check(runner, d, t, threat)
 
-    if "square" in correct and any(by_name[n].whitebox for n in order[:order.index("square")]):
-        if any(by_name[n].whitebox for n in order[order.index("square") + 1:]):
+    sq = _square(correct, by_name)
+    if sq and any(by_name[n].whitebox for n in order[:order.index(sq)]):
+        if any(by_name[n].whitebox for n in order[order.index(sq) + 1:]):
             d.skipped["blackbox_beats_whitebox"] = "square must come after every white-box attack in the cascade"
-        elif new["square"] > max(t.blackbox_margin, tiny):
-            only = int(first_broken(correct)["square"].sum())
+        elif new[sq] > max(t.blackbox_margin, tiny):
+            only = int(first_broken(correct)[sq].sum())
             d.flags["blackbox_beats_whitebox"] = (
-                f"square breaks {100 * new['square']:.1f}% ({only} examples) that every white-box attack left "
+                f"{sq} breaks {100 * new[sq]:.1f}% ({only} examples) that every white-box attack left "
                 f"correct (threshold {100 * t.blackbox_margin:g}%)")
     elif "blackbox_beats_whitebox" not in d.flags:
         d.skipped["blackbox_beats_whitebox"] = "needs square after a white-box attack"
+
+
+def _steps_pair(order, by_name) -> tuple[str | None, str | None]:
+    """(few, many) for the pgd_steps check: the PGD with the fewest steps, and the PGD with the most if it
+    has >= 100 and >= 5× as many; else APGD-CE (the same loss with more, adaptive steps: what `standard`
+    runs since PGD-100 left it, issue 15); (None, None) when the suite has neither."""
+    pgds = sorted((by_name[n].steps, n) for n in order if by_name[n].kind == "pgd")
+    if not pgds:
+        return None, None
+    few, many = pgds[0][1], pgds[-1][1]
+    if by_name[many].steps >= 5 * by_name[few].steps and by_name[many].steps >= 100:
+        return few, many
+    apgd = next((n for n in order if by_name[n].kind == "apgd-ce"), None)
+    return (few, apgd) if apgd else (None, None)
+
+
+def _square(correct, by_name) -> str | None:
+    """The name of the Square attack that ran (square, or square@art), if one did."""
+    return next((n for n in correct if by_name[n].kind == "square"), None)
 
 
 def _epsilon_check(runner, d, t, threat) -> None:

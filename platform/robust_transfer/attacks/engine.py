@@ -28,7 +28,7 @@ from ..errors import DataError
 from . import strong
 from .pgd import eval_mode
 from .resume import AttackState, EvalStore, digest
-from .specs import ART_KINDS, AttackSpec
+from .specs import AttackSpec
 from .threat import ThreatModel
 
 
@@ -37,7 +37,8 @@ class AttackRun:
     """Per-example correctness of every attack run so far, over the evaluated examples (index order)."""
 
     correct: dict[str, torch.Tensor] = field(default_factory=dict)   # attack name → bool [n]
-    seconds: dict[str, float] = field(default_factory=dict)          # attack name → compute time this call
+    seconds: dict[str, float] = field(default_factory=dict)          # attack name → compute time this call (wall)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)      # attack name → CPU time of this process
     resumed: dict[str, int] = field(default_factory=dict)            # attack name → batches loaded from the store
     skipped: dict[str, str] = field(default_factory=dict)            # attack name → why it did not run
     attacked: dict[str, int] = field(default_factory=dict)           # attack name → examples it attacked
@@ -133,8 +134,8 @@ class AttackRunner:
         if clean is not None and alive is not None:
             clean = clean & alive
         art = (strong._Art(self.model, self.input_shape, self.num_classes, self.device, self.batch_size,
-                           self.probabilities, verbose=False) if spec.kind in ART_KINDS else None)
-        seconds, attacked = 0.0, 0
+                           self.probabilities, verbose=False) if spec.impl == "art" else None)
+        seconds, attacked, cpu0 = 0.0, 0, time.process_time()
         self._grow_bar(label, len(self.batches), int(state.done.sum()))
         with eval_mode(self.model):
             for i in range(len(self.batches)):
@@ -155,7 +156,7 @@ class AttackRunner:
                         ok[live] = strong.attack_batch(
                             self.model, spec, x[dev_live], y[dev_live], threat=threat, budget=self.budget,
                             seed=strong.seed_for(self.seed, label, i), art=art, positions=live,
-                            batch_len=hi - lo).cpu()
+                            batch_len=hi - lo, probabilities=self.probabilities).cpu()
                         attacked += live.numel()
                 state.correct[lo:hi] = ok.cpu()
                 state.done[i] = True
@@ -164,6 +165,7 @@ class AttackRunner:
                     self.store.save(label, params, state)
                 self.bar.update(1)
         self.run.seconds[label] = seconds
+        self.run.cpu_seconds[label] = time.process_time() - cpu0
         self.run.attacked[label] = attacked
         return state.correct.clone()
 
@@ -186,10 +188,11 @@ class AttackRunner:
         x = strong._to_pixels(self.images[pos])
         y = self.labels[pos].to(torch.int64)
         state = self.store.dir / f"{label}-{digest(params)[:16]}.state.json" if self.store else None
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         res = run_autoattack(self.model, x, y, eps=threat.eps, seed=strong.seed_for(self.seed, label),
                              batch_size=self.batch_size, device=self.device, state_path=state)
         self.run.seconds[label] = time.perf_counter() - start
+        self.run.cpu_seconds[label] = time.process_time() - cpu0
         self.run.resumed[label] = len(res.resumed)
         correct[subset] = res.correct
         for sub in SUBATTACKS:
@@ -225,7 +228,7 @@ def run_attacks(runner: AttackRunner, specs: list[AttackSpec], threat: ThreatMod
         if spec.kind == "clean":
             correct[spec.name] = runner.clean
             continue
-        if spec.kind == "apgd-dlr" and runner.num_classes < 3:
+        if spec.kind in ("apgd-dlr", "apgd-t") and runner.num_classes < 3:   # (apgd-t with 3: untargeted DLR)
             runner.run.skipped[spec.name] = "the DLR loss needs at least 3 classes"
             continue
         ok = runner.attack(spec, threat, alive=alive if cascade else None)

@@ -1,4 +1,5 @@
-"""Strong ℓ∞ attacks: our PGD/CW/FGSM plus the field's attacks through ART (APGD, Square, DeepFool).
+"""Strong ℓ∞ attacks: our PGD/CW/FGSM, Croce & Hein's APGD and Square (pyautoattack), ART's DeepFool
+(and ART's APGD and Square, spelled `<name>@art`).
 
 The attacks themselves, one batch at a time (`attack_batch`); names and specs are attacks/specs.py,
 the engine that runs a suite over batches (cascade, store, progress) is attacks/engine.py.
@@ -9,12 +10,24 @@ and the attack's output (projected onto B∞(x, ε) ∩ [0,1] as a guard) is sti
 so every attack is evaluated on the same examples and the worst case per example is meaningful.
 
 Randomness is seeded per (seed, attack, batch): our attacks draw each example's random start from
-its position in the batch (so it does not depend on which other examples are attacked with it),
-ART's draw from NumPy's global generator, which is seeded for the call and restored afterwards.
+its position in the batch (so it does not depend on which other examples are attacked with it), and
+so do APGD and Square as run here (`_aa_attack`): their random starts come from the example's
+position, and Square's proposals (one window and one sign per channel per iteration, shared by every
+example of a call in Croce & Hein's Linf Square) from a generator seeded per (seed, attack, batch,
+restart) AFTER the starts are drawn, so they do not depend on how many examples share the call
+either. The cascade therefore changes nothing per example for them (up to float rounding of batched
+convolutions). ART's attacks draw from NumPy's global generator, seeded for the call and restored
+afterwards (per call, not per example).
+
+Cost: we call pyautoattack's `attack_single_run` directly on the examples still standing, on the
+BatchNorm-folded view of the model (fold.attack_view; the same function), instead of its `perturb`,
+which re-runs clean forward passes (once per call and, in APGD-T, once per target class) that the
+engine has already done.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -25,14 +38,16 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import ConfigError
+from .fold import attack_view
 from .pgd import fgsm, pgd_attack
 from .resume import AttackState, EvalStore  # noqa: F401  (AttackState: re-exported for callers)
 from .specs import (ART_KINDS, ATTACK_FORMS, MAX_RESTARTS, MAX_STEPS, AttackSpec, package_version,  # noqa: F401
                     parse_attack_spec, parse_attacks)
 from .threat import ThreatModel
 
-ATTACK_VERSION = 2          # bump when an attack's semantics change: stored results are then not reused
-# (2: our PGD/CW draw each example's random start from its position in the batch, not from the live subset)
+ATTACK_VERSION = 3          # bump when an attack's semantics change: stored results are then not reused
+# (2: our PGD/CW draw each example's random start from its position in the batch, not from the live subset;
+#  3: APGD and Square run pyautoattack's code by default, with per-example random starts)
 
 # One grammar for attack names (attacks/specs.py); the old names stay importable.
 parse_strong_attack = parse_attack_spec
@@ -76,6 +91,7 @@ class Budget:
         """The knobs that change the results of an attack of this kind (part of its stored key)."""
         keys = {"apgd-ce": ("apgd_iters", "apgd_restarts"),
                 "apgd-dlr": ("apgd_iters", "apgd_restarts", "apgd_targets"),
+                "apgd-t": ("apgd_iters", "apgd_targets"),
                 "square": ("square_queries", "square_restarts"),
                 "deepfool": ("deepfool_iters",)}.get(kind, ())
         return {k: getattr(self, k) for k in keys}
@@ -175,11 +191,12 @@ def per_example_noise(seed: int, batch_len: int, positions: torch.Tensor, eps: f
 
 def attack_batch(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel,
                  budget: Budget, seed: int, art: _Art | None = None, positions: torch.Tensor | None = None,
-                 batch_len: int | None = None) -> torch.Tensor:
+                 batch_len: int | None = None, probabilities: bool | None = None) -> torch.Tensor:
     """bool [len(x)]: which examples of (x, y) — all correctly classified clean — survive the attack.
 
     `positions` (int [len(x)]): where each example sits in its batch of `batch_len` examples; our
-    PGD/CW then draw each example's random start from that position (see `per_example_noise`)."""
+    PGD/CW and pyautoattack's APGD/Square then draw each example's random start from that position
+    (see `per_example_noise`). `probabilities`: whether the model outputs probabilities (None: look)."""
     eps = threat.eps
     if spec.kind == "fgsm":
         return _still_correct(model, x, fgsm(model, x, y, eps=eps), y, eps)
@@ -190,9 +207,143 @@ def attack_batch(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.T
                          else "cw", random_start=True, restarts=spec.restarts, early_exit=True,
                          start_noise=per_example_noise(seed, batch_len, positions.cpu(), eps, x.shape[1:]))
         return ~out.fooled
+    if spec.kind in ("apgd-ce", "apgd-dlr", "apgd-t", "square") and spec.impl == "pyautoattack":
+        if positions is None:
+            positions, batch_len = torch.arange(len(x)), len(x)
+        return _aa_attack(model, spec, x, y, eps=eps, budget=budget, seed=seed, positions=positions.cpu(),
+                          batch_len=batch_len, probabilities=probabilities)
     if spec.kind not in ART_KINDS or art is None:
         raise ValueError(f"attack_batch: unknown attack {spec!r}")
     return _art_attack(model, spec, x, y, eps=eps, budget=budget, seed=seed, art=art)
+
+
+# ------------------------------------------------------------- Croce & Hein's APGD and Square (pyautoattack)
+_AA_LOG = logging.getLogger("robust_transfer.attacks.pyautoattack")   # its zero-gradient warnings: our
+_AA_LOG.addHandler(logging.NullHandler())                            # diagnostics measure those
+_AA_LOG.propagate = False
+
+
+def _positional(seed: int, what: str, restart: int, batch_len: int, positions: torch.Tensor, shape,
+                draw) -> torch.Tensor:
+    """`draw(shape, generator)` for the whole batch of `batch_len`, indexed by each example's position."""
+    g = torch.Generator().manual_seed(seed_for(seed, what, restart))
+    return draw((batch_len, *shape), g)[positions]
+
+
+class _Forward(nn.Module):
+    """What pyautoattack attacks: the folded view of the model (log-probabilities for a softmax output)."""
+
+    def __init__(self, model: nn.Module, probabilities: bool):
+        super().__init__()
+        self.f = attack_view(model)
+        self.probabilities = probabilities
+
+    def forward(self, x):
+        out = self.f(x)
+        return out.clamp(min=1e-30).log() if self.probabilities else out
+
+
+def _aa_attack(model, spec: AttackSpec, x, y, *, eps, budget: Budget, seed: int, positions: torch.Tensor,
+               batch_len: int, probabilities: bool | None = None) -> torch.Tensor:
+    """APGD-CE, APGD-DLR (+ APGD-T on the top `apgd_targets` classes) or Square through pyautoattack's
+    own attack loops (`attack_single_run`), on the examples still standing, restart by restart and
+    target by target (AutoAttack's order). bool [len(x)]: still correct."""
+    from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+    from pyautoattack.square import SquareAttack
+
+    logits = None
+    if spec.kind in ("apgd-dlr", "apgd-t") or probabilities is None:
+        with torch.no_grad():           # APGD-T's targets (the clean ranking of the live examples)
+            logits = model(x)
+        probabilities = outputs_probabilities(logits) if probabilities is None else probabilities
+    f = _Forward(model, probabilities)
+    ok = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    shape = tuple(x.shape[1:])
+
+    def run(attack, restarts: int, what: str, start, **extra) -> None:
+        """Restart by restart on what is still standing; `extra`: per-example attributes (APGD-T's targets)."""
+        attack.init_hyperparam(x)
+        for r in range(restarts):
+            live = ok.nonzero().squeeze(1)
+            if live.numel() == 0:
+                return
+            for k, v in extra.items():
+                setattr(attack, k, v[live])
+            xl, yl = x[live], y[live]
+            x_init = start(r, live)
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+                torch.manual_seed(seed_for(seed, what, r))       # after the starts: Square's proposals
+                out = attack.attack_single_run(xl, yl, x_init=x_init)
+            if isinstance(attack, _SquareFrom):                  # (queries, best points): classify them
+                still = _still_correct(model, xl, out[1], yl, eps)
+            else:                                                # (best, still correct, loss, adversarial)
+                still, x_adv = out[1].bool(), out[3]
+                broke = (~still).nonzero().squeeze(1)
+                if broke.numel():        # the guard: projected, classified by the model as given
+                    still[broke] = _still_correct(model, xl[broke], x_adv[broke], yl[broke], eps)
+            ok[live] = still
+
+    def apgd_start(r, live):
+        t = _positional(seed, "apgd-start", r, batch_len, positions[live.cpu()], shape,
+                        lambda s, g: torch.rand(s, generator=g).mul_(2).sub_(1)).to(x.device)
+        t = t / (t.abs().flatten(1).amax(1).view(-1, *[1] * len(shape)) + 1e-12)    # pyautoattack's normalise
+        return x[live] + eps * t
+
+    with torch.enable_grad():
+        if spec.kind in ("apgd-ce", "apgd-dlr", "apgd-t"):
+            # The targeted DLR loss needs 4 classes: with 3, APGD-T runs as the untargeted APGD-DLR.
+            if spec.kind != "apgd-t" or logits.shape[1] < 4:
+                apgd = APGDAttack(f, n_iter=budget.apgd_iters, norm="Linf", n_restarts=1, eps=eps,
+                                  loss="ce" if spec.kind == "apgd-ce" else "dlr", device=x.device, logger=_AA_LOG)
+                run(apgd, budget.apgd_restarts if spec.kind != "apgd-t" else 1, spec.kind, apgd_start)
+            k = min(budget.apgd_targets, logits.shape[1] - 1) if logits is not None else 0
+            if spec.kind != "apgd-ce" and k > 0 and logits.shape[1] >= 4:   # the targeted DLR needs 4 classes
+                ranked = logits.sort(dim=1)[1]
+                apgd_t = APGDAttack_targeted(f, n_iter=budget.apgd_iters, norm="Linf", n_restarts=1, eps=eps,
+                                             n_target_classes=k, device=x.device, logger=_AA_LOG)
+                for j in range(2, k + 2):        # AutoAttack's targets: the j-th highest clean logit
+                    run(apgd_t, 1, f"apgd-t{j}", apgd_start, y_target=ranked[:, -j])
+            return ok
+    if spec.kind == "square":
+        square = SquareAttack(f, norm="Linf", n_queries=budget.square_queries, eps=eps, p_init=0.8, n_restarts=1,
+                              loss="margin", device=x.device)
+        c, w = shape[0], shape[2]
+
+        def square_start(r, live):      # the random vertical stripes Linf Square starts from, per example
+            signs = _positional(seed, "square-start", r, batch_len, positions[live.cpu()], (c, 1, w),
+                                lambda s, g: torch.randint(0, 2, s, generator=g).mul_(2).sub_(1).float())
+            return signs.to(x.device)
+        run(_SquareFrom(square), budget.square_restarts, "square", square_start)
+        return ok
+    raise ValueError(f"unknown pyautoattack attack {spec.kind!r}")
+
+
+class _SquareFrom:
+    """pyautoattack's Linf SquareAttack with the stripes it starts from given (one sign per example,
+    channel and column): its `attack_single_run` draws them as its first random numbers, so they
+    would depend on how many examples share the call; every later draw (window, signs) is one per
+    iteration whatever the batch."""
+
+    def __init__(self, square):
+        self.square = square
+
+    def init_hyperparam(self, x):
+        self.square.init_hyperparam(x)
+
+    def attack_single_run(self, x, y, x_init):
+        sq = self.square
+        first = [x_init]
+        draw = sq.random_choice
+
+        def random_choice(shape):
+            if first:
+                return first.pop()
+            return draw(shape)
+        sq.random_choice = random_choice
+        try:
+            return sq.attack_single_run(x, y)
+        finally:
+            del sq.random_choice
 
 
 def _art_attack(model, spec, x, y, *, eps, budget, seed, art: _Art) -> torch.Tensor:
@@ -202,6 +353,10 @@ def _art_attack(model, spec, x, y, *, eps, budget, seed, art: _Art) -> torch.Ten
     yn = y.detach().cpu().numpy().astype(np.int64)
     bs = art.batch_size
     with numpy_seeded(seed):
+        if spec.kind == "apgd-t":
+            ok = torch.ones(len(x), dtype=torch.bool, device=x.device)
+            return _targeted_dlr(model, x, y, ok, xn, eps=eps, budget=budget, art=art) \
+                if budget.apgd_targets > 0 and art.num_classes > 2 else ok
         if spec.kind in ("apgd-ce", "apgd-dlr"):
             loss = "cross_entropy" if spec.kind == "apgd-ce" else "difference_logits_ratio"
             apgd = art.attack(("apgd", loss, False), lambda clf: AutoProjectedGradientDescent(

@@ -33,6 +33,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                     "rtl.eval_per_attack": "cascade" if res.params.get("cascade") else "independent"}
         if res.params.get("aa_impl"):
             run_tags["rtl.aa_impl"] = res.params["aa_impl"]
+        if res.params.get("val_split"):     # split=val: which validation split (recorded by training, or defaults)
+            run_tags["rtl.eval_val_split"] = res.params["val_split"]
         if ev.diagnostics is not None:
             run_tags.update(ev.diagnostics.tags())
         log.set_tags(run_tags)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 from ..device import check_device
 from ..errors import ConfigError, one_of
@@ -10,7 +11,9 @@ from .common import MODEL_URI_HELP, ThreatConfig, _check_positive_int, check_exp
 
 @dataclass
 class EvaluateConfig(ThreatConfig):
-    """`evaluate`: robustness of a model on a test split."""
+    """`evaluate`: robustness of a model on a test split (or its validation split: split=val)."""
+
+    SPLITS: ClassVar[tuple[str, ...]] = ("test", "train", "val")
 
     model: str = ""
     dataset: str = ""              # default: the dataset recorded in the model's metadata
@@ -19,7 +22,7 @@ class EvaluateConfig(ThreatConfig):
     n_examples: int = 1000
     batch_size: int = 256
     seed: int = 0
-    split: str = "test"
+    split: str = "test"             # which split; val: the validation split the training carved from its train split
     device: str = "auto"
     experiment: str = "robust-transfer"
     data_dir: str | None = None
@@ -41,8 +44,8 @@ class EvaluateConfig(ThreatConfig):
             raise ConfigError(f"model is required: {MODEL_URI_HELP}")
         _check_positive_int("n_examples", self.n_examples, 10**7)
         _check_positive_int("batch_size", self.batch_size, 65_536)
-        if self.split not in ("train", "test"):
-            raise one_of("split", self.split, ("train", "test"))
+        if self.split not in self.SPLITS:
+            raise one_of("split", self.split, self.SPLITS)
         check_seed("seed", self.seed)
         check_experiment(self.experiment)
         check_device(self.device)

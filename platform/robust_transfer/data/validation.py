@@ -35,6 +35,8 @@ class Split:
     train_indices: torch.Tensor   # sorted positions in the loaded training split
     val_indices: torch.Tensor     # sorted positions in the loaded training split, disjoint from train_indices
     seed: int
+    fraction: float | None = None   # what was asked: val_fraction, or val_per_class (which wins)
+    per_class: int | None = None
 
     def params(self) -> dict:
         return {"val_size": len(self.val), "train_size": len(self.train), "val_seed": self.seed}
@@ -44,8 +46,10 @@ class Split:
 
     def record(self) -> dict:
         """For checkpoint metadata: what was held out and what was trained on."""
-        return self.params() | {"val_indices_sha256": positions_sha256(self.val_indices),
-                                "train_indices_sha256": positions_sha256(self.train_indices)}
+        asked = {"val_per_class": self.per_class} if self.per_class is not None else {"val_fraction": self.fraction}
+        return self.params() | {k: v for k, v in asked.items() if v is not None} | {
+            "val_indices_sha256": positions_sha256(self.val_indices),
+            "train_indices_sha256": positions_sha256(self.train_indices)}
 
 
 def carve_validation(data: ImageData, *, val_fraction: float = 0.1, val_per_class: int | None = None,
@@ -105,4 +109,5 @@ def carve_validation(data: ImageData, *, val_fraction: float = 0.1, val_per_clas
             raise DataError(f"{e} (after the validation split, {asked})") from None
         train_idx = train_idx[keep]
         rest = data.subset(train_idx)
-    return Split(train=rest, val=data.subset(val_idx), train_indices=train_idx, val_indices=val_idx, seed=int(seed))
+    return Split(train=rest, val=data.subset(val_idx), train_indices=train_idx, val_indices=val_idx, seed=int(seed),
+                 fraction=None if val_per_class is not None else float(val_fraction), per_class=val_per_class)

@@ -87,13 +87,15 @@ def tag_model_version(model_uri: str, ev, run_id: str | None) -> tuple[str, str]
                  "eval.per_attack": "cascade" if res.params.get("cascade") else "independent"})
     if res.params.get("aa_impl"):     # what aa_acc is: the reference AutoAttack or our substitute (issue 15)
         tags["eval.aa_impl"] = res.params["aa_impl"]
+    if res.params.get("val_split"):   # split=val: the metrics are val_*; which validation split it was
+        tags["eval.val_split"] = res.params["val_split"]
     if ev.data is not None:
         tags.update({"eval.data": ev.data.spec, "eval.data_sha256": ev.data.sha256()})
     if run_id:
         tags["eval.run_id"] = run_id
     current = client.get_model_version(name, version).tags or {}
     for k in current:
-        if k.startswith(FLAG_TAG_PREFIX) and k not in tags:
+        if (k.startswith(FLAG_TAG_PREFIX) or k == "eval.val_split") and k not in tags:   # stale
             client.delete_model_version_tag(name, version, k)
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
