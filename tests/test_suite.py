@@ -418,15 +418,19 @@ def test_select_step_plans_with_its_candidates_upstream_and_feeds_model_to_later
     assert [s.name for s in with_upstream(suite.steps, ["best-aa"])] == [s.name for s in suite.steps]
 
 
+def _pick_suite(project):
+    """PICK planned in `project`: (suite, its select step `best`, a client of the test's store)."""
+    path = project / "projects" / "pick.yaml"
+    path.write_text(PICK)
+    suite = load_suite(path, "tiny", version="v1")
+    return suite, next(s for s in suite.steps if s.name == "best"), MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+
+
 def test_select_step_chooses_on_validation_in_a_real_store_and_a_rerun_keeps_the_choice(project):
     from robust_transfer.errors import SuiteError
     from robust_transfer.suites.run import run_step
 
-    path = project / "projects" / "pick.yaml"
-    path.write_text(PICK)
-    suite = load_suite(path, "tiny", version="v1")
-    best = next(s for s in suite.steps if s.name == "best")
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    suite, best, client = _pick_suite(project)
     exp = client.get_experiment_by_name("Default").experiment_id if client.get_experiment_by_name("Default") else "0"
     # no candidate has run: one line saying so
     with pytest.raises(SuiteError, match=r"select step 'best': nothing to choose: cand-a, cand-b, cand-c have no FINISHED run"):
@@ -466,11 +470,7 @@ def test_select_step_with_candidates_missing_a_metric_fails_with_one_line(projec
     from robust_transfer.errors import SuiteError
     from robust_transfer.suites.run import run_step
 
-    path = project / "projects" / "pick.yaml"
-    path.write_text(PICK)
-    suite = load_suite(path, "tiny", version="v1")
-    best = next(s for s in suite.steps if s.name == "best")
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    suite, best, client = _pick_suite(project)
     for name in FAKE:
         _fake_step_run(client, suite, name, {"val_clean_acc": 0.5, "clean_acc": 0.5})
     with pytest.raises(SuiteError) as e:

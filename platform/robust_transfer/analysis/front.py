@@ -18,31 +18,11 @@ from __future__ import annotations
 import re
 
 from ..errors import ConfigError
+from .spec_fields import list_field as _list, str_field as _str
 
 SET_KEYS = {"label", "steps", "step", "trials", "pareto_on", "scales", "union"}
 _STEP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")      # as analysis/report_spec.py (which imports this
 _METRIC = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")                # module through claims: no import back)
-
-
-def _str(value, what: str, where: str, *, required: bool = True, pattern=None) -> str | None:
-    if value is None or value == "":
-        if required:
-            raise ConfigError(f"{where}: `{what}` is required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ConfigError(f"{where}: `{what}`={value!r} must be a string")
-    value = str(value)
-    if pattern is not None and not pattern.match(value):
-        raise ConfigError(f"{where}: `{what}`={value!r} is not a valid name; use letters, digits, '.', '_' or '-'")
-    return value
-
-
-def _list(value, what: str, where: str) -> list:
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return [value]
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{where}: `{what}` must be a non-empty list")
-    return value
 
 
 def _scales_of(value, where: str):

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from ..errors import ConfigError
+from .spec_fields import list_field as _list, str_field as _str
 from ..io import load_yaml
 from .claims import claim_entry
 
@@ -36,27 +37,6 @@ def _read_yaml(path: Path):
     data, _ = load_yaml(text, f"project={str(path)!r}", ConfigError,
                         "expected a mapping with name, title, scales, steps and report")
     return data
-
-
-def _str(value, what: str, where: str, *, required: bool = True, pattern: re.Pattern | None = None) -> str | None:
-    if value is None or value == "":
-        if required:
-            raise ConfigError(f"{where}: `{what}` is required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ConfigError(f"{where}: `{what}`={value!r} must be a string")
-    value = str(value)
-    if pattern is not None and not pattern.match(value):
-        raise ConfigError(f"{where}: `{what}`={value!r} is not a valid name; use letters, digits, '.', '_' or '-'")
-    return value
-
-
-def _list(value, what: str, where: str) -> list:
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return [value]
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{where}: `{what}` must be a non-empty list")
-    return value
 
 
 def _mapping(value, what: str, where: str, *, required: bool = True) -> dict:
