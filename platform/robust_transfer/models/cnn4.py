@@ -2,11 +2,12 @@
 
 Four conv-BN-ReLU-maxpool blocks (32 → 16 → 8 → 4 → 2 pixels), widths 32-64-128-256, then global
 average pooling: 256 features. Pooling after *every* conv keeps the multiply-adds at ~13M per 32×32
-image (small-cnn's unpooled second conv costs more), so it trains ~2× faster than the 4× smaller
-small-cnn while holding 4× the parameters.
+image, so it trains as fast as the 4× smaller small-cnn (whose second conv runs unpooled at 32×32).
 
-Measured on a 2-core AMD EPYC host (benchmarks/bench_train.py, batch 128, one process), side by side:
-small-cnn 514 train img/s (0.10M params), cnn4 1190 train img/s (0.39M params); eval 2.9k img/s both.
+Measured here (2-core AMD EPYC, batch 128, the library's natural training step at its default layout and
+threads, the two interleaved in one run: `bench_train.cpu_scale_arch`, docs/benchmarks.md): cnn4 1,297
+and small-cnn 1,281 training images/s (ratio 1.01). In plain NCHW (a one-off script at session start):
+cnn4 1,190, small-cnn 514.
 """
 from __future__ import annotations
 
