@@ -80,6 +80,10 @@ LOAD_SCRIPT = textwrap.dedent("""
     # This venv may hold an editable install of some checkout (a .pth entry): drop every path that
     # holds the package, so only the model's own copy (code_paths) can provide it.
     sys.path[:] = [p for p in sys.path if not (Path(p or ".") / "robust_transfer").is_dir()]
+    # ... and pip's editable-install finder (`pip install -e`, as `make venv` does), which maps the package to
+    # whichever checkout installed it, whatever sys.path holds
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__name__.lower()
+                        and "editable" not in str(getattr(f, "__name__", f)).lower()]
     assert importlib.util.find_spec("robust_transfer") is None, "the checkout is still importable"
     import mlflow, numpy as np
     model = mlflow.pyfunc.load_model(sys.argv[1])

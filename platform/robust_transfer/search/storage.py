@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -222,7 +223,15 @@ def open_storage(url: str, *, heartbeat: bool = True, create: bool = True):
                          "heartbeat_stale_trial_callback": retry_stale_trial(max_retry)}
         with warnings.catch_warnings():  # heartbeat_interval is an "experimental argument" in Optuna 5
             warnings.simplefilter("ignore")
-            return optuna.storages.RDBStorage(rdb_url(url), engine_kwargs=engine_kwargs, **beats)
+            for attempt in range(3):
+                try:
+                    return optuna.storages.RDBStorage(rdb_url(url), engine_kwargs=engine_kwargs, **beats)
+                except Exception as e:
+                    # Workers opening a new PostgreSQL storage at once race to CREATE its tables; the losers get
+                    # a unique violation on pg_type (seen in CI, 3 workers under load). The tables exist now: retry.
+                    if attempt == 2 or "pg_type_typname_nsp_index" not in str(e):
+                        raise
+                    time.sleep(0.5 * (attempt + 1))
     except SearchError:
         raise
     except ModuleNotFoundError as e:
