@@ -19,6 +19,7 @@ from typing import Callable
 import robust_transfer  # noqa: F401  (before torch: it sets OMP_WAIT_POLICY=PASSIVE while libgomp can still read it)
 import torch
 
+from robust_transfer.device import cpu_model
 from robust_transfer.strategies.source import cpu_threads
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,17 +176,6 @@ def loadavg() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "n/a"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform as _stdlib_platform  # the standard library's (this repo's platform/ is no package)
-    return _stdlib_platform.processor() or _stdlib_platform.machine()
 
 
 def cpu_flags() -> str:

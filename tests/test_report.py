@@ -514,3 +514,76 @@ def test_an_aa_column_comes_from_another_steps_run_and_the_claim_is_paired_on_it
                 for r in csv.DictReader(open(workdir / "out" / "cpu" / "aa-claims.csv"))}
     assert verdicts == {"aa-holds": ("supported", "0.220 >= 0.250 - 0.05"),          # 0.22 >= 0.20
                         "aa-fails": ("not supported", "0.220 >= 0.250 - 0.01")}     # 0.22 <  0.24
+
+
+
+# --- timing: what each suite cost, from the runs' start/end times (docs/results.md) -------------------------------
+TIMED = """\
+name: {name}
+title: "{name}"
+scales:
+  cpu: {{description: "timed"}}
+steps: []
+report:
+  - table: {name}
+    title: "{name}"
+    columns: {{clean_acc: "val."}}
+    rows:
+{rows}
+"""
+MACHINE = "Some CPU, 2 cores, 24 GiB"
+
+
+def _timed_run(client, exp, tags, start_s, seconds):
+    """A FINISHED run that started T0 + start_s and took `seconds` (MLflow times are in ms)."""
+    rid = client.create_run(exp, start_time=T0 + start_s * 1000, tags=tags).info.run_id
+    client.log_metric(rid, "clean_acc", 0.5)
+    client.set_terminated(rid, "FINISHED", end_time=T0 + (start_s + seconds) * 1000)
+    return rid
+
+
+def test_timing_csv_publish_counts_a_shared_step_run_once(wd, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from robust_transfer.analysis.publish import compose
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.create_experiment("timed")
+    step = lambda name, **more: {"rtl.step": name, "rtl.scale": "cpu", **more}  # noqa: E731
+    ids = {"a": _timed_run(client, exp, step("s-a"), 0, 60),
+           "shared": _timed_run(client, exp, step("s-shared", **{"rtl.machine": MACHINE}), 0, 600),
+           "c": _timed_run(client, exp, step("s-c"), 0, 30)}
+    seeded = {"rtl.seeds": "0,1", "rtl.seeds_key": "k"}
+    ids["b0"] = _timed_run(client, exp, step("s-b", **seeded, **{"rtl.seed": "0"}), 100, 120)
+    ids["b1"] = _timed_run(client, exp, step("s-b", **seeded, **{"rtl.seed": "1"}), 200, 180)
+    suite = lambda name, **more: {"rtl.strategy": "suite", "rtl.project": name, "rtl.scale": "cpu", **more}  # noqa: E731
+    _timed_run(client, exp, suite("ta", **{"rtl.machine": "an older machine"}), -9000, 60)     # older: not read
+    ids["ta"] = _timed_run(client, exp, suite("ta", **{"rtl.machine": MACHINE}), 0, 3600)
+    ids["tb"] = _timed_run(client, exp, suite("tb"), 3600, 5400)                  # an old run: no rtl.machine tag
+    for name, steps in (("ta", ["s-a", "s-b", "s-shared"]), ("tb", ["s-shared", "s-c"])):
+        rows = "\n".join(f"      - {{label: {s}, step: {s}}}" for s in steps)
+        (wd / f"{name}.yaml").write_text(TIMED.format(name=name, rows=rows))
+        assert main(["report", "--project", f"{name}.yaml", "--scale", "cpu", "--out", "out"]) == 0
+
+    rows = _csv(wd / "out/cpu/ta-timing.csv")
+    assert list(rows[0]) == ["kind", "step", "run_id", "start", "end", "seconds", "machine"]
+    got = {(r["kind"], r["step"], r["run_id"]): (float(r["seconds"]), r["machine"]) for r in rows}
+    assert got == {("step", "s-a", ids["a"]): (60.0, ""), ("step", "s-b", ids["b0"]): (120.0, ""),
+                   ("step", "s-b", ids["b1"]): (180.0, ""), ("step", "s-shared", ids["shared"]): (600.0, MACHINE),
+                   ("suite", "", ids["ta"]): (3600.0, MACHINE)}
+    suite_row = next(r for r in rows if r["kind"] == "suite")
+    assert (suite_row["start"], suite_row["end"]) == ("2023-11-14T22:13:20Z", "2023-11-14T23:13:20Z")  # T0 in UTC
+    index = (wd / "out/cpu/index.md").read_text()
+    assert ("Compute: 4 step runs, 16.0 min of step time; suite run started 2023-11-14 22:13:20 UTC, ended "
+            f"2023-11-14 23:13:20 UTC (machine: {MACHINE}).") in index
+    assert "suite run started 2023-11-14 23:13:20 UTC, ended 2023-11-15 00:43:20 UTC (machine: not recorded)" in index
+
+    results = compose(wd / "out", "cpu", "# Results")
+    section = results[results.index("## Where and how long"):results.index("## Claims")]
+    assert f"Machine: {MACHINE}." in section
+    assert "Suite runs: from 2023-11-14 22:13 to 2023-11-15 00:43 UTC (2 h 30 min)." in section
+    # s-shared (600 s) is read by both suites: 60 + 120 + 180 + 600 + 30 s, not 1590 s
+    assert "Step time: 16.5 min over 5 distinct step runs" in section
+    assert "| [ta](#ta) | 4 | 16.0 | 2023-11-14 22:13 – 2023-11-14 23:13 |" in section
+    assert "| [tb](#tb) | 2 | 10.5 | 2023-11-14 23:13 – 2023-11-15 00:43 |" in section
+    assert "No timing recorded yet" in compose(wd / "nothing", "cpu", "# Results")

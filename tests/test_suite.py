@@ -385,7 +385,8 @@ def _fake_step_run(client, suite, name, metrics):
     step = next(s for s in suite.steps if s.name == name)
     exp = client.get_experiment_by_name("Default").experiment_id
     run = client.create_run(exp, tags=step_tags(suite, step), run_name=name)
-    client.log_param(run.info.run_id, "epochs", step.params["epochs"])
+    if "epochs" in step.params:   # not an evaluate step's
+        client.log_param(run.info.run_id, "epochs", step.params["epochs"])
     for k, v in metrics.items():
         client.log_metric(run.info.run_id, k, v)
     model = f"{suite.scale}-{name}"
@@ -478,6 +479,26 @@ def test_select_step_with_candidates_missing_a_metric_fails_with_one_line(projec
     assert "no candidate's run logged every metric of '(val_clean_acc + val_pgd10_acc) / 2'" in str(e.value)
     assert "\n" not in str(e.value)
 
+
+
+def test_a_suite_run_and_its_steps_are_tagged_with_the_machine(project, capsys):
+    """Every step already FINISHED (fake runs; the select step runs in-process): a real suite run, no training."""
+    from robust_transfer.device import machine_description
+
+    path = project / "projects" / "pick.yaml"
+    path.write_text(PICK)
+    suite = load_suite(path, "tiny")   # this code version: the suite below reuses these runs
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    for step in suite.steps:
+        if step.select is None:
+            _fake_step_run(client, suite, step.name, FAKE.get(step.name, {}))
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 0
+    assert capsys.readouterr().out.count("reused run") == 5
+    machine = machine_description()
+    assert machine.endswith(" GiB") and f", {os.cpu_count()} cores, " in machine
+    suite_run = _runs(client, "tags.`rtl.strategy` = 'suite'")[0]
+    assert suite_run.data.tags["rtl.machine"] == machine
+    assert {r.data.tags["rtl.machine"] for r in _runs(client, "tags.`rtl.step` != ''")} == {machine}
 
 # --- the reference AutoAttack beside PGD-20 (issue 18) ----------------------------------------------------------
 AA_HEADLINES = {  # suite → the models whose rows carry an AA column (cpu scale)

@@ -1,5 +1,9 @@
-"""Device selection (`device=auto|cpu|cuda|cuda:N`): one check (configs) and one resolution (strategies)."""
+"""Device selection (`device=auto|cpu|cuda|cuda:N`): one check (configs) and one resolution (strategies); and
+the machine in one line (`rtl.machine`, so a report can say where a suite ran)."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from .errors import one_of
 
@@ -23,3 +27,27 @@ def resolve_device(name: str = "auto"):
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise one_of("device", name, ("auto", "cpu") + (" (no CUDA device is visible)",))
     return torch.device(name)
+
+
+def cpu_model() -> str:
+    """/proc/cpuinfo's "model name" (Linux), else what the standard library knows (e.g. arm64)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform   # the standard library's (this repo's platform/ folder is no package)
+
+    return platform.processor() or platform.machine()
+
+
+def machine_description() -> str:
+    """"<cpu>, <n> cores, <m> GiB": tagged on suite and step runs (rtl.machine), so the wall times a report
+    states say what they were measured on. Memory is left out where sysconf cannot tell it."""
+    parts = [cpu_model(), f"{os.cpu_count()} cores"]
+    try:
+        parts.append(f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB")
+    except (AttributeError, ValueError, OSError):
+        pass
+    return ", ".join(parts)

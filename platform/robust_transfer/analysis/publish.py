@@ -1,5 +1,6 @@
-"""docs/results.md from what `rtl report` wrote: the claim verdicts of every suite, then every suite's tables
-and figures. Nothing here holds a number: they all come from the reports' CSV and Markdown files.
+"""docs/results.md from what `rtl report` wrote: where and how long the suites ran, the claim verdicts of every
+suite, then every suite's tables and figures. Nothing here holds a number: they all come from the reports' CSV and
+Markdown files.
 
     python -m robust_transfer.analysis.publish --results docs/results --scale cpu --intro docs/results_intro.md \
         > docs/results.md
@@ -10,6 +11,7 @@ import argparse
 import csv
 import re
 import sys
+from datetime import datetime
 from pathlib import Path
 
 SUITE_ORDER = ["table1", "table2", "table3", "fig1", "fig3", "fig4", "fig5", "table4", "table5", "table6", "table7",
@@ -47,6 +49,53 @@ def claims_summary(scale_dir: Path) -> list[str]:
     return out
 
 
+def _timing_rows(scale_dir: Path) -> dict[str, list[dict]]:
+    """suite → the rows of its `<suite>-timing.csv` (report.timing_frame), in SUITE_ORDER."""
+    paths = sorted(scale_dir.glob("*-timing.csv"), key=lambda p: _order(p.name[:-len("-timing.csv")]))
+    out = {}
+    for path in paths:
+        with open(path, newline="", encoding="utf-8") as f:
+            out[path.name[:-len("-timing.csv")]] = list(csv.DictReader(f))
+    return out
+
+
+def _step_minutes(rows: list[dict]) -> float:
+    """Minutes of step time over distinct step runs: a run shared by several suites (a source) counts once."""
+    seconds = {r["run_id"]: float(r["seconds"] or 0) for r in rows if r["kind"] == "step"}
+    return sum(seconds.values()) / 60
+
+
+def _when(iso: str) -> str:
+    return iso.replace("T", " ").rstrip("Z")[:16] if iso else "?"
+
+
+def timing_summary(scale_dir: Path) -> list[str]:
+    """Where the suites ran, from first suite start to last suite end, and their step time: all from the
+    reports' `*-timing.csv` (the MLflow runs' start/end times and rtl.machine tags)."""
+    by_suite = _timing_rows(scale_dir)
+    if not by_suite:
+        return ["*No timing recorded yet: run the suites, then `rtl report`.*", ""]
+    rows = [r for suite_rows in by_suite.values() for r in suite_rows]
+    machines = sorted({r["machine"] for r in rows if r["machine"]})
+    suites = [r for r in rows if r["kind"] == "suite"]
+    starts, ends = [r["start"] for r in suites if r["start"]], [r["end"] for r in suites if r["end"]]
+    out = [f"Machine: {'; '.join(machines) if machines else 'not recorded'}."]
+    if starts and ends:
+        span = (datetime.fromisoformat(max(ends).rstrip("Z")) - datetime.fromisoformat(min(starts).rstrip("Z")))
+        hours, minutes = divmod(round(span.total_seconds() / 60), 60)
+        out.append(f"Suite runs: from {_when(min(starts))} to {_when(max(ends))} UTC ({hours} h {minutes} min).")
+    distinct = {r["run_id"] for r in rows if r["kind"] == "step"}
+    out += [f"Step time: {_step_minutes(rows):.1f} min over {len(distinct)} distinct step runs "
+            "(a run several suites read counts once).", "",
+            "| suite | step runs | step time (min) | suite run (UTC) |", "|---|---:|---:|---|"]
+    for suite, suite_rows in by_suite.items():
+        n = len({r["run_id"] for r in suite_rows if r["kind"] == "step"})
+        run = next((r for r in suite_rows if r["kind"] == "suite"), None)
+        when = f"{_when(run['start'])} – {_when(run['end']) if run['end'] else 'not ended'}" if run else "not recorded"
+        out.append(f"| [{suite}](#{suite}) | {n} | {_step_minutes(suite_rows):.1f} | {when} |")
+    return out + [""]
+
+
 def suite_sections(scale_dir: Path) -> list[str]:
     index = scale_dir / "index.md"
     if not index.exists():
@@ -64,7 +113,8 @@ def suite_sections(scale_dir: Path) -> list[str]:
 
 def compose(results: Path, scale: str, intro: str) -> str:
     scale_dir = results / scale
-    parts = [intro.rstrip(), "", "## Claims, checked against our runs", ""]
+    parts = [intro.rstrip(), "", "## Where and how long these runs took", ""] + timing_summary(scale_dir)
+    parts += ["## Claims, checked against our runs", ""]
     parts += claims_summary(scale_dir)
     parts += [f"## Tables and figures (scale `{scale}`)", ""] + suite_sections(scale_dir)
     return "\n".join(parts).rstrip() + "\n"

@@ -30,6 +30,7 @@ def _record(row: pd.Series) -> dict:
         return {k[n:]: v for k, v in row.items() if k.startswith(prefix) and not _missing(v)}
 
     return {"run_id": row["run_id"], "experiment_id": row.get("experiment_id"), "start_time": row.get("start_time"),
+            "end_time": row.get("end_time"), "status": row.get("status"),
             "metrics": section("metrics."), "params": section("params."), "tags": section("tags.")}
 
 
@@ -88,6 +89,25 @@ class RunSelector:
             if seed not in by_seed and (not wanted or seed in wanted):
                 by_seed[seed] = record
         return combine_seeds(list(by_seed.values()) or [newest])
+
+    def step_runs(self) -> list[tuple[str, dict]]:
+        """(step, run) for every step run read so far, a seeded step's seeds one by one, each run once (a step read
+        under two names counts once): the runs whose time a report's timing adds up (children and trials run
+        inside their step's run, so they are not counted again)."""
+        out, seen = [], set()
+        for step, run in self._runs.items():
+            for r in (run.get("seed_runs") or [run]) if run else []:
+                if r["run_id"] not in seen:
+                    seen.add(r["run_id"])
+                    out.append((step, r))
+        return out
+
+    def suite_run(self, suite: str) -> dict | None:
+        """The newest run of suite `suite` at this scale, whatever its status (a suite whose last step is
+        this report is still RUNNING)."""
+        df = _search(f"tags.`rtl.strategy` = 'suite' and tags.`rtl.project` = '{suite}' and "
+                     f"tags.`rtl.scale` = '{self.scale}'", self.experiment_ids, 1)
+        return _record(df.iloc[0]) if len(df) else None
 
     def children(self, run: dict) -> list[dict]:
         """Newest first; children live in their parent's experiment. For a seeded run: one combined record

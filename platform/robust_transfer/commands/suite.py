@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config import SuiteConfig
 from ..errors import ConfigError
 from ..suites.plan import load_suite, with_upstream
-from ..suites.run import project_root_for, run_report_step, run_step
+from ..suites.run import project_root_for, run_report_step, run_step, suite_tags
 from ..tracking import mlflow_client, tracked_run
 from ..tracking.runs import absolute_tracking_uri, tracking_uri
 
@@ -52,7 +52,7 @@ def run_suite(cfg: SuiteConfig) -> dict:
                 print(line)
         return {"steps": [s.label for s in steps]}
 
-    tags = {"rtl.project": suite.name, "rtl.scale": suite.scale, "rtl.code_version": suite.code_version}
+    tags = suite_tags(suite)
     params = {"project": str(cfg.project), "scale": cfg.scale, "reuse": cfg.reuse, **({"set": cfg.set} if cfg.set else {})}
     with tracked_run("suite", params, tags, experiment=cfg.experiment, run_name=f"suite {suite.name} ({suite.scale})") as log:
         client = mlflow_client()

@@ -8,6 +8,7 @@ import socket
 import time
 from pathlib import Path
 
+from ..device import machine_description
 from ..errors import RegistryError, SuiteError
 from .plan import Step, Suite, step_model_name
 
@@ -185,12 +186,20 @@ def run_select(client, suite: Suite, step: Step, experiment_id: str, finished: d
 
 def step_tags(suite: Suite, step: Step) -> dict[str, str]:
     """Every seed of a seeded step carries rtl.step (its name) and, to tell the seeds apart, rtl.seed, rtl.seeds
-    (all of the step's seeds) and rtl.seeds_key (the same for every seed of one step): what `report` averages."""
+    (all of the step's seeds) and rtl.seeds_key (the same for every seed of one step): what `report` averages;
+    rtl.machine says what the step's wall time was measured on (a report's timing)."""
     seeded = {} if step.seed is None else {"rtl.seed": str(step.seed), "rtl.seeds": ",".join(map(str, step.seeds)),
                                            "rtl.seeds_key": step.seeds_key}
     return {"rtl.project": suite.name, "rtl.step": step.name, "rtl.scale": suite.scale, "rtl.step_key": step.key,
             "rtl.params_key": step.params_key, "rtl.code_version": suite.code_version,
-            "rtl.host": socket.gethostname(), "rtl.suite_pid": str(os.getpid()), **seeded}
+            "rtl.host": socket.gethostname(), "rtl.suite_pid": str(os.getpid()),
+            "rtl.machine": machine_description(), **seeded}
+
+
+def suite_tags(suite: Suite) -> dict[str, str]:
+    """The suite's own run: what a report finds it by (project, scale) and the machine it ran on."""
+    return {"rtl.project": suite.name, "rtl.scale": suite.scale, "rtl.code_version": suite.code_version,
+            "rtl.machine": machine_description()}
 
 
 def project_root_for(path: Path) -> Path:
