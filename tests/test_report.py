@@ -325,7 +325,113 @@ def test_a_claim_of_an_unknown_kind_is_one_line(workdir, capsys):
     (workdir / "c.yaml").write_text(CLAIMS.replace("kind: premise", "kind: guess"))
     assert main(["report", "--project", str(workdir / "c.yaml"), "--scale", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "kind='guess' is not allowed; use one of premise, paper, added" in err, err
+    assert len(err.splitlines()) == 1 and "kind='guess' is not allowed; use one of premise, paper, reason, added" in err, err
+
+
+REASONS = """\
+name: reasons
+scales:
+  cpu: {}
+  paper: {}
+steps: []
+report:
+  - claim: natural-more-robust
+    text: "the natural source transfers more robustness"
+    check: "s-natural.pgd20_acc > s-robust.pgd20_acc"
+  - claim: robust-source-is-robust
+    kind: reason
+    explains: natural-more-robust
+    text: "the robust source is the robust one: its PGD-20 accuracy is far above the natural one's"
+    check: "s-robust.pgd20_acc > s-natural.pgd20_acc + 0.1"
+  - claim: paper-only
+    scales: [paper]
+    text: "a claim checked at the paper's scale only"
+    check: "s-robust.clean_acc > 0.9"
+"""
+
+
+def test_a_reason_claim_names_the_miss_it_explains_in_csv_index_and_results(store, workdir):
+    (workdir / "r.yaml").write_text(REASONS)
+    assert main(["report", "--project", "r.yaml", "--scale", "cpu", "--out", "out"]) == 0
+    rows = {r["claim"]: r for r in _csv(workdir / "out" / "cpu" / "reasons-claims.csv")}
+    assert {k: (r["kind"], r["explains"], r["verdict"]) for k, r in rows.items()} == {
+        "natural-more-robust": ("paper", "", "not supported"),                          # 0.0012 > 0.2345
+        "robust-source-is-robust": ("reason", "natural-more-robust", "supported")}      # 0.2345 > 0.0012 + 0.1
+    index = (workdir / "out" / "cpu" / "index.md").read_text()
+    assert "*(reason for natural-more-robust)* the robust source is the robust one" in index
+
+    from robust_transfer.analysis.publish import compose
+
+    results = compose(workdir / "out", "cpu", "# Results")
+    assert ("| [reasons](#reasons) | the natural source transfers more robustness |  | `0.001 > 0.234` | "
+            "**not supported** | [robust-source-is-robust](#reasons): **supported** |") in results
+    assert "1 paper claims: 1 not supported (1 with a tested reason)." in results
+    assert ("| [reasons](#reasons) | natural-more-robust | the robust source is the robust one: its PGD-20 accuracy "
+            "is far above the natural one's | `0.234 > 0.001 + 0.1` | **supported** |") in results
+    assert "1 reason claims: 1 supported." in results
+    assert results.index("### The paper's claims") < results.index("### Why the misses: the reasons, tested")
+
+
+@pytest.mark.parametrize("changes,fragment", [
+    ([("    explains: natural-more-robust\n", "")],
+     "claim 'robust-source-is-robust': kind reason needs `explains: <claim name>`"),
+    ([("    text: \"the natural source", "    explains: paper-only\n    text: \"the natural source")],
+     "claim 'natural-more-robust': explains='paper-only' is allowed only with kind: reason (kind is 'paper')"),
+    ([("explains: natural-more-robust", "explains: nosuch")],
+     "claim 'robust-source-is-robust': explains='nosuch' is not a claim of this suite at its scales; "
+     "use one of: natural-more-robust, paper-only"),
+    ([("explains: natural-more-robust", "explains: paper-only\n    scales: [cpu]")],   # paper-only: paper scale only
+     "explains='paper-only' is not a claim of this suite at its scales; use one of: natural-more-robust"),
+], ids=["explains-missing", "explains-on-a-paper-claim", "explains-unknown", "explains-at-no-shared-scale"])
+def test_bad_reason_claims_are_one_line_config_errors(workdir, capsys, changes, fragment):
+    text = REASONS
+    for old, new in changes:
+        assert old in text
+        text = text.replace(old, new, 1)
+    (workdir / "r.yaml").write_text(text)
+    assert main(["report", "--project", "r.yaml", "--scale", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err, err
+
+
+def _write_claims_csv(path, rows: list[dict], columns: list[str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows({k: r.get(k, "") for k in columns} for r in rows)
+
+
+def test_publish_shows_each_miss_beside_its_tested_reasons_and_reads_old_csvs(tmp_path):
+    """publish reads only the claims CSVs: one without `explains` (and `kind`), as reports wrote them before."""
+    from robust_transfer.analysis.publish import claims_summary
+
+    old = ["claim", "text", "paper", "check", "values", "verdict"]
+    _write_claims_csv(tmp_path / "table1-claims.csv", [
+        {"claim": "t1-old-miss", "text": "an old miss", "values": "1 > 2", "verdict": "not supported"}], old)
+    claim = lambda name, verdict, kind="paper", explains="": {  # noqa: E731
+        "claim": name, "kind": kind, "explains": explains, "text": f"text of {name}", "values": "v", "verdict": verdict}
+    _write_claims_csv(tmp_path / "table2-claims.csv", [
+        claim("t2-miss", "not supported"), claim("t2-hit", "supported"), claim("t2-unrun", "not run"),
+        claim("t2-miss-untested", "not supported"),
+        claim("t2-capped", "supported", "reason", "t2-miss"), claim("t2-longer", "not supported", "reason", "t2-miss"),
+        claim("t2-unrun-reason", "not run", "reason", "t2-miss-untested"),
+        claim("t2-aa", "supported", "added")], ["claim", "kind", "explains", *old[1:]])
+    out = "\n".join(claims_summary(tmp_path))
+    assert "| [table1](#table1) | an old miss |  | `1 > 2` | **not supported** | none |" in out
+    assert ("| [table2](#table2) | text of t2-miss |  | `v` | **not supported** | "
+            "[t2-capped](#table2): **supported**; [t2-longer](#table2): **not supported** |") in out
+    assert "| [table2](#table2) | text of t2-hit |  | `v` | **supported** |  |" in out
+    assert "| [table2](#table2) | text of t2-unrun |  | `v` | **not run** |  |" in out
+    assert "[t2-unrun-reason](#table2): **not run** |" in out   # listed, but not counted as tested
+    # a reason not run yet has tested nothing: 1 of the 3 misses has a tested reason
+    assert "5 paper claims: 1 not run, 3 not supported (1 with a tested reason), 1 supported." in out
+    assert "| suite | explains | reason | our numbers | verdict |" in out
+    assert "| [table2](#table2) | t2-miss | text of t2-longer | `v` | **not supported** |" in out
+    assert "3 reason claims: 1 not run, 1 not supported, 1 supported." in out
+    assert "1 added claims: 1 supported." in out
+    headings = [line for line in out.splitlines() if line.startswith("### ")]
+    assert headings == ["### The paper's claims", "### Why the misses: the reasons, tested",
+                        "### Claims we add (beyond the paper)"]
 
 
 CHOSEN = """\

@@ -31,8 +31,19 @@ max(0.02, 2·sqrt(se_a² + se_b²)) (expr.margin), so a check reads
 and the report prints the margin it used: `... + margin(0.012, 0.010)=0.031`.
 
 `kind` says whose claim it is, so results.md counts them apart: `paper` (the default: one of the paper's claims),
-`premise` (a condition the paper's claims rest on, e.g. "the robust source is robust": checked first, issue 18) or
-`added` (ours, beyond the paper: AutoAttack agreement, the searched front).
+`premise` (a condition the paper's claims rest on, e.g. "the robust source is robust": checked first, issue 18),
+`reason` (why a claim is missed, stated so a run can test it) or `added` (ours, beyond the paper: AutoAttack
+agreement, the searched front). A miss gets a run that tests its reason, not a sentence: a `reason` claim names the
+claim it would explain in `explains` (required for, and only allowed on, kind reason; a claim of the same suite at
+an overlapping scale, checked at load time by `check_explains`) and is an ordinary check over runs:
+
+    - claim: t2-weak-source-caps-clean
+      kind: reason
+      explains: t2-natural-source-more-accurate
+      text: "The transfer's clean accuracy is capped by the weak large source: a stronger source's features gain"
+      check: "tr-strong-c10.clean_acc > tr-large-natural-c10.clean_acc + 0.02"
+
+Its verdict reads like any other: supported = the reason holds in our runs.
 
 Sets of runs compared as fronts (analysis/front.py): `hypervolume` names point sets, and the check reads
 `<set>.hypervolume`, the 2-D hypervolume of the set's points on `axes` (both maximised) above `reference`:
@@ -58,7 +69,7 @@ from ..expr import BINOPS, CHECK_FUNCS, COMPARISONS, evaluate
 
 REF = re.compile(r"(?<![\w.-])([A-Za-z0-9][A-Za-z0-9-]*)(?:\[([A-Za-z_]\w*)=([\w.+-]+)\])?\.([A-Za-z_]\w*)")
 SUPPORTED, NOT_SUPPORTED, NOT_RUN = "supported", "not supported", "not run"
-CLAIM_KINDS = ("premise", "paper", "added")   # results.md's order
+CLAIM_KINDS = ("premise", "paper", "reason", "added")   # results.md's order
 
 
 def parse_check(text: str, where: str) -> tuple[ast.Expression, list[tuple[str, str | None, str | None, str]]]:
@@ -109,13 +120,14 @@ def claim_entry(raw: dict, where: str) -> dict:
     for key in ("text", "check"):
         if not str(raw.get(key, "")).strip():
             raise ConfigError(f"{where}: claim {name!r} needs `{key}`")
-    unknown = set(raw) - {"claim", "text", "paper", "check", "scales", "choose", "hypervolume", "kind"}
+    unknown = set(raw) - {"claim", "text", "paper", "check", "scales", "choose", "hypervolume", "kind", "explains"}
     if unknown:
         raise ConfigError(f"{where}: claim {name!r}: unknown key {sorted(unknown)[0]!r}; allowed: text, paper, check, "
-                          "scales, choose, hypervolume, kind")
+                          "scales, choose, hypervolume, kind, explains")
     kind = raw.get("kind", "paper")
     if kind not in CLAIM_KINDS:
         raise ConfigError(f"{where}: claim {name!r}: kind={kind!r} is not allowed; use one of {', '.join(CLAIM_KINDS)}")
+    explains = _explains_entry(raw.get("explains"), kind, f"{where}: claim {name!r}")
     _, refs = parse_check(raw["check"], f"{where}, claim {name!r}")
     choose = _choose_entry(raw.get("choose"), f"{where}, claim {name!r}")
     hv = _hypervolume_entry(raw.get("hypervolume"), f"{where}, claim {name!r}")
@@ -127,7 +139,38 @@ def claim_entry(raw: dict, where: str) -> dict:
         + (choose["among"] if choose else []) + [s for p in sets.values() for s in p["steps"]]
     return {"type": "claim", "name": name, "text": str(raw["text"]), "paper": str(raw.get("paper", "")),
             "check": str(raw["check"]), "steps": list(dict.fromkeys(steps)), "scales": raw.get("scales"),
-            "choose": choose, "hypervolume": hv, "kind": kind}
+            "choose": choose, "hypervolume": hv, "kind": kind, "explains": explains}
+
+
+def _explains_entry(raw, kind: str, where: str) -> str | None:
+    """`explains` belongs to kind reason only, and a reason must say which miss it would explain: a reason
+    without its claim could not be shown beside that claim in results.md."""
+    if kind != "reason":
+        if raw is not None:
+            raise ConfigError(f"{where}: explains={raw!r} is allowed only with kind: reason (kind is {kind!r})")
+        return None
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError(f"{where}: kind reason needs `explains: <claim name>` (the claim whose miss it would "
+                          f"explain); got explains={raw!r}")
+    return raw.strip()
+
+
+def _scales_overlap(a: list | None, b: list | None) -> bool:
+    """Claims without `scales` run at every scale; two lists overlap when they share one."""
+    return a is None or b is None or bool(set(a) & set(b))
+
+
+def check_explains(claims: list[tuple[str, dict]]) -> None:
+    """Each reason's `explains` names a non-reason claim of the same suite (`claims`: (where, entry) in file order)
+    that runs at one of its scales: a reason for a claim the report never checks beside it would explain nothing."""
+    for where, c in claims:
+        if c["kind"] != "reason":
+            continue
+        allowed = [o["name"] for _, o in claims
+                   if o["kind"] != "reason" and _scales_overlap(c["scales"], o["scales"])]
+        if c["explains"] not in allowed:
+            raise ConfigError(f"{where}: claim {c['name']!r}: explains={c['explains']!r} is not a claim of this suite "
+                              f"at its scales; use one of: {', '.join(allowed) or '(none)'}")
 
 
 def _hypervolume_entry(raw, where: str) -> dict | None:

@@ -14,6 +14,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from .claims import CLAIM_KINDS, NOT_RUN, NOT_SUPPORTED
+
 SUITE_ORDER = ["table1", "table2", "table3", "fig1", "fig3", "fig4", "fig5", "table4", "table5", "table6", "table7",
                "fig7"]
 _SECTION = re.compile(r"<!-- rtl-report:(?P<name>[^ ]+) begin -->\n(?P<body>.*?)<!-- rtl-report:(?P=name) end -->", re.S)
@@ -23,29 +25,71 @@ def _order(name: str) -> tuple[int, str]:
     return (SUITE_ORDER.index(name) if name in SUITE_ORDER else len(SUITE_ORDER), name)
 
 
-def claims_summary(scale_dir: Path) -> list[str]:
+_HEADINGS = {"premise": "The premise: are the sources what the paper assumes?", "paper": "The paper's claims",
+             "reason": "Why the misses: the reasons, tested", "added": "Claims we add (beyond the paper)"}
+
+
+def _claim_rows(scale_dir: Path) -> list[tuple[str, dict]]:
+    """(suite, row) of every `<suite>-claims.csv`, in SUITE_ORDER; CSVs written before a column existed read it as
+    empty (`explains`) or its default (`kind`: paper), so older reports still publish."""
     rows = []
     for path in sorted(scale_dir.glob("*-claims.csv"), key=lambda p: _order(p.name[:-len("-claims.csv")])):
-        suite = path.name[:-len("-claims.csv")]
         with open(path, newline="", encoding="utf-8") as f:
-            rows += [(suite, r) for r in csv.DictReader(f)]
+            rows += [(path.name[:-len("-claims.csv")], {"kind": "paper", "explains": ""} | {
+                k: v for k, v in r.items() if v is not None}) for r in csv.DictReader(f)]
+    return rows
+
+
+def _reasons_cell(suite: str, row: dict, reasons: list[tuple[str, dict]]) -> str:
+    """A not-supported claim's tested reasons, `[name](#suite): **verdict**` each, or "none": the issue asks that
+    every miss gets a run testing its reason, so a miss without one shows it."""
+    if row["verdict"] != NOT_SUPPORTED:
+        return ""
+    mine = [r for s, r in reasons if s == suite and r["explains"] == row["claim"]]
+    return "; ".join(f"[{r['claim']}](#{suite}): **{r['verdict']}**" for r in mine) or "none"
+
+
+def _count_line(kind: str, mine: list[tuple[str, dict]], reasons: list[tuple[str, dict]]) -> str:
+    """`24 paper claims: 3 not run, 6 not supported (5 with a tested reason), 15 supported.` — a reason counts as
+    tested once its check ran (its verdict is not `not run`)."""
+    counts: dict[str, int] = {}
+    for _, r in mine:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    tested = {(s, r["explains"]) for s, r in reasons if r["verdict"] != NOT_RUN}
+    parts = []
+    for verdict, n in sorted(counts.items()):
+        with_reason = sum((s, r["claim"]) in tested for s, r in mine if r["verdict"] == verdict)
+        note = f" ({with_reason} with a tested reason)" if kind == "paper" and verdict == NOT_SUPPORTED else ""
+        parts.append(f"{n} {verdict}{note}")
+    return f"{len(mine)} {kind} claims: {', '.join(parts)}."
+
+
+def _claims_table(kind: str, mine: list[tuple[str, dict]], reasons: list[tuple[str, dict]]) -> list[str]:
+    """One kind's table: the paper's claims carry the reasons tested for their misses; a reason names its claim."""
+    if kind == "reason":
+        out = ["| suite | explains | reason | our numbers | verdict |", "|---|---|---|---|---|"]
+        return out + [f"| [{s}](#{s}) | {r['explains']} | {r['text']} | `{r['values']}` | **{r['verdict']}** |"
+                      for s, r in mine]
+    extra = kind == "paper"
+    out = ["| suite | claim | paper | our numbers | verdict |" + (" reason tested |" if extra else ""),
+           "|---|---|---|---|---|" + ("---|" if extra else "")]
+    return out + [f"| [{s}](#{s}) | {r['text']} | {r['paper']} | `{r['values']}` | **{r['verdict']}** |"
+                  + (f" {_reasons_cell(s, r, reasons)} |" if extra else "") for s, r in mine]
+
+
+def claims_summary(scale_dir: Path) -> list[str]:
+    """The claims of every suite by kind, in claims.CLAIM_KINDS order: the premise first (what the paper's claims
+    rest on), the paper's own claims (each miss beside the reason tested for it), the reasons, then ours."""
+    rows = _claim_rows(scale_dir)
     if not rows:
         return ["*No claim has been checked yet: run the suites, then `rtl report`.*", ""]
+    reasons = [(s, r) for s, r in rows if r["kind"] == "reason"]
     out = []
-    # premise first (what the paper's claims rest on), then the paper's own claims, then ours (claims.CLAIM_KINDS)
-    for kind, heading in (("premise", "The premise: are the sources what the paper assumes?"),
-                          ("paper", "The paper's claims"), ("added", "Claims we add (beyond the paper)")):
-        mine = [(s, r) for s, r in rows if r.get("kind", "paper") == kind]
-        if not mine:
-            continue
-        counts: dict[str, int] = {}
-        for _, r in mine:
-            counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
-        out += [f"### {heading}", "", "| suite | claim | paper | our numbers | verdict |", "|---|---|---|---|---|"]
-        for suite, r in mine:
-            out.append(f"| [{suite}](#{suite}) | {r['text']} | {r['paper']} | `{r['values']}` | **{r['verdict']}** |")
-        total = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
-        out += ["", f"{len(mine)} {kind} claims: {total}.", ""]
+    for kind in CLAIM_KINDS:
+        mine = [(s, r) for s, r in rows if r["kind"] == kind]
+        if mine:
+            out += [f"### {_HEADINGS[kind]}", "", *_claims_table(kind, mine, reasons), "",
+                    _count_line(kind, mine, reasons), ""]
     return out
 
 

@@ -420,7 +420,8 @@ def write_report(spec: dict, scale: str, out: str | Path = "docs/results", *,
         section += ([f"*{_md(note)}*", ""] if note else []) + [f"{runs} Values: [{name}.csv]({name}.csv)", ""]
     if claims:
         section += render_claims(claims)
-        frame = pd.DataFrame([{"claim": c["name"], "kind": c.get("kind", "paper"), "text": c["text"], "paper": c["paper"], "check": c["check"],
+        frame = pd.DataFrame([{"claim": c["name"], "kind": c.get("kind", "paper"), "explains": c.get("explains") or "",
+                               "text": c["text"], "paper": c["paper"], "check": c["check"],
                                "values": c["shown"], "verdict": c["verdict"]} for c in claims])
         _write_csv(frame, out_dir / f"{spec['name']}-claims.csv")
         files.append(out_dir / f"{spec['name']}-claims.csv")
@@ -441,10 +442,16 @@ def render_claims(claims: list[dict]) -> list[str]:
     """The claims table of a suite's section: what the paper says, our check with numbers, the verdict."""
     lines = ["### Claims", "", "| claim | paper | check (our numbers) | verdict |", "|---|---|---|---|"]
     for c in claims:
-        kind = c.get("kind", "paper")
-        text = _md(c["text"]) if kind == "paper" else f"*({kind})* {_md(c['text'])}"
+        text = _md(c["text"]) if c.get("kind", "paper") == "paper" else f"*({_kind_label(c)})* {_md(c['text'])}"
         lines.append(f"| {text} | {_md(c['paper'])} | `{c['check']}` → `{c['shown']}` | **{c['verdict']}** |")
     return lines + [""]
+
+
+def _kind_label(claim: dict) -> str:
+    """How a non-paper claim is marked in its suite's table: a reason says which claim's miss it would explain."""
+    kind = claim.get("kind", "paper")
+    return f"reason for {claim['explains']}" if kind == "reason" else kind
+
 
 __all__ = ["load_report_spec", "check_scale", "scale_description", "report_steps", "select_runs", "RunSelector",
            "metric_value", "is_accuracy", "format_value", "table_frame", "render_table", "figure_frames",

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from .spec_fields import list_field as _list, str_field as _str
 from ..io import load_yaml
-from .claims import claim_entry
+from .claims import check_explains, claim_entry
 
 FIGURE_KINDS = ("lines", "bars", "artifact", "front")
 NOT_RUN = "not run"
@@ -174,12 +174,14 @@ def load_report_spec(path: str | Path) -> dict:
     raw_report = data.get("report") or []
     if not isinstance(raw_report, list):
         raise ConfigError(f"{where}: `report` must be a list of table:/figure: entries")
-    report, seen = [], set()
+    report, seen, claims = [], set(), []
     for i, raw in enumerate(raw_report, 1):
         if not isinstance(raw, dict) or sum(k in raw for k in ("table", "figure", "claim")) != 1:
             raise ConfigError(f"{_where(path, str(i))}: each entry needs exactly one of `table:`, `figure:` or `claim:`")
         if "claim" in raw:
             entry = claim_entry(raw, _where(path, str(i)))
+            entry["scales"] = _scales_of(raw.get("scales"), _where(path, str(i)))
+            claims.append((_where(path, str(i)), entry))
         else:
             entry = _table_entry(raw, path, i) if "table" in raw else _figure_entry(raw, path, i)
         if entry["name"] in seen or entry["name"] == "index":
@@ -188,6 +190,7 @@ def load_report_spec(path: str | Path) -> dict:
                               "its own name")
         seen.add(entry["name"])
         report.append(entry)
+    check_explains(claims)
     return {"path": str(path), "name": name, "title": _str(data.get("title"), "title", where, required=False) or name,
             "paper": _str(data.get("paper"), "paper", where, required=False),
             "scales": {str(s): dict(v or {}) for s, v in scales.items()}, "report": report}
