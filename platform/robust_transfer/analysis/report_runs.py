@@ -30,7 +30,7 @@ def _record(row: pd.Series) -> dict:
         return {k[n:]: v for k, v in row.items() if k.startswith(prefix) and not _missing(v)}
 
     return {"run_id": row["run_id"], "experiment_id": row.get("experiment_id"), "start_time": row.get("start_time"),
-            "end_time": row.get("end_time"), "status": row.get("status"),
+            "end_time": row.get("end_time"),
             "metrics": section("metrics."), "params": section("params."), "tags": section("tags.")}
 
 
