@@ -136,7 +136,7 @@ def test_the_keyword_api_and_the_config_run_the_same_evaluation(workdir, tiny_fo
         assert ev.result.indices_sha256 == by_keywords.result.indices_sha256
         assert all(torch.equal(ev.result.correct[k], c) for k, c in by_keywords.result.correct.items())
     assert by_keywords.data.spec == spec and by_keywords.result.params["split"] == "test"
-    with pytest.raises(ConfigError, match="unknown option.*apgd_iter;"):
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) apgd_iter of evaluate; allowed: .*apgd_iters"):
         evaluate(model, spec, apgd_iter=3)
     with pytest.raises(ConfigError, match="n_examples=1000 is larger than the test split"):
         evaluate(model, spec, device="cpu", progress=False)

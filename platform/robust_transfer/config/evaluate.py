@@ -84,7 +84,7 @@ class EvaluateConfig(ThreatConfig):
     diagnostics: bool = True         # gradient-masking checks with suite=standard|full (false: skip them)
     resume: bool = True              # reuse per-attack results stored under cache_dir()/eval/ (interrupted runs)
     cascade: bool = True             # each attack only on what earlier attacks left correct (false: on every example)
-    apgd_iters: int | None = None    # budget knobs; default: the suite's (SUITES above)
+    apgd_iters: int | None = None    # budget knobs; default: the suite's (config.evaluate.SUITES)
     apgd_restarts: int | None = None
     apgd_targets: int | None = None  # target classes of targeted APGD-DLR (0: untargeted only)
     square_queries: int | None = None
