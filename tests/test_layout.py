@@ -130,3 +130,13 @@ def test_search_and_suites_know_no_command_table():
     for m, ts in edges.items():
         if _layer(m) in ("search", "suites"):
             assert not any(_layer(t) in TOP for t in ts), m
+
+
+def test_config_and_attacks_stay_below_the_evaluation_library():
+    """config/ checks suite names, attack names and budget knobs with the attacks' grammar and budget
+    (attacks/specs.py, attacks/budget.py); neither config/ nor attacks/ may import `evaluation` (issue 23)."""
+    edges = import_graph(modules())
+    checked = [m for m in edges if _layer(m) in ("config", "attacks")]
+    assert any(_layer(m) == "config" for m in checked) and any(_layer(m) == "attacks" for m in checked)
+    bad = sorted(f"{m} imports {t}" for m in checked for t in edges[m] if _layer(t) == "evaluation")
+    assert not bad, "; ".join(bad)
