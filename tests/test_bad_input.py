@@ -3,9 +3,11 @@
 `error: ...` that names the bad value, there is no traceback (unless --debug), the MLflow run is FAILED or none
 was created, and no file that existed before (checkpoints, data, a study, a search space) changed.
 
-Every command in `robust_transfer.commands.COMMANDS` must have rows in CASES (a new entry point fails
-`test_every_entry_point_has_bad_input_rows` until it gets them). Most cases go through `cli.main` in-process;
-a few through the `rtl` console script and one through `mlflow run . -e <entry> --env-manager local`.
+Two kinds of rows. DERIVED: from every entry point's declaration (commands.COMMANDS and its config class), a bad
+choice, a non-number and an out-of-range whole number, a non-boolean for every such field: config errors, one
+shared store, fast. CASES: hand-written, for what derivation cannot reach (data, models, files, stores, hostile
+inputs); every command needs some (`test_every_entry_point_has_bad_input_rows`). Most cases go through `cli.main`
+in-process; a few through the `rtl` console script and one through `mlflow run . -e <entry> --env-manager local`.
 
 Unreadable files: tests may run as root, where chmod 000 does not stop a read, so "unreadable" is a directory
 where a file is expected, an empty directory where a checkpoint is expected, or a corrupt file.
@@ -193,7 +195,7 @@ def _import(w: World, file, *extra):
 
 
 CASES = [
-    # train: unknown names, out-of-range numbers, wrong types, missing data, corrupt resume state
+    # train: unknown names, out-of-range numbers, missing data, corrupt resume state
     ("train-unknown-arch", "train", lambda w: _train(w, "--arch", "vgg11"), "config", "arch='vgg11'"),
     ("train-unknown-dataset", "train", lambda w: _train(w, "--dataset", "mnist"), "config", "dataset='mnist'"),
     ("train-epsilon-0", "train", lambda w: _train(w, "--epsilon", "0"), "config", "epsilon=0.0"),
@@ -219,7 +221,7 @@ CASES = [
     ("train-per_class-after-the-validation-split", "train", lambda w: _train(w, "--per-class", "23"), "data",
      "after the validation split"),
     ("train-eval_epsilon-0", "train", lambda w: _train(w, "--eval-epsilon", "0"), "config", "eval_epsilon=0.0"),
-    # evaluate: missing/corrupt/mismatched models, unknown suite, out-of-range epsilon, wrong type
+    # evaluate: missing/corrupt/mismatched models, unknown suite, out-of-range epsilon
     ("evaluate-missing-model", "evaluate", lambda w: _evaluate(w, model=w.root / "gone"), "model", "gone"),
     ("evaluate-corrupt-checkpoint", "evaluate", lambda w: _evaluate(w, model=w.corrupt), "model", "corrupt"),
     ("evaluate-empty-dir-as-checkpoint", "evaluate", lambda w: _evaluate(w, model=w.empty_dir), "model", "empty"),
@@ -305,7 +307,7 @@ CASES = [
      "gone.yaml"),
     ("report-directory-as-project", "report", lambda w: ["report", "--project", str(w.empty_dir)], "config",
      "empty"),
-    # import (issue #14): unknown format or arch, a file that is no checkpoint or does not match: exit 4
+    # import (issue #14): a file that is no checkpoint or does not match: exit 4 (unknown format or arch: DERIVED)
     ("import-key-mismatch", "import", lambda w: _import(w, w.src / "model.safetensors"), "model", "missing"),
     ("import-text-file", "import", lambda w: _import(w, w.text_file), "model", "notes.txt"),
     ("import-missing-file", "import", lambda w: _import(w, w.root / "gone.pth"), "model", "gone.pth"),
@@ -493,8 +495,9 @@ OUT_OF_RANGE = str(2**64)
 NOT_A_CHOICE = "not-a-choice"
 # A valid value for each field an entry point requires (its default is ''), by field name.
 REQUIRED = {"source_model": lambda w: str(w.src), "model": lambda w: str(w.src), "space": lambda w: str(w.space),
-            "project": lambda w: str(w.space), "name": lambda w: "m", "file": lambda w: str(w.src / "model.safetensors"),
-            "format": lambda w: "torchvision", "arch": lambda w: "resnet18", "register_as": lambda w: "imported"}
+            "project": lambda w: str(w.space), "name": lambda w: "m", "format": lambda w: "torchvision",
+            "file": lambda w: str(w.src / "model.safetensors"), "arch": lambda w: "resnet18",
+            "register_as": lambda w: "imported"}
 # docs/importing.md: an import with an unknown format or architecture is a model error (exit 4).
 DOCUMENTED = {("import", "format"): "model", ("import", "arch"): "model"}
 

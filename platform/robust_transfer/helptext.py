@@ -10,6 +10,7 @@ Each part has one source:
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import io
 import re
@@ -24,6 +25,11 @@ SHIPPED = {"space": "search_spaces", "project": "projects"}   # fields that take
 
 def field_docs(cls) -> dict[str, str]:
     """{field: its trailing comment}, over the class and its bases (a subclass's comment wins)."""
+    return dict(_field_docs(cls))
+
+
+@functools.cache   # (the source is read and tokenized once per class, not on every `main()` of a test run)
+def _field_docs(cls) -> dict[str, str]:
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if klass is object or "__dataclass_fields__" not in vars(klass):

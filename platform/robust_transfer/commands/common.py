@@ -3,7 +3,6 @@ from a source model (one tracked run, the strategy, the model published, the tab
 from __future__ import annotations
 
 
-
 def print_table(title: str, rows: dict[str, float]) -> None:
     print(f"\n{title}")
     for k, v in rows.items():

@@ -32,5 +32,5 @@ __all__ = ["CONFIGS", "canonical_entry_point", "mlproject_name", "spellings", "f
            "EvaluateConfig", "RetrainBlocksConfig", "TransferConfig", "ImportConfig", "FinetuneAdvConfig", "LwfConfig",
            "SearchConfig", "PromoteConfig", "AnalyzeConfig", "ReportConfig", "SuiteConfig", "TRAIN_MODES", "SCHEDULES",
            "PRECISIONS", "CHANNELS_LAST", "LWF_DISTANCES", "LWF_TEACHERS", "SEARCH_BACKENDS", "ANALYSES",
-           "ANALYZE_DEFAULT_N_IMAGES", "ANALYZE_MAX_GRID_IMAGES", "ANALYZE_MAX_MODELS", "REPORT_SUFFIXES", "SUITE_REUSE",
-           "milestone_fractions", "parse_k_list", "parse_resources"]
+           "ANALYZE_DEFAULT_N_IMAGES", "ANALYZE_MAX_GRID_IMAGES", "ANALYZE_MAX_MODELS", "REPORT_SUFFIXES",
+           "SUITE_REUSE", "milestone_fractions", "parse_k_list", "parse_resources"]

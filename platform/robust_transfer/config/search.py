@@ -55,7 +55,8 @@ class SearchConfig:
                                        # local one)
     num_cpus: int = 2                  # ray: CPUs of the local cluster
     experiment: str = "robust-transfer"  # the MLflow experiment of the study's runs
-    quiet: bool = False                # print no line per finished trial (log lines, not progress bars: shown by default)
+    quiet: bool = False                # print no line per finished trial (log lines, not progress bars: shown
+                                       # by default)
 
     def __post_init__(self):
         if not self.space:

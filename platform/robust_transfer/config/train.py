@@ -30,7 +30,8 @@ class TrainConfig(CommonConfig, ThreatConfig, EvalThreatConfig, ValidationConfig
     augment: bool = True            # random crop + horizontal flip of training images
     resize: int | None = None       # resize images to this side length in pixels (default: as stored)
     eval_steps: int = 20            # PGD steps of the final robust evaluation (pgd20_acc)
-    checkpoint_dir: str | None = None  # where the checkpoint is written (default: under checkpoints/, named after the run)
+    checkpoint_dir: str | None = None  # where the checkpoint is written (default: under checkpoints/, named
+                                       # after the run)
     resume: bool = False            # continue an interrupted run from its checkpoint
 
     def __post_init__(self):

@@ -46,7 +46,8 @@ class SourceConfig:
     milestones: str = ""            # step schedule: fractions of the budget where lr drops ×0.1
     augment: bool = False           # random crop + horizontal flip of training images
     eval_steps: int = 20            # PGD steps of the final robust evaluation (pgd20_acc)
-    checkpoint_dir: str | None = None  # where the checkpoint is written (default: under checkpoints/, named after the run)
+    checkpoint_dir: str | None = None  # where the checkpoint is written (default: under checkpoints/, named
+                                       # after the run)
 
     def check_source(self):
         if not self.source_model:
@@ -73,7 +74,8 @@ class RetrainBlocksConfig(CommonConfig, EvalThreatConfig, ValidationConfig, Sour
     lr: float = RETRAIN_BLOCKS["lr"]
     iterations: int | None = RETRAIN_BLOCKS["iterations"]   # optimizer updates; wins over epochs (iterations= empty:
                                                             # budget by epochs)
-    dataset: str = ""                 # the data to re-train on, a dataset spec (default: the source's own, as in the paper)
+    dataset: str = ""                 # the data to re-train on, a dataset spec (default: the source's own, as in
+                                      # the paper)
     k: str = "1"                      # one k, or a list/range (k=1,2,3): one nested run per k
     augment: bool = RETRAIN_BLOCKS["augment"]
 
