@@ -35,8 +35,9 @@ from torch import nn
 
 from .digests import file_sha256
 from .errors import ConfigError, ModelError, one_of
-from .models import IMAGENET_MEAN, IMAGENET_STD, HeadSpec, ImageClassifier, check_arch, create_model
-from .models.resnet import TORCHVISION_RESNETS, torchvision_body
+from .models import (IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_RESNETS, HeadSpec, ImageClassifier, check_arch,
+                     create_model)
+from .models.resnet import torchvision_body
 from .models.wide_resnet import units_per_stage
 
 from .config.import_model import FORMATS  # noqa: E402  (the config validates against the same list)

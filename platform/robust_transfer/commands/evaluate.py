@@ -6,13 +6,17 @@ import sys
 import warnings
 
 from ..config import EvaluateConfig
-from ..tracking import tracked_run
 from .common import print_table
+from .registry import entry_point
 
 
+@entry_point(EvaluateConfig, help="Robust accuracy per attack and worst case per example: suite=quick (PGD-20, "
+                                  "CW-20), standard (+ APGD-CE/DLR, Square; masking diagnostics) or full "
+                                  "(AutoAttack-style).")
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     """`rtl evaluate` / the `evaluate` entry point: evaluate, log to MLflow, tag a registered version."""
     from ..evaluation import MaskingWarning, evaluate_config
+    from ..tracking import tracked_run
     from ..tracking.registry import tag_model_version
 
     tags = {"rtl.model": cfg.model, "rtl.suite": cfg.suite}

@@ -1,13 +1,17 @@
 """`report`: a suite's tables, figures and claim verdicts from its runs (analysis/report.py)."""
 from __future__ import annotations
 
-from ..tracking import tracked_run
+from ..config import ReportConfig
+from .registry import entry_point
 
 
-def run_report(cfg) -> dict:
+@entry_point(ReportConfig, help="Write a suite's tables, figures and claim verdicts (projects/*.yaml `report:`) from "
+                                "its newest FINISHED step runs to <out>/<scale>/.")
+def run_report(cfg: ReportConfig) -> dict:
     """`rtl report`: validate the suite and scale first, then write the report inside its own MLflow run
     (its files logged as artifacts under report/<scale>/) and print the tables."""
     from ..analysis.report import check_scale, experiment_ids_for, load_report_spec, write_report
+    from ..tracking import tracked_run
 
     spec = load_report_spec(cfg.project)
     check_scale(spec, cfg.scale)

@@ -9,15 +9,19 @@ from pathlib import Path
 
 from ..config import SuiteConfig
 from ..errors import ConfigError
-from ..suites.plan import load_suite, with_upstream
-from ..suites.run import project_root_for, run_report_step, run_step, suite_tags
-from ..tracking import mlflow_client, tracked_run
-from ..tracking.runs import absolute_tracking_uri, tracking_uri
+from .registry import entry_point
 
 
+@entry_point(SuiteConfig, help="Run a paper table/figure (projects/*.yaml) as child runs, reusing finished steps, "
+                               "passing models by registry alias, ending with report.")
 def run_suite(cfg: SuiteConfig) -> dict:
     """Plan, then reuse/run every step as a child run of this suite's run, then `report`."""
     import mlflow
+
+    from ..suites.plan import load_suite, with_upstream
+    from ..suites.run import project_root_for, run_report_step, run_step, suite_tags
+    from ..tracking import mlflow_client, tracked_run
+    from ..tracking.runs import absolute_tracking_uri, tracking_uri
 
     # steps run with the project root as working directory: a relative sqlite store must not move
     os.environ["MLFLOW_TRACKING_URI"] = absolute_tracking_uri(tracking_uri())
@@ -80,7 +84,7 @@ def run_suite(cfg: SuiteConfig) -> dict:
         client.log_dict(log.run_id, plan, "suite_plan.json")
         if cfg.report and not cfg.only:
             print(f"[report] {suite.name} → {cfg.out}/{suite.scale}/", flush=True)
-            run_report_step(client, suite, cfg.project, cfg.out, cfg.experiment, experiment_id, project_root)
+            run_report_step(client, suite, cfg, experiment_id, project_root)
         print(f"suite {suite.name}: {len(steps) - reused} steps run, {reused} reused, "
               f"{time.time() - t_start:.0f} s", flush=True)
         return {"run_id": log.run_id, "plan": plan}

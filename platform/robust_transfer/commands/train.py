@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from ..config import TrainConfig
-from ..tracking import tracked_run
-from ..tracking.naming import name_run, run_name
-from ..tracking.registry import publish_model
 from .common import print_table
+from .registry import entry_point
 
 
+@entry_point(TrainConfig, help="Train a source model: natural, pgd, free or fgsm-rs (Table 1).")
 def run_train(cfg: TrainConfig) -> dict:
     from ..strategies.train import check_resume_run, default_checkpoint_dir, resume_state, train
+    from ..tracking import tracked_run
+    from ..tracking.naming import name_run, run_name
+    from ..tracking.registry import publish_model
 
     state = resume_state(cfg) if cfg.resume else None
     run_id = check_resume_run(state, cfg.checkpoint_dir or default_checkpoint_dir(cfg), cfg) if state else None

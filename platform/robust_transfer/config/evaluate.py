@@ -66,30 +66,35 @@ def suite_preset(suite: str) -> SuitePreset:
 class EvaluateConfig(ThreatConfig):
     """`evaluate`: robustness of a model on a test split (or its validation split: split=val)."""
 
+    ENTRY_POINT = "evaluate"
     SPLITS: ClassVar[tuple[str, ...]] = SPLITS
 
-    model: str = ""
-    dataset: str = ""              # default: the dataset recorded in the model's metadata
-    suite: str = "quick"
+    model: str = ""                # the model: a checkpoint path, runs:/<id>/..., models:/<name>/<version> or
+                                   # models:/<name>@<alias>
+    dataset: str = ""              # the data, a dataset spec (default: the one recorded in the model's metadata)
+    suite: str = "quick"           # attack suite: quick (PGD-20, CW-20), standard (+ APGD-CE/DLR, Square), full
+                                   # (AutoAttack-style) or autoattack (the reference AutoAttack)
     attacks: str = ""              # comma list overriding the suite's attacks, e.g. clean,pgd50,cw20
-    n_examples: int = 1000
-    batch_size: int = 256
-    seed: int = 0
-    split: str = "test"             # which split; val: the validation split the training carved from its train split
-    device: str = "auto"
-    experiment: str = "robust-transfer"
-    data_dir: str | None = None
+    n_examples: int = 1000          # examples evaluated (the first n of a seeded order of the split)
+    batch_size: int = 256           # examples per attack batch
+    seed: int = 0                   # random seed: which examples, and the attacks' random starts
+    split: str = "test"             # the split evaluated; val: the validation split its training carved from train
+    device: str = "auto"            # where to run (auto: cuda when available)
+    experiment: str = "robust-transfer"  # the MLflow experiment of the run
+    data_dir: str | None = None     # where datasets are read and unpacked (default: $RTL_DATA_DIR, else
+                                    # ../shared/data when it exists, else ~/.cache/robust-transfer/data)
     download: bool = False           # fetch cifar10/cifar100/tiny-imagenet into the data root if missing
-    progress: bool = True
+    progress: bool = True           # show progress bars
     diagnostics: bool = True         # gradient-masking checks with suite=standard|full (false: skip them)
-    resume: bool = True              # reuse per-attack results stored under cache_dir()/eval/ (interrupted runs)
+    resume: bool = True              # an interrupted evaluation continues from the attacks it finished (kept in
+                                     # the cache folder, $RTL_CACHE_DIR)
     cascade: bool = True             # each attack only on what earlier attacks left correct (false: on every example)
-    apgd_iters: int | None = None    # budget knobs; default: the suite's (config.evaluate.SUITES)
-    apgd_restarts: int | None = None
-    apgd_targets: int | None = None  # target classes of targeted APGD-DLR (0: untargeted only)
-    square_queries: int | None = None
-    square_restarts: int | None = None
-    deepfool_iters: int | None = None
+    apgd_iters: int | None = None    # APGD iterations per restart (default: the suite's)
+    apgd_restarts: int | None = None  # APGD restarts (default: the suite's)
+    apgd_targets: int | None = None  # target classes of targeted APGD-DLR, 0: untargeted only (default: the suite's)
+    square_queries: int | None = None  # Square attack queries (default: the suite's)
+    square_restarts: int | None = None  # Square attack restarts (default: the suite's)
+    deepfool_iters: int | None = None  # DeepFool iterations (default: the suite's)
 
     def __post_init__(self):
         self.check_threat()
