@@ -672,17 +672,6 @@ report:
 """
 
 
-def per_example(n: int, **correct: int) -> dict:
-    """An `evaluation/per_example.json` of n examples where the first k of each attack's list are correct (so a
-    later attack's correct examples are a subset of an earlier one's with a smaller k, as attacks are)."""
-    from robust_transfer.attacks import indices_sha256
-    import torch
-
-    idx = list(range(n))
-    return {"split": "test", "n_examples": n, "indices_sha256": indices_sha256(torch.tensor(idx)), "indices": idx,
-            "correct": {a: [1] * k + [0] * (n - k) for a, k in correct.items()}}
-
-
 def test_an_aa_column_comes_from_another_steps_run_and_the_claim_is_paired_on_it(store, workdir, capsys):
     """The AA column of a row reads the AA step's run (metrics_from); a row without one shows n/a; the claim
     compares aa_acc with the PGD-20 of the SAME run, unpaired until the run logs its per-example correctness, then
@@ -708,6 +697,8 @@ def test_an_aa_column_comes_from_another_steps_run_and_the_claim_is_paired_on_it
     assert {k: r["verdict"] for k, r in claims.items()} == {"aa-holds": "uninformative", "aa-fails": "uninformative"}
     assert claims["aa-holds"]["smallest_detectable"] == f"{m:.3f}" and claims["aa-holds"]["rule"] == "unpaired"
     assert "(unpaired: binomial n=200; examples unknown)" in claims["aa-holds"]["values"]
+
+    from claim_helpers import per_example
 
     client.log_dict(aa, per_example(200, clean=120, pgd20=50, aa=48, worst=48), "evaluation/per_example.json")
     assert main(["report", "--project", str(workdir / "aa.yaml"), "--scale", "cpu", "--out", "out"]) == 0

@@ -126,6 +126,20 @@ def _examples(record: dict, metric: str, per_example) -> str | None:
     return ids.pop() if len(ids) == 1 else "mixed"
 
 
+def _absent(run: dict, metric: str, text: str) -> str:
+    """Why a run's metric has no value: a logged NaN reads as absent in a search, so ask the run itself."""
+    from ..tracking.runs import mlflow_client
+
+    for r in run.get("seed_runs") or [run]:
+        try:
+            logged = mlflow_client().get_run(r["run_id"]).data.metrics.get(metric)
+        except Exception:   # MlflowException: a child record or a run gone since the search; nothing more to say
+            logged = None
+        if logged is not None and not math.isfinite(logged):
+            return f"{text} = {logged} in run {r['run_id']} (not finite)"
+    return f"run {run['run_id']} has no metric {metric!r}"
+
+
 def read_atom(ref: tuple, sel, *, chosen: dict, volumes: dict, per_example=None) -> Atom:
     step, param, value, metric = ref
     text = ref_text(ref)
@@ -146,9 +160,12 @@ def read_atom(ref: tuple, sel, *, chosen: dict, volumes: dict, per_example=None)
             return Atom(text, metric, None, f"step {step!r} has no child run with {param}={value}")
     v = metric_value(run, metric)
     if v is None:
-        return Atom(text, metric, None, f"run {run['run_id']} has no metric {metric!r}")
+        return Atom(text, metric, None, _absent(run, metric, text))
     if not math.isfinite(v):
         return Atom(text, metric, None, f"{text} = {v} (not finite)")
+    lo, hi = st.metric_range(metric)
+    if not lo <= v <= hi:   # e.g. an infinity the store kept as the largest float
+        return Atom(text, metric, None, f"{text} = {v:g} is outside [{lo:g}, {hi:g}], the values {metric} can take")
     se, rule = standard_error(run, metric)
     seeds = len(run["seed_runs"]) if run.get("seed_runs") else None
     return Atom(text, metric, v, record=run, se=se, se_rule=rule, n_seeds=seeds,
