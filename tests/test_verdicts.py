@@ -247,6 +247,61 @@ def test_a_per_example_file_that_disagrees_with_the_run_is_not_used(wd, capsys):
     assert _claims(wd / "out" / "cpu" / "p-claims.csv")["a-beats-b"]["rule"] == "unpaired"
 
 
+ANALYSIS = """\
+name: analysis
+scales:
+  cpu: {}
+steps: []
+report:
+  - claim: gradients-follow-edges
+    text: "robust input gradients follow the edges more than natural ones (Fig. 5)"
+    compare: {a: s-grad.grad_edge_corr_robust, op: ">", b: s-grad.grad_edge_corr_natural}
+  - claim: augmentation-moves-features
+    text: "augmentation moves features more than a quarter of the way to another image (Fig. 7)"
+    compare: {a: s-dist.feature_distance_mean, op: ">", b: "0.25 * s-dist.feature_distance_between_images_mean"}
+"""
+
+
+def test_analysis_runs_compare_paired_on_their_per_image_values(wd, tmp_path):
+    """`analyze` logs one row per image (gradients.csv, feature_distance.csv): without those rows a correlation or
+    a distance has no standard error (uninformative); with them the two numbers of one run are paired by image."""
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.create_experiment("suites")
+    robust = [0.20, 0.15, 0.10, 0.12, 0.18, 0.09, 0.11, 0.14]
+    natural = [0.02, 0.03, 0.01, 0.04, 0.02, 0.03, 0.00, 0.05]
+    grad = _run(client, exp, "s-grad", {"grad_edge_corr_robust": sum(robust) / 8,
+                                        "grad_edge_corr_natural": sum(natural) / 8}, params={"n_images": 8})
+    moved, partner = [3.0, 2.5, 3.5, 2.0], [6.0, 6.5, 5.5, 6.0]
+    dist = _run(client, exp, "s-dist", {"feature_distance_mean": 2.75, "feature_distance_between_images_mean": 6.0},
+                params={"n_images": 4})
+    (wd / "a.yaml").write_text(ANALYSIS)
+    assert main(["report", "--project", "a.yaml", "--scale", "cpu", "--out", "out"]) == 0
+    rows = _claims(wd / "out" / "cpu" / "analysis-claims.csv")
+    assert {k: r["verdict"] for k, r in rows.items()} == {"gradients-follow-edges": "uninformative",
+                                                         "augmentation-moves-features": "uninformative"}
+    assert "no standard error for s-grad.grad_edge_corr_robust" in rows["gradients-follow-edges"]["values"]
+
+    head = "model_label,metric_key,model,image_index,label,class,grad_l2,grad_linf,grad_edge_corr\n"
+    lines = [f"{k},{k},m,{i},0,c,1,1,{v}" for k, vs in (("robust", robust), ("natural", natural))
+             for i, v in enumerate(vs)]
+    (tmp_path / "gradients.csv").write_text(head + "\n".join(lines) + "\n")
+    client.log_artifact(grad, str(tmp_path / "gradients.csv"))
+    rows_ = ["image_index,label,distance_to_augmented,feature_norm,partner_index,distance_to_partner"]
+    rows_ += [f"{i},0,{m},5,{(i + 1) % 4},{q}" for i, (m, q) in enumerate(zip(moved, partner))]
+    (tmp_path / "feature_distance.csv").write_text("\n".join(rows_) + "\n")
+    client.log_artifact(dist, str(tmp_path / "feature_distance.csv"))
+    assert main(["report", "--project", "a.yaml", "--scale", "cpu", "--out", "out"]) == 0
+    rows = _claims(wd / "out" / "cpu" / "analysis-claims.csv")
+    # every image's robust correlation is above its natural one (by 0.06 to 0.18): every resample's mean difference
+    # is at least 0.06; every image moved more than a quarter of its partner distance (by 0.5 to 2.125)
+    assert {k: r["verdict"] for k, r in rows.items()} == {"gradients-follow-edges": "supported",
+                                                         "augmentation-moves-features": "supported"}
+    g = rows["gradients-follow-edges"]
+    assert g["rule"] == "paired" and "paired bootstrap over 8 shared examples" in g["values"]
+    assert g["values"].startswith("0.136 > 0.025: diff +0.111 [+0.0") and float(g["smallest_detectable"]) < 0.04
+    assert "paired bootstrap over 4 shared examples" in rows["augmentation-moves-features"]["values"]
+
+
 # --- registered before / after, from the suite runs' records --------------------------------------------------------
 REG = """\
 name: reg

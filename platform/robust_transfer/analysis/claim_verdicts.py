@@ -9,8 +9,9 @@ Each number's unpaired standard error (`standard_error`):
   of all n·N examples pooled is the floor (three seeds' std can be near 0 by chance);
 - one run: the binomial SE of an accuracy on its examples (`n_examples`; `val_*`: the
   validation images checked, at most 256; `train_*`: the training split); `mean` = (clean + PGD-20)/2: the mean of
-  the two SEs (their worst-case correlation); any other metric: a logged `<metric>_se`, else none — and a
-  comparison without a standard error is `uninformative` (the engine cannot tell its difference from noise).
+  the two SEs (their worst-case correlation); any other metric: std/√n of its per-image values (analysis runs'
+  CSVs: analysis/per_example.py), or a logged `<metric>_se`, else none — and a comparison without a standard error
+  is `uninformative` (the engine cannot tell its difference from noise).
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def _binomial(record: dict, metric: str, n: int) -> float | None:
     return None if v is None else st.binomial_se(v, n)
 
 
-def standard_error(record: dict, metric: str) -> tuple[float | None, str]:
+def standard_error(record: dict, metric: str, per_example=None) -> tuple[float | None, str]:
     """(unpaired standard error of the record's `metric`, how it was obtained) — see the module doc."""
     runs = record.get("seed_runs") or [record]
     values = [v for v in (metric_value(r, metric) for r in runs) if v is not None]
@@ -80,6 +81,9 @@ def standard_error(record: dict, metric: str) -> tuple[float | None, str]:
         return max(se, _binomial(record, metric, n * len(values))), rule
     if _is_accuracy(metric) and n is not None:
         return _binomial(record, metric, n), f"binomial n={n}"
+    got = per_example.values(runs[0], metric) if per_example is not None and not _is_accuracy(metric) else None
+    if got is not None and len(got[1]) >= 2:
+        return float(np.std(got[1], ddof=1) / math.sqrt(len(got[1]))), f"per-image n={len(got[1])}"
     logged = record["metrics"].get(f"{metric}_se")
     if logged is not None and math.isfinite(float(logged)):
         return float(logged), "logged se"
@@ -166,7 +170,7 @@ def read_atom(ref: tuple, sel, *, chosen: dict, volumes: dict, per_example=None)
     lo, hi = st.metric_range(metric)
     if not lo <= v <= hi:   # e.g. an infinity the store kept as the largest float
         return Atom(text, metric, None, f"{text} = {v:g} is outside [{lo:g}, {hi:g}], the values {metric} can take")
-    se, rule = standard_error(run, metric)
+    se, rule = standard_error(run, metric, per_example)
     seeds = len(run["seed_runs"]) if run.get("seed_runs") else None
     return Atom(text, metric, v, record=run, se=se, se_rule=rule, n_seeds=seeds,
                 examples=_examples(run, metric, per_example), group=",".join(run.get("run_ids") or [run["run_id"]]))
