@@ -712,6 +712,28 @@ def test_an_aa_column_comes_from_another_steps_run_and_the_claim_is_paired_on_it
     assert claims["aa-holds"]["rule"] == "paired" and claims["aa-holds"]["same_examples"] == "same examples"
 
 
+def test_a_cascades_per_attack_numbers_carry_a_mark(store, workdir):
+    """A run tagged rtl.eval_per_attack=cascade: its PGD-20 is a cascade's per-attack number (marked †, with a
+    note, and the CSV's `cascade` column); its clean accuracy and another run's numbers are not marked."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("suites").experiment_id
+    rid = _run(client, exp, "s-casc", t=100, metrics={"clean_acc": 0.60, "pgd20_acc": 0.25})
+    client.set_tag(rid, "rtl.eval_per_attack", "cascade")
+    (workdir / "c.yaml").write_text("name: casc\nscales: {cpu: {}}\nsteps: []\nreport:\n  - table: casc\n"
+                                    "    columns: [clean_acc, pgd20_acc]\n    rows:\n"
+                                    "      - {label: cascade, step: s-casc}\n      - {label: robust, step: s-robust}\n")
+    assert main(["report", "--project", "c.yaml", "--scale", "cpu", "--out", "out"]) == 0
+    md = (workdir / "out" / "cpu" / "casc.md").read_text()
+    assert "| setting | test clean | PGD-20 |" in md
+    assert "| cascade | 60.00 | 25.00† |" in md and "| robust | 61.00 | 23.45 |" in md
+    assert "† a per-attack number of a cascade evaluation (`rtl.eval_per_attack=cascade`)" in md
+    rows = {(r["label"], r["metric"]): r["cascade"] for r in _csv(workdir / "out" / "cpu" / "casc.csv")}
+    assert rows == {("cascade", "clean_acc"): "False", ("cascade", "pgd20_acc"): "True",
+                    ("robust", "clean_acc"): "False", ("robust", "pgd20_acc"): "False"}
+
+
 # --- timing: what each suite cost, from the runs' start/end times (docs/results.md) -------------------------------
 TIMED = """\
 name: {name}
