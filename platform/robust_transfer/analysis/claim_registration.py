@@ -17,16 +17,13 @@ REGISTERED, AFTER = "before", "after"
 
 
 def _ms(t) -> int | None:
-    """An MLflow start time (pandas Timestamp, datetime, or ms) in ms since the epoch."""
-    if t is None or (isinstance(t, float) and math.isnan(t)):
-        return None
-    if isinstance(t, (int, float)):
+    """An MLflow start time (as search_runs gives it, or ms) in ms since the epoch (None: absent)."""
+    from .report_timing import _utc
+
+    if isinstance(t, (int, float)) and not isinstance(t, bool) and not math.isnan(t):
         return int(t)
-    ts = pd.Timestamp(t)
-    if pd.isna(ts):
-        return None
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.value // 1_000_000
+    ts = _utc(t)
+    return None if ts is None else ts.value // 1_000_000
 
 
 def _when(ms: int) -> str:
