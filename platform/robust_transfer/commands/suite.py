@@ -30,6 +30,7 @@ def run_suite(cfg: SuiteConfig) -> dict:
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     from ..search.space import parse_set
+    from ..suites.registration import record as record_registration
 
     suite = load_suite(cfg.project, cfg.scale, overrides=parse_set(cfg.set))
     if cfg.report:  # a malformed report: say so now, not after hours of steps
@@ -63,6 +64,11 @@ def run_suite(cfg: SuiteConfig) -> dict:
         experiment_id = mlflow.get_run(log.run_id).info.experiment_id
         print(f"suite {suite.name} — {suite.title} — scale {suite.scale}: {len(steps)} steps (run {log.run_id})",
               flush=True)
+        # before the first step starts: every claim and step budget as they stand now (suites/registration.py)
+        snap = record_registration(client, log.run_id, suite, parse_set(cfg.set))
+        print(f"registered {len(snap['claims'])} claims and {len(snap['steps'])} steps"
+              + (f" ({len(snap['problems'])} suite file(s) not read: {', '.join(snap['problems'])})"
+                 if snap["problems"] else ""), flush=True)
         plan, reused, t_start, finished = [], 0, time.time(), {}
         for i, step in enumerate(steps, 1):
             t0 = time.time()
