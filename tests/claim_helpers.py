@@ -8,7 +8,7 @@ def per_example(n: int, first: int = 0, **correct: int) -> dict:
     smaller k, as attacks' are."""
     import torch
 
-    from robust_transfer.attacks import indices_sha256
+    from robust_transfer.digests import indices_sha256
 
     idx = list(range(first, first + n))
     return {"split": "test", "n_examples": n, "indices_sha256": indices_sha256(torch.tensor(idx)), "indices": idx,

@@ -28,9 +28,14 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def indices_sha256(indices: torch.Tensor) -> str:
-    """SHA-256 of the indices as little-endian int64: equal hashes ⇔ the same examples, in the same order."""
-    return hashlib.sha256(indices.to(torch.int64).cpu().numpy().astype("<i8").tobytes()).hexdigest()
+def indices_sha256(indices) -> str:
+    """SHA-256 of the indices (a tensor or a sequence of ints) as little-endian int64: equal hashes ⇔ the same
+    examples, in the same order."""
+    import numpy as np
+
+    if isinstance(indices, torch.Tensor):
+        indices = indices.to(torch.int64).cpu().numpy()
+    return hashlib.sha256(np.asarray(indices, dtype="<i8").tobytes()).hexdigest()
 
 
 def mask_sha256(mask: torch.Tensor) -> str:

@@ -18,12 +18,13 @@ Their images are identified by `image_index` the same way, so Fig. 5 and Fig. 7'
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..digests import indices_sha256
 
 ARTIFACT = "evaluation/per_example.json"
 _TOLERANCE = 1e-6     # a logged accuracy and the mean of its per-example correctness must agree
@@ -46,11 +47,6 @@ def _download(run_id: str, artifact: str = ARTIFACT) -> str | None:
             return None
 
 
-def images_sha256(indices: list[int]) -> str:
-    """SHA-256 of image positions as little-endian int64 (as `attacks.indices_sha256`): equal ⇔ same images."""
-    return hashlib.sha256(np.asarray(indices, dtype="<i8").tobytes()).hexdigest()
-
-
 def parse_rows(text: str, column: str, metric: str, logged, key: str | None = None) -> tuple[dict | None, str | None]:
     """One metric's per-image values from an analysis CSV: ({"sha", "values"}, None) or (None, why not)."""
     try:
@@ -63,7 +59,7 @@ def parse_rows(text: str, column: str, metric: str, logged, key: str | None = No
         return None, f"no finite {column} per image"
     if logged is not None and abs(values.mean() - float(logged)) > _CSV_TOLERANCE * max(1.0, abs(float(logged))):
         return None, f"mean of {column} = {values.mean():.6g} but the run logged {metric}={float(logged):.6g}"
-    return {"sha": images_sha256(idx), "values": values}, None
+    return {"sha": indices_sha256(idx), "values": values}, None
 
 
 def parse(data, metrics: dict[str, float]) -> tuple[dict | None, str | None]:
