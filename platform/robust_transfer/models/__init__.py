@@ -24,6 +24,7 @@ _REGISTRY: dict[str, Callable[[], tuple[nn.Sequential, int]]] = {
     "preact-resnet18-rb": preact_resnet18_rb_body,
     **{name: (lambda name=name: torchvision_resnet_body(name)) for name in TORCHVISION_RESNETS},
 }
+MAX_CLASSES = 100_000   # a model's classes (create_model); imports refuse a head asking for more
 ARCH_HELP = ("small-cnn, cnn4, wrn-<depth>-<width> (e.g. wrn-16-4, wrn-28-10, wrn-34-10), preact-resnet18, "
              "preact-resnet18-rb, " + ", ".join(TORCHVISION_RESNETS))
 
@@ -78,7 +79,7 @@ def create_model(arch: str, num_classes: int, *, head: HeadSpec | None = None, i
     """Build `arch` with a fresh `head` for `num_classes`; inputs are pixels in [0,1]."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool):
         raise ConfigError(f"num_classes={num_classes!r} must be a whole number >= 2")
-    check_range("num_classes", num_classes, 2, 100_000)
+    check_range("num_classes", num_classes, 2, MAX_CLASSES)
     check_range("input_size", input_size, 8, 1024)
     body, dim = _body(arch)
     d_mean, d_std = default_normalization(arch)
@@ -89,5 +90,5 @@ def create_model(arch: str, num_classes: int, *, head: HeadSpec | None = None, i
     return model
 
 
-__all__ = ["create_model", "check_arch", "register_arch", "list_archs", "ImageClassifier", "HeadSpec", "create_head",
+__all__ = ["create_model", "MAX_CLASSES", "check_arch", "register_arch", "list_archs", "ImageClassifier", "HeadSpec", "create_head",
            "HEAD_KINDS", "CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD"]
