@@ -207,8 +207,9 @@ def read_imagefolder(tree: FileTree, split: str, what: str, progress: bool, writ
     # one class list for both splits, so that a label means the same class in train and test
     classes = sorted(set().union(*per_split.values()))
     if not per_split[wanted]:
+        skipped = ", ".join(f"{n} {r}" for r, n in sorted(tree.skipped.items()))
         raise DataError(f"{what}: no images (.jpg .jpeg .png .bmp .webp) in class folders under "
-                        f"{(top + wanted) or 'its top level'}")
+                        f"{(top + wanted) or 'its top level'}" + (f" (skipped: {skipped})" if skipped else ""))
     index = {c: i for i, c in enumerate(classes)}
     items = [(index[c], p) for c, paths in per_split[wanted].items() for p in paths]
     empty = _empty_class_folders(tree, top + (wanted + "/" if wanted else ""), per_split[wanted])
