@@ -328,3 +328,20 @@ def test_a_killed_download_is_cleaned_by_the_next_start(tmp_path, server, monkey
     _served_cifar10(server, monkeypatch, published_md5=False)
     dl.download("cifar10", root)
     assert sorted(p.name for p in root.iterdir()) == sorted(["cifar-10-batches-py", alive.name, legacy.name])
+
+
+def test_a_silent_server_through_a_command_is_one_line_exit_3(tmp_path, monkeypatch, short_timeouts, capfd):
+    from robust_transfer.cli import main
+
+    server = _RawServer(_silent)
+    monkeypatch.setenv(dl.MIRROR_ENV, server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    capfd.readouterr()
+    try:
+        rc = main(["train", "--dataset", "cifar10", "--download", "true", "--data-dir", str(tmp_path / "d"),
+                   "--iterations", "1", "--progress", "false"])
+    finally:
+        server.close()
+    err = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 3 and len(err) == 1 and err[0].startswith("error: cifar10: download from") and "stalled" in err[0], err
+    assert not list((tmp_path / "d").iterdir())
