@@ -534,6 +534,111 @@ def _derived_rows() -> list[tuple]:
 
 
 DERIVED = _derived_rows()
+# Issue 28: the newer doors (images and archives that lie about their size, suite variables that loop or explode,
+# import heads over 100,000 classes, unknown image-folder options, one-class folders). Their files are built once,
+# beside the world (not inside it: the per-case snapshot would hash a 44 MB checkpoint every time).
+_R28_BUILT: set = set()
+
+
+def _r28(w: World) -> Path:
+    root = w.root.parent / "r28-files"
+    if root in _R28_BUILT:
+        return root
+    import torch
+    import torchvision
+
+    import hostile_files as hf
+    from robust_transfer import create_model
+
+    root.mkdir(exist_ok=True)
+    write_imagefolder(root / "one-class", n_classes=1, n_train=6, n_test=2)
+    for name, files in {"liars": {"a/x.jpg": hf.jpeg(65000, 65000), "b/y.png": hf.png(12000, 12000)},
+                        "liars-far-past-pil": {"a/x.png": hf.png(2**31 - 1, 2**31 - 1), "b/y.bmp": hf.bmp(10**6, 10**6),
+                                               "b/z.png": hf.gif(65535, 65535)},
+                        "liars-one-row-over": {"a/x.jpg": hf.jpeg(8193, 8192), "b/y.png": hf.png(8192, 8193)}}.items():
+        for rel, blob in files.items():
+            (root / name / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / name / rel).write_bytes(blob)
+    hf.tar_gz_with_big_member(root / "liars.tar.gz", "b/y.png", 10, {"a/x.jpg": hf.jpeg(65000, 65000)})
+    hf.tar_gz_with_big_member(root / "huge-members.tar.gz", "b/y.png", 65 << 20)
+    suites = {"self": '    v0: "x{v0}"\n', "cycle2": '    v0: "{v1}"\n    v1: "{v0}"\n',
+              "cycle5": "".join(f'    v{i}: "{{v{(i + 1) % 5}}}"\n' for i in range(5)),
+              "bomb": "".join(f'    v{i}: "' + "{v%d}" % (i + 1) * 10 + '"\n' for i in range(9)) + '    v9: "abcdefghij"\n',
+              "deep": "".join(f'    v{i}: "{{v{i + 1}}}"\n' for i in range(40)) + '    v40: "cifar10"\n'}
+    for name, variables in suites.items():
+        (root / f"suite-{name}.yaml").write_text(f"name: s\nscales:\n  cpu:\n{variables}steps:\n"
+                                                 '  - {name: x, entry: train, params: {dataset: "{v0}", epochs: 1}}\n')
+    zero = lambda rows, feat: (torch.zeros(1, feat).expand(rows, -1), torch.zeros(1).expand(rows))  # noqa: E731
+    tv = torchvision.models.resnet18(num_classes=2).state_dict()
+    tv["fc.weight"], tv["fc.bias"] = zero(50_000_000, 512)
+    torch.save(tv, root / "tv-50M.pth")
+    tv["fc.weight"], tv["fc.bias"] = zero(1, 512)
+    torch.save(tv, root / "tv-1.pth")
+    tv["fc.weight"], tv["fc.bias"] = zero(500_000, 512)
+    torch.save({"model": {**{f"module.model.{k}": v for k, v in tv.items()},
+                          "module.normalizer.new_mean": torch.tensor([0.5] * 3),
+                          "module.normalizer.new_std": torch.tensor([0.25] * 3)}}, root / "madry-500k.ckpt")
+    rb_head = zero(100_001, 64)   # (a RobustBench WRN's head is checked before anything else is read)
+    torch.save({"conv1.weight": torch.zeros(16, 3, 3, 3), "fc.weight": rb_head[0], "fc.bias": rb_head[1]},
+               root / "rb-100001.pt")
+    ours = create_model("small-cnn", 2).state_dict()
+    ours["head.weight"], ours["head.bias"] = zero(200_000, ours["head.weight"].shape[1])
+    torch.save(ours, root / "km-200k.pt")
+    (root / "km.yaml").write_text("rename: []\n")
+    _R28_BUILT.add(root)
+    return root
+
+
+def _suite(w: World, name: str):
+    return ["suite", "--project", str(_r28(w) / f"suite-{name}.yaml"), "--scale", "cpu", "--dry-run", "true"]
+
+
+CASES += [
+    # §2 images and archives whose headers claim more than they hold: skipped; nothing usable left is exit 3
+    ("train-folder-of-lying-images", "train", lambda w: _train(w, "--dataset", f"imagefolder:{_r28(w) / 'liars'}"),
+     "data", "2 more than 64M pixels"),
+    ("evaluate-folder-of-images-far-past-pil-limit", "evaluate",
+     lambda w: _evaluate(w, "--dataset", f"imagefolder:{_r28(w) / 'liars-far-past-pil'}:resize=16", "--split", "train"),
+     "data",
+     "3 more than 64M pixels"),
+    ("transfer-target-images-one-row-over-the-cap", "transfer",
+     lambda w: _from_source("transfer", w, "--target", f"imagefolder:{_r28(w) / 'liars-one-row-over'}"), "data",
+     "2 more than 64M pixels"),
+    ("train-archive-of-lying-images", "train", lambda w: _train(w, "--dataset", f"imagefolder:{_r28(w) / 'liars.tar.gz'}"),
+     "data", "1 more than 64M pixels"),
+    ("retrain-blocks-archive-member-over-64MB", "retrain-blocks",
+     lambda w: _from_source("retrain-blocks", w, "--dataset", f"imagefolder:{_r28(w) / 'huge-members.tar.gz'}"), "data",
+     "1 larger than 64 MB"),
+    # §7 one class folder (data: exit 3, as documented); an image-folder option nobody knows
+    ("train-one-class-folder", "train", lambda w: _train(w, "--dataset", f"imagefolder:{_r28(w) / 'one-class'}"), "data",
+     "has one class ('class0')"),
+    ("train-unknown-imagefolder-option", "train", lambda w: _train(w, "--dataset", f"imagefolder:{w.folder}:evil=1"),
+     "config", "unknown option 'evil'; allowed: resize=R"),
+    ("evaluate-unknown-imagefolder-option-after-resize", "evaluate",
+     lambda w: _evaluate(w, "--dataset", f"imagefolder:{w.folder}:resize=16:evil=1"), "config", "unknown option 'evil'"),
+    ("transfer-target-option-misspelt", "transfer",
+     lambda w: _from_source("transfer", w, "--target", f"imagefolder:{w.folder}:Resize=16"), "config",
+     "unknown option 'Resize'"),
+    # §3 suite variables: cycles of any length, bombs, chains deeper than the limit: exit 7, naming the variable
+    ("suite-variable-refers-to-itself", "suite", lambda w: _suite(w, "self"), "suite", "{v0} refers to itself"),
+    ("suite-variable-cycle-of-2", "suite", lambda w: _suite(w, "cycle2"), "suite", "{v0} → {v1} → {v0}"),
+    ("suite-variable-cycle-of-5", "suite", lambda w: _suite(w, "cycle5"), "suite", "{v3} → {v4} → {v0}"),
+    ("suite-variable-bomb-9x10", "suite", lambda w: _suite(w, "bomb"), "suite", "expands to more than 10000 characters"),
+    ("suite-variable-chain-of-40", "suite", lambda w: _suite(w, "deep"), "suite", "at most 16 deep"),
+    # §5 imports: no format builds a head over 100,000 classes (exit 4, as the key-map path and the docs say)
+    ("import-torchvision-stride0-head-50M", "import", lambda w: _import(w, _r28(w) / "tv-50M.pth"), "model",
+     "a head for 50000000 classes; allowed: 2 to 100000"),
+    ("import-torchvision-head-of-1", "import", lambda w: _import(w, _r28(w) / "tv-1.pth"), "model",
+     "a head for 1 classes"),
+    ("import-robustness-head-500k", "import", lambda w: _import(w, _r28(w) / "madry-500k.ckpt", "--format", "robustness"),
+     "model", "a head for 500000 classes"),
+    ("import-robustbench-head-100001", "import",
+     lambda w: _import(w, _r28(w) / "rb-100001.pt", "--format", "robustbench", "--arch", "wrn-10-1"), "model",
+     "a head for 100001 classes"),
+    ("import-keymap-head-200k", "import",
+     lambda w: _import(w, _r28(w) / "km-200k.pt", "--format", "keymap", "--arch", "small-cnn", "--key-map",
+                       str(_r28(w) / "km.yaml")), "model", "a head for 200000 classes"),
+]
 
 
 def test_every_entry_point_has_bad_input_rows():
@@ -716,6 +821,8 @@ RSS_CASES = ["search-billion-laughs", "search-20k-deep-sequence", "search-grid-o
              "retrain-blocks-k-range-1e9", "evaluate-meta-head-16x65536", "evaluate-meta-nested-100k",
              "promote-policy-10000-plus", "evaluate-checkpoint-data_spec-classes-30M",
              "suite-billion-laughs", "evaluate-meta-wrn-10-0", "transfer-head-16x65536"]
+RSS_CASES += ["train-folder-of-lying-images", "evaluate-folder-of-images-far-past-pil-limit",   # issue 28
+              "retrain-blocks-archive-member-over-64MB", "suite-variable-bomb-9x10", "import-torchvision-stride0-head-50M"]
 
 
 @pytest.mark.slow

@@ -172,3 +172,176 @@ def test_demo_uses_the_mirror_when_present_else_downloads_cifar10(tmp_path, serv
     prepare_data(args)
     assert (args.source, args.target) == ("cifar10:half-a", "cifar10:half-b")
     assert (fresh / "cifar-10-batches-py" / "batches.meta").is_file() and args.data_dir == str(fresh)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Issue 28: a server that never answers, drips, or claims (or sends) more than the archive's size. Real socket
+# servers on 127.0.0.1; the timeouts are made short through the same environment variables a user would set.
+import os  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+
+class _RawServer:
+    """A TCP server on 127.0.0.1 whose every connection is handled by `behave(conn)` in its own thread."""
+
+    def __init__(self, behave):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.behave, self.stop, self.conns = behave, threading.Event(), []
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        try:
+            self.behave(conn, self.stop)
+        except OSError:   # the client gave up: what the tests expect
+            pass
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def _silent(conn, stop):          # accepts, reads the request, never answers
+    conn.recv(4096)
+    stop.wait(60)
+
+
+def _drip_headers(conn, stop):    # answers one byte at a time, forever
+    conn.recv(4096)
+    for b in b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 10_000:
+        if stop.wait(0.3):
+            return
+        conn.sendall(bytes([b]))
+
+
+def _drip_body(conn, stop):       # headers at once, then a byte every 0.3 s
+    conn.recv(4096)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+    while not stop.wait(0.3):
+        conn.sendall(b"x")
+
+
+def _claims_1e13(conn, stop):     # a Content-Length of 10^13, then as much as it can
+    conn.recv(4096)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000000\r\n\r\n")
+    while not stop.is_set():
+        conn.sendall(b"\0" * 65536)
+
+
+def _endless_no_length(conn, stop):  # no Content-Length (the header lies by omission): an endless body
+    conn.recv(4096)
+    conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n")
+    while not stop.is_set():
+        conn.sendall(b"\0" * 65536)
+
+
+FAULTS = {"never-answers": (_silent, "stalled"), "drips-headers": (_drip_headers, "stalled"),
+          "drips-body": (_drip_body, "stalled"), "claims-1e13-bytes": (_claims_1e13, "announces 10000000000000 bytes"),
+          "endless-without-length": (_endless_no_length, "sent more than")}
+
+
+@pytest.fixture
+def short_timeouts(monkeypatch):
+    monkeypatch.setenv("RTL_DOWNLOAD_CONNECT_TIMEOUT", "2")
+    monkeypatch.setenv("RTL_DOWNLOAD_STALL_TIMEOUT", "1.5")
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_hostile_server_ends_the_download_in_one_line_and_leaves_nothing(tmp_path, monkeypatch, short_timeouts, fault):
+    behave, needle = FAULTS[fault]
+    server = _RawServer(behave)
+    monkeypatch.setenv(dl.MIRROR_ENV, server.url)
+    monkeypatch.setitem(dl.SIZES, "cifar10", 2 << 20)   # (the endless body stops at the published size: 2 MB here)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "mine.txt").write_text("a user's file")
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(DataError) as e:
+            dl.download("cifar10", root)
+    finally:
+        server.close()
+    took = time.monotonic() - t0
+    msg = str(e.value)
+    assert "\n" not in msg and needle in msg and server.url in msg and "nothing was kept" in msg, msg
+    assert took < 2 + 1.5 + 5, took     # the connect and stall timeouts, and a margin (real ones: 30 s + 60 s)
+    assert sorted(p.name for p in root.iterdir()) == ["mine.txt"]   # no partial archive, no .download-* folder
+
+
+def test_the_default_timeouts_end_a_dead_server_within_two_minutes():
+    """The defaults a user gets: a silent server costs the connect timeout plus one stall window, < 2 minutes."""
+    assert dl.CONNECT_TIMEOUT_S + dl.STALL_TIMEOUT_S + 1 < 120
+    assert dl.STALL_MIN_BYTES >= 1024 and dl.SIZES["cifar10"] == 170_498_071
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "99999"])
+def test_a_bad_timeout_setting_is_one_line(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("RTL_DOWNLOAD_STALL_TIMEOUT", value)
+    with pytest.raises(DataError, match="RTL_DOWNLOAD_STALL_TIMEOUT"):
+        dl.download("cifar10", tmp_path)
+
+
+def test_a_killed_download_is_cleaned_by_the_next_start(tmp_path, server, monkeypatch):
+    """`kill -9` of a real download process leaves its .download-* folder; the next download removes it (its
+    process is gone), keeps the folder of a download still running, and an old folder with no owner."""
+    from robust_transfer.processes import scratch_dir
+
+    monkeypatch.setenv("RTL_DOWNLOAD_STALL_TIMEOUT", "60")
+    drip = _RawServer(_drip_body)
+    root = tmp_path / "data"
+    root.mkdir()
+    code = ("import sys; from pathlib import Path; from robust_transfer.data import download as dl\n"
+            "dl.download('cifar10', Path(sys.argv[1]))\n")
+    env = {**os.environ, dl.MIRROR_ENV: drip.url, "PYTHONPATH": str(Path(dl.__file__).parents[2])}
+    victim = subprocess.Popen([sys.executable, "-c", code, str(root)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not any((p / "cifar-10-python.tar.gz").exists() for p in root.glob(".download-*")):
+            assert victim.poll() is None, victim.stderr.read()
+            time.sleep(0.1)
+        victim.kill()   # SIGKILL: no chance to clean up
+        victim.wait()
+    finally:
+        drip.close()
+    left = [p.name for p in root.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".download-cifar10-"), left
+    alive = scratch_dir(root, ".download-cifar10-")           # this test's own process: alive
+    legacy = root / ".download-cifar10-abc123"                 # an older version's name: kept while recent
+    legacy.mkdir()
+    _served_cifar10(server, monkeypatch, published_md5=False)
+    dl.download("cifar10", root)
+    assert sorted(p.name for p in root.iterdir()) == sorted(["cifar-10-batches-py", alive.name, legacy.name])
+
+
+def test_a_silent_server_through_a_command_is_one_line_exit_3(tmp_path, monkeypatch, short_timeouts, capfd):
+    from robust_transfer.cli import main
+
+    server = _RawServer(_silent)
+    monkeypatch.setenv(dl.MIRROR_ENV, server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    capfd.readouterr()
+    try:
+        rc = main(["train", "--dataset", "cifar10", "--download", "true", "--data-dir", str(tmp_path / "d"),
+                   "--iterations", "1", "--progress", "false"])
+    finally:
+        server.close()
+    err = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 3 and len(err) == 1 and err[0].startswith("error: cifar10: download from") and "stalled" in err[0], err
+    assert not list((tmp_path / "d").iterdir())

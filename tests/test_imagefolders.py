@@ -424,3 +424,173 @@ def test_a_large_resize_is_memory_mapped_and_equal_to_the_in_memory_one(tmp_path
     assert torch.equal(big.images, small.images) and torch.equal(big.labels, data.labels)
     assert big.sha256() == small.sha256()
     assert resize_images(data, 24).images.untyped_storage().data_ptr() != 0  # a second call reads the cache
+
+
+# --- issue 28: images that lie about their size, archives that lie about theirs, the smaller doors -----------------
+import hostile_files as hostile  # noqa: E402
+
+LIARS = {"jpeg-65000": hostile.jpeg(65000, 65000), "jpeg-20000": hostile.jpeg(20000, 20000),
+         "jpeg-8193x8192": hostile.jpeg(8193, 8192), "jpeg-junk-before-frame": hostile.jpeg(65000, 65000, garbage_before_sof=b"\x01\x02"),
+         "png-12000": hostile.png(12000, 12000), "png-8193x8192": hostile.png(8193, 8192),
+         "png-2^31-1": hostile.png(2**31 - 1, 2**31 - 1), "gif-65535": hostile.gif(65535, 65535),
+         "bmp-100000": hostile.bmp(100000, 100000)}
+
+
+@pytest.mark.parametrize("name", sorted(LIARS))
+def test_a_header_claiming_more_than_the_cap_is_a_bomb_before_any_decoder(name):
+    blob = LIARS[name]
+    assert len(blob) < 400
+    assert decode.claimed_pixels(blob) == decode.BOMB
+    count = decode.DECODE_COUNT
+    out, why = decode.decode_chunk([blob, _bytes(_img(8, 8), "PNG")], resize=8)
+    assert out[0] is None and out[1] is not None and why == {decode.BOMB: 1}
+    assert decode.DECODE_COUNT == count + 1   # the liar never reached a decoder
+
+
+def test_our_jpeg_reader_agrees_with_pil_and_libjpeg_on_real_files():
+    """The gate reads JPEG frames itself (as libjpeg does): on real files, with EXIF thumbnails, progressive
+    scans, restart markers and odd sizes, it must say exactly what the decoders decode."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    thumb = _bytes(_img(40, 30, 5), "JPEG")
+    exif = Image.Exif()
+    exif[0x010E] = "a description"
+    variants = [(_img(37, 53, 1), {}), (_img(64, 48, 2), {"progressive": True}), (_img(9, 300, 3), {"quality": 20}),
+                (_img(120, 80, 4), {"exif": exif.tobytes()}), (_img(33, 17, 6, "L"), {}),
+                (_img(50, 40, 7), {"restart_marker_blocks": 1}), (_img(25, 25, 8, "CMYK"), {})]
+    checked = 0
+    for im, kw in variants:
+        blob = _bytes(im, "JPEG", **kw)
+        if "exif" in kw:   # an embedded thumbnail (a JPEG inside APP1) must not be taken for the frame
+            blob = blob[:2] + b"\xff\xe1" + (len(thumb) + 8).to_bytes(2, "big") + b"Exif\0\0" + thumb + blob[2:]
+        assert decode.jpeg_size(blob) == im.size
+        assert decode.claimed_pixels(blob) == im.size[0] * im.size[1]
+        if im.mode != "CMYK":
+            x = decode_jpeg(torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            assert tuple(x.shape[1:]) == (im.size[1], im.size[0])
+        checked += 1
+    assert checked == len(variants)
+    assert decode.jpeg_size(hostile.jpeg(16, 16, second_sof=(65000, 65000))) is None   # libjpeg refuses two frames
+    assert decode.claimed_pixels(hostile.jpeg(16, 16, second_sof=(65000, 65000))) is None
+
+
+@pytest.mark.parametrize("size", [(16, 16), (200, 200), (8000, 8000)])
+def test_a_png_with_short_image_data_is_skipped_not_a_crash(tmp_path, size):
+    """torchvision 0.29's decode_png dies with SIGSEGV ("libpng error: Not enough image data") on such a PNG,
+    at any size: PNGs are decoded by PIL, which raises. In a child process, so a crash fails this test only."""
+    root = _folder_with_good_images(tmp_path / "f")
+    (root / "a" / "short.png").write_bytes(hostile.png(*size))
+    r = _load_in_subprocess(f"imagefolder:{root}:resize=8", tmp_path / "cache")
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert "LOADED 2" in r.stdout and "skipped 1 files (1 not a decodable image)" in r.stderr
+
+
+def test_decoding_groups_hold_at_most_the_pixel_cap():
+    claims = [decode.MAX_PIXELS // 2, decode.MAX_PIXELS // 2, 1, None, decode.BOMB, decode.MAX_PIXELS, 5, 5]
+    groups = list(decode._groups(claims))
+    assert groups == [[0, 1], [2], [5], [6, 7]]
+    assert all(sum(claims[i] for i in g) <= decode.MAX_PIXELS for g in groups)
+
+
+def _tar(path: Path, members: dict[str, bytes], dirs: tuple[str, ...] = ()) -> Path:
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_archive_members_are_checked_by_their_header_before_they_are_read(tmp_path, monkeypatch, capsys):
+    from robust_transfer.data import tree
+
+    good = {f"{c}/{i}.png": _bytes(_img(8, 8, i), "PNG") for c in "ab" for i in range(2)}
+    arch = _tar(tmp_path / "a.tar.gz", {**good, "a/big.png": b"\0" * 5000})
+    monkeypatch.setattr(tree, "MAX_FILE_BYTES", 4000)
+    reads = []
+    real = tree.tarfile.TarFile.extractfile
+
+    def spy(self, member):   # what is read, member by member
+        reads.append(member.name)
+        return real(self, member)
+
+    monkeypatch.setattr(tree.tarfile.TarFile, "extractfile", spy)
+    d = load_dataset(f"imagefolder:{arch}:resize=8", progress=False)
+    assert len(d) == 4 and "skipped 1 files (1 larger than 0 MB)" in capsys.readouterr().err
+    assert "a/big.png" not in reads and sorted(reads) == sorted(good)
+    monkeypatch.setattr(tree, "MAX_ARCHIVE_BYTES", 3 * len(good["a/0.png"]))   # the archive's total
+    with pytest.raises(DataError, match="holds more than .* extract it"):
+        load_dataset(f"imagefolder:{_tar(tmp_path / 'b.tar.gz', good)}:resize=8", progress=False)
+
+
+@pytest.mark.parametrize("where", ["folder", "archive"])
+def test_an_empty_class_folder_is_dropped_with_a_count(tmp_path, capsys, where):
+    good = {f"{c}/{i}.png": _bytes(_img(8, 8, i), "PNG") for c in "ab" for i in range(2)}
+    if where == "folder":
+        root = _write(tmp_path / "f", good)
+        (root / "empty").mkdir()
+        (root / "also-empty" / "sub").mkdir(parents=True)
+        spec = f"imagefolder:{root}"
+    else:
+        spec = f"imagefolder:{_tar(tmp_path / 'f.tar.gz', good, dirs=('empty', 'also-empty', 'also-empty/sub'))}"
+    for _ in range(2):   # decoded, then from the cache: the same report
+        d = load_dataset(spec, progress=False)
+        assert d.classes == ("a", "b")
+        err = capsys.readouterr().err
+        assert "dropped 2 empty class folders" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_one_class_folder_is_a_data_error_exit_3(tmp_path, capfd):
+    from robust_transfer.cli import main
+
+    from robust_transfer.data.validation import carve_validation
+
+    root = _write(tmp_path / "one", {f"{split}/cat/{i}.png": _bytes(_img(8, 8, i), "PNG") for i in range(6)
+                                     for split in ("train", "test")})
+    data = load_dataset(f"imagefolder:{root}", progress=False)   # loading it is fine; training on it is not
+    with pytest.raises(DataError, match="has one class \\('cat'\\); a classifier needs at least 2"):
+        carve_validation(data)
+    capfd.readouterr()
+    rc = main(["train", "--dataset", f"imagefolder:{root}", "--iterations", "1", "--progress", "false"])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert rc == 3 and len(err) == 1 and "has one class ('cat')" in err[0], err
+
+
+@pytest.mark.parametrize("text,option", [("imagefolder:/d:evil=1", "evil"), ("imagefolder:/d:resize=8:evil=1", "evil"),
+                                         ("imagefolder:/d:evil=1:resize=8", "evil"), ("imagefolder:/d:Resize=8", "Resize"),
+                                         ("imagefolder:/d:class=0-4", "class")])
+def test_an_unknown_image_folder_option_is_named(text, option):
+    with pytest.raises(ConfigError) as e:
+        parse_spec(text)
+    assert f"unknown option {option!r}; allowed: resize=R, half-a" in str(e.value) and "\n" not in str(e.value)
+    assert parse_spec("imagefolder:x=1").path == "x=1"   # a relative path that merely contains '=' is a path
+
+
+@pytest.mark.parametrize("extra", ["fifo", "socket", "bad-name", "empty-class-folder"])
+def test_the_skip_report_belongs_to_the_folder_even_when_its_images_equal_a_cached_one(tmp_path, capsys, extra):
+    """Two folders with the same usable images: the second must not reuse the first's (empty) skip report."""
+    import socket
+
+    files = {f"{c}/{i}.png": _bytes(_img(8, 8, i), "PNG") for c in "ab" for i in range(2)}
+    plain, other = _write(tmp_path / "plain", files), _write(tmp_path / "other", files)
+    load_dataset(f"imagefolder:{plain}", progress=False)
+    assert capsys.readouterr().err == ""
+    if extra == "fifo":
+        os.mkfifo(other / "a" / "x.png")
+    elif extra == "socket":
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(other / "a" / "s.png"))
+    elif extra == "bad-name":
+        os.close(os.open(os.path.join(os.fsencode(other / "a"), b"\xff\xfe.png"), os.O_CREAT | os.O_WRONLY))
+    else:
+        (other / "c").mkdir()
+    d = load_dataset(f"imagefolder:{other}", progress=False)
+    assert len(d) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and ("skipped 1 files" in err or "dropped 1 empty class folder" in err), err

@@ -423,3 +423,108 @@ def test_bad_files_are_one_line_exit_4_and_nothing_is_registered(wd, capfd):
     assert not (wd / "PWNED").exists()  # nothing was unpickled
     assert not MlflowClient().search_registered_models()
     assert {r.info.status for r in all_runs()} <= {"FAILED"}
+
+
+# --- issue 28: every format shares the key-map path's class limit; a killed import leaves nothing -------------------
+def _stride0_head(rows: int, features: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A [rows, features] head that weighs `features` floats in the file (stride 0): 50M rows are 102 GB if built."""
+    return torch.zeros(1, features).expand(rows, -1), torch.zeros(1).expand(rows)
+
+
+def _heads(wd: Path) -> dict[str, tuple[Path, str, str, list[str], int]]:
+    """case -> (file, format, arch, extra args, classes its head asks for)."""
+    from robust_transfer import create_model
+
+    out = {}
+    tv = torchvision.models.resnet18(num_classes=2).state_dict()
+    for rows in (50_000_000, 500_000, 100_001, 1):
+        sd = dict(tv)
+        sd["fc.weight"], sd["fc.bias"] = _stride0_head(rows, 512)
+        torch.save(sd, wd / f"tv-{rows}.pth")
+        out[f"torchvision-{rows}"] = (wd / f"tv-{rows}.pth", "torchvision", "resnet18", [], rows)
+    madry = dict(tv)
+    madry["fc.weight"], madry["fc.bias"] = _stride0_head(500_000, 512)
+    torch.save({"model": {**{f"module.model.{k}": v for k, v in madry.items()},
+                          "module.normalizer.new_mean": torch.tensor(IMAGENET_MEAN),
+                          "module.normalizer.new_std": torch.tensor(IMAGENET_STD)}}, wd / "madry-500k.ckpt")
+    out["robustness-500000"] = (wd / "madry-500k.ckpt", "robustness", "resnet18", [], 500_000)
+    wrn = WideResNet(depth=10, num_classes=2, widen_factor=1).state_dict()
+    wrn["fc.weight"], wrn["fc.bias"] = _stride0_head(500_000, wrn["fc.weight"].shape[1])
+    torch.save(wrn, wd / "rb-500k.pt")
+    out["robustbench-500000"] = (wd / "rb-500k.pt", "robustbench", "wrn-10-1", [], 500_000)
+    ours = create_model("small-cnn", 2).state_dict()
+    ours["head.weight"], ours["head.bias"] = _stride0_head(200_000, ours["head.weight"].shape[1])
+    torch.save(ours, wd / "km-200k.pt")
+    (wd / "km.yaml").write_text("rename: []\n")
+    out["keymap-200000"] = (wd / "km-200k.pt", "keymap", "small-cnn", ["--key-map", wd / "km.yaml"], 200_000)
+    return out
+
+
+def test_no_import_path_builds_a_head_over_100000_classes(wd, capfd):
+    """The key-map path refused >100,000 classes with exit 2; the torchvision one asked for 102 GB (a stride-0 head
+    of 50M rows) or registered 500,000 classes. Every format: exit 4 (a model problem, as documented), one line,
+    before any model is built, nothing registered."""
+    cases = _heads(wd)
+    for case, (file, fmt, arch, extra, rows) in cases.items():
+        assert file.stat().st_size < 50 << 20
+        capfd.readouterr()
+        rc = rtl("import", "--file", file, "--format", fmt, "--arch", arch, "--register-as", f"big-{case}", *extra)
+        err = capfd.readouterr().err.strip().splitlines()
+        assert rc == 4 and len(err) == 1, (case, rc, err)
+        assert f"a head for {rows} classes; allowed: 2 to 100000 classes" in err[0], (case, err)
+        assert not registered(f"big-{case}"), case
+    assert len(cases) == 7 and {r.info.status for r in all_runs()} == {"FAILED"}
+
+
+def _wait_for(predicate, proc, timeout=240, what=""):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        assert proc.poll() is None, f"finished before {what}: {proc.stderr.read()[-2000:]}"
+        time.sleep(0.01)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_a_killed_import_leaves_no_temporary_folder_no_checkpoint_and_no_running_run(wd, monkeypatch):
+    """`kill -9` of a real `rtl import` while its checkpoint is staged (written, not yet registered): nothing in
+    --checkpoint-dir; its temporary folders and RUNNING run are cleaned up by the next import."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    tmp = wd / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    torch.save(torchvision.models.resnet50(num_classes=10).state_dict(), wd / "r50.pth")
+    bin_dir = Path(sys.executable).parent
+    victim = subprocess.Popen([str(bin_dir / "rtl"), "import", "--file", str(wd / "r50.pth"), "--format", "torchvision",
+                               "--arch", "resnet50", "--register-as", "victim", "--checkpoint-dir", str(wd / "ck" / "r50")],
+                              cwd=wd, env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    staged = lambda: [p for p in (wd / "ck").glob(".r50.rtl-import-*/r50/meta.json")] if (wd / "ck").is_dir() else []  # noqa: E731
+    _wait_for(staged, victim, what="the checkpoint to be staged")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (wd / "ck" / "r50").exists()                           # no complete checkpoint of an unregistered model
+    assert [p.name.startswith(".r50.rtl-import-") for p in (wd / "ck").iterdir()] == [True]
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("rtl-import-")]   # (what kill -9 leaves, until ...)
+    killed = [r for r in all_runs() if r.data.tags.get("rtl.strategy") == "import"]
+    assert [r.info.status for r in killed] == ["RUNNING"] and not registered("victim")
+
+    # ... the next import: a successful one, into the same place
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), wd / "r18.pth")
+    assert rtl("import", "--file", wd / "r18.pth", "--format", "torchvision", "--arch", "resnet18",
+               "--register-as", "next", "--checkpoint-dir", wd / "ck" / "r50") == 0
+    assert sorted(p.name for p in (wd / "ck").iterdir()) == ["r50"]   # the checkpoint, moved in once registered
+    assert sorted(p.name for p in (wd / "ck" / "r50").iterdir()) == ["meta.json", "model.safetensors"]
+    assert not [p for p in tmp.iterdir() if p.name.startswith("rtl-import-")]
+    assert MlflowClient().get_run(killed[0].info.run_id).info.status == "KILLED"
+    assert registered("next") and not registered("victim")
+

@@ -263,3 +263,41 @@ objectives: [{{metric: clean_acc, direction: maximize}}, {{metric: pgd20_acc, di
     assert len(client.search_model_versions("name='reg-study'")) == 1
     assert main(["promote", "--name", "reg-study", "--study", "nope", "--storage", storage]) == 5
     assert "study 'nope' does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ non-finite scores (issue 28)
+NON_FINITE = [
+    ("max (1e308*1e308) - (1e308*1e308) + val_clean_acc", {"val_clean_acc": "0.5"}, "nan"),
+    ("max val_clean_acc * 1e308 * 10", {"val_clean_acc": "0.5"}, "inf"),
+    ("min val_clean_acc - 1e308 * 1e308", {"val_clean_acc": "0.5"}, "-inf"),
+    ("max val_clean_acc", {"val_clean_acc": "nan"}, "nan"),
+    ("max val_clean_acc + val_pgd10_acc", {"val_clean_acc": "0.5", "val_pgd10_acc": "inf"}, "inf"),
+    ("max val_pgd10_acc subject to val_clean_acc * 1e308 * 10 >= 0.5", {"val_clean_acc": "0.5", "val_pgd10_acc": "0.2"},
+     "inf"),
+]
+
+
+@pytest.mark.parametrize("policy,metrics,value", NON_FINITE, ids=[p for p, _, _ in NON_FINITE])
+def test_a_non_finite_score_never_promotes(workdir, capfd, policy, metrics, value):
+    """Through `rtl promote` on a real (sqlite) registry: exit 6, one line naming the policy and the value, the
+    champion alias untouched, the promote run FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    run = client.create_run(client.create_experiment("sources"))
+    (workdir / "weights.txt").write_text("a stand-in for a model")
+    client.log_artifact(run.info.run_id, str(workdir / "weights.txt"), "model")
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model("nf")
+    mv = client.create_model_version("nf", f"{run.info.artifact_uri}/model", run.info.run_id)
+    for k, v in {**{f"metric.{n}": x for n, x in metrics.items()}, "eval.timestamp": int(time.time() * 1000)}.items():
+        client.set_model_version_tag("nf", mv.version, k, str(v))
+    capfd.readouterr()
+    rc = main(["promote", "--name", "nf", "--version", str(mv.version), "--policy", policy])
+    err = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 6 and len(err) == 1 and err[0].startswith("error: policy ") and value in err[0], (rc, err)
+    assert "not a finite number" in err[0] and policy.split()[1][:8] in err[0]
+    assert "champion" not in (client.get_registered_model("nf").aliases or {})
+    promote_runs = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+                    if r.data.tags.get("rtl.strategy") == "promote"]
+    assert [r.info.status for r in promote_runs] == ["FAILED"]

@@ -311,3 +311,134 @@ def test_transfer_with_a_batchnorm_head_trains_when_the_last_batch_would_hold_on
             "--mlp-depth", "1", "--width", "16", "--epochs", "1", "--batch-size", batch_size, "--n-examples", "6",
             "--eval-steps", "1", "--progress", "false", "--device", "cpu"]
     assert main(argv + (["--per-class", per_class] if per_class else [])) == 0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Issue 28: images that lie about their size, archives whose members claim gigabytes. Each case runs as its own
+# `rtl` process; its peak RSS (getrusage(RUSAGE_CHILDREN) of a parent that runs only it) is compared with a bare
+# `rtl --help` measured the same way, in the same test.
+from hostile_files import bmp, gif, jpeg, png, tar_gz_with_big_member  # noqa: E402
+
+RSS_RUNNER = ("import resource, subprocess, sys\n"
+              "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+              "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+              "sys.stderr.write(p.stderr)\n")
+LYING_IMAGES = {   # file name -> bytes (a few hundred at most) whose header claims more than decode.MAX_PIXELS
+    "jpeg-65000x65000.jpg": jpeg(65000, 65000),   # took the process past 6 GB
+    "jpeg-20000x20000.jpg": jpeg(20000, 20000),   # 2.0 GB, accepted without a word
+    "jpeg-8193x8192.jpg": jpeg(8193, 8192),       # one row over the cap (PIL only warns there)
+    "jpeg-junk-before-frame.jpg": jpeg(65000, 65000, garbage_before_sof=b"\x12\x34\x56"),
+    "png-12000x12000.png": png(12000, 12000),     # crashed the process (SIGSEGV in libpng)
+    "png-2^31-1-square.png": png(2**31 - 1, 2**31 - 1),
+    "gif-as-png-65535x65535.png": gif(65535, 65535),
+    "bmp-100000x100000.bmp": bmp(100000, 100000),
+}
+MEMORY_BOUND_MB = 200
+
+
+def _rss(workdir, *argv) -> tuple[int, int, str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run([sys.executable, "-c", RSS_RUNNER, *argv], cwd=workdir, env=env, capture_output=True,
+                         text=True, timeout=600)
+    rc, kb = map(int, out.stdout.split())
+    return rc, kb // 1024, out.stderr
+
+
+def _two_class_folder(root: Path) -> Path:
+    from PIL import Image
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_lying_images_and_archives_are_skipped_and_stay_small_in_memory(workdir):
+    from robust_transfer import create_model
+    from robust_transfer.checkpoints import save_checkpoint
+
+    save_checkpoint(workdir / "ck", create_model("small-cnn", 2, input_size=16), {"classes": ["a", "b"]})
+
+    def evaluate(spec):
+        return _rss(workdir, str(BIN / "rtl"), "evaluate", "--model", str(workdir / "ck"), "--dataset", spec,
+                    "--split", "train", "--n-examples", "4", "--attacks", "pgd1", "--device", "cpu", "--progress", "false")
+
+    cases = {}
+    for name, blob in LYING_IMAGES.items():
+        folder = _two_class_folder(workdir / name.replace(".", "_"))
+        (folder / "a" / name).write_bytes(blob)
+        cases[name] = (f"imagefolder:{folder}:resize=16", "1 more than 64M pixels")
+    clean = _two_class_folder(workdir / "clean")
+    members = {f"{c}/{i}.png": (clean / c / f"{i}.png").read_bytes() for c in ("a", "b") for i in range(4)}
+    tar_gz_with_big_member(workdir / "gib-member.tar.gz", "a/huge.png", 1 << 30, members)   # cost 3.0 GB
+    assert (workdir / "gib-member.tar.gz").stat().st_size < 8 << 20
+    cases["tar.gz-with-a-1GiB-member"] = (f"imagefolder:{workdir / 'gib-member.tar.gz'}:resize=16", "1 larger than 64 MB")
+
+    rc, bare, err = _rss(workdir, str(BIN / "rtl"), "--help")
+    assert rc == 0, err
+    rc, clean_peak, err = evaluate(f"imagefolder:{clean}:resize=16")
+    assert rc == 0, err
+    peaks = {}
+    for name, (spec, needle) in cases.items():
+        rc, peaks[name], err = evaluate(spec)
+        warnings = [ln for ln in err.splitlines() if ln.startswith("warning: ") and "skipped" in ln]
+        assert rc == 0 and len(warnings) == 1 and f"skipped 1 files ({needle})" in warnings[0], (name, rc, err[-2000:])
+    print(f"peak RSS (MB): bare rtl {bare}, clean folder {clean_peak}, per case {peaks}")
+    worst = max(peaks, key=peaks.get)
+    assert peaks[worst] - bare < MEMORY_BOUND_MB, (worst, peaks[worst], bare)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Issue 28: a run whose process is gone (kill -9) is closed KILLED by the next run in its experiment.
+def test_running_runs_whose_process_is_gone_are_closed_and_no_others(workdir):
+    from robust_transfer.processes import identity
+    from robust_transfer.tracking.runs import close_dead_runs, tracked_run
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.create_experiment("sweep")
+    host, me, start = identity()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()   # a pid that has certainly ended (and is not reused within this test)
+    tags = {"dead": {"rtl.host": host, "rtl.pid": str(gone.pid)},
+            "dead-suite-step": {"rtl.host": host, "rtl.suite_pid": str(gone.pid)},   # tagged before rtl.pid existed
+            "pid-reused": {"rtl.host": host, "rtl.pid": str(me), "rtl.pid_start": "0000.1"},
+            "alive": {"rtl.host": host, "rtl.pid": str(me), "rtl.pid_start": start},
+            "other-host": {"rtl.host": "elsewhere.example", "rtl.pid": str(gone.pid)},
+            "no-process": {}}
+    runs = {name: client.create_run(exp, tags=t, run_name=name).info.run_id for name, t in tags.items()}
+    finished = client.create_run(exp, tags=tags["dead"]).info.run_id
+    client.set_terminated(finished, "FINISHED")
+    assert close_dead_runs(client, [exp]) == 3
+    status = {name: client.get_run(rid).info.status for name, rid in runs.items()}
+    assert status == {"dead": "KILLED", "dead-suite-step": "KILLED", "pid-reused": "KILLED", "alive": "RUNNING",
+                      "other-host": "RUNNING", "no-process": "RUNNING"}
+    assert client.get_run(finished).info.status == "FINISHED"
+    # a new run records its process, and sweeps its experiment first
+    dead2 = client.create_run(exp, tags=tags["dead"]).info.run_id
+    with tracked_run("probe", {}, {}, experiment="sweep") as log:
+        mine = client.get_run(log.run_id).data.tags
+    assert (mine["rtl.host"], mine["rtl.pid"], mine["rtl.pid_start"]) == (host, str(me), start)
+    assert client.get_run(dead2).info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_a_killed_training_run_is_closed_by_the_next_command(workdir, tiny_folder):
+    """`kill -9` of a real `rtl train`: its run stays RUNNING (nothing could end it) until the next command in its
+    experiment starts, which closes it KILLED."""
+    victim = _rtl(workdir, *_train_args(tiny_folder, "victim"))
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    deadline = time.time() + 300
+    while time.time() < deadline and _epochs_done(workdir / "victim") < 1 and victim.poll() is None:
+        time.sleep(0.05)
+    assert victim.poll() is None, victim.stderr.read()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    [run] = _runs(client)
+    assert run.info.status == "RUNNING" and run.data.tags["rtl.pid"] == str(victim.pid)
+    assert main(["evaluate", "--model", str(workdir / "victim"), "--n-examples", "4", "--attacks", "pgd1",
+                 "--device", "cpu", "--progress", "false"]) == 0
+    assert client.get_run(run.info.run_id).info.status == "KILLED"

@@ -609,3 +609,49 @@ def test_a_suite_selects_the_best_candidate_and_autoattack_evaluates_it_by_alias
         "rtl.selected_from"] == steps[chosen].data.tags["rtl.registered_model"]
     assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 0
     assert capsys.readouterr().out.count("reused run") == 5
+
+
+# --- issue 28: variables that refer to themselves, or explode -----------------------------------------------------
+def _chain(n: int, *, fanout: int = 1, last: str | None = None) -> str:
+    """Scale variables v0..v{n-1}, each naming the next `fanout` times; the last names v0 (a cycle) or is `last`."""
+    lines = [f'    v{i}: "{"{v%d}" % (i + 1) * fanout}"' for i in range(n - 1)]
+    lines.append(f'    v{n - 1}: "{last}"' if last is not None else f'    v{n - 1}: "{{v0}}"')
+    return "\n".join(lines) + "\n"
+
+
+VARIABLE_ABUSE = [
+    ("self-reference", '    v0: "x{v0}"\n', "variable {v0} refers to itself: {v0} → {v0}"),
+    ("cycle-of-2", _chain(2), "refers to itself: {v0} → {v1} → {v0}"),
+    ("cycle-of-3", _chain(3), "{v0} → {v1} → {v2} → {v0}"),
+    ("cycle-of-12", _chain(12), "{v10} → {v11} → {v0}"),
+    ("bomb-9x10", _chain(10, fanout=10, last="abcdefghij"), "expands to more than 10000 characters"),
+    ("bomb-12x2", _chain(12, fanout=2, last="0123456789" * 10), "expands to more than 10000 characters"),
+    ("chain-of-40", _chain(40, last="cifar10"), "at most 16 deep"),
+    ("set-makes-a-cycle", '    v0: "{v1}"\n    v1: "cifar10"\n', "refers to itself"),   # v1={v0} given by --set
+]
+
+
+@pytest.mark.parametrize("what,variables,fragment", VARIABLE_ABUSE, ids=[v[0] for v in VARIABLE_ABUSE])
+def test_a_variable_cycle_or_bomb_is_one_line_exit_7(project, capsys, what, variables, fragment):
+    path = project / "projects" / "vars.yaml"
+    path.write_text(f"name: v\nscales:\n  tiny:\n{variables}steps:\n"
+                    '  - {name: x, entry: train, params: {dataset: "{v0}", epochs: 1}}\n')
+    extra = ["--set", "v1={v0}"] if what == "set-makes-a-cycle" else []
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--dry-run", "true", *extra]) == 7
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err and "vars.yaml:" in err and "params.dataset" in err, err
+    assert not _runs(MlflowClient(os.environ["MLFLOW_TRACKING_URI"]))
+
+
+def test_variables_that_expand_to_nothing_a_billion_times_are_expanded_once_each():
+    """30 references per level, 12 levels, all empty: 30^12 expansions without memoising, 13 with it."""
+    from robust_transfer.suites.variables import substitute
+
+    variables = {f"e{i}": "{e%d}" % (i + 1) * 30 for i in range(12)} | {"e12": "", "d": "cifar10"}
+    assert substitute("{d}{e0}", variables, {}, "tiny", [], ValueError) == "cifar10"
+    assert substitute(True, {}, {}, "tiny", [], ValueError) == "true"
+    used = []
+    steps = {"src": type("S", (), {"registers": True, "alias": "s-1"})()}
+    assert substitute("{a}{a}", {"a": "{model:src}"}, steps, "tiny", used, ValueError) == \
+        "models:/tiny-src@s-1models:/tiny-src@s-1"
+    assert used == ["src", "src"]   # a memoised variable still names its upstream step each time

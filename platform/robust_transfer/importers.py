@@ -25,6 +25,7 @@ ModelError (exit 4), raised before anything is written or registered.
 from __future__ import annotations
 
 import math
+import os
 import re
 import warnings
 from pathlib import Path
@@ -35,8 +36,8 @@ from torch import nn
 
 from .digests import file_sha256
 from .errors import ConfigError, ModelError, one_of
-from .models import (IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_RESNETS, HeadSpec, ImageClassifier, check_arch,
-                     create_model)
+from .models import (IMAGENET_MEAN, IMAGENET_STD, MAX_CLASSES, TORCHVISION_RESNETS, HeadSpec, ImageClassifier,
+                     check_arch, create_model)
 from .models.resnet import torchvision_body
 from .models.wide_resnet import units_per_stage
 
@@ -136,6 +137,18 @@ def _load_into(module: nn.Module, sd: dict[str, torch.Tensor], file: Path, fmt: 
     module.load_state_dict({k: sd[k].to(v.dtype) for k, v in want.items()}, strict=True)
 
 
+def _head_classes(sd: dict, key: str, file: Path, fmt: str, arch: str) -> int:
+    """The number of classes the file's classifier `key` ([classes, features]) asks for, checked before any model
+    is built (every format: a stride-0 tensor of 50M rows weighs nothing in the file and 102 GB as a head)."""
+    if key not in sd or sd[key].dim() != 2:
+        raise _mismatch(file, fmt, arch, [key], [])
+    n = int(sd[key].shape[0])
+    if not 2 <= n <= MAX_CLASSES:
+        raise ModelError(f"file={str(file)!r}: its classifier {key!r} has shape {tuple(sd[key].shape)}, a head for "
+                         f"{n} classes; allowed: 2 to {MAX_CLASSES} classes")
+    return n
+
+
 def _norm_values(t: torch.Tensor, name: str, file: Path) -> tuple[float, ...]:
     if t.numel() != 3 or not torch.isfinite(t).all():
         raise ModelError(f"file={str(file)!r}: {name} must hold 3 finite values (one per RGB channel), has shape {tuple(t.shape)}")
@@ -150,9 +163,7 @@ def _norm_values(t: torch.Tensor, name: str, file: Path) -> tuple[float, ...]:
 def _torchvision_model(arch: str, sd: dict, file: Path, fmt: str, input_size: int, mean, std) -> ImageClassifier:
     if arch not in TORCHVISION_RESNETS:
         raise ModelError(f"arch={arch!r} is not a {fmt} architecture; choose one of: {', '.join(TORCHVISION_RESNETS)}")
-    if "fc.weight" not in sd or sd["fc.weight"].dim() != 2:
-        raise _mismatch(file, fmt, arch, ["fc.weight"], [])
-    num_classes = int(sd["fc.weight"].shape[0])
+    num_classes = _head_classes(sd, "fc.weight", file, fmt, arch)
     net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
     _load_into(net, sd, file, fmt, arch)
     body, dim = torchvision_body(net)  # the loaded modules themselves: our model computes net(x)
@@ -234,9 +245,8 @@ def _robustbench(obj, file: Path, arch: str, input_size: int) -> ImageClassifier
     for k in drop:
         sd.pop(k)
     head_key = next((k for k, v in names.items() if v == "head.weight"), None)
-    if head_key is None or sd[head_key].dim() != 2:
-        raise _mismatch(file, "robustbench", arch, ["fc.weight" if _WRN.match(arch) else "linear.weight"], [])
-    num_classes = int(sd[head_key].shape[0])
+    num_classes = _head_classes(sd, head_key or ("fc.weight" if _WRN.match(arch) else "linear.weight"), file,
+                                "robustbench", arch)
     bias_key = head_key[:-len("weight")] + "bias"
     if bias_key not in sd:  # WideResNet(bias_last=False): a linear head without bias is one with a zero bias
         sd[bias_key] = torch.zeros(num_classes, dtype=sd[head_key].dtype)
@@ -332,7 +342,7 @@ def _keymap(obj, file: Path, arch: str, key_map: dict, input_size: int) -> Image
         raise ModelError(f"key_map maps two keys of file={str(file)!r} to the same name; make the renames distinct")
     if "head.weight" not in ours or ours["head.weight"].dim() != 2:
         raise _mismatch(file, "keymap", arch, ["head.weight (after renaming)"], [])
-    num_classes = int(ours["head.weight"].shape[0])
+    num_classes = _head_classes(ours, "head.weight", file, "keymap", arch)
     mean, std = (tuple(key_map["mean"]), tuple(key_map["std"])) if key_map["mean"] is not None else IDENTITY
     model = create_model(arch, num_classes, input_size=input_size, mean=mean, std=std)
     _load_into(_without_norm(model), ours, file, "keymap", arch, reported_names={v: k for k, v in names.items()})
@@ -392,34 +402,67 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
+SCRATCH_PREFIX = "rtl-import-"   # the conversion's temporary folder, in the system's temporary directory
+
+
+def _staging_prefix(final: Path) -> str:
+    return f".{final.name}.{SCRATCH_PREFIX}"
+
+
 def import_and_register(cfg) -> dict:
     """`cfg` (a config.ImportConfig): convert the file, save our checkpoint, log it in one tracked run and
-    register it as a new version of `cfg.register_as`. Nothing is registered if anything fails."""
+    register it as a new version of `cfg.register_as`. Nothing is registered if anything fails.
+
+    What a `kill -9` can leave is named after its process (processes.scratch_dir) and removed by the next
+    import: the temporary folder (`<tmp>/rtl-import-*`) and, with `checkpoint_dir`, the checkpoint staged
+    beside it (`.<name>.rtl-import-*`), which is moved into `checkpoint_dir` only once the model is
+    registered — so no complete checkpoint of a model that was never registered is ever left there."""
+    import shutil
     import tempfile
     from dataclasses import asdict
 
-    from .checkpoints import model_metadata, save_checkpoint
+    from .checkpoints import check_checkpoint_target, model_metadata, save_checkpoint
+    from .io import atomic_dir_write
+    from .processes import remove_stale, scratch_dir
     from .tracking import log_checkpoint_model, register_checkpoint_model, tracked_run
     from .tracking.registry import version_tags
 
+    final = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    if final is not None:
+        check_checkpoint_target(final)   # the user's directory is refused before anything is done
+        remove_stale(final.parent, _staging_prefix(final))
+    remove_stale(tempfile.gettempdir(), SCRATCH_PREFIX)
     params = {k: v for k, v in asdict(cfg).items() if v is not None}
     tags = {"rtl.import_format": cfg.format, "rtl.arch": cfg.arch}
-    with tracked_run("import", params, tags, experiment=cfg.experiment) as log, \
-            tempfile.TemporaryDirectory(prefix="rtl-import-") as tmp:
-        model, meta = convert(cfg.file, cfg.format, cfg.arch, num_classes=cfg.num_classes,
-                              input_size=cfg.input_size, key_map=cfg.key_map)
-        if cfg.epsilon is not None:
-            meta["threat_model"] = {"norm": cfg.norm, "epsilon": cfg.epsilon, "as_given": True}
-        meta["lineage"]["run_id"] = log.run_id
-        checkpoint = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else Path(tmp) / "checkpoint"
-        save_checkpoint(checkpoint, model, meta)
-        model_uri = log_checkpoint_model(checkpoint)
-        full = model_metadata(model, **meta)
-        mv = register_checkpoint_model(model_uri, cfg.register_as, version_tags(full, {}))
-        log.set_tags({"rtl.registered_model": f"{cfg.register_as}/{mv.version}",
-                      "rtl.source_sha256": meta["lineage"]["sha256"]})
-        return {"run_id": log.run_id, "model_uri": f"models:/{cfg.register_as}/{mv.version}",
-                "registered_model": cfg.register_as, "version": mv.version, "meta": full}
+    scratch: list[Path] = []
+    with tracked_run("import", params, tags, experiment=cfg.experiment) as log:
+        try:
+            scratch.append(scratch_dir(tempfile.gettempdir(), SCRATCH_PREFIX))
+            model, meta = convert(cfg.file, cfg.format, cfg.arch, num_classes=cfg.num_classes,
+                                  input_size=cfg.input_size, key_map=cfg.key_map)
+            if cfg.epsilon is not None:
+                meta["threat_model"] = {"norm": cfg.norm, "epsilon": cfg.epsilon, "as_given": True}
+            meta["lineage"]["run_id"] = log.run_id
+            if final is None:
+                checkpoint = scratch[0] / "checkpoint"
+            else:   # staged beside checkpoint_dir under its name (the logged model's folder is named after it)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                scratch.append(scratch_dir(final.parent, _staging_prefix(final)))
+                checkpoint = scratch[-1] / final.name
+            save_checkpoint(checkpoint, model, meta)
+            model_uri = log_checkpoint_model(checkpoint)
+            full = model_metadata(model, **meta)
+            mv = register_checkpoint_model(model_uri, cfg.register_as, version_tags(full, {}))
+            if final is not None:   # registered: now the checkpoint may appear (moved, same file system)
+                check_checkpoint_target(final)
+                atomic_dir_write(final, lambda d: [os.replace(f, d / f.name) for f in sorted(checkpoint.iterdir())])
+            log.set_tags({"rtl.registered_model": f"{cfg.register_as}/{mv.version}",
+                          "rtl.source_sha256": meta["lineage"]["sha256"]})
+            return {"run_id": log.run_id, "model_uri": f"models:/{cfg.register_as}/{mv.version}",
+                    "registered_model": cfg.register_as, "version": mv.version, "meta": full}
+        finally:
+            for d in scratch:
+                shutil.rmtree(d, ignore_errors=True)
 
 
 def import_model(file, format: str, arch: str, register_as: str, **kwargs) -> dict:

@@ -15,11 +15,13 @@ with the current `champion` under the policy and moves the `champion` alias only
 Every decision is recorded: version tags `promotion.*`, a Markdown model card (the version's description
 and an artifact of the promote run). It refuses (RegistryError, exit 6) a candidate whose evaluation is
 missing or older than its weights, or that carries gradient-masking flags (`rtl.masking_flags`) unless
-`allow_flagged=true`.
+`allow_flagged=true`, and any decision whose score is not a finite number (NaN or infinite: an overflowing
+policy, a metric tagged `nan`), naming the policy and the value.
 """
 from __future__ import annotations
 
 import json
+import math
 import re
 import tempfile
 import time
@@ -103,8 +105,22 @@ def judge(policy: Policy, version: str, metrics: dict[str, float]) -> Judged:
     except ZeroDivisionError:  # e.g. `max clean_acc / (pgd20_acc - pgd10_acc)` on equal metrics
         raise RegistryError(f"policy {policy.text!r} divides by zero on version {version}'s metrics "
                             f"({', '.join(f'{n}={metrics[n]:.4f}' for n in policy.score.names)})") from None
-    j.violated = [f"{c.text} ({', '.join(f'{n}={metrics[n]:.4f}' for n in c.expr.names)})"
-                  for c in policy.constraints if not c.holds(metrics)]
+    if not math.isfinite(j.score):  # overflow (1e308*1e308 - 1e308*1e308 is nan) or a metric tagged nan/inf
+        raise RegistryError(f"policy {policy.text!r} scores version {version} {j.score} (not a finite number) from "
+                            f"its metrics ({', '.join(f'{n}={metrics[n]:g}' for n in policy.score.names)}); "
+                            f"a non-finite score never promotes: state the policy so that it stays finite")
+    for c in policy.constraints:
+        try:
+            value = c.expr(metrics)
+        except ZeroDivisionError:
+            raise RegistryError(f"policy {policy.text!r}: constraint {c.text!r} divides by zero on version "
+                                f"{version}'s metrics ({', '.join(f'{n}={metrics[n]:.4f}' for n in c.expr.names)})") from None
+        if not math.isfinite(value):
+            raise RegistryError(f"policy {policy.text!r}: constraint {c.text!r} is {value} (not a finite number) on "
+                                f"version {version}'s metrics ({', '.join(f'{n}={metrics[n]:g}' for n in c.expr.names)}); "
+                                "a non-finite value never promotes")
+        if not c.holds(metrics):
+            j.violated.append(f"{c.text} ({', '.join(f'{n}={metrics[n]:.4f}' for n in c.expr.names)})")
     return j
 
 

@@ -118,11 +118,16 @@ def memoised_file_sha256(path: Path) -> str:
 
 
 def folder_content_sha256(root: Path) -> str:
-    """sha256 over every readable image/.txt file under `root` (the files a FileTree reads): path and bytes."""
+    """sha256 over every readable image/.txt file under `root` (the files a FileTree reads): path and bytes;
+    and over what the walk skipped (by reason) and the folders it saw."""
     from .tree import read_regular_file, walk_folder
 
-    files, _ = walk_folder(root)
+    dirs: set[str] = set()
+    files, skipped = walk_folder(root, dirs)
     h = hashlib.sha256()
+    # what was skipped and the folders (an empty class folder) are reported from the cache: part of the key,
+    # so a folder with the same images but other skips never reuses another folder's report
+    h.update(json.dumps([sorted(skipped.items()), sorted(dirs)]).encode())
     for rel in sorted(files):
         try:
             data = read_regular_file(files[rel])

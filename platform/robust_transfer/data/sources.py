@@ -21,9 +21,10 @@ from ..errors import DataError
 from . import decode
 from .cache import SplitWriter
 from .spec import DatasetSpec
-from .tree import FileTree, is_archive, is_image
+from .tree import EMPTY_CLASS, FileTree, is_archive, is_image
 
 Classes = tuple[str, ...]
+CHUNK_BYTES = 256 << 20   # file bytes read ahead of decoding (a chunk of large files stays this size)
 
 
 @dataclass
@@ -134,31 +135,44 @@ def _download(name: str, data_dir: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Image folders (and .tar.gz archives of them): <root>/[train|test|val/]<class>/.../<image>
 
+def _read_chunks(tree: FileTree, items: list[tuple[int, str]], writer: SplitWriter):
+    """`items` in chunks of at most decode.CHUNK files and CHUNK_BYTES of file bytes: (chunk, blobs), a blob
+    None (counted) when the file vanished or became unreadable since the listing."""
+    chunk, blobs, size = [], [], 0
+    for item in items:
+        try:
+            blob = tree.read(item[1])
+        except DataError:
+            blob = None
+            writer.skipped["unreadable"] += 1
+        chunk.append(item)
+        blobs.append(blob)
+        size += len(blob or b"")
+        if len(chunk) >= decode.CHUNK or size >= CHUNK_BYTES:
+            yield chunk, blobs
+            chunk, blobs, size = [], [], 0
+    if chunk:
+        yield chunk, blobs
+
+
 def _decode_files(tree: FileTree, items: list[tuple[int, str]], classes, desc: str, progress: bool,
                   writer: SplitWriter, resize: int | None) -> Classes:
-    """Read, decode and write `items` (label, path) chunk by chunk; files that do not decode are counted."""
+    """Read, decode and write `items` (label, path) group by group; files that do not decode are counted."""
     items.sort()  # by class, then path
     writer.skipped.update(tree.skipped)
     first = None
     with tqdm(total=len(items), desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        for start in range(0, len(items), decode.CHUNK):
-            chunk = items[start:start + decode.CHUNK]
-            blobs = []
-            for _, p in chunk:
-                try:
-                    blobs.append(tree.read(p))
-                except DataError:  # vanished or changed into something unreadable since the listing
-                    blobs.append(None)
-                    writer.skipped["unreadable"] += 1
-            imgs, why = decode.decode_chunk(blobs, resize)
-            writer.skipped.update(why)
-            kept = [(img, c, p) for img, (c, p) in zip(imgs, chunk) if img is not None]
-            if kept:
-                if resize is None:
-                    first = decode.check_one_size([k[0] for k in kept], [k[2] for k in kept], first)
-                writer.add(torch.stack([k[0] for k in kept]), torch.tensor([k[1] for k in kept], dtype=torch.int64))
-            del blobs, imgs, kept
-            decode.return_freed_memory()
+        for chunk, blobs in _read_chunks(tree, items, writer):
+            for idx, imgs, why in decode.decode_groups(blobs, resize):
+                writer.skipped.update(why)
+                kept = [(img, chunk[i][0], chunk[i][1]) for i, img in zip(idx, imgs) if img is not None]
+                if kept:
+                    if resize is None:
+                        first = decode.check_one_size([k[0] for k in kept], [k[2] for k in kept], first)
+                    writer.add(torch.stack([k[0] for k in kept]), torch.tensor([k[1] for k in kept], dtype=torch.int64))
+                del imgs, kept
+                decode.return_freed_memory()
+            del blobs
             bar.update(len(chunk))
     return tuple(classes)
 
@@ -193,11 +207,21 @@ def read_imagefolder(tree: FileTree, split: str, what: str, progress: bool, writ
     # one class list for both splits, so that a label means the same class in train and test
     classes = sorted(set().union(*per_split.values()))
     if not per_split[wanted]:
+        skipped = ", ".join(f"{n} {r}" for r, n in sorted(tree.skipped.items()))
         raise DataError(f"{what}: no images (.jpg .jpeg .png .bmp .webp) in class folders under "
-                        f"{(top + wanted) or 'its top level'}")
+                        f"{(top + wanted) or 'its top level'}" + (f" (skipped: {skipped})" if skipped else ""))
     index = {c: i for i, c in enumerate(classes)}
     items = [(index[c], p) for c, paths in per_split[wanted].items() for p in paths]
+    empty = _empty_class_folders(tree, top + (wanted + "/" if wanted else ""), per_split[wanted])
+    if empty:
+        writer.skipped[EMPTY_CLASS] += empty
     return _decode_files(tree, items, classes, f"decoding {tree.root.name} {split}", progress, writer, resize)
+
+
+def _empty_class_folders(tree: FileTree, prefix: str, with_images: dict[str, list[str]]) -> int:
+    """Class folders directly under `prefix` with no image anywhere below them: dropped, and counted."""
+    folders = {d[len(prefix):] for d in tree.dirs if d.startswith(prefix) and d[len(prefix):] and "/" not in d[len(prefix):]}
+    return len(folders - set(with_images) - {"train", "test", "val"})
 
 
 def _open_tree(path: Path, what: str, progress: bool) -> FileTree:

@@ -20,6 +20,7 @@ MAX_CLASS_INDEX = 99_999   # a model has at most 100,000 classes (models.create_
 _RESIZE = re.compile(r"^resize=(\d{1,5})$")
 RESIZE_RANGE = (8, 1024)
 _IMAGE_FILE_NAMES = ("cifar10-jpeg", "tiny-imagenet", "imagefolder")
+_OPTION_LIKE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)=")   # a trailing `:name=value` is an option, never a path
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,11 @@ def parse_spec(spec: str | DatasetSpec) -> DatasetSpec:
                 parse_class_list(selection)  # validate now, so a typo fails before any data is read
         text = head
     name, sep, rest = text.partition(":")
+    option = _OPTION_LIKE.match(last)
+    if name == "imagefolder" and head != "imagefolder" and option:
+        # `imagefolder:/d:evil=1`: an option we do not know, not a path that "does not exist"
+        raise ConfigError(f"dataset={spec!r}: unknown option {option.group(1)!r}; allowed: resize=R, "
+                          f"{', '.join(SELECTORS)}")
     if resize is not None and name not in _IMAGE_FILE_NAMES:
         raise ConfigError(f"dataset={spec!r}: resize=R is for datasets of image files ({', '.join(_IMAGE_FILE_NAMES)}); "
                           f"{name} is 32x32 already: resize it for a model with the model's upsample=true")

@@ -2,6 +2,9 @@
 
 Archives are streamed and read in memory, never extracted, and refused whole if any member could
 escape the folder (absolute path, '..') or is a link or device: a downloaded archive is untrusted.
+Sizes are checked from each member's header BEFORE its bytes are read: a member over MAX_FILE_BYTES is
+skipped (counted) unread, and an archive whose kept members add up to more than MAX_ARCHIVE_BYTES is
+refused (a 1 MB .tar.gz can hold a 1 GiB member of zeros).
 Folders get the same rules, applied per file (a user's folder is skipped around, not refused):
 only regular files are read (a FIFO, socket or device named like an image is never opened, so it
 cannot hang a run); a symlink counts only if it resolves to a regular file inside the folder;
@@ -25,6 +28,8 @@ from ..errors import DataError
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ARCHIVE_EXTS = (".tar.gz", ".tgz", ".tar")
 MAX_FILE_BYTES = 64 << 20     # one image file; the largest real photos are a few tens of MB
+MAX_ARCHIVE_BYTES = 4 << 30   # an archive's kept members, held in memory (Tiny-ImageNet's: 210 MiB)
+EMPTY_CLASS = "empty class folder"   # a skip reason that counts folders, not files
 
 
 def is_image(path: str) -> bool:
@@ -60,9 +65,9 @@ def _utf8(name: str) -> bool:
         return False
 
 
-def walk_folder(root: Path) -> tuple[dict[str, Path], Counter]:
+def walk_folder(root: Path, dirs_out: set[str] | None = None) -> tuple[dict[str, Path], Counter]:
     """{relative POSIX path: the real path to open} for the image and .txt files under `root` that are
-    safe to read, and a Counter of what was skipped, by reason."""
+    safe to read, and a Counter of what was skipped, by reason; `dirs_out` receives the folders walked."""
     real_root = Path(os.path.realpath(root))
     found: dict[str, Path] = {}
     skipped: Counter = Counter()
@@ -76,6 +81,8 @@ def walk_folder(root: Path) -> tuple[dict[str, Path], Counter]:
                 skipped["symlinked folder"] += 1  # never followed: it could loop or leave the folder
             else:
                 keep_dirs.append(d)
+                if dirs_out is not None:
+                    dirs_out.add((rel_dir / d).as_posix())
         dirs[:] = keep_dirs
         for f in files:
             if not _keep(f):
@@ -122,8 +129,14 @@ def read_regular_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
 
 
 def describe_skipped(skipped: Counter, what: str) -> str:
-    parts = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
-    return f"warning: {what}: skipped {sum(skipped.values())} files ({parts})"
+    files = {r: n for r, n in skipped.items() if r != EMPTY_CLASS}
+    said = []
+    if files:
+        parts = ", ".join(f"{n} {reason}" for reason, n in sorted(files.items()))
+        said.append(f"skipped {sum(files.values())} files ({parts})")
+    if skipped.get(EMPTY_CLASS):
+        said.append(f"dropped {skipped[EMPTY_CLASS]} {EMPTY_CLASS}s (no images in them)")
+    return f"warning: {what}: " + "; ".join(said)
 
 
 class FileTree:
@@ -134,8 +147,9 @@ class FileTree:
         self._blobs: dict[str, bytes] | None = None
         self._real: dict[str, Path] = {}
         self.skipped: Counter = Counter()
+        self.dirs: set[str] = set()   # every folder, relative POSIX path (empty ones included)
         if root.is_dir():
-            self._real, self.skipped = walk_folder(root)
+            self._real, self.skipped = walk_folder(root, self.dirs)
             self.paths = sorted(self._real)
         elif root.is_file() and is_archive(root):
             self._blobs = self._read_archive(root, progress)
@@ -143,17 +157,24 @@ class FileTree:
         else:
             raise DataError(f"{root} is neither a folder nor a .tar.gz/.tgz archive")
 
-    @staticmethod
-    def _read_archive(path: Path, progress: bool) -> dict[str, bytes]:
+    def _read_archive(self, path: Path, progress: bool) -> dict[str, bytes]:
         blobs: dict[str, bytes] = {}
-        size = path.stat().st_size
+        size, total = path.stat().st_size, 0
         try:
             with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar, \
                     tqdm(total=size, desc=f"reading {path.name}", unit="B", unit_scale=True,
                          disable=not progress, leave=False) as bar:
                 for member in tar:  # streaming: members arrive in archive order, one pass
                     name = _safe_member_name(member, path)
-                    if member.isfile() and _keep(name):
+                    if member.isdir() and name:
+                        self.dirs.add(name)
+                    elif member.isfile() and _keep(name) and member.size > MAX_FILE_BYTES:
+                        self.skipped[f"larger than {MAX_FILE_BYTES >> 20} MB"] += 1   # by its header: never read
+                    elif member.isfile() and _keep(name):
+                        total += member.size
+                        if total > MAX_ARCHIVE_BYTES:
+                            raise DataError(f"archive {path} holds more than {MAX_ARCHIVE_BYTES >> 30} GiB of images "
+                                            f"(they are read into memory); extract it and give the folder instead")
                         blobs[name] = tar.extractfile(member).read()
                     bar.update(raw.tell() - bar.n)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as e:

@@ -53,12 +53,15 @@ def carve_validation(data: ImageData, *, val_fraction: float = 0.1, val_per_clas
     the validation images; `per_class_seed` (default `seed`) the `per_class` training images of the rest.
 
     ConfigError (exit 2) for a val_fraction outside (0, 0.5]; DataError (exit 3) when the data cannot
-    meet the request: a class that would get no validation image or keep no training image.
+    meet the request: a class that would get no validation image or keep no training image, or only one class.
     """
     from sklearn.model_selection import train_test_split
 
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction <= 0.5:
         raise ConfigError(f"val_fraction={val_fraction!r} is out of range; allowed: (0, 0.5]")
+    if data.num_classes < 2:   # a data problem (exit 3), found before any model is built for it
+        raise DataError(f"{data.spec} has one class ({data.classes[0]!r}); a classifier needs at least 2 "
+                        "(an image folder: one folder of images per class)")
     n, labels = len(data), data.labels.cpu().numpy()
     counts = np.bincount(labels, minlength=data.num_classes)
     if val_per_class is not None:

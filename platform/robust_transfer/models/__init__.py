@@ -63,6 +63,7 @@ _REGISTRY: dict[str, Callable[[], tuple[nn.Sequential, int]]] = {
     "preact-resnet18-rb": _preact_resnet18_rb,
     **{name: _torchvision(name) for name in TORCHVISION_RESNETS},
 }
+MAX_CLASSES = 100_000   # a model's classes (create_model); imports refuse a head asking for more
 
 
 def register_arch(name: str, body_factory: Callable[[], tuple[nn.Sequential, int]]) -> None:
@@ -128,7 +129,7 @@ def create_model(arch: str, num_classes: int, *, head: HeadSpec | None = None, i
 
     if not isinstance(num_classes, int) or isinstance(num_classes, bool):
         raise ConfigError(f"num_classes={num_classes!r} must be a whole number >= 2")
-    check_range("num_classes", num_classes, 2, 100_000)
+    check_range("num_classes", num_classes, 2, MAX_CLASSES)
     check_range("input_size", input_size, 8, 1024)
     body, dim = _body(arch)
     d_mean, d_std = default_normalization(arch)
@@ -151,5 +152,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["create_model", "check_arch", "register_arch", "list_archs", "ImageClassifier", "HeadSpec", "create_head",
+__all__ = ["create_model", "MAX_CLASSES", "check_arch", "register_arch", "list_archs", "ImageClassifier", "HeadSpec", "create_head",
            "HEAD_KINDS", "CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "TORCHVISION_RESNETS"]

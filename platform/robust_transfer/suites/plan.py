@@ -30,7 +30,8 @@ from ..config import CONFIGS, canonical_entry_point, mlproject_name
 from ..config.coerce import coerce_values
 from ..errors import ConfigError, SuiteError, UserError
 from ..io import load_yaml
-from .paper import Required, apply_overrides, check_block, required_error, scale_variables
+from .paper import apply_overrides, check_block, scale_variables
+from .variables import STEP_KEY_VAR, substitute as _substitute, step_model_name
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent   # the robust_transfer package: its code version
 SHARED_STEPS_FILE = "sources.yaml"
@@ -41,8 +42,6 @@ SELECT_KEYS = {"name", "select", "scales"}
 SELECT_ENTRY = "select"        # what a select step shows where other steps show their entry point
 # Entry points whose run ends with a model worth passing on (they take `register_as`).
 MAKES_MODEL = {"train", "transfer", "finetune_adv", "lwf"}
-_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z0-9_.-]+))?\}")
-STEP_KEY_VAR = "{step_key}"
 _STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,60}$")
 
 
@@ -83,11 +82,6 @@ class Suite:
     path: Path
     code_version: str
 
-
-
-def step_model_name(scale: str, step: str) -> str:
-    """The registered model a step's model becomes (and later steps read by alias)."""
-    return f"{scale}-{step}"
 
 
 # ------------------------------------------------------------------------------------------- code version
@@ -348,32 +342,6 @@ def _build_config(entry: str, params: dict[str, str], error):
         return cls(**coerce_values(cls, params))
     except UserError as e:
         raise error(str(e)) from None
-
-
-def _substitute(value, variables, by_name, scale, upstream, error, alias=lambda step: step.alias) -> str:
-    """`{var}` → the scale's variable; `{model:step}` → that step's model by registry alias."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-
-    def repl(m):
-        var, arg = m.group(1), m.group(2)
-        if var == "step_key" and arg is None:
-            return STEP_KEY_VAR   # filled in by _plan_step once the key is known
-        if var == "model":
-            if arg not in by_name:
-                raise error(f"{{model:{arg}}} names no earlier step of this suite")
-            if not by_name[arg].registers:
-                raise error(f"{{model:{arg}}}: step {arg!r} does not register a model")
-            upstream.append(arg)
-            return f"models:/{step_model_name(scale, arg)}@{alias(by_name[arg])}"
-        if arg is not None or var not in variables:
-            raise error(f"{{{m.group(0)[1:-1]}}} is not a variable of this scale; defined: {', '.join(sorted(variables))}")
-        if isinstance(variables[var], Required):
-            raise error(required_error(var, variables[var]))
-        return _substitute(variables[var], variables, by_name, scale, upstream, error, alias)
-
-    return _VAR.sub(repl, text)
 
 
 def with_upstream(steps: list[Step], wanted: list[str]) -> list[Step]:

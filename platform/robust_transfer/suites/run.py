@@ -10,17 +10,8 @@ from pathlib import Path
 
 from ..device import machine_description
 from ..errors import RegistryError, SuiteError
+from ..tracking.runs import close_dead_runs
 from .plan import Step, Suite, step_model_name
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def all_experiments(client) -> list[str]:
@@ -37,15 +28,7 @@ def find_finished(client, key: str):
 
 def close_orphans(client, key: str) -> int:
     """A step whose launcher was killed stays RUNNING forever: mark it KILLED if its process is gone."""
-    closed = 0
-    for run in client.search_runs(all_experiments(client), f"tags.`rtl.step_key` = '{key}' and attributes.status = 'RUNNING'"):
-        tags = run.data.tags
-        same_host = tags.get("rtl.host") == socket.gethostname()
-        pid = int(tags.get("rtl.suite_pid", "0") or 0)
-        if same_host and pid and not _pid_alive(pid):
-            client.set_terminated(run.info.run_id, "KILLED")
-            closed += 1
-    return closed
+    return close_dead_runs(client, all_experiments(client), f"tags.`rtl.step_key` = '{key}'")
 
 
 def _alias_model(client, suite: Suite, step: Step, run) -> str:

@@ -1,4 +1,9 @@
-"""One MLflow run per entry point: params, tags, per-epoch metrics, FAILED on error."""
+"""One MLflow run per entry point: params, tags, per-epoch metrics, FAILED on error.
+
+A run records the process that runs it (tags `rtl.host`, `rtl.pid`, `rtl.pid_start`): a `kill -9` leaves it
+RUNNING with nobody to end it, so every new top-level run first closes, as KILLED, the RUNNING runs of its
+experiment whose process ran on this host and is gone (`close_dead_runs`; suites do the same for their steps).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +15,8 @@ from typing import Callable
 
 import mlflow
 from mlflow.tracking import MlflowClient
+
+from ..processes import identity, is_gone
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow 3's embedded default; file stores are refused
 
@@ -160,6 +167,31 @@ def _launcher_tags(run_id: str) -> dict:
     return {str(k): str(v) for k, v in json.loads(raw).items()}
 
 
+def process_tags() -> dict[str, str]:
+    """This process, as the tags `close_dead_runs` reads."""
+    host, pid, start = identity()
+    return {"rtl.host": host, "rtl.pid": str(pid), "rtl.pid_start": start}
+
+
+def close_dead_runs(client, experiment_ids: list[str], where: str = "") -> int:
+    """Mark KILLED the RUNNING runs (in `experiment_ids`, matching the search filter `where`) whose process ran on
+    this host and is gone: `rtl.pid` (with `rtl.pid_start`), else `rtl.suite_pid` (a step's suite, on runs tagged
+    before steps recorded their own process). A run that records no process is never touched. How many closed."""
+    import socket
+
+    host = socket.gethostname().replace("'", "")
+    query = f"attributes.status = 'RUNNING' and tags.`rtl.host` = '{host}'" + (f" and {where}" if where else "")
+    closed = 0
+    for run in client.search_runs(experiment_ids, query, max_results=1000):
+        tags = run.data.tags
+        own = tags.get("rtl.pid", "")
+        pid = own or tags.get("rtl.suite_pid", "")
+        if pid.isdigit() and is_gone(tags.get("rtl.host", ""), int(pid), tags.get("rtl.pid_start", "") if own else ""):
+            client.set_terminated(run.info.run_id, "KILLED")
+            closed += 1
+    return closed
+
+
 def check_experiment_usable(name: str) -> None:
     """ConfigError (exit 2) for a deleted experiment, before a command changes anything (a search checks this
     before it creates its study)."""
@@ -184,6 +216,16 @@ def _set_experiment(name: str):
         first = (str(e.message if hasattr(e, "message") else e).strip().splitlines() or [""])[0]
         shown = name if len(str(name)) <= 40 else str(name)[:40] + "..."
         raise ConfigError(f"experiment={shown!r} cannot be used: {first[:200]}") from None
+
+
+def _close_dead_runs_quietly(experiment_id: str) -> None:
+    """Housekeeping before a new run: never the reason a command fails."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        close_dead_runs(mlflow_client(), [experiment_id])
+    except MlflowException:
+        pass
 
 
 @contextlib.contextmanager
@@ -215,6 +257,7 @@ def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experi
                 run = mlflow.start_run(experiment_id=parent.info.experiment_id, nested=True, run_name=run_name)
         elif run_id is None:
             exp = _set_experiment(experiment)
+            _close_dead_runs_quietly(exp.experiment_id)
             run = mlflow.start_run(experiment_id=exp.experiment_id, nested=nested, run_name=run_name)
         else:
             run = mlflow.start_run(run_id=run_id, nested=nested)
@@ -226,7 +269,7 @@ def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experi
     try:
         existing = mlflow_client().get_run(run.info.run_id).data.params
         logger.log_params({k: v for k, v in params.items() if k not in existing})
-        logger.set_tags({"rtl.strategy": strategy, **(tags or {}), **_launcher_tags(run.info.run_id)})
+        logger.set_tags({"rtl.strategy": strategy, **(tags or {}), **_launcher_tags(run.info.run_id), **process_tags()})
         yield logger
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
