@@ -5,7 +5,7 @@ import torch
 from robust_transfer.checkpoints import load_checkpoint, read_metadata
 from robust_transfer.config import TrainConfig
 from robust_transfer.reporting import MemoryLogger
-from robust_transfer.strategies.common import Budget, lr_at
+from robust_transfer.strategies.common import TrainingBudget, lr_at
 from robust_transfer.strategies.train import train
 
 
@@ -38,10 +38,10 @@ def test_natural_training_learns_the_tiny_task(workdir, tiny_folder):
 
 
 @pytest.mark.parametrize("epochs,iterations,batches,per_batch,expect", [
-    (10, None, 5, 1, Budget(10, 50, 5)), (10, 12, 5, 1, Budget(3, 12, 5)), (1, 8, 5, 4, Budget(1, 8, 20)),
-    (3, None, 5, 4, Budget(3, 60, 20))])
+    (10, None, 5, 1, TrainingBudget(10, 50, 5)), (10, 12, 5, 1, TrainingBudget(3, 12, 5)), (1, 8, 5, 4, TrainingBudget(1, 8, 20)),
+    (3, None, 5, 4, TrainingBudget(3, 60, 20))])
 def test_budget_iterations_win_over_epochs(epochs, iterations, batches, per_batch, expect):
-    assert Budget.of(epochs, iterations, batches, per_batch) == expect
+    assert TrainingBudget.of(epochs, iterations, batches, per_batch) == expect
 
 
 @pytest.mark.parametrize("schedule,update,expect", [("constant", 7, 0.1), ("cosine", 0, 0.1), ("cosine", 50, 0.05),

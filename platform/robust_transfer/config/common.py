@@ -80,6 +80,9 @@ class CommonConfig:
     batch_size: int = 128
     lr: float = 0.1
     seed: int = 0
+    eval_seed: int = 0              # which test examples the final evaluation uses and its attacks' random starts
+                                    # (and the validation check's): the same for every training seed by default,
+                                    # so seeded runs are compared on the same examples — like val_seed
     per_class: int | None = None
     n_examples: int = 1000
     device: str = "auto"
@@ -100,6 +103,7 @@ class CommonConfig:
         _check_finite("lr", self.lr)
         check_range("lr", self.lr, 0.0, 10.0, low_inclusive=False)
         check_seed("seed", self.seed)
+        check_seed("eval_seed", self.eval_seed)
         check_experiment(self.experiment)
         if self.per_class is not None:
             _check_positive_int("per_class", self.per_class, 10**7)
