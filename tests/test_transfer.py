@@ -113,6 +113,11 @@ def test_cli_run_records_source_lineage_tags_and_metrics(workdir, sources):
 
     history = MlflowClient().get_metric_history(run.info.run_id, "train_loss")
     assert [h.step for h in history] == [0, 1]
+    per_example = MlflowClient().download_artifacts(run.info.run_id, "evaluation/per_example.json", str(workdir))
+    rec = json.loads(Path(per_example).read_text())
+    assert rec["n_examples"] == len(rec["indices"]) == len(rec["correct"]["pgd3"]) == 12
+    assert rec["indices_sha256"] == tags["rtl.eval_indices_sha256"]
+    assert sum(rec["correct"]["clean"]) / 12 == pytest.approx(m["clean_acc"])
     name = tags["rtl.registered_model"].split("/")[0]
     assert name.endswith("-small-cnn-transfer")
     from robust_transfer import load_model_with_meta
