@@ -505,7 +505,11 @@ def test_loader_covers_each_example_once(shuffle):
         ids = (x[:, 0, 0, 0] * 255).round().long()
         assert torch.equal(d.labels[ids], y) and y.dtype == torch.int64
         seen += ids.tolist()
-    assert sorted(seen) == list(range(21)) and (seen == list(range(21))) == (not shuffle)
+    assert len(set(seen)) == len(seen) and set(seen) <= set(range(21))
+    if shuffle:   # 4 full batches: the ragged last batch (one image) is dropped
+        assert len(seen) == 20 and seen != sorted(seen)
+    else:         # an evaluation pass: every image, in order
+        assert seen == list(range(21))
 
 
 def _order(loader):
@@ -531,7 +535,7 @@ def test_loader_augment_and_resize_are_reproducible():
     for _ in range(2):
         loader = BatchLoader(d, 4, augment=True, seed=1, resize=16)
         runs.append([x for x, _ in loader])
-        assert runs[-1][0].shape == (4, 3, 16, 16) and runs[-1][-1].shape == (2, 3, 16, 16)
+        assert len(runs[-1]) == 2 and all(x.shape == (4, 3, 16, 16) for x in runs[-1])   # 10 images: 2 full batches
     assert all(torch.equal(p, q) for p, q in zip(*runs))
     plain = [x for x, _ in BatchLoader(d, 10, shuffle=False, augment=True, seed=1)]
     assert plain[0].shape == (10, 3, 8, 8) and not torch.equal(plain[0], d.images.float() / 255)

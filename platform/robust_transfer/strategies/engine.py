@@ -26,7 +26,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -125,7 +125,7 @@ class Training:
     """What one training run trains, on what, and where its results go."""
 
     strategy: str                    # the lineage and tag name: train, transfer, lwf, ...
-    cfg: object                      # the entry point's typed config (config/train.py, config/transfer.py)
+    cfg: Any                         # the entry point's typed config (config/train.py, config/transfer.py)
     model: nn.Module
     params: list[nn.Parameter]       # what the optimiser updates (lwf: some join after the warm start)
     data: TrainingData
