@@ -36,7 +36,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from robust_transfer.attacks import ThreatModel, pgd_attack, select_examples  # noqa: E402
+from robust_transfer.attacks import ThreatModel, pgd_attack  # noqa: E402
+from robust_transfer.evaluation import select_examples  # noqa: E402
 from robust_transfer.models import create_model  # noqa: E402
 
 THREAT = ThreatModel(8, 2)

@@ -133,7 +133,7 @@ def run_cascade(args) -> int:
 
     from robust_transfer import create_model
     from robust_transfer.data import load_dataset
-    from robust_transfer.attacks import select_examples
+    from robust_transfer.evaluation import select_examples
 
     results, load_before = {}, benchlib.loadavg()
     with benchlib.threads(args.threads):
@@ -185,12 +185,12 @@ def run_cascade(args) -> int:
 
 
 def write_cascade_section(args, results, load_before, load_after) -> None:
-    from robust_transfer.evaluation import SUITE_BUDGETS, SUITES
+    from robust_transfer.evaluation import SUITES
 
     m = benchlib.machine()
     small = results["small-cnn"]
     s = small["summary"]
-    b = SUITE_BUDGETS["standard"]
+    b = SUITES["standard"].budget
     lines = ["## Evaluation: cascade and reference AutoAttack\n\n",
              f"`nice -n 19 .venv/bin/python benchmarks/bench_evaluation.py --cascade --n {args.n} --batch-size "
              f"{args.batch_size} --threads {args.threads} --archs {args.archs} --wrn-n {args.wrn_n} --write` (issue 15; "
@@ -200,7 +200,7 @@ def write_cascade_section(args, results, load_before, load_after) -> None:
              f"{load_after} after: the machine was shared). small-cnn: the demo's robust source recipe (FGSM-RS, "
              f"{DEMO_ROBUST['dataset']}, {DEMO_ROBUST['updates']} updates of {DEMO_ROBUST['batch_size']}; "
              f"{small['info']['source']}), n={args.n} seeded test examples of {DEMO_ROBUST['dataset']}. "
-             f"`standard` = {', '.join(SUITES['standard'][1:])} (APGD {b.apgd_iters} iterations, APGD-T "
+             f"`standard` = {', '.join(SUITES['standard'].attacks[1:])} (APGD {b.apgd_iters} iterations, APGD-T "
              f"{b.apgd_targets} targets, Square {b.square_queries} queries; APGD and Square are pyautoattack's code) "
              f"+ the gradient-masking diagnostics; `autoattack` = the reference (pyautoattack, version standard).\n\n",
              "| model | arm | CPU s | wall s | cost ÷ `quick` (CPU) | clean | pgd20 | aa_acc | examples attacked per attack |\n",
@@ -260,7 +260,7 @@ def main(argv=None) -> int:
         return run_cascade(args)
 
     from robust_transfer import create_model
-    from robust_transfer.evaluation import SUITE_BUDGETS, SUITES, evaluate_tensors
+    from robust_transfer.evaluation import SUITES, evaluate_tensors
 
     rows, details = [], []
     images, source = images_for(args.n)
@@ -294,14 +294,14 @@ def main(argv=None) -> int:
 
     if args.write:
         m = benchlib.machine()
-        b = SUITE_BUDGETS["standard"]
+        b = SUITES["standard"].budget
         lines = [
             "## Evaluation\n\n",
             f"`.venv/bin/python benchmarks/bench_evaluation.py --n {args.n} --batch-size {args.batch_size} "
             f"--repeats {args.repeats} --threads {args.threads} --write` — {m['cpu']}, {m['cores']} cores, "
             f"{args.threads} torch threads, CPU, torch {m['torch']}; random-init models at 32×32, "
             f"n={args.n} ({source}), labels = the model's own predictions (every example attacked); "
-            f"`quick` = {', '.join(SUITES['quick'])}; `standard` = {', '.join(SUITES['standard'])} at its "
+            f"`quick` = {', '.join(SUITES['quick'].attacks)}; `standard` = {', '.join(SUITES['standard'].attacks)} at its "
             f"default budget (APGD {b.apgd_iters} iterations, {b.apgd_targets} targets; Square "
             f"{b.square_queries} queries) plus the gradient-masking diagnostics (∇ₓ check, two-pass check, "
             f"PGD-20 at ε=64); no resuming. Minimum of {args.repeats} interleaved repeats by the "

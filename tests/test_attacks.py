@@ -1,4 +1,4 @@
-"""attacks/: threat model, PGD/FGSM invariants, analytic optimum, early exit, evaluation, ART oracle.
+"""attacks/: threat model, PGD/FGSM invariants, analytic optimum, early exit, per-example evaluation, ART oracle.
 
 Everything runs on tiny synthetic tensors and models trained here (no dataset needed).
 """
@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robust_transfer.attacks import (AttackOutput, EvalResult, ThreatModel, cw_margin_loss, evaluate_robustness,
-                                     fgsm, input_gradients, parse_attack, pgd, pgd_attack, select_examples)
+from robust_transfer.attacks import (AttackOutput, ThreatModel, cw_margin_loss, fgsm, input_gradients, parse_attack,
+                                     pgd, pgd_attack)
 from robust_transfer.errors import ConfigError, DataError
+from robust_transfer.evaluation import EvalResult, evaluate_tensors, select_examples
 
 EPS, ALPHA = 8 / 255, 2 / 255
 SIZE, NUM_CLASSES = 16, 10
@@ -312,13 +313,19 @@ def test_select_examples_errors_name_the_split_size(n_examples):
     assert f"n_examples={n_examples!r}" in str(e.value) and "10 examples" in str(e.value)
 
 
-# ---------------------------------------------------------------- evaluate_robustness
-def test_evaluate_robustness_metrics_worst_case_and_determinism(natural_model, data):
+# ---------------------------------------------------------------- every attack on every example (the tensor front door)
+def independent(model, images, labels, **kw) -> EvalResult:
+    """evaluate_tensors with every attack on every clean-correct example (no cascade) and no result store."""
+    return evaluate_tensors(model, images, labels, cascade=False, resume=False, device="cpu", progress=False,
+                            **kw).result
+
+
+def test_per_example_metrics_worst_case_and_determinism(natural_model, data):
     _, (x, y) = data
     images = (x * 255).round().to(torch.uint8)                # the data module's format
     natural_model.train()
-    kwargs = dict(attacks=("clean", "pgd5", "cw5", "fgsm"), n_examples=100, seed=7, batch_size=32, progress=False)
-    res = evaluate_robustness(natural_model, images, y, **kwargs)
+    kwargs = dict(attacks=("clean", "pgd5", "cw5", "fgsm"), n_examples=100, seed=7, batch_size=32)
+    res = independent(natural_model, images, y, **kwargs)
     assert natural_model.training                             # flag restored
     assert isinstance(res, EvalResult)
     assert list(res.metrics) == ["clean_acc", "pgd5_acc", "cw5_acc", "fgsm_acc", "worst_acc"]
@@ -336,26 +343,30 @@ def test_evaluate_robustness_metrics_worst_case_and_determinism(natural_model, d
     worst = torch.stack(list(res.correct.values())).all(0)
     assert res.metrics["worst_acc"] == pytest.approx(worst.float().mean().item(), abs=0)
 
-    again = evaluate_robustness(natural_model, images, y, **kwargs)
+    again = independent(natural_model, images, y, **kwargs)
     assert again.metrics == res.metrics
     assert all(torch.equal(again.correct[k], res.correct[k]) for k in res.correct)
     # Float pixels k/255 are the same images as uint8 k; one attack alone gives the same numbers.
-    as_float = evaluate_robustness(natural_model, images.float() / 255, y, **{**kwargs, "attacks": ["pgd5"]})
+    as_float = independent(natural_model, images.float() / 255, y, **{**kwargs, "attacks": ["pgd5"]})
     assert torch.equal(as_float.correct["pgd5"], res.correct["pgd5"])
-    as_text = evaluate_robustness(natural_model, images, y, **{**kwargs, "attacks": "clean, PGD5,pgd5"})
+    as_text = independent(natural_model, images, y, **{**kwargs, "attacks": "clean, PGD5,pgd5"})
     assert list(as_text.metrics) == ["clean_acc", "pgd5_acc", "worst_acc"]     # CLI-style list, deduplicated
 
 
-def test_evaluate_robustness_rejects_bad_requests(natural_model, data):
+def test_the_front_door_rejects_bad_requests(natural_model, data):
     _, (x, y) = data
     with pytest.raises(ConfigError, match="attack='pgdx'"):
-        evaluate_robustness(natural_model, x, y, attacks=("clean", "pgdx"), progress=False)
+        independent(natural_model, x, y, attacks=("clean", "pgdx"))
     with pytest.raises(ConfigError, match="n_examples=1000.*300 examples"):
-        evaluate_robustness(natural_model, x, y, progress=False)          # default 1000 > 300
+        independent(natural_model, x, y)                                  # default 1000 > 300
     with pytest.raises(DataError, match=r"\[0,1\]"):
-        evaluate_robustness(natural_model, x * 255, y, n_examples=10, progress=False)
+        independent(natural_model, x * 255, y, n_examples=10)
     with pytest.raises(DataError, match="labels"):
-        evaluate_robustness(natural_model, x, y[:-1], n_examples=10, progress=False)
+        independent(natural_model, x, y[:-1], n_examples=10)
+    with pytest.raises(DataError, match="uint8"):
+        independent(natural_model, x.to(torch.int32), y, n_examples=10)
+    with pytest.raises(ConfigError, match="batch_size=0"):
+        independent(natural_model, x, y, n_examples=10, batch_size=0)
 
 
 # ---------------------------------------------------------------- the oracle: ART's PGD on the same model
@@ -373,8 +384,7 @@ def test_pgd20_agrees_with_art(robust_model, data):
 
     _, (x, y) = data                                          # 300 held-out examples
     clean = accuracy(robust_model, x, y)
-    ours = evaluate_robustness(robust_model, x, y, attacks=("clean", "pgd20"), n_examples=None, seed=0,
-                               early_exit=True, progress=False).metrics["pgd20_acc"]
+    ours = independent(robust_model, x, y, attacks=("clean", "pgd20"), n_examples=None, seed=0).metrics["pgd20_acc"]
 
     classifier = PyTorchClassifier(model=robust_model, loss=nn.CrossEntropyLoss(), input_shape=(3, SIZE, SIZE),
                                    nb_classes=NUM_CLASSES, clip_values=(0.0, 1.0))

@@ -15,13 +15,13 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from robust_transfer.attacks import strong
-from robust_transfer.attacks.diagnostics import FLAGS, MASKING_TAG
-from robust_transfer.attacks.resume import EvalStore, weights_sha256
-from robust_transfer.attacks.strong import AttackSpec, Budget, parse_attack_list, parse_strong_attack
+from robust_transfer.attacks import AttackBudget, AttackSpec, dispatch, parse_attack_spec, parse_attacks
 from robust_transfer.cli import main
+from robust_transfer.digests import weights_sha256
 from robust_transfer.errors import ConfigError
-from robust_transfer.evaluation import (SUITES, MaskingWarning, evaluate_tensors, suite_attacks, suite_budget)
+from robust_transfer.evaluation import (FLAGS, MASKING_TAG, SUITES, MaskingWarning, evaluate_tensors, suite_attacks,
+                                        suite_budget)
+from robust_transfer.evaluation.store import AttackState, EvalStore
 from test_attacks import TinyCNN, synthetic, train
 
 # Small budgets: enough to break a natural tiny model, cheap on CPU.
@@ -80,7 +80,7 @@ def _images(x):
     ("fgsm", AttackSpec("fgsm", "fgsm", 1)),
 ])
 def test_attack_names(name, expected):
-    spec = parse_strong_attack(name)
+    spec = parse_attack_spec(name)
     assert spec == expected
     assert spec.metric == expected.name.replace("-", "_") + "_acc"
 
@@ -89,7 +89,7 @@ def test_attack_names(name, expected):
                                           ("pgd0", "steps"), ("", "")])
 def test_bad_attack_names(name, needle):
     with pytest.raises(ConfigError) as e:
-        parse_strong_attack(name)
+        parse_attack_spec(name)
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
@@ -104,14 +104,66 @@ def test_suites_contents_and_budgets():
     assert suite_attacks("standard", "square, PGD7") == ("clean", "square", "pgd7")
     assert suite_budget("full").square_queries == 5000 and suite_budget("full").apgd_targets == 9
     assert suite_budget("standard", square_queries=10).square_queries == 10
-    assert [s.name for s in parse_attack_list("cw5,clean,cw5")] == ["clean", "cw5"]
+    assert [s.name for s in parse_attacks("cw5,clean,cw5")] == ["clean", "cw5"]
     for bad in ({"apgd_iters": 0}, {"square_queries": 2.5}, {"apgd_targets": -1}, {"warp": 3}):
         with pytest.raises(ConfigError):
             suite_budget("standard", **bad)
     with pytest.raises(ConfigError, match="suite='ultra'"):
         suite_attacks("ultra")
     with pytest.raises(ConfigError):
-        Budget(apgd_restarts=0)
+        AttackBudget(apgd_restarts=0)
+
+
+# ---------------------------------------------------------------- the front doors and the boundary
+def test_the_keyword_api_and_the_config_run_the_same_evaluation(workdir, tiny_folder):
+    """`evaluate(model, dataset, **options)` is `evaluate_config(EvaluateConfig(...))`, which ends in
+    `evaluate_tensors` on the model's data: the same numbers, example by example, all three ways."""
+    from robust_transfer.config import EvaluateConfig
+    from robust_transfer.data import load_dataset
+    from robust_transfer.evaluation import evaluate, evaluate_config
+    from robust_transfer.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("small-cnn", 3, input_size=16)
+    spec = f"imagefolder:{tiny_folder}"
+    kw = dict(attacks="pgd3,cw3", n_examples=20, batch_size=8, seed=1, device="cpu", progress=False, resume=False)
+    by_keywords = evaluate(model, spec, **kw)
+    by_config = evaluate_config(EvaluateConfig(model="in memory", dataset=spec, **kw), model=model)
+    test = load_dataset(spec, "test", progress=False)
+    by_tensors = evaluate_tensors(model, test.images, test.labels, **kw)
+    for ev in (by_config, by_tensors):
+        assert ev.result.metrics == by_keywords.result.metrics
+        assert ev.result.indices_sha256 == by_keywords.result.indices_sha256
+        assert all(torch.equal(ev.result.correct[k], c) for k, c in by_keywords.result.correct.items())
+    assert by_keywords.data.spec == spec and by_keywords.result.params["split"] == "test"
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) apgd_iter of evaluate; allowed: .*apgd_iters"):
+        evaluate(model, spec, apgd_iter=3)
+    with pytest.raises(ConfigError, match="n_examples=1000 is larger than the test split"):
+        evaluate(model, spec, device="cpu", progress=False)
+
+
+def test_config_checks_suites_attacks_and_budgets_without_the_evaluation_library():
+    """Bad values fail when the EvaluateConfig is made (before any data or model loads), from the attacks'
+    grammar and budget: the evaluation library is never imported for it."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import sys
+        from robust_transfer.config import EvaluateConfig
+        from robust_transfer.errors import ConfigError
+        for bad in ({"suite": "ultra"}, {"attacks": "clean,pgdx"}, {"square_queries": 0}, {"cascade": "yes"}):
+            try:
+                EvaluateConfig(model="m", **bad)
+            except ConfigError as e:
+                print(e)
+        print("loaded:", "robust_transfer.evaluation" in sys.modules)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(out) == 5 and out[-1] == "loaded: False", out
+    for line, needle in zip(out, ("suite='ultra'", "attack='pgdx'", "square_queries=0", "cascade='yes'")):
+        assert needle in line, (needle, line)
+    assert all(name in out[0] for name in SUITES)                 # the line names what is allowed
 
 
 # ---------------------------------------------------------------- the evidence: natural and masked models
@@ -181,7 +233,7 @@ def test_full_evaluation_resumes_after_an_interruption(natural, data, tmp_path, 
                   cascade=False)
     reference = evaluate_tensors(natural, images, y, **{**kwargs, "store_root": tmp_path / "ref"})
 
-    real = strong.attack_batch
+    real = dispatch.attack_batch
     calls: list[tuple[str, int]] = []
 
     def interrupt_after_first_attack(model, spec, *args, **kw):
@@ -190,7 +242,7 @@ def test_full_evaluation_resumes_after_an_interruption(natural, data, tmp_path, 
         calls.append((spec.name, len(args[0])))
         return real(model, spec, *args, **kw)
 
-    monkeypatch.setattr(strong, "attack_batch", interrupt_after_first_attack)
+    monkeypatch.setattr(dispatch, "attack_batch", interrupt_after_first_attack)
     with pytest.raises(KeyboardInterrupt):
         evaluate_tensors(natural, images, y, **kwargs)
     assert [c[0] for c in calls] == ["pgd20"] * 3                                # 3 batches of the first attack
@@ -210,13 +262,13 @@ def test_full_evaluation_resumes_after_an_interruption(natural, data, tmp_path, 
             raise KeyboardInterrupt
         return real(model, spec, *args, **kw)
 
-    monkeypatch.setattr(strong, "attack_batch", interrupt_mid_cw)
+    monkeypatch.setattr(dispatch, "attack_batch", interrupt_mid_cw)
     with pytest.raises(KeyboardInterrupt):
         evaluate_tensors(natural, images, y, **kwargs)
     assert seen == ["cw20", "cw20"]                                             # pgd20 came from the store
 
     seen.clear()
-    monkeypatch.setattr(strong, "attack_batch", lambda model, spec, *a, **kw: (seen.append(spec.name),
+    monkeypatch.setattr(dispatch, "attack_batch", lambda model, spec, *a, **kw: (seen.append(spec.name),
                                                                                real(model, spec, *a, **kw))[1])
     resumed = evaluate_tensors(natural, images, y, **kwargs)
     assert "pgd20" not in seen and seen.count("cw20") == 2                      # only the unfinished batches
@@ -235,7 +287,7 @@ def test_store_keys_weights_and_survives_a_torn_file(natural, tmp_path):
     a, b = weights_sha256(natural), weights_sha256(ScaledLogits(natural))
     assert a != b and a == weights_sha256(natural)
     store = EvalStore(tmp_path, {"model": a})
-    state = strong.AttackState(correct=torch.tensor([True, False]), done=torch.tensor([True]))
+    state = AttackState(correct=torch.tensor([True, False]), done=torch.tensor([True]))
     store.save("pgd20", {"x": 1}, state)
     loaded = store.load("pgd20", {"x": 1}, 2, 1)
     assert torch.equal(loaded.correct, state.correct) and loaded.finished

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from robust_transfer.attacks import ThreatModel, evaluate_robustness
+from robust_transfer.attacks import ThreatModel
 from robust_transfer.config import FinetuneAdvConfig, TrainConfig, TransferConfig
 from robust_transfer.data import ImageData
-from robust_transfer.evaluation import evaluate
+from robust_transfer.evaluation import evaluate, evaluate_tensors
 from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies.train import train
 from robust_transfer.strategies.validate import reported_metrics
@@ -37,8 +37,8 @@ def test_attack_accuracy_requires_the_clean_image_to_be_right(attack):
     model = FlatMean()
     pixels = images.float() / 255
     pixels[: len(pixels) // 2] = 0.5            # a tie: class 0 (wrong) clean, right after half the random starts
-    res = evaluate_robustness(model, pixels, labels, attacks=("clean", attack), n_examples=None, seed=0,
-                              progress=False, threat=ThreatModel(8.0, 2.0))
+    res = evaluate_tensors(model, pixels, labels, attacks=f"clean,{attack}", n_examples=None, seed=0, epsilon=8.0,
+                           step_size=2.0, cascade=False, resume=False, device="cpu", progress=False).result
     assert res.metrics["clean_acc"] == 0.5
     # before the fix, ~half of the wrong-clean examples counted as robust (their random start was right)
     assert bool((res.correct[attack] <= res.correct["clean"]).all())

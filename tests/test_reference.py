@@ -13,13 +13,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from robust_transfer.attacks import parse_attack
-from robust_transfer.attacks.diagnostics import MASKING_TAG
-from robust_transfer.attacks.reference import LABEL
-from robust_transfer.attacks.specs import AttackSpec, parse_attack_spec, parse_attacks
+from robust_transfer.attacks import AttackSpec, parse_attack, parse_attack_spec, parse_attacks
 from robust_transfer.cli import main
 from robust_transfer.errors import ConfigError
-from robust_transfer.evaluation import MaskingWarning, evaluate_tensors, suite_attacks
+from robust_transfer.evaluation import MASKING_TAG, MaskingWarning, evaluate_tensors, suite_attacks
+from robust_transfer.evaluation.reference import LABEL
 from test_attacks import TinyCNN, synthetic, train
 from test_evaluation import SaturatedSoftmax
 

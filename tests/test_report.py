@@ -92,19 +92,23 @@ def populated(tmp_path_factory):
         other = client.create_experiment("elsewhere")
     ids = {}
     ids["natural-old"] = _run(client, exp, "s-natural", t=0, metrics={"clean_acc": 0.40, "pgd20_acc": 0.0})
-    ids["natural"] = _run(client, exp, "s-natural", t=1000, metrics={"clean_acc": 0.5234, "pgd20_acc": 0.0012})
+    # n_examples: what a claim's binomial standard error needs (analysis/claim_verdicts.py)
+    ids["natural"] = _run(client, exp, "s-natural", t=1000, metrics={"clean_acc": 0.5234, "pgd20_acc": 0.0012},
+                          params={"n_examples": 500})
     ids["natural-failed"] = _run(client, exp, "s-natural", t=2000, status="FAILED", metrics={"clean_acc": 0.99})
     ids["natural-paper"] = _run(client, exp, "s-natural", t=3000, scale="paper", metrics={"clean_acc": 0.77})
-    ids["robust"] = _run(client, exp, "s-robust", t=100, metrics={"clean_acc": 0.61, "pgd20_acc": 0.2345})
+    ids["robust"] = _run(client, exp, "s-robust", t=100, metrics={"clean_acc": 0.61, "pgd20_acc": 0.2345},
+                         params={"n_examples": 500})
     ids["eval"] = _run(client, other, "s-eval", t=100, metrics={"cw20_acc": 0.1999})
     ids["retrain"] = parent = _run(client, exp, "s-retrain", t=100, params={"k": "1,2,10"})
     for i, (k, pgd, clean) in enumerate([(10, 0.05, 0.70), (2, 0.30, 0.60), (1, 0.40, 0.55)]):
-        ids[f"k{k}"] = _run(client, exp, None, t=200 + i, parent=parent, params={"k": k},
+        ids[f"k{k}"] = _run(client, exp, None, t=200 + i, parent=parent, params={"k": k, "n_examples": 500},
                             metrics={"pgd20_acc": pgd, "clean_acc": clean})
     _run(client, exp, None, t=300, parent=parent, status="FAILED", params={"k": 4}, metrics={"pgd20_acc": 0.9})
     for step, n, clean, pgd in [("s-n10", 10, 0.30, 0.10), ("s-n50", 50, 0.50, 0.20), ("s-t10", 10, 0.40, 0.20),
                                 ("s-t50", 50, 0.60, 0.30)]:
-        ids[step] = _run(client, exp, step, t=100, params={"per_class": n}, metrics={"clean_acc": clean, "pgd20_acc": pgd})
+        ids[step] = _run(client, exp, step, t=100, params={"per_class": n, "n_examples": 500},
+                         metrics={"clean_acc": clean, "pgd20_acc": pgd})
     ids["dist"] = _run(client, exp, "s-dist", t=100, metrics={"feature_distance_mean": 1.234567})
     ids["png"] = png = root / "grad.png"
     Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3)).save(png)
@@ -137,7 +141,8 @@ def test_report_writes_exact_tables_from_newest_finished_runs(store, workdir, ca
     assert "Not run: `s-missing`." in md
     table = lines[lines.index(next(ln for ln in lines if ln.startswith("| setting"))):]
     assert table == [
-        "| setting | val. (ours) | val. (paper) | PGD-20 (ours) | PGD-20 (paper) | CW-20 (ours) | CW-20 (paper) | paper row |",
+        # headers from the metrics; the suite's "val." is the paper's header, beside the paper's numbers
+        "| setting | test clean (ours) | val. (paper) | PGD-20 (ours) | PGD-20 (paper) | CW-20 (ours) | CW-20 (paper) | paper row |",
         "|:---|---:|---:|---:|---:|---:|---:|:---|",
         "| natural → cifar10-jpeg | 52.34 | 83.05 | 0.12 | 0.00 | n/a |  | CIFAR-100 → CIFAR-10, natural |",
         "| robust | 61.00 | 64.19 | 23.45 | 17.56 | 19.99 |  | CIFAR-100 → CIFAR-10, robust |",
@@ -261,69 +266,116 @@ report:
   - claim: transfers
     text: "robustness transfers"
     paper: "17.70% vs 0.00%"
-    check: "s-robust.pgd20_acc >= s-natural.pgd20_acc + 0.05"
+    compare: {a: s-robust.pgd20_acc, op: ">", b: s-natural.pgd20_acc, by: 0.05}
   - claim: tradeoff
     text: "clean drops"
-    check: "s-robust.clean_acc > s-natural.clean_acc"
+    compare: {a: s-robust.clean_acc, op: ">", b: s-natural.clean_acc}
   - claim: premise
     kind: premise
     text: "the robust source is robust"
-    check: "s-robust.pgd20_acc >= 0.2"
+    compare: {a: s-robust.pgd20_acc, op: ">=", b: 0.2}
   - claim: blocks
     text: "robustness falls with k"
-    check: "(s-retrain[k=10].pgd20_acc < s-retrain[k=1].pgd20_acc - 0.1 and max(s-t10.mean, s-t50.mean) > 0.44) or (s-t10.mean > 1 and s-t50.mean > 1)"
+    compare:
+      any:
+        - all:
+            - {a: "s-retrain[k=10].pgd20_acc", op: "<", b: "s-retrain[k=1].pgd20_acc", by: 0.1}
+            - {a: s-t50.mean, op: ">", b: 0.35}
+        - {a: s-t10.mean, op: ">", b: 1}
   - claim: missing
     text: "needs a run that does not exist"
-    check: "s-missing.pgd20_acc > 0"
+    compare: {a: s-missing.pgd20_acc, op: ">", b: 0}
 """
+
+
+def _se(p: float, n: int = 500) -> float:
+    """The binomial standard error by hand, Agresti–Coull: q = (pn + 2)/(n + 4), sqrt(q(1 - q)/(n + 4))."""
+    q = (p * n + 2) / (n + 4)
+    return (q * (1 - q) / (n + 4)) ** 0.5
 
 
 def test_claims_get_verdicts_computed_from_runs(store, workdir, capsys):
     (workdir / "claims.yaml").write_text(CLAIMS)
     assert main(["report", "--project", str(workdir / "claims.yaml"), "--scale", "cpu", "--out", "out"]) == 0
+    out, err = capsys.readouterr()
     rows = {r["claim"]: r for r in csv.DictReader(open(workdir / "out" / "cpu" / "claims-claims.csv"))}
     assert {k: r["verdict"] for k, r in rows.items()} == {
-        "transfers": "supported",        # 0.2345 >= 0.0012 + 0.05
-        "tradeoff": "supported",         # 0.61 > 0.5234
-        "premise": "supported",          # 0.2345 >= 0.2
-        "blocks": "supported",           # child k=10: 0.05 < k=1: 0.40 - 0.1; max(mean) = max(0.30, 0.45)
+        "transfers": "supported",        # 0.2333 - 2 SE = 0.195 > 0.05
+        "tradeoff": "supported",         # 0.0866 - 2 SE = 0.024 > 0, and 0.0866 > the 2-point floor
+        "premise": "uninformative",      # 0.0345 - 0.038 < 0 <= 0.0345 + 0.038: 500 images cannot show ">= 0.2"
+        "blocks": "supported",           # k=1 - k=10 = 0.35 - 2 SE > 0.1, and mean 0.45 > 0.35 beyond 2 SE
         "missing": "not run"}
-    assert rows["transfers"]["values"] == "0.234 >= 0.001 + 0.05"
-    assert rows["blocks"]["values"] == "(0.050 < 0.400 - 0.1 and max(0.300, 0.450) > 0.44) or (0.300 > 1 and 0.450 > 1)"
+    # by hand: two independent runs of 500 images each
+    m = 2 * (_se(0.2345) ** 2 + _se(0.0012) ** 2) ** 0.5
+    assert m == pytest.approx(0.0384, abs=5e-5)
+    assert rows["transfers"]["values"] == (
+        f"0.234 > 0.001 by 0.05: diff +0.233 [{0.2333 - m:+.3f}, {0.2333 + m:+.3f}], detectable {m:.3f} "
+        "(unpaired: binomial n=500; examples unknown): holds")
+    assert rows["transfers"]["smallest_detectable"] == f"{m:.3f}" and rows["transfers"]["threshold"] == "0.050"
+    assert rows["transfers"]["compare"] == "s-robust.pgd20_acc > s-natural.pgd20_acc by 0.05"
+    m_premise = 2 * _se(0.2345)
+    assert rows["premise"]["smallest_detectable"] == f"{m_premise:.3f}" and rows["premise"]["threshold"] == "0.000"
+    assert "the claim's threshold 0.000" in rows["premise"]["values"]
+    assert rows["blocks"]["values"].startswith("(0.050 < 0.400 by 0.1: diff +0.350 [") and " or 0.300 > 1: " in rows["blocks"]["values"]
+    assert "not run (step 's-missing' has no FINISHED run)" in rows["missing"]["values"]
+    # nothing here was registered by a suite run: every claim is reported, and counted apart
+    assert {r["registered"] for r in rows.values()} == {"after"}
+    assert "no suite run at this scale recorded its claims" in rows["transfers"]["registration_note"]
     index = (workdir / "out" / "cpu" / "index.md").read_text()
-    assert "| robustness transfers | 17.70% vs 0.00% |" in index and "**not run**" in index
-    assert "claim 'missing': not run (s-missing.pgd20_acc)" in capsys.readouterr().err
+    assert "| robustness transfers | 17.70% vs 0.00% | `s-robust.pgd20_acc > s-natural.pgd20_acc by 0.05` → `0.234" in index
+    assert "**not run**" in index and "0 claims registered before their runs: none. 5 registered after" in index
+    assert "claim 'missing': not run (s-missing.pgd20_acc)" in err
+    assert "claim transfers: supported, registered after; smallest detectable 0.038 (threshold 0.050)" in out
 
     from robust_transfer.analysis.publish import compose
 
     results = compose(workdir / "out", "cpu", "# Results")
-    assert "| [claims](#claims) | robustness transfers | 17.70% vs 0.00% | `0.234 >= 0.001 + 0.05` | **supported** |" in results
-    assert "4 paper claims: 1 not run, 3 supported." in results
-    # the premise is counted apart, and listed before the paper's claims
-    assert "1 premise claims: 1 supported." in results
+    assert ("| [claims](#claims) | robustness transfers | 17.70% vs 0.00% | `0.234 > 0.001 by 0.05: diff +0.233"
+            in results)
+    # claims registered after their runs are never counted among the supported
+    assert ("0 paper claims registered before their runs: none. 4 registered after their runs (reported, not "
+            "counted): 3 supported, 1 not run.") in results
+    assert "0 of 5 claims were registered before their runs" in results
+    assert "| [claims](#claims) | transfers | paper | supported | no suite run at this scale recorded" in results
     assert results.index("### The premise") < results.index("### The paper's claims")
     assert rows["premise"]["kind"] == "premise" and rows["transfers"]["kind"] == "paper"
     assert "*(premise)* the robust source is robust" in index
     assert '<a id="claims"></a>' in results
 
 
-@pytest.mark.parametrize("check,fragment", [
-    ("s-robust.pgd20_acc", "must compare metrics of steps"),
-    ("__import__('os').system('x') > 1", "only min(...) and max(...) may be called"),
-    ("s-robust.pgd20_acc > [1][0]", "may use only step.metric references"),
-    ("s-robust.pgd20_acc > nothing", "'nothing' is not a `<step>.<metric>` reference"),
-])
-def test_bad_claims_are_one_line_config_errors(workdir, capsys, check, fragment):
-    (workdir / "c.yaml").write_text(CLAIMS.replace('"s-missing.pgd20_acc > 0"', repr(check).replace("'", '"')
-                                                   if "'" not in check else f"\"{check}\""))
-    assert main(["report", "--project", str(workdir / "c.yaml"), "--scale", "cpu"]) == 2
+@pytest.mark.parametrize("compare,fragment", [
+    ('"s-robust.pgd20_acc"', "compare is {a, op, b, by}"),
+    ('{a: s-robust.pgd20_acc, op: "!=", b: 0}', "op='!=' is not allowed; use one of >, <, >=, <="),
+    ('{a: "__import__(1)", op: ">", b: 0}', "may use only <step>.<metric>, numbers"),
+    ('{a: "s-robust.pgd20_acc * s-natural.pgd20_acc", op: ">", b: 0}', "multiplies two measured numbers"),
+    ('{a: "s-robust.pgd20_acc / s-natural.pgd20_acc", op: ">", b: 0}', "divides by a measured number"),
+    ('{a: "s-robust.pgd20_acc / (1 - 1)", op: ">", b: 0}', "divides by zero"),
+    ('{a: s-robust.pgd20_acc, op: ">", b: nothing}', "'nothing' is not a `<step>.<metric>` reference"),
+    ('{a: s-robust.pgd20_acc, op: ">=", b: 0, by: 0.1}', "by goes with op > or <"),
+    ('{a: s-robust.pgd20_acc, op: ">", b: 0, by: -0.1}', "by=-0.1 must be a number >= 0"),
+    ('{a: 0.5, op: ">", b: 0.2}', "reads no measured number"),
+], ids=["not-a-comparison", "bad-op", "a-call", "not-linear", "ratio", "zero", "not-a-reference", "by-with-tolerance",
+        "negative-by", "constants"])
+def test_bad_comparisons_are_one_line_suite_errors(workdir, capsys, compare, fragment):
+    (workdir / "c.yaml").write_text(CLAIMS.replace('{a: s-missing.pgd20_acc, op: ">", b: 0}', compare))
+    assert main(["report", "--project", str(workdir / "c.yaml"), "--scale", "cpu"]) == 7
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and fragment in err, err
+    assert len(err.splitlines()) == 1 and fragment in err and "claim 'missing'" in err, err
+
+
+def test_a_free_form_check_is_refused_naming_the_claim(workdir, capsys):
+    """Issue 24: a comparison of measured numbers with a hand-written margin is not the engine's: refused on load."""
+    (workdir / "c.yaml").write_text(CLAIMS.replace('compare: {a: s-missing.pgd20_acc, op: ">", b: 0}',
+                                                   'check: "s-missing.pgd20_acc > s-robust.pgd20_acc + 0.02"'))
+    assert main(["report", "--project", str(workdir / "c.yaml"), "--scale", "cpu"]) == 7
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "claim 'missing': a free-form `check:`" in err and "compare: {a:" in err, err
+    assert not (workdir / "results").exists()
 
 
 def test_a_claim_of_an_unknown_kind_is_one_line(workdir, capsys):
     (workdir / "c.yaml").write_text(CLAIMS.replace("kind: premise", "kind: guess"))
-    assert main(["report", "--project", str(workdir / "c.yaml"), "--scale", "cpu"]) == 2
+    assert main(["report", "--project", str(workdir / "c.yaml"), "--scale", "cpu"]) == 7
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "kind='guess' is not allowed; use one of premise, paper, reason, added" in err, err
 
@@ -337,16 +389,16 @@ steps: []
 report:
   - claim: natural-more-robust
     text: "the natural source transfers more robustness"
-    check: "s-natural.pgd20_acc > s-robust.pgd20_acc"
+    compare: {a: s-natural.pgd20_acc, op: ">", b: s-robust.pgd20_acc}
   - claim: robust-source-is-robust
     kind: reason
     explains: natural-more-robust
     text: "the robust source is the robust one: its PGD-20 accuracy is far above the natural one's"
-    check: "s-robust.pgd20_acc > s-natural.pgd20_acc + 0.1"
+    compare: {a: s-robust.pgd20_acc, op: ">", b: s-natural.pgd20_acc, by: 0.1}
   - claim: paper-only
     scales: [paper]
     text: "a claim checked at the paper's scale only"
-    check: "s-robust.clean_acc > 0.9"
+    compare: {a: s-robust.clean_acc, op: ">", b: 0.9}
 """
 
 
@@ -363,12 +415,15 @@ def test_a_reason_claim_names_the_miss_it_explains_in_csv_index_and_results(stor
     from robust_transfer.analysis.publish import compose
 
     results = compose(workdir / "out", "cpu", "# Results")
-    assert ("| [reasons](#reasons) | the natural source transfers more robustness |  | `0.001 > 0.234` | "
-            "**not supported** | [robust-source-is-robust](#reasons): **supported** |") in results
-    assert "1 paper claims: 1 not supported (1 with a tested reason)." in results
+    assert ("| [reasons](#reasons) | the natural source transfers more robustness |  | `0.001 > 0.234: diff -0.233 ["
+            in results)
+    # no suite run recorded these claims: the reason is listed beside the miss but has tested nothing
+    assert ("| after | [robust-source-is-robust](#reasons): **supported** (registered after: not counted) |"
+            in results)
+    assert ("0 paper claims registered before their runs: none. 1 registered after their runs (reported, not counted): "
+            "1 not supported.") in results
     assert ("| [reasons](#reasons) | natural-more-robust | the robust source is the robust one: its PGD-20 accuracy "
-            "is far above the natural one's | `0.234 > 0.001 + 0.1` | **supported** |") in results
-    assert "1 reason claims: 1 supported." in results
+            "is far above the natural one's | `0.234 > 0.001 by 0.1: diff +0.233 [") in results
     assert results.index("### The paper's claims") < results.index("### Why the misses: the reasons, tested")
 
 
@@ -382,14 +437,16 @@ def test_a_reason_claim_names_the_miss_it_explains_in_csv_index_and_results(stor
      "use one of: natural-more-robust, paper-only"),
     ([("explains: natural-more-robust", "explains: paper-only\n    scales: [cpu]")],   # paper-only: paper scale only
      "explains='paper-only' is not a claim of this suite at its scales; use one of: natural-more-robust"),
-], ids=["explains-missing", "explains-on-a-paper-claim", "explains-unknown", "explains-at-no-shared-scale"])
-def test_bad_reason_claims_are_one_line_config_errors(workdir, capsys, changes, fragment):
+    ([("explains: natural-more-robust", "explains: robust-source-is-robust")],   # issue 28: was exit 2, docs say 7
+     "explains='robust-source-is-robust' names the reason itself"),
+], ids=["explains-missing", "explains-on-a-paper-claim", "explains-unknown", "explains-at-no-shared-scale", "itself"])
+def test_bad_reason_claims_are_one_line_suite_errors(workdir, capsys, changes, fragment):
     text = REASONS
     for old, new in changes:
         assert old in text
         text = text.replace(old, new, 1)
     (workdir / "r.yaml").write_text(text)
-    assert main(["report", "--project", "r.yaml", "--scale", "cpu"]) == 2
+    assert main(["report", "--project", "r.yaml", "--scale", "cpu"]) == 7
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fragment in err, err
 
@@ -401,37 +458,49 @@ def _write_claims_csv(path, rows: list[dict], columns: list[str]) -> None:
         w.writerows({k: r.get(k, "") for k in columns} for r in rows)
 
 
-def test_publish_shows_each_miss_beside_its_tested_reasons_and_reads_old_csvs(tmp_path):
-    """publish reads only the claims CSVs: one without `explains` (and `kind`), as reports wrote them before."""
+def test_publish_counts_claims_registered_after_apart_and_reads_old_csvs(tmp_path):
+    """publish reads only the claims CSVs: one without `explains`, `kind` or `registered` (as reports wrote them
+    before registration: every claim `after`), and new ones; a claim registered after its runs is listed and counted
+    apart, and a reason counts as tested only when registered before and its verdict informative."""
     from robust_transfer.analysis.publish import claims_summary
 
     old = ["claim", "text", "paper", "check", "values", "verdict"]
     _write_claims_csv(tmp_path / "table1-claims.csv", [
         {"claim": "t1-old-miss", "text": "an old miss", "values": "1 > 2", "verdict": "not supported"}], old)
-    claim = lambda name, verdict, kind="paper", explains="": {  # noqa: E731
-        "claim": name, "kind": kind, "explains": explains, "text": f"text of {name}", "values": "v", "verdict": verdict}
+    claim = lambda name, verdict, kind="paper", explains="", registered="before": {  # noqa: E731
+        "claim": name, "kind": kind, "explains": explains, "text": f"text of {name}", "values": "v", "verdict": verdict,
+        "registered": registered, "registration_note": f"note of {name}", "smallest_detectable": "0.031",
+        "threshold": "0.020"}
     _write_claims_csv(tmp_path / "table2-claims.csv", [
         claim("t2-miss", "not supported"), claim("t2-hit", "supported"), claim("t2-unrun", "not run"),
-        claim("t2-miss-untested", "not supported"),
+        claim("t2-miss-untested", "not supported"), claim("t2-edited", "supported", registered="after"),
         claim("t2-capped", "supported", "reason", "t2-miss"), claim("t2-longer", "not supported", "reason", "t2-miss"),
+        claim("t2-late", "supported", "reason", "t2-miss-untested", registered="after"),
+        claim("t2-vague", "uninformative", "reason", "t2-miss-untested"),
         claim("t2-unrun-reason", "not run", "reason", "t2-miss-untested"),
-        claim("t2-aa", "supported", "added")], ["claim", "kind", "explains", *old[1:]])
+        claim("t2-aa", "supported", "added")],
+        ["claim", "kind", "explains", *old[1:], "smallest_detectable", "threshold", "registered", "registration_note"])
     out = "\n".join(claims_summary(tmp_path))
-    assert "| [table1](#table1) | an old miss |  | `1 > 2` | **not supported** | none |" in out
-    assert ("| [table2](#table2) | text of t2-miss |  | `v` | **not supported** | "
+    assert "| [table1](#table1) | an old miss |  | `1 > 2` | **not supported** |  | after | none |" in out
+    assert ("| [table2](#table2) | text of t2-miss |  | `v` | **not supported** | 0.031 (0.020) | before | "
             "[t2-capped](#table2): **supported**; [t2-longer](#table2): **not supported** |") in out
-    assert "| [table2](#table2) | text of t2-hit |  | `v` | **supported** |  |" in out
-    assert "| [table2](#table2) | text of t2-unrun |  | `v` | **not run** |  |" in out
-    assert "[t2-unrun-reason](#table2): **not run** |" in out   # listed, but not counted as tested
-    # a reason not run yet has tested nothing: 1 of the 3 misses has a tested reason
-    assert "5 paper claims: 1 not run, 3 not supported (1 with a tested reason), 1 supported." in out
-    assert "| suite | explains | reason | our numbers | verdict |" in out
-    assert "| [table2](#table2) | t2-miss | text of t2-longer | `v` | **not supported** |" in out
-    assert "3 reason claims: 1 not run, 1 not supported, 1 supported." in out
-    assert "1 added claims: 1 supported." in out
+    assert "| [table2](#table2) | text of t2-hit |  | `v` | **supported** | 0.031 (0.020) | before |  |" in out
+    assert ("[t2-late](#table2): **supported** (registered after: not counted); [t2-vague](#table2): **uninformative**; "
+            "[t2-unrun-reason](#table2): **not run** |") in out   # listed, none of them a tested reason
+    # only t2-miss has a reason tested before its runs; the edited claim and the old CSV's are counted apart
+    assert ("4 paper claims registered before their runs: 1 supported, 2 not supported (1 with a tested reason), "
+            "1 not run. 2 registered after their runs (reported, not counted): 1 supported, 1 not supported.") in out
+    assert "| [table2](#table2) | t2-miss | text of t2-longer | `v` | **not supported** | 0.031 (0.020) | before |" in out
+    assert ("4 reason claims registered before their runs: 1 supported, 1 not supported, 1 uninformative, 1 not run. "
+            "1 registered after their runs (reported, not counted): 1 supported.") in out
+    assert "1 added claims registered before their runs: 1 supported." in out
+    assert "9 of 12 claims were registered before their runs" in out
+    assert "| [table2](#table2) | t2-edited | paper | supported | note of t2-edited |" in out
+    assert ("| [table1](#table1) | t1-old-miss | paper | not supported | written before claims were registered "
+            "(no record) |") in out
     headings = [line for line in out.splitlines() if line.startswith("### ")]
-    assert headings == ["### The paper's claims", "### Why the misses: the reasons, tested",
-                        "### Claims we add (beyond the paper)"]
+    assert headings == ["### When each claim was registered", "### The paper's claims",
+                        "### Why the misses: the reasons, tested", "### Claims we add (beyond the paper)"]
 
 
 CHOSEN = """\
@@ -443,7 +512,7 @@ report:
   - claim: best-lambda
     text: "for the best λ_d (chosen on validation), clean accuracy beats the source"
     choose: {as: best, among: [s-lam-small, s-lam-large], by: "(val_clean_acc + val_pgd10_acc) / 2"}
-    check: "best.clean_acc > s-natural.clean_acc"
+    compare: {a: best.clean_acc, op: ">", b: s-natural.clean_acc}
 """
 
 
@@ -455,16 +524,17 @@ def test_the_best_lambda_is_chosen_on_validation_and_reported_on_test(store, wor
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     exp = mlflow.get_experiment_by_name("suites").experiment_id
-    _run(client, exp, "s-lam-small", t=100, metrics={"clean_acc": 0.50, "val_clean_acc": 0.70, "val_pgd10_acc": 0.30})
-    _run(client, exp, "s-lam-large", t=100, metrics={"clean_acc": 0.90, "val_clean_acc": 0.60, "val_pgd10_acc": 0.20})
+    n = {"n_examples": 500}
+    _run(client, exp, "s-lam-small", t=100, params=n, metrics={"clean_acc": 0.30, "val_clean_acc": 0.70, "val_pgd10_acc": 0.30})
+    _run(client, exp, "s-lam-large", t=100, params=n, metrics={"clean_acc": 0.90, "val_clean_acc": 0.60, "val_pgd10_acc": 0.20})
     (workdir / "chosen.yaml").write_text(CHOSEN)
     assert main(["report", "--project", str(workdir / "chosen.yaml"), "--scale", "cpu", "--out", "out"]) == 0
     (row,) = _csv(workdir / "out" / "cpu" / "chosen-claims.csv")
-    assert row["verdict"] == "not supported"          # 0.50 (s-lam-small's test clean) > 0.5234 fails
-    assert row["values"].startswith("best = s-lam-small (chosen on validation") and "0.500 > 0.523" in row["values"]
+    assert row["verdict"] == "not supported"          # 0.30 (s-lam-small's test clean) > 0.5234: far below
+    assert row["values"].startswith("best = s-lam-small (chosen on validation") and "0.300 > 0.523" in row["values"]
     # choosing by a test metric is refused, one line
     (workdir / "bad.yaml").write_text(CHOSEN.replace('by: "(val_clean_acc + val_pgd10_acc) / 2"', 'by: "clean_acc"'))
-    assert main(["report", "--project", str(workdir / "bad.yaml"), "--scale", "cpu"]) == 2
+    assert main(["report", "--project", str(workdir / "bad.yaml"), "--scale", "cpu"]) == 7
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "choose on validation metrics" in err[-1]
 
@@ -507,7 +577,9 @@ report:
         front: {step: s-front, trials: true, pareto_on: [val_clean_acc, val_pgd10_acc]}
         grid: {steps: [g-a, g-b]}
         both: {union: [front, grid]}
-    check: "front.hypervolume > grid.hypervolume and front.hypervolume >= both.hypervolume"
+    compare:
+      - {a: front.hypervolume, op: ">", b: grid.hypervolume}
+      - {a: front.hypervolume, op: ">=", b: both.hypervolume}
 """
 
 
@@ -542,9 +614,11 @@ def test_front_figure_and_hypervolume_claim_from_search_trials(store, workdir, c
     assert main(["report", "--project", str(workdir / "front.yaml"), "--scale", "cpu", "--out", "out"]) == 0
     (row,) = _csv(workdir / "out" / "cpu" / "front-claims.csv")
     # front (0.81, 0.12), (0.62, 0.28): 0.81*0.12 + 0.62*0.16 = 0.1964; grid: 0.8*0.1 + 0.6*0.15 = 0.17;
-    # both grid points lie under the front, so the union adds nothing
-    assert row["verdict"] == "supported"
-    assert row["values"].endswith("0.1964 > 0.1700 and 0.1964 >= 0.1964"), row["values"]
+    # both grid points lie under the front, so the union adds nothing. A hypervolume has no standard error: the
+    # engine cannot tell its difference from noise, so the verdict is uninformative, with the numbers shown
+    assert row["verdict"] == "uninformative"
+    assert ("0.1964 > 0.1700: no standard error for front.hypervolume, grid.hypervolume and 0.1964 >= 0.1964: "
+            "no standard error") in row["values"], row["values"]
     assert "front: 2 run(s); grid: 2 run(s); both: 4 run(s)" in row["values"]
     points = _csv(workdir / "out" / "cpu" / "t4-front.csv")
     got = {(p["series"], p["role"], p["run_id"]) for p in points}
@@ -557,25 +631,25 @@ def test_front_figure_and_hypervolume_claim_from_search_trials(store, workdir, c
         assert round(im.info["dpi"][0]) >= 150
     index = (workdir / "out" / "cpu" / "index.md").read_text()
     assert "t4-front.png" in index and "*2 trials*" in index
-    # with the grid's better point, the grid dominates and the claim is not supported
+    # with the grid's better point the grid dominates: 0.8*0.1 + 0.7*0.25 = 0.255
     _run(client, exp, "g-b", t=400, metrics={"clean_acc": 0.70, "pgd20_acc": 0.35})
     assert main(["report", "--project", str(workdir / "front.yaml"), "--scale", "cpu", "--out", "out"]) == 0
     (row,) = _csv(workdir / "out" / "cpu" / "front-claims.csv")
-    assert row["verdict"] == "not supported", row["values"]
+    assert "0.1964 > 0.2550" in row["values"], row["values"]
 
 
 @pytest.mark.parametrize("change,fragment", [
     ("pareto_on: [val_clean_acc, val_pgd10_acc]}\n        grid", "pareto_on: [clean_acc, pgd20_acc]}\n        grid"),
-    ("check: \"front.hypervolume > grid.hypervolume and front.hypervolume >= both.hypervolume\"",
-     "check: \"front.clean_acc > grid.hypervolume\""),
+    ("{a: front.hypervolume, op: \">\", b: grid.hypervolume}", "{a: front.clean_acc, op: \">\", b: grid.hypervolume}"),
     ("both: {union: [front, grid]}", "both: {union: [front, nothing]}"),
 ])
 def test_bad_front_claims_are_one_line_config_errors(workdir, capsys, change, fragment):
+    assert change in FRONT
     (workdir / "f.yaml").write_text(FRONT.replace(change, fragment))
-    assert main(["report", "--project", str(workdir / "f.yaml"), "--scale", "cpu"]) == 2
+    assert main(["report", "--project", str(workdir / "f.yaml"), "--scale", "cpu"]) == 7
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert any(w in err for w in ("choose the front on validation", "has `.hypervolume`", "'nothing'")), err
+    assert any(w in err for w in ("choose the front on validation", "has only `.hypervolume`", "'nothing'")), err
 
 AA_SUITE = """\
 name: aa
@@ -591,36 +665,73 @@ report:
       - {label: natural, step: s-natural}
   - claim: aa-holds
     text: "robust transfer keeps its robustness under AutoAttack within 5 points of its PGD-20"
-    check: "s-aa.aa_acc >= s-aa.pgd20_acc - 0.05"
+    compare: {a: s-aa.aa_acc, op: ">=", b: s-aa.pgd20_acc, within: 0.05}
   - claim: aa-fails
-    text: "the same with a 1-point margin"
-    check: "s-aa.aa_acc >= s-aa.pgd20_acc - 0.01"
+    text: "the same within 1 point"
+    compare: {a: s-aa.aa_acc, op: ">=", b: s-aa.pgd20_acc, within: 0.01}
 """
 
 
 def test_an_aa_column_comes_from_another_steps_run_and_the_claim_is_paired_on_it(store, workdir, capsys):
     """The AA column of a row reads the AA step's run (metrics_from); a row without one shows n/a; the claim
-    compares aa_acc with the PGD-20 of the SAME run (the same examples), not the row's 500-example PGD-20."""
+    compares aa_acc with the PGD-20 of the SAME run, unpaired until the run logs its per-example correctness, then
+    paired: 2 of 200 examples that PGD-20 left and AutoAttack broke are enough to show "within 5 points"."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("suites").experiment_id
-    aa = _run(client, exp, "s-aa", t=100, metrics={"clean_acc": 0.60, "pgd20_acc": 0.25, "aa_acc": 0.22,
-                                                    "worst_acc": 0.21})
+    aa = _run(client, exp, "s-aa", t=100, params={"n_examples": 200},
+              metrics={"clean_acc": 0.60, "pgd20_acc": 0.25, "aa_acc": 0.24, "worst_acc": 0.24})
     (workdir / "aa.yaml").write_text(AA_SUITE)
     assert main(["report", "--project", str(workdir / "aa.yaml"), "--scale", "cpu", "--out", "out"]) == 0
     lines = (workdir / "out" / "cpu" / "aa-table.md").read_text().splitlines()
     table = lines[lines.index(next(ln for ln in lines if ln.startswith("| setting"))):]
-    assert table == ["| setting | val. | PGD-20 | AA |", "|:---|---:|---:|---:|",
-                     "| robust | 61.00 | 23.45 | 22.00 |",      # clean/PGD-20 from s-robust, AA from s-aa
+    assert table == ["| setting | test clean (paper: val.) | PGD-20 | AA |", "|:---|---:|---:|---:|",
+                     "| robust | 61.00 | 23.45 | 24.00 |",      # clean/PGD-20 from s-robust, AA from s-aa
                      "| natural | 52.34 | 0.12 | n/a |"]
     rows = {(r["label"], r["metric"]): r for r in csv.DictReader(open(workdir / "out" / "cpu" / "aa-table.csv"))}
     assert rows[("robust", "aa_acc")]["run_id"] == aa and rows[("robust", "pgd20_acc")]["run_id"] == store["robust"]
-    verdicts = {r["claim"]: (r["verdict"], r["values"])
-                for r in csv.DictReader(open(workdir / "out" / "cpu" / "aa-claims.csv"))}
-    assert verdicts == {"aa-holds": ("supported", "0.220 >= 0.250 - 0.05"),          # 0.22 >= 0.20
-                        "aa-fails": ("not supported", "0.220 >= 0.250 - 0.01")}     # 0.22 <  0.24
+    claims = {r["claim"]: r for r in csv.DictReader(open(workdir / "out" / "cpu" / "aa-claims.csv"))}
+    # unpaired: two numbers of one run add their standard errors (unknown correlation): 2 SE = 0.121 on 200 images
+    m = 2 * (_se(0.24, 200) + _se(0.25, 200))
+    assert {k: r["verdict"] for k, r in claims.items()} == {"aa-holds": "uninformative", "aa-fails": "uninformative"}
+    assert claims["aa-holds"]["smallest_detectable"] == f"{m:.3f}" and claims["aa-holds"]["rule"] == "unpaired"
+    assert "(unpaired: binomial n=200; examples unknown)" in claims["aa-holds"]["values"]
 
+    from claim_helpers import per_example
+
+    client.log_dict(aa, per_example(200, clean=120, pgd20=50, aa=48, worst=48), "evaluation/per_example.json")
+    assert main(["report", "--project", str(workdir / "aa.yaml"), "--scale", "cpu", "--out", "out"]) == 0
+    claims = {r["claim"]: r for r in csv.DictReader(open(workdir / "out" / "cpu" / "aa-claims.csv"))}
+    # paired: D = -2/200; a resample's D is -k/200, k ~ Binomial(200, 0.01), whose 2.275% and 97.725% quantiles
+    # are 0 and 5: the interval [-0.025, 0], detectable 0.0125
+    assert {k: r["verdict"] for k, r in claims.items()} == {"aa-holds": "supported",       # -0.025 >= -0.05
+                                                           "aa-fails": "uninformative"}   # 0.0125 > 0.01
+    assert claims["aa-holds"]["values"] == ("0.240 >= 0.250 within 0.05: diff -0.010 [-0.025, +0.000], detectable "
+                                            "0.013 (paired bootstrap over 200 shared examples; same examples): holds")
+    assert claims["aa-holds"]["rule"] == "paired" and claims["aa-holds"]["same_examples"] == "same examples"
+
+
+def test_a_cascades_per_attack_numbers_carry_a_mark(store, workdir):
+    """A run tagged rtl.eval_per_attack=cascade: its PGD-20 is a cascade's per-attack number (marked †, with a
+    note, and the CSV's `cascade` column); its clean accuracy and another run's numbers are not marked."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("suites").experiment_id
+    rid = _run(client, exp, "s-casc", t=100, metrics={"clean_acc": 0.60, "pgd20_acc": 0.25})
+    client.set_tag(rid, "rtl.eval_per_attack", "cascade")
+    (workdir / "c.yaml").write_text("name: casc\nscales: {cpu: {}}\nsteps: []\nreport:\n  - table: casc\n"
+                                    "    columns: [clean_acc, pgd20_acc]\n    rows:\n"
+                                    "      - {label: cascade, step: s-casc}\n      - {label: robust, step: s-robust}\n")
+    assert main(["report", "--project", "c.yaml", "--scale", "cpu", "--out", "out"]) == 0
+    md = (workdir / "out" / "cpu" / "casc.md").read_text()
+    assert "| setting | test clean | PGD-20 |" in md
+    assert "| cascade | 60.00 | 25.00† |" in md and "| robust | 61.00 | 23.45 |" in md
+    assert "† a per-attack number of a cascade evaluation (`rtl.eval_per_attack=cascade`)" in md
+    rows = {(r["label"], r["metric"]): r["cascade"] for r in _csv(workdir / "out" / "cpu" / "casc.csv")}
+    assert rows == {("cascade", "clean_acc"): "False", ("cascade", "pgd20_acc"): "True",
+                    ("robust", "clean_acc"): "False", ("robust", "pgd20_acc"): "False"}
 
 
 # --- timing: what each suite cost, from the runs' start/end times (docs/results.md) -------------------------------

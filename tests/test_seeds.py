@@ -1,5 +1,6 @@
 """Seeds (issue 18): a suite step with `seeds:` runs once per seed; reports read the mean over the seeds
-(tables mean ± std (n), figures), and claims compare with margin(se_a, se_b) = max(0.02, 2·sqrt(se_a² + se_b²))."""
+(tables mean ± std (n), figures), and claims judge a difference by 2 standard errors, a seeded step's from its seeds
+(std/√n, floored by the binomial SE of all its examples pooled: analysis/claim_verdicts.standard_error)."""
 from __future__ import annotations
 
 import csv
@@ -156,13 +157,13 @@ report:
       - {label: "re-trained", step: s-blocks, children: true}
   - claim: transfers
     text: "robust beats natural by the margin"
-    check: "s-robust.pgd20_acc > s-natural.pgd20_acc + margin(s-robust.pgd20_acc_se, s-natural.pgd20_acc_se)"
+    compare: {a: s-robust.pgd20_acc, op: ">", b: s-natural.pgd20_acc}
   - claim: beats-source
     text: "robust clean beats the one-seed source by the margin (binomial SE)"
-    check: "s-robust.clean_acc > s-src.clean_acc + margin(s-robust.clean_acc_se, s-src.clean_acc_se)"
+    compare: {a: s-robust.clean_acc, op: ">", b: s-src.clean_acc}
   - claim: blocks
     text: "k=1 keeps more than k=2"
-    check: "s-blocks[k=1].pgd20_acc > s-blocks[k=2].pgd20_acc + margin(s-blocks[k=1].pgd20_acc_se, s-blocks[k=2].pgd20_acc_se)"
+    compare: {a: "s-blocks[k=1].pgd20_acc", op: ">", b: "s-blocks[k=2].pgd20_acc"}
 """
 
 
@@ -240,23 +241,26 @@ def test_report_shows_mean_std_and_n_of_a_seeded_step_and_claims_use_the_margin(
 
     with open(workdir / "out" / "cpu" / "rep-claims.csv", newline="") as f:
         claims = {c["claim"]: c for c in csv.DictReader(f)}
-    # margin by hand: se = std/sqrt(3) per side; max(0.02, 2*sqrt(se_a^2 + se_b^2))
+    # by hand: se = std/sqrt(3) per side (s-natural has no n_examples: its seeds' spread alone); 2 SE of the difference
     se_a, se_b = 0.03 / math.sqrt(3), 0.01 / math.sqrt(3)
-    m = max(0.02, 2 * math.sqrt(se_a ** 2 + se_b ** 2))
+    assert se_a > _pooled(0.23, 1500)                                # the seeds' spread is above the pooled binomial
+    m = 2 * math.sqrt(se_a ** 2 + se_b ** 2)
     assert m == pytest.approx(0.0365148, abs=1e-6)
-    assert claims["transfers"]["verdict"] == "supported"           # 0.23 > 0.02 + 0.0365
-    assert claims["transfers"]["values"] == "0.230 (n=3) > 0.020 (n=3) + margin(0.017, 0.006)=0.037"
-    # one-seed source: binomial SE sqrt(p(1-p)/n_examples) = sqrt(0.25/500)
-    se_src = math.sqrt(0.5 * 0.5 / 500)
-    m2 = max(0.02, 2 * math.sqrt((_sd(robust_clean) / math.sqrt(3)) ** 2 + se_src ** 2))
-    assert m2 == pytest.approx(0.050332, abs=1e-6)
-    assert claims["beats-source"]["verdict"] == "supported"        # 0.62 > 0.5 + 0.0501
-    assert claims["beats-source"]["values"] == f"0.620 (n=3) > 0.500 + margin(0.012, {se_src:.3f})={m2:.3f}"
+    assert claims["transfers"]["verdict"] == "supported"           # 0.21 - 0.0365 > 0
+    assert claims["transfers"]["values"] == (f"0.230 (n=3) > 0.020 (n=3): diff +0.210 [{0.21 - m:+.3f}, {0.21 + m:+.3f}], "
+                                             f"detectable {m:.3f} (unpaired: seeds n=3; examples unknown): holds")
+    # robust clean: std 0.02 over 3 seeds of 500 images: 0.0115 < the pooled binomial SE of 1,500 images (0.0125)
+    se_clean = _pooled(0.62, 1500)
+    assert _sd([c for c, _ in seeded_store["robust"]]) / math.sqrt(3) < se_clean
+    m2 = 2 * math.sqrt(se_clean ** 2 + _pooled(0.5, 500) ** 2)   # one-seed source: binomial of its 500
+    assert m2 == pytest.approx(0.05110, abs=1e-4)
+    assert claims["beats-source"]["verdict"] == "supported"        # 0.12 - 0.0511 > 0
+    assert claims["beats-source"]["smallest_detectable"] == f"{m2:.3f}"
     # children of a seeded retrain_blocks: k=1 mean 0.32 (sd 0.02828), k=2 mean 0.11 (sd 0.01414), n=2
     se1, se2 = _sd([0.30, 0.34]) / math.sqrt(2), _sd([0.10, 0.12]) / math.sqrt(2)
-    m3 = max(0.02, 2 * math.sqrt(se1 ** 2 + se2 ** 2))
-    assert claims["blocks"]["verdict"] == ("supported" if 0.32 > 0.11 + m3 else "not supported") == "supported"
-    assert claims["blocks"]["values"] == f"0.320 (n=2) > 0.110 (n=2) + margin({se1:.3f}, {se2:.3f})={m3:.3f}"
+    m3 = 2 * math.sqrt(se1 ** 2 + se2 ** 2)
+    assert claims["blocks"]["verdict"] == "supported"              # 0.21 - 0.0447 > 0
+    assert claims["blocks"]["values"].startswith(f"0.320 (n=2) > 0.110 (n=2): diff +0.210 [{0.21 - m3:+.3f}, ")
 
     # the figure plots the means over seeds, with their std
     with open(workdir / "out" / "cpu" / "fig.csv", newline="") as f:
@@ -266,33 +270,44 @@ def test_report_shows_mean_std_and_n_of_a_seeded_step_and_claims_use_the_margin(
     assert (workdir / "out" / "cpu" / "fig.png").stat().st_size > 0
 
 
-def test_margin_is_max_of_two_points_and_two_standard_errors():
-    from robust_transfer.expr import margin
-
-    assert margin(0.003, 0.004) == pytest.approx(0.02)               # 2·0.005 = 0.01 < 2 points
-    assert margin(0.03, 0.04) == pytest.approx(0.10)                 # 2·sqrt(0.0009 + 0.0016) = 2·0.05
-    assert margin(0.0, 0.0) == pytest.approx(0.02)
-    assert margin(0.015) == pytest.approx(0.03)                      # one estimate against a fixed number
+def _pooled(p: float, n: int) -> float:
+    """Agresti–Coull binomial SE by hand: q = (pn + 2)/(n + 4), sqrt(q(1 - q)/(n + 4))."""
+    q = (p * n + 2) / (n + 4)
+    return math.sqrt(q * (1 - q) / (n + 4))
 
 
-def test_metric_stats_by_hand():
+def test_metric_stats_and_standard_errors_by_hand():
+    from robust_transfer.analysis.claim_verdicts import standard_error
     from robust_transfer.analysis.report_runs import combine_seeds, metric_stats
 
     runs = [{"run_id": str(s), "start_time": s, "params": {"seed": str(s), "n_examples": "100"},
              "tags": {"rtl.seed": str(s)}, "metrics": {"clean_acc": v}} for s, v in enumerate([0.5, 0.6, 0.7])]
-    stats = metric_stats(combine_seeds(runs), "clean_acc")
-    assert stats == pytest.approx({"mean": 0.6, "std": 0.1, "n": 3, "se": 0.1 / math.sqrt(3)})
-    one = metric_stats(runs[0], "clean_acc")                           # one run: binomial sqrt(0.25/100) = 0.05
-    assert one == pytest.approx({"mean": 0.5, "std": None, "n": 1, "se": 0.05})
-    assert metric_stats({**runs[0], "params": {}}, "clean_acc")["se"] == 0.0   # n_examples unknown
+    seeded = combine_seeds(runs)
+    assert metric_stats(seeded, "clean_acc") == pytest.approx({"mean": 0.6, "std": 0.1, "n": 3})
+    assert metric_stats(runs[0], "clean_acc") == pytest.approx({"mean": 0.5, "std": None, "n": 1})
+    # each seed on its own 100 images: std/sqrt(3) = 0.0577, above the pooled binomial of 300 images
+    assert standard_error(seeded, "clean_acc") == (pytest.approx(0.1 / math.sqrt(3)), "seeds n=3")
+    # the seeds share one test subset: the subset's own binomial SE is added to the seeds' spread
+    shared = combine_seeds([r | {"tags": r["tags"] | {"rtl.eval_indices_sha256": "abc"}} for r in runs])
+    se, rule = standard_error(shared, "clean_acc")
+    assert se == pytest.approx(math.sqrt(0.01 / 3 + _pooled(0.6, 100) ** 2)) and rule == "seeds n=3 + subset binomial n=100"
+    assert standard_error(runs[0], "clean_acc") == (pytest.approx(_pooled(0.5, 100)), "binomial n=100")
+    assert standard_error({**runs[0], "params": {}}, "clean_acc") == (None, "no standard error")   # n unknown
 
 
-def test_margin_needs_a_standard_error(workdir, capsys):
-    bad = REPORT.replace("margin(s-robust.pgd20_acc_se, s-natural.pgd20_acc_se)", "margin()")
+def test_a_seeded_claim_without_standard_errors_is_uninformative(seeded_store, workdir):
+    """A metric with no standard error (not an accuracy, one run, none logged) cannot be told from noise."""
+    bad = REPORT.replace('compare: {a: s-robust.pgd20_acc, op: ">", b: s-natural.pgd20_acc}',
+                         'compare: {a: s-src.feature_distance_mean, op: ">", b: 1.0}')
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("suites").experiment_id
+    _run(client, exp, "s-src", t=500, metrics={"feature_distance_mean": 3.0})
     (workdir / "bad.yaml").write_text(bad)
-    assert main(["report", "--project", "bad.yaml", "--scale", "cpu"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "margin(...) takes standard errors" in err, err
+    assert main(["report", "--project", "bad.yaml", "--scale", "cpu", "--out", "out"]) == 0
+    with open(workdir / "out" / "cpu" / "rep-claims.csv", newline="") as f:
+        claims = {c["claim"]: c for c in csv.DictReader(f)}
+    assert claims["transfers"]["verdict"] == "uninformative"
+    assert "no standard error for s-src.feature_distance_mean" in claims["transfers"]["values"]
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 """Suites (projects/*.yaml): planning, validation, step reuse, models passed by alias, kill and resume."""
+import csv
 import json
 import os
 import shutil
@@ -171,11 +172,17 @@ def test_bad_suite_files_fail_with_file_line_and_exit_7(project, capsys, what, b
     assert not _runs(MlflowClient(os.environ["MLFLOW_TRACKING_URI"]))  # nothing started
 
 
-def test_a_malformed_report_fails_before_any_step_runs(project, capsys):
+@pytest.mark.parametrize("claim,code,fragment", [
+    ('compare: {a: head.pgd20_acc}', 7, "a comparison is {a: ..., op: '>', b: ..."),
+    # issue 24: a free-form check of measured numbers (a hand-written margin) is refused: one line naming the claim
+    ('check: "head.pgd20_acc > check.pgd2_acc + 0.02"', 7, "claim 'c': a free-form `check:` compares measured numbers"),
+], ids=["malformed", "free-form"])
+def test_a_malformed_report_fails_before_any_step_runs(project, capsys, claim, code, fragment):
     path = project / "projects" / "mini.yaml"
-    path.write_text(SUITE + "report:\n  - claim: c\n    text: t\n    check: \"head.pgd20_acc\"\n")
-    assert main(["suite", "--project", str(path), "--scale", "tiny"]) == 2
-    assert "must compare metrics of steps" in capsys.readouterr().err
+    path.write_text(SUITE + f"report:\n  - claim: c\n    text: t\n    {claim}\n")
+    assert main(["suite", "--project", str(path), "--scale", "tiny"]) == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err, err
     assert not _runs(MlflowClient(os.environ["MLFLOW_TRACKING_URI"]))
 
 
@@ -317,7 +324,7 @@ report:
     hypervolume:
       axes: [clean_acc, pgd2_acc]
       sets: {front: {step: front, trials: true, pareto_on: [val_clean_acc, val_pgd10_acc]}}
-    check: "front.hypervolume >= 0"
+    compare: {a: front.hypervolume, op: ">=", b: 0}
 """
 
 
@@ -349,7 +356,8 @@ def test_a_search_step_runs_through_mlflow_run_with_its_study_beside_the_store(p
         assert {"clean_acc", "pgd2_acc", "val_clean_acc", "val_pgd10_acc"} <= set(run.data.metrics)   # eval_steps=2
     assert main(["report", "--project", str(path), "--scale", "tiny", "--out", "out"]) == 0
     index = (project / "out" / "tiny" / "index.md").read_text()
-    assert "**supported**" in index and "front: " in index
+    # found through the study; `>= 0` holds for every hypervolume: the engine calls it uninformative
+    assert "front: 2 run(s)" in index and "**uninformative**" in index and "holds for every value" in index
     capsys.readouterr()
     assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 0
     assert capsys.readouterr().out.count("reused run") == 2
@@ -499,6 +507,36 @@ def test_a_suite_run_and_its_steps_are_tagged_with_the_machine(project, capsys):
     suite_run = _runs(client, "tags.`rtl.strategy` = 'suite'")[0]
     assert suite_run.data.tags["rtl.machine"] == machine
     assert {r.data.tags["rtl.machine"] for r in _runs(client, "tags.`rtl.step` != ''")} == {machine}
+
+
+def test_a_suite_run_records_every_claim_and_step_budget_before_its_first_step(project, capsys):
+    """Issue 24: the registration record (suites/registration.py) is the suite run's artifact and tag, written
+    before any step is reused or run; the steps reused here are older than it, so their claim is registered after."""
+    from mlflow.artifacts import load_dict
+
+    path = project / "projects" / "pick.yaml"
+    path.write_text(PICK + 'report:\n  - claim: b-beats-a\n    text: t\n'
+                    '    compare: {a: cand-b.pgd20_acc, op: ">", b: cand-a.pgd20_acc}\n')
+    suite = load_suite(path, "tiny")
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    for step in suite.steps:
+        if step.select is None:
+            _fake_step_run(client, suite, step.name, FAKE.get(step.name, {}))
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 0
+    out = capsys.readouterr().out
+    # every suite file beside it: sources.yaml, mini.yaml and pick.yaml plan 8 distinct steps
+    assert "registered 1 claims and 8 steps" in out and out.index("registered") < out.index("[1/6]")
+    suite_run = _runs(client, "tags.`rtl.strategy` = 'suite'")[0]
+    record = load_dict(f"runs:/{suite_run.info.run_id}/registration.json")
+    assert suite_run.data.tags["rtl.registration"] and set(record["claims"]) == {"pick/b-beats-a"}
+    assert record["steps"]["cand-b"] == [next(s for s in suite.steps if s.name == "cand-b").params_key]
+    assert {s.name for s in suite.steps} | {"head", "check"} == set(record["steps"])
+    first_step = min(r.info.start_time for r in _runs(client, "tags.`rtl.step` = 'best'"))
+    assert record["recorded_at_ms"] <= first_step     # the select step ran after the record
+    assert main(["report", "--project", str(path), "--scale", "tiny", "--out", "out"]) == 0
+    with open(project / "out" / "tiny" / "pick-claims.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["registered"] == "after" and "after its first run started" in row["registration_note"]
 
 # --- the reference AutoAttack beside PGD-20 (issue 18) ----------------------------------------------------------
 AA_HEADLINES = {  # suite → the models whose rows carry an AA column (cpu scale)

@@ -59,6 +59,10 @@ def test_final_evaluation_logs_per_example_correctness(workdir, tiny_folder):
         assert len(flags) == n and set(flags) <= {0, 1}
         assert sum(flags) / n == pytest.approx(res.metrics[f"{name}_acc"])
     assert all(p <= c for p, c in zip(rec["correct"]["pgd2"], rec["correct"]["clean"]))   # fooled ⊇ wrong clean
+    from robust_transfer.analysis.per_example import parse   # what the verdict engine (issue 24) reads
+
+    parsed, why = parse(rec, res.metrics)
+    assert why is None and parsed["sha"] == rec["indices_sha256"] and set(parsed["correct"]) == {"clean", "pgd2"}
 
 
 def test_eval_seed_not_the_training_seed_picks_the_test_examples(workdir, tiny_folder):

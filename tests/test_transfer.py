@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from robust_transfer.attacks import evaluate_robustness
 from robust_transfer.checkpoints import read_metadata
 from robust_transfer.config import TransferConfig
 from robust_transfer.data import load_dataset
 from robust_transfer.errors import ModelError
+from robust_transfer.evaluation import evaluate_tensors
 from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies import features
 from robust_transfer.strategies.transfer import transfer
@@ -71,16 +71,14 @@ def test_transfer_from_the_targets_own_model_reproduces_its_accuracy(workdir, so
     from robust_transfer import load_model
 
     test = load_dataset(sources.spec, "test", progress=False)
-    own = evaluate_robustness(load_model(sources.src), test.images, test.labels, attacks=("clean",),
-                              n_examples=None, progress=False).metrics["clean_acc"]
+    own = evaluate_tensors(load_model(sources.src), test.images, test.labels, attacks="clean", n_examples=None,
+                           device="cpu", progress=False, resume=False).result.metrics["clean_acc"]
     res = run_strategy(transfer, cfg(sources.src, epochs=30, n_examples=len(test)), MemoryLogger())
     assert own >= 0.9
     assert abs(res.metrics["clean_acc"] - own) <= 0.1
 
 
 def test_evaluation_attacks_the_whole_model_in_pixel_space(workdir, sources):
-    from robust_transfer.evaluation import evaluate_tensors
-
     res = run_strategy(transfer, cfg(sources.src, eval_epsilon=32.0, eval_step_size=8.0), MemoryLogger())
     test = load_dataset(sources.spec, "test", progress=False)
     again = evaluate_tensors(res.model, test.images, test.labels, attacks="clean,pgd3", epsilon=32.0, step_size=8.0,

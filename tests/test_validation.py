@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from robust_transfer.data import ImageData, load_dataset
-from robust_transfer.data.validation import TRAIN_TAG, VAL_TAG, carve_validation, positions_sha256
+from robust_transfer.data.validation import TRAIN_TAG, VAL_TAG, carve_validation
+from robust_transfer.digests import indices_sha256
 from robust_transfer.errors import ConfigError, DataError
 from robust_transfer.expr import choosing_on_test_warning, names_of_test_metrics
 
@@ -29,7 +30,7 @@ def test_split_is_disjoint_stratified_seeded_and_recorded():
     assert torch.equal(again.val_indices, s.val_indices)                  # seeded
     assert not torch.equal(carve_validation(data, val_fraction=0.2, seed=4).val_indices, s.val_indices)
     assert s.params() == {"val_size": 12, "train_size": 48, "val_seed": 3}
-    assert s.tags() == {VAL_TAG: positions_sha256(s.val_indices), TRAIN_TAG: positions_sha256(s.train_indices)}
+    assert s.tags() == {VAL_TAG: indices_sha256(s.val_indices), TRAIN_TAG: indices_sha256(s.train_indices)}
 
 
 def test_per_class_counts_training_images_after_the_split():
@@ -167,7 +168,7 @@ def test_evaluate_split_val_on_a_registered_model_logs_and_tags_val_metrics(work
     # the evaluated images are the validation images the training held out, not training or test ones
     full = load_dataset(f"imagefolder:{tiny_folder}", "train", progress=False)
     held_out = carve_validation(full, val_per_class=2, seed=5)
-    assert positions_sha256(held_out.val_indices) == meta["validation"]["val_indices_sha256"]
+    assert indices_sha256(held_out.val_indices) == meta["validation"]["val_indices_sha256"]
     assert run.data.tags["rtl.data_sha256"] == held_out.val.sha256()
     # a test-split evaluation afterwards: the stale validation tag goes
     assert main(["evaluate", "--model", "models:/tiny/1", "--suite", "standard", "--n-examples", "6",

@@ -16,7 +16,15 @@ import os as _os
 # command, `mlflow run`, the benchmarks); an explicit OMP_WAIT_POLICY wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .models import create_model  # noqa: E402
+
+def __getattr__(name: str):
+    """`create_model` is the registry's own function, imported on first use: importing the package (as
+    `rtl --help` does) must not load torch (tests/test_cli.py holds it)."""
+    if name == "create_model":
+        from .models import create_model
+
+        return create_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_model(uri_or_path: str):

@@ -1,14 +1,14 @@
 """Metric expressions and constraints: `pgd20_acc`, `(clean_acc + pgd20_acc)/2`, `clean_acc >= 0.7`.
 
 The one safe evaluator over Python's `ast` (numbers, names, + - * /, unary minus, min/max,
-parentheses, and for checks comparisons joined by and/or): search spaces and promotion policies share
-`Expr`/`Constraint`, so a policy and an objective mean the same thing by the same text; the claims of a
-report (analysis/claims.py) evaluate their checks with `evaluate`. Nothing is ever `eval`-ed.
+parentheses): search spaces and promotion policies share `Expr`/`Constraint`, so a policy and an objective
+mean the same thing by the same text; the two sides of a claim's comparison (analysis/claims.py) are linear
+forms over metrics (`linear_form`), so the engine can carry each number's standard error into their difference.
+Nothing is ever `eval`-ed.
 """
 from __future__ import annotations
 
 import ast
-import math
 import operator
 import re
 from dataclasses import dataclass
@@ -17,22 +17,7 @@ from dataclasses import dataclass
 METRIC_NAME = re.compile(r"^(val_)?(clean_acc|(pgd|cw)\d+_acc|aa_acc|worst_acc|train_loss|train_clean_acc|"
                          r"epoch_time_s|images_per_s|[a-z0-9_]+_acc)$")
 BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
-COMPARISONS = {ast.GtE: operator.ge, ast.Gt: operator.gt, ast.LtE: operator.le, ast.Lt: operator.lt}
 FUNCS = {"min": min, "max": max}
-MARGIN_FLOOR = 0.02     # a claim's margin: never less than 2 points ...
-MARGIN_SES = 2.0        # ... nor than 2 standard errors of the difference
-
-
-def margin(*ses: float) -> float:
-    """The margin a claim's difference must clear (issue 18): max(2 points, 2 standard errors of the
-    difference) = max(0.02, 2·sqrt(se_a² + se_b² + ...)) for independent estimates with standard errors
-    se_a, se_b, ...; e.g. `a.pgd20_acc > b.pgd20_acc + margin(a.pgd20_acc_se, b.pgd20_acc_se)`."""
-    return max(MARGIN_FLOOR, MARGIN_SES * math.sqrt(sum(float(se) ** 2 for se in ses)))
-
-
-# Functions a claim's check may call (analysis/claims.py): min, max and margin. Metric expressions
-# (`Expr`: objectives, constraints, policies) call only FUNCS.
-CHECK_FUNCS = {**FUNCS, "margin": margin}
 _CMPOPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
@@ -123,7 +108,7 @@ class Expr:
 
 
 def evaluate(node, env):
-    """The value of a checked syntax tree (`Expr.parse`, claims.parse_check) with names read from `env`."""
+    """The value of a checked syntax tree (`Expr.parse`) with names read from `env`."""
     if isinstance(node, ast.Expression):
         return evaluate(node.body, env)
     if isinstance(node, ast.Constant):
@@ -135,20 +120,45 @@ def evaluate(node, env):
         return -v if isinstance(node.op, ast.USub) else v
     if isinstance(node, ast.BinOp):
         return BINOPS[type(node.op)](evaluate(node.left, env), evaluate(node.right, env))
-    if isinstance(node, ast.Call):   # Expr.parse admits only FUNCS; claims.parse_check also margin
-        return CHECK_FUNCS[node.func.id](*(evaluate(a, env) for a in node.args))
-    if isinstance(node, ast.BoolOp):
-        values = [evaluate(v, env) for v in node.values]
-        return all(values) if isinstance(node.op, ast.And) else any(values)
-    if isinstance(node, ast.Compare):
-        left = evaluate(node.left, env)
-        for op, right_node in zip(node.ops, node.comparators):
-            right = evaluate(right_node, env)
-            if not COMPARISONS[type(op)](left, right):
-                return False
-            left = right
-        return True
+    if isinstance(node, ast.Call):   # Expr.parse admits only FUNCS
+        return FUNCS[node.func.id](*(evaluate(a, env) for a in node.args))
     raise ExprError(f"unsupported expression node {type(node).__name__}")  # the parsers rule this out
+
+
+def linear_form(node) -> tuple[dict[str, float], float]:
+    """({name: coefficient}, constant) of an expression that is linear in its names: numbers, names, + −, unary
+    minus, and * or / by a number (`0.5 * a`, `(a + b) / 2`, `a - 0.02`). ExprError for anything else (a name times
+    a name, division by a name or by zero, a call): a claim's side must be linear for its standard error to be."""
+    if isinstance(node, ast.Expression):
+        return linear_form(node.body)
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return {}, float(node.value)
+    if isinstance(node, ast.Name):
+        return {node.id: 1.0}, 0.0
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        terms, const = linear_form(node.operand)
+        sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
+        return {k: sign * v for k, v in terms.items()}, sign * const
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+        (lt, lc), (rt, rc) = linear_form(node.left), linear_form(node.right)
+        sign = 1.0 if isinstance(node.op, ast.Add) else -1.0
+        out = dict(lt)
+        for k, v in rt.items():
+            out[k] = out.get(k, 0.0) + sign * v
+        return out, lc + sign * rc
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Div)):
+        (lt, lc), (rt, rc) = linear_form(node.left), linear_form(node.right)
+        if isinstance(node.op, ast.Div):
+            if rt:
+                raise ExprError("divides by a measured number (not linear: its standard error is not defined here)")
+            if rc == 0:
+                raise ExprError("divides by zero")
+            return {k: v / rc for k, v in lt.items()}, lc / rc
+        if lt and rt:
+            raise ExprError("multiplies two measured numbers (not linear)")
+        terms, scale, const = (lt, rc, lc * rc) if lt else (rt, lc, lc * rc)
+        return {k: v * scale for k, v in terms.items()}, const
+    raise ExprError(f"{type(node).__name__} is not allowed: use numbers, step.metric, + - and * or / by a number")
 
 
 @dataclass(frozen=True)

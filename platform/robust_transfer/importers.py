@@ -24,7 +24,6 @@ ModelError (exit 4), raised before anything is written or registered.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import warnings
@@ -34,9 +33,11 @@ import torch
 import torchvision
 from torch import nn
 
+from .digests import file_sha256
 from .errors import ConfigError, ModelError, one_of
-from .models import IMAGENET_MEAN, IMAGENET_STD, HeadSpec, ImageClassifier, check_arch, create_model
-from .models.resnet import TORCHVISION_RESNETS, torchvision_body
+from .models import (IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_RESNETS, HeadSpec, ImageClassifier, check_arch,
+                     create_model)
+from .models.resnet import torchvision_body
 from .models.wide_resnet import units_per_stage
 
 from .config.import_model import FORMATS  # noqa: E402  (the config validates against the same list)
@@ -45,14 +46,6 @@ _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
 MAX_FILE_BYTES = 4 << 30      # the largest published ResNet/WRN checkpoints are < 1 GB
 MAX_KEYMAP_BYTES = 64 << 10
 IDENTITY = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_tensors(path: Path) -> dict:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .attacks.diagnostics import MASKING_TAG  # the tag `evaluate` writes; promote refuses what it flags
+from .evaluation.diagnostics import MASKING_TAG  # the tag `evaluate` writes; promote refuses what it flags
 from .errors import ConfigError, RegistryError, SearchError
 from .expr import MAX_EXPR_CHARS, Constraint, Expr, ExprError
 

@@ -15,14 +15,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..attacks import indices_sha256, select_examples
+from ..attacks import input_gradients
 from ..config import ANALYZE_DEFAULT_N_IMAGES, AnalyzeConfig
 from ..data import ImageData, load_dataset
 from ..data.transforms import resize_uint8
 from ..device import resolve_device
+from ..digests import indices_sha256
 from ..errors import ConfigError, ModelError
+from ..evaluation.inputs import select_examples
 from .feature_distance import feature_distance_figure, feature_distance_summary, feature_distance_title
-from .gradients import gradient_grid_figure, input_gradients, perceptual_alignment
+from .gradients import gradient_grid_figure, perceptual_alignment
 
 
 def metric_keys(labels: list[str]) -> list[str]:
@@ -105,7 +107,8 @@ def analyze_gradients(cfg: AnalyzeConfig, log, out_dir: Path) -> dict[str, float
     for uri, label, key, (model, meta) in tqdm(list(zip(uris, labels, keys, loaded)), desc="input gradients",
                                               unit="model", disable=not cfg.progress, leave=False):
         x = _at_size(sub.images, _input_size(model, meta, uri)).float().div_(255)
-        g = input_gradients(model.to(dev), x, sub.labels, batch_size=cfg.batch_size, device=dev)
+        # the model as given (fold_bn=False): Fig. 5 shows its own gradients, not the attack's folded view's
+        g = input_gradients(model.to(dev), x, sub.labels, batch_size=cfg.batch_size, device=dev, fold_bn=False)
         align = perceptual_alignment(g, x)
         l2 = g.flatten(1).norm(dim=1)
         linf = g.flatten(1).abs().amax(dim=1)

@@ -12,8 +12,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..attacks.threat import to_pixels
 from ..data.transforms import random_crop_flip, resize_uint8
 from ..errors import DataError, ModelError
+from ..models.modes import eval_mode
 
 
 @dataclass
@@ -35,25 +37,21 @@ def _prepare(x: torch.Tensor, resize: int | None) -> torch.Tensor:
         if x.dtype != torch.uint8:
             raise DataError("resize needs uint8 images")
         x = resize_uint8(x, resize)
-    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+    return to_pixels(x)
 
 
 @torch.no_grad()
 def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int = 256, device=None,
                      resize: int | None = None, progress: bool = False, desc: str = "features") -> torch.Tensor:
-    """z(x) = model.features(x) for every image ([N, D], float32, CPU), in eval mode (mode restored)."""
+    """z(x) = model.features(x) for every image ([N, D], float32, CPU), in eval mode (every module's mode restored)."""
     if not callable(getattr(model, "features", None)):
         raise ModelError("the model has no features(x) (penultimate representation); give a robust-transfer model")
     dev = torch.device(device) if device is not None else next(model.parameters(), torch.empty(0)).device
-    was_training = model.training
-    model.eval()
     out = []
-    try:
+    with eval_mode(model):
         for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
             xb = _prepare(images[i:i + batch_size].to(dev), resize)
             out.append(model.features(xb).flatten(1).float().cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(out)
 
 

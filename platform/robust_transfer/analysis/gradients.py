@@ -1,4 +1,5 @@
-"""Input gradients of the loss (paper Fig. 5): computation, display scaling, an alignment score, the grid.
+"""Input gradients of the loss (paper Fig. 5): display scaling, an alignment score, the grid. The gradients
+themselves are `attacks.input_gradients` (`analyze.py` calls it with `fold_bn=False`: the model as given).
 
 MLflow-free: `analyze.py` loads the models and data and logs what these return.
 """
@@ -6,49 +7,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ..errors import DataError, ModelError
-
-
-def _as_pixels(x: torch.Tensor) -> torch.Tensor:
-    """uint8 0-255 or float pixels in [0,1] → float32 pixels in [0,1]."""
-    if x.dtype == torch.uint8:
-        return x.float().div_(255)
-    return x.float()
-
-
-def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256,
-                    device: str | torch.device | None = None) -> torch.Tensor:
-    """∇ₓ CE(model(x), y) per image: [N, C, H, W] (float32, CPU), like `x`.
-
-    The model runs in eval mode (BatchNorm uses its running statistics and they never move; dropout
-    is off) and its train/eval mode is restored afterwards. The loss is summed over the batch, so
-    each image's gradient is its own loss's and does not depend on `batch_size`. Parameter
-    gradients are not touched (only ∂loss/∂x is computed). `x`: pixels in [0,1] or uint8.
-    """
-    if x.dim() != 4 or y.dim() != 1 or len(x) != len(y):
-        raise DataError(f"input_gradients needs images [N, C, H, W] and labels [N]; got {list(x.shape)} "
-                        f"and {list(y.shape)}")
-    dev = torch.device(device) if device is not None else next(model.parameters(), torch.empty(0)).device
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for i in range(0, len(x), batch_size):
-            xb = _as_pixels(x[i:i + batch_size]).to(dev).requires_grad_(True)
-            yb = y[i:i + batch_size].to(dev)
-            with torch.enable_grad():
-                logits = model(xb)
-                if len(yb) and int(yb.max()) >= logits.shape[1]:
-                    raise ModelError(f"label {int(yb.max())} is out of range for a model with {logits.shape[1]} "
-                                     "outputs: the cross-entropy needs the model's own classes")
-                loss = F.cross_entropy(logits, yb, reduction="sum")
-                (g,) = torch.autograd.grad(loss, xb)
-            out.append(g.detach().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, *x.shape[1:])
+from ..attacks.threat import to_pixels
 
 
 def gradient_display(g: torch.Tensor) -> torch.Tensor:
@@ -66,7 +26,7 @@ _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 def edge_magnitude(x: torch.Tensor) -> torch.Tensor:
     """Sobel gradient magnitude of the grey-level image (mean of the channels): [N, H, W]."""
-    grey = _as_pixels(x).mean(dim=1, keepdim=True)
+    grey = to_pixels(x).mean(dim=1, keepdim=True)
     k = torch.stack([_SOBEL_X, _SOBEL_X.t()]).unsqueeze(1).to(grey)        # [2, 1, 3, 3]
     e = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), k)            # [N, 2, H, W]
     return e.pow(2).sum(dim=1).sqrt()
@@ -117,7 +77,7 @@ def gradient_grid_figure(images: torch.Tensor, rows: list[tuple[str, torch.Tenso
     fig = Figure(figsize=(1.2 + cell * n, 0.3 + cell * (1 + len(rows))), dpi=FIGURE_DPI)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1 + len(rows), n, squeeze=False)
-    pix = _as_pixels(images)
+    pix = to_pixels(images)
     shown = [(image_label, pix)] + [(readable_label(label), gradient_display(g.float())) for label, g in rows]
     for r, (label, imgs) in enumerate(shown):
         for c in range(n):

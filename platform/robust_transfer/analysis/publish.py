@@ -1,6 +1,9 @@
 """docs/results.md from what `rtl report` wrote: where and how long the suites ran, the claim verdicts of every
 suite, then every suite's tables and figures. Nothing here holds a number: they all come from the reports' CSV and
-Markdown files.
+Markdown files. When each claim was registered comes from the same CSVs (`registered`, `registration_note`: the
+suite runs' records, analysis/claim_registration.py): a claim registered after its runs is listed, and counted
+apart, never among the supported; a reason counts as tested only when registered before the runs of the miss it
+explains and its verdict says something (supported or not supported).
 
     python -m robust_transfer.analysis.publish --results docs/results --scale cpu --intro docs/results_intro.md \
         > docs/results.md
@@ -14,7 +17,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from .claims import CLAIM_KINDS, NOT_RUN, NOT_SUPPORTED
+from .claim_registration import AFTER
+from .claim_stats import NOT_SUPPORTED, SUPPORTED, VERDICTS
+from .claims import CLAIM_KINDS
 
 SUITE_ORDER = ["table1", "table2", "table3", "fig1", "fig3", "fig4", "fig5", "table4", "table5", "table6", "table7",
                "fig7"]
@@ -31,13 +36,20 @@ _HEADINGS = {"premise": "The premise: are the sources what the paper assumes?", 
 
 def _claim_rows(scale_dir: Path) -> list[tuple[str, dict]]:
     """(suite, row) of every `<suite>-claims.csv`, in SUITE_ORDER; CSVs written before a column existed read it as
-    empty (`explains`) or its default (`kind`: paper), so older reports still publish."""
+    empty (`explains`), its default (`kind`: paper), or, for `registered`, `after` (no record said otherwise)."""
     rows = []
+    defaults = {"kind": "paper", "explains": "", "registered": AFTER, "smallest_detectable": "", "threshold": "",
+                "registration_note": "written before claims were registered (no record)"}
     for path in sorted(scale_dir.glob("*-claims.csv"), key=lambda p: _order(p.name[:-len("-claims.csv")])):
         with open(path, newline="", encoding="utf-8") as f:
-            rows += [(path.name[:-len("-claims.csv")], {"kind": "paper", "explains": ""} | {
-                k: v for k, v in r.items() if v is not None}) for r in csv.DictReader(f)]
+            rows += [(path.name[:-len("-claims.csv")], defaults | {k: v for k, v in r.items() if v is not None})
+                     for r in csv.DictReader(f)]
     return rows
+
+
+def _tested(suite: str, reason: dict) -> bool:
+    """A reason tested its claim's miss: registered before (its runs and the miss's) and its verdict informative."""
+    return reason["registered"] != AFTER and reason["verdict"] in (SUPPORTED, NOT_SUPPORTED)
 
 
 def _reasons_cell(suite: str, row: dict, reasons: list[tuple[str, dict]]) -> str:
@@ -46,35 +58,64 @@ def _reasons_cell(suite: str, row: dict, reasons: list[tuple[str, dict]]) -> str
     if row["verdict"] != NOT_SUPPORTED:
         return ""
     mine = [r for s, r in reasons if s == suite and r["explains"] == row["claim"]]
-    return "; ".join(f"[{r['claim']}](#{suite}): **{r['verdict']}**" for r in mine) or "none"
+    return "; ".join(f"[{r['claim']}](#{suite}): **{r['verdict']}**"
+                     + ("" if r["registered"] != AFTER else " (registered after: not counted)") for r in mine) or "none"
+
+
+def _counts(rows: list[dict]) -> str:
+    got = [v for v in VERDICTS if any(r["verdict"] == v for r in rows)]
+    return ", ".join(f"{sum(r['verdict'] == v for r in rows)} {v}" for v in got) or "none"
 
 
 def _count_line(kind: str, mine: list[tuple[str, dict]], reasons: list[tuple[str, dict]]) -> str:
-    """`24 paper claims: 3 not run, 6 not supported (5 with a tested reason), 15 supported.` — a reason counts as
-    tested once its check ran (its verdict is not `not run`)."""
-    counts: dict[str, int] = {}
-    for _, r in mine:
-        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
-    tested = {(s, r["explains"]) for s, r in reasons if r["verdict"] != NOT_RUN}
+    """`24 paper claims registered before their runs: 3 not run, 6 not supported (5 with a tested reason), 15
+    supported. 2 registered after their runs (not counted): 1 supported, 1 uninformative.` — a reason counts as
+    tested when `_tested`."""
+    tested = {(s, r["explains"]) for s, r in reasons if _tested(s, r)}
+    before = [(s, r) for s, r in mine if r["registered"] != AFTER]
+    after = [r for _, r in mine if r["registered"] == AFTER]
     parts = []
-    for verdict, n in sorted(counts.items()):
-        with_reason = sum((s, r["claim"]) in tested for s, r in mine if r["verdict"] == verdict)
+    for verdict in VERDICTS:
+        n = sum(r["verdict"] == verdict for _, r in before)
+        if not n:
+            continue
+        with_reason = sum((s, r["claim"]) in tested for s, r in before if r["verdict"] == verdict)
         note = f" ({with_reason} with a tested reason)" if kind == "paper" and verdict == NOT_SUPPORTED else ""
         parts.append(f"{n} {verdict}{note}")
-    return f"{len(mine)} {kind} claims: {', '.join(parts)}."
+    line = f"{len(before)} {kind} claims registered before their runs: {', '.join(parts) or 'none'}."
+    return line + (f" {len(after)} registered after their runs (reported, not counted): {_counts(after)}."
+                   if after else "")
 
 
 def _claims_table(kind: str, mine: list[tuple[str, dict]], reasons: list[tuple[str, dict]]) -> list[str]:
-    """One kind's table: the paper's claims carry the reasons tested for their misses; a reason names its claim."""
+    """One kind's table: the paper's claims carry the reasons tested for their misses; a reason names its claim;
+    every row says whether the claim was registered before its runs and what its sample could detect."""
+    def sdd(r):
+        return f"{r['smallest_detectable']} ({r['threshold']})" if r.get("smallest_detectable") else ""
+
     if kind == "reason":
-        out = ["| suite | explains | reason | our numbers | verdict |", "|---|---|---|---|---|"]
-        return out + [f"| [{s}](#{s}) | {r['explains']} | {r['text']} | `{r['values']}` | **{r['verdict']}** |"
-                      for s, r in mine]
+        out = ["| suite | explains | reason | our numbers | verdict | smallest detectable (threshold) | registered |",
+               "|---|---|---|---|---|---|---|"]
+        return out + [f"| [{s}](#{s}) | {r['explains']} | {r['text']} | `{r['values']}` | **{r['verdict']}** | "
+                      f"{sdd(r)} | {r['registered']} |" for s, r in mine]
     extra = kind == "paper"
-    out = ["| suite | claim | paper | our numbers | verdict |" + (" reason tested |" if extra else ""),
-           "|---|---|---|---|---|" + ("---|" if extra else "")]
-    return out + [f"| [{s}](#{s}) | {r['text']} | {r['paper']} | `{r['values']}` | **{r['verdict']}** |"
-                  + (f" {_reasons_cell(s, r, reasons)} |" if extra else "") for s, r in mine]
+    out = ["| suite | claim | paper | our numbers | verdict | smallest detectable (threshold) | registered |"
+           + (" reason tested |" if extra else ""), "|---|---|---|---|---|---|---|" + ("---|" if extra else "")]
+    return out + [f"| [{s}](#{s}) | {r['text']} | {r['paper']} | `{r['values']}` | **{r['verdict']}** | {sdd(r)} | "
+                  f"{r['registered']} |" + (f" {_reasons_cell(s, r, reasons)} |" if extra else "") for s, r in mine]
+
+
+def registration_summary(rows: list[tuple[str, dict]]) -> list[str]:
+    """What was registered when, from the records: how many claims before their runs, and each one after, with why."""
+    after = [(s, r) for s, r in rows if r["registered"] == AFTER]
+    out = [f"{len(rows) - len(after)} of {len(rows)} claims were registered before their runs: a suite run recorded "
+           "the claim as it reads now, with the budget its runs ran with, before the first of those runs started "
+           "(and, for a reason, before the runs of the miss it explains)."]
+    if after:
+        out += ["", "| suite | claim | kind | verdict | why it counts as registered after |", "|---|---|---|---|---|"]
+        out += [f"| [{s}](#{s}) | {r['claim']} | {r['kind']} | {r['verdict']} | {r['registration_note']} |"
+                for s, r in after]
+    return out + [""]
 
 
 def claims_summary(scale_dir: Path) -> list[str]:
@@ -84,7 +125,7 @@ def claims_summary(scale_dir: Path) -> list[str]:
     if not rows:
         return ["*No claim has been checked yet: run the suites, then `rtl report`.*", ""]
     reasons = [(s, r) for s, r in rows if r["kind"] == "reason"]
-    out = []
+    out = ["### When each claim was registered", "", *registration_summary(rows)]
     for kind in CLAIM_KINDS:
         mine = [(s, r) for s, r in rows if r["kind"] == kind]
         if mine:

@@ -4,7 +4,7 @@ A seeded step (`seeds:` in the suite, tags rtl.seed / rtl.seeds / rtl.seeds_key)
 that averages its seeds: the newest FINISHED run of the step names the seeds (rtl.seeds) and the step's
 seed group (rtl.seeds_key: its parameters without the seed); for each of those seeds the newest FINISHED
 run of that group is taken, and the record's `metrics` are the means over them (`seed_runs` holds the
-runs). `metric_stats` gives mean, standard deviation (n-1), n and the standard error.
+runs). `metric_stats` gives mean, standard deviation (n-1) and n.
 """
 from __future__ import annotations
 
@@ -199,15 +199,9 @@ def run_ids(run: dict | None) -> str | None:
     return ",".join(run.get("run_ids") or [run["run_id"]])
 
 
-def binomial_se(p: float, n: int) -> float:
-    """The standard error of an accuracy p measured on n independent examples: sqrt(p(1-p)/n)."""
-    return math.sqrt(max(p * (1 - p), 0.0) / n)
-
-
 def metric_stats(run: dict | None, metric: str) -> dict | None:
-    """{mean, std, n, se} of a metric: over the seeds of a seeded record (std with n-1, se = std/sqrt(n));
-    for one run, std is None and se the binomial standard error sqrt(p(1-p)/n_examples) of an accuracy
-    (`*_acc`) whose run has the param n_examples, else 0. None when the metric is missing."""
+    """{mean, std, n} of a metric: over the seeds of a seeded record (std with n-1); for one run std is None and n 1.
+    None when the metric is missing. (A claim's standard errors: analysis/claim_verdicts.standard_error.)"""
     if run is None:
         return None
     if run.get("seed_runs"):
@@ -217,19 +211,10 @@ def metric_stats(run: dict | None, metric: str) -> dict | None:
         if len(values) > 1:
             mean = sum(values) / len(values)
             std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-            return {"mean": mean, "std": std, "n": len(values), "se": std / math.sqrt(len(values))}
+            return {"mean": mean, "std": std, "n": len(values)}
         run = next(r for r in run["seed_runs"] if metric_value(r, metric) is not None)
     value = metric_value(run, metric)
-    if value is None:
-        return None
-    se = 0.0
-    try:
-        n_examples = int(float(run["params"].get("n_examples", 0)))
-    except (TypeError, ValueError):
-        n_examples = 0
-    if metric.endswith("_acc") and n_examples > 0 and 0.0 <= value <= 1.0:
-        se = binomial_se(value, n_examples)
-    return {"mean": value, "std": None, "n": 1, "se": se}
+    return None if value is None else {"mean": value, "std": None, "n": 1}
 
 
 def experiment_ids_for(name: str | None) -> list[str] | None:

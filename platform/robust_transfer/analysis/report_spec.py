@@ -61,10 +61,16 @@ def _table_entry(raw: dict, path, i: int) -> dict:
     name = _str(raw.get("table"), "table", _where(path, f"{i}"), pattern=_NAME)
     where = _where(path, repr(name))
     cols = raw.get("columns")
-    if isinstance(cols, list):
-        cols = {c: c for c in cols}
+    if isinstance(cols, list):   # headers from the metrics alone (report_tables.metric_header)
+        cols = {c: None for c in cols}
     cols = _mapping(cols, "columns", where)
-    columns = {_metric(m, where): _str(h, f"columns.{m}", where) for m, h in cols.items()}
+    columns = {}
+    for m, h in cols.items():
+        if isinstance(h, dict):  # {paper: "val."}: the paper's header for this column, shown beside ours
+            if set(h) != {"paper"}:
+                raise ConfigError(f"{where}: columns.{m}={h!r}: give a header, or {{paper: <the paper's header>}}")
+            h = h["paper"]
+        columns[_metric(m, where)] = _str(h, f"columns.{m}", where, required=False)
     rows = []
     for r in _list(raw.get("rows"), "rows", where):
         r = _mapping(r, "rows[]", where)

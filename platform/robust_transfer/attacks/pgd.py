@@ -1,5 +1,5 @@
-"""ℓ∞ attacks on pixels in [0,1]: PGD (Madry et al. 2018), FGSM (Goodfellow et al. 2015) and
-FGSM with a random start (FGSM-RS, Wong et al. 2020).
+"""PGD on pixels in [0,1] (Madry et al. 2018), in its two uses: TRAINING (`pgd_train`, Madry's last
+iterate) and EVALUATION (`pgd_attack`, per example the first iterate that fools, with early exit).
 
 PGD solves the paper's Eq. 1, max_δ l(x+δ, y) s.t. ‖δ‖∞ ≤ ε, by repeating
 
@@ -7,6 +7,13 @@ PGD solves the paper's Eq. 1, max_δ l(x+δ, y) s.t. ‖δ‖∞ ≤ ε, by repe
 
 from a uniform random start in the ball. The ball and the box are intersected once up front,
 lo = max(x0 − ε, 0) and hi = min(x0 + ε, 1), so the projection Π is a single clamp.
+
+Training and evaluation need different answers from the same iteration. `pgd_train` returns x_k, the
+LAST iterate, for every example: Madry et al. and the paper's PGD-7 sources train on x_k. `pgd_attack`
+is an evaluation device: per example it returns the first iterate that fools the model (possibly the
+random start), else the highest-loss one, so "fooled" means fooled at any iterate and a fooled example
+can leave the batch (early exit). Training on that would train on easier, earlier points for the
+examples broken early.
 
 Conventions (docs/architecture.md): attacks run with the model in eval mode (BatchNorm statistics must not
 move; each example is then attacked independently of the rest of the batch) and never touch
@@ -23,7 +30,6 @@ precisions; `precision="bf16"` asks for a bf16-autocast attack explicitly (bench
 from __future__ import annotations
 
 import contextlib
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, check_range, one_of
+from ..models.modes import eval_mode
 from .fold import attack_view
 
 LOSSES = ("ce", "cw")
@@ -62,22 +69,6 @@ def _per_example_loss(name: str):
     if name == "cw":
         return cw_margin_loss
     raise one_of("loss", name, LOSSES)
-
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Put `model` in eval mode; afterwards restore every submodule's own training flag.
-
-    Per submodule, not `model.train(flag)`: a transfer model may have a frozen feature extractor
-    in eval mode under a head in train mode, and that mix must survive an attack.
-    """
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def _uniform(shape, eps: float, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -203,33 +194,27 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha
                       restarts=restarts, early_exit=early_exit, generator=generator, fold_bn=fold_bn).x_adv
 
 
-def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """∂ CE(model(x), y) / ∂x per example, in eval mode (the paper's Fig. 5 gradient images).
+def pgd_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
+              generator: torch.Generator | None = None, fold_bn: bool = True) -> torch.Tensor:
+    """Madry's PGD-`steps` training examples: the LAST iterate from a uniform random start.
 
-    The loss is summed, not averaged, so each example's gradient is its own CE gradient whatever
-    the batch size (in eval mode examples do not interact).
+        x_0     = Π( x + U(−ε, ε) )                                   (random start)
+        x_{t+1} = Π( x_t + α · sign(∇ₓ CE(f(x_t), y)) ),  t = 0 … k−1
+        return x_k                                                      (for every example)
+
+    Same conventions as `pgd_attack`: eval mode (per-module training flags restored), gradients
+    w.r.t. the input only, fp32 even inside an autocast region, BatchNorm folded into the convolutions.
     """
-    if x.dim() < 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
-        raise ConfigError(f"input_gradients needs x [n, ...] and y [n]; got x {tuple(x.shape)} and y {tuple(y.shape)}")
-    with eval_mode(model), torch.enable_grad(), attack_precision(x.device):
-        x = x.detach().clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(F.cross_entropy(attack_view(model)(x).float(), y, reduction="sum"), x)
-    return grad
-
-
-def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, random_start_alpha: float | None = None,
-         generator: torch.Generator | None = None) -> torch.Tensor:
-    """One signed-gradient step of the CE loss, projected to B∞(x, eps) ∩ [0,1].
-
-    FGSM: x + ε·sign(∇ₓ L(x)). With `random_start_alpha=α` it is Wong et al. (2020)'s FGSM-RS:
-    start at x_0 = x + U(−ε, ε) (projected), step x_0 + α·sign(∇ₓ L(x_0)), project again.
-    """
-    _check(x, y, eps, alpha=random_start_alpha)
+    _check(x, y, eps, alpha, steps)
     x = x.detach()
     lo, hi = _box(x, eps)
-    if random_start_alpha is None:
-        x0, step = x, eps
-    else:
-        x0, step = (x + _uniform(x.shape, eps, x, generator)).clamp_(lo, hi), random_start_alpha
-    grad = input_gradients(model, x0, y)
-    return (x0 + step * grad.sign()).clamp_(lo, hi)
+    x_adv = (x + _uniform(x.shape, eps, x, generator)).clamp_(lo, hi)
+    with eval_mode(model), torch.enable_grad(), attack_precision(x.device):
+        f = attack_view(model) if fold_bn else model
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            loss = F.cross_entropy(f(x_adv).float(), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x_adv)        # input only: parameter gradients untouched
+            with torch.no_grad():
+                x_adv = x_adv.detach().add_(grad.sign(), alpha=alpha).clamp_(lo, hi)
+    return x_adv.detach()

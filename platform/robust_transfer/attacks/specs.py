@@ -1,5 +1,10 @@
 """One grammar for attack names, one attack spec: what every evaluation in this library runs.
 
+The grammar lives with the attacks (it names the algorithms and their parameters) and imports nothing
+above them, so `config/` checks `attacks=` with it at the boundary. `parse_attack_spec` is the one
+parser (one regex, one MAX_STEPS); `parse_attacks` reads a list, `parse_attack` the short form that
+training-time evaluation takes (our own attacks, one restart).
+
     clean                    no attack
     fgsm                     one signed-gradient step (ours)
     pgd<k>[r<m>]             k-step PGD on cross-entropy, m random restarts (ours; pgd100r5 → pgd100r5_acc)
@@ -18,12 +23,12 @@
                              the number RobustBench reports (attacks/reference.py)
 
 APGD and Square run Croce & Hein's own implementations (`pyautoattack`'s APGDAttack, APGDAttack_targeted
-and SquareAttack, driven one batch at a time by attacks/strong.py with per-example random starts);
+and SquareAttack, driven one batch at a time by attacks/impl_pyautoattack.py with per-example random starts);
 `<name>@art` runs ART 1.20's instead (`apgd-ce@art`, `apgd-dlr@art`, `square@art`: slower, kept for
 comparisons). DeepFool is ART's only.
 
 An `AttackSpec` names what runs: name, kind, loss, steps, restarts, targets, queries, implementation.
-Budget-driven fields (APGD iterations, targets, Square queries) are filled by `resolve(budget)`.
+Budget-driven fields (APGD iterations, targets, Square queries) are filled by `resolve(budget)` (budget.py).
 Metric: the name with '-' → '_' and `_acc` appended (`apgd-ce` → `apgd_ce_acc`; `autoattack` → `aa_acc`).
 """
 from __future__ import annotations
@@ -158,3 +163,21 @@ def parse_attacks(attacks) -> list[AttackSpec]:
         raise ConfigError(f"attacks is empty; give at least one of {ATTACK_FORMS}")
     clean = [s for s in specs if s.kind == "clean"] or [AttackSpec("clean", "clean")]
     return clean + [s for s in specs if s.kind != "clean"]
+
+
+SHORT_FORMS = "clean, fgsm, pgd<steps> or cw<steps> (e.g. pgd20, cw20)"
+
+
+def parse_attack(name) -> tuple[str, int]:
+    """'clean'→('clean', 0), 'fgsm'→('fgsm', 1), 'pgd20'→('pgd', 20), 'cw20'→('cw', 20).
+
+    The short form of the one grammar (`parse_attack_spec`) for our own attacks with one restart, as
+    training and transfer runs use them; every other name is a ConfigError naming what is allowed."""
+    try:
+        spec = parse_attack_spec(name)
+    except ConfigError:
+        spec = None
+    if spec is None or spec.kind not in OURS_KINDS or spec.name != (f"{spec.kind}{spec.steps}"
+                                                                    if spec.kind in ("pgd", "cw") else spec.kind):
+        raise ConfigError(f"attack={name!r} is not allowed; use {SHORT_FORMS}, with 1 <= steps <= {MAX_STEPS}")
+    return spec.kind, spec.steps

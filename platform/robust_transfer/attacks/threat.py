@@ -2,11 +2,13 @@
 
 Users give `epsilon` and `step_size` on the familiar 0–255 scale (the paper: ε=8, step 2; its
 ImageNet models: ε=5). They are converted to the [0,1] pixel scale exactly once, here
-(`eps`, `alpha`), so no other module divides by 255.
+(`eps`, `alpha`), so no other module divides by 255; uint8 images become pixels here too (`to_pixels`).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+import torch
 
 from ..errors import ConfigError, check_range, one_of
 
@@ -41,3 +43,8 @@ class ThreatModel:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (0-255) → float32 pixels in [0,1]; float pixels → float32, unchanged otherwise."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()

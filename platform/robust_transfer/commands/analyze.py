@@ -5,12 +5,16 @@ import tempfile
 from pathlib import Path
 
 from ..config import AnalyzeConfig
-from ..tracking import tracked_run
 from .common import print_table
+from .registry import entry_point
 
 
+@entry_point(AnalyzeConfig, help="Input-gradient images of models (what=gradients, Fig. 5) or feature distances "
+                                 "between images and their augmented copies (what=feature-distance, Fig. 7).")
 def run_analyze(cfg: AnalyzeConfig) -> dict:
     """One MLflow run (`rtl.strategy=analyze`); FAILED if anything raises."""
+    from ..tracking import tracked_run
+
     tags = {"rtl.model": cfg.model, "rtl.what": cfg.what}
     with tracked_run("analyze", cfg.to_params(), tags, experiment=cfg.experiment) as log:
         with tempfile.TemporaryDirectory(prefix="rtl-analyze-") as tmp:

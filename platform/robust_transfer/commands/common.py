@@ -2,10 +2,6 @@
 from a source model (one tracked run, the strategy, the model published, the table printed, a dict back)."""
 from __future__ import annotations
 
-from ..tracking import tracked_run
-from ..tracking.naming import name_run, run_name
-from ..tracking.registry import publish_model
-
 
 def print_table(title: str, rows: dict[str, float]) -> None:
     print(f"\n{title}")
@@ -20,6 +16,9 @@ def source_tags(cfg) -> dict[str, str]:
 def publish(cfg, log, result, strategy: str, suffix: str = "") -> str:
     """Log a source-based strategy's model; register it when `register_as` asks (named after its data).
     The run is named `<strategy>-<dataset>-<arch>` (unless a suite or search named it)."""
+    from ..tracking.naming import name_run, run_name
+    from ..tracking.registry import publish_model
+
     name_run(log.run_id, run_name(strategy, result.meta["data_spec"], result.meta.get("arch", result.model.arch)))
     return publish_model(log, result, strategy, cfg.register_as, result.meta["data_spec"],
                          result.meta.get("arch", result.model.arch), suffix)
@@ -45,6 +44,8 @@ def resolve_source(uri: str):
 def run_source_strategy(strategy: str, cfg, fn, title: str) -> dict:
     """transfer, finetune_adv, lwf: the source resolved, then one tracked run around
     `fn(cfg, log, run_id=..., source=...)`."""
+    from ..tracking import tracked_run
+
     source = resolve_source(cfg.source_model)
     with tracked_run(strategy, cfg.to_params(), source_tags(cfg), experiment=cfg.experiment) as log:
         result = fn(cfg, log, run_id=log.run_id, source=source)

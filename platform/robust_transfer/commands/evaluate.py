@@ -1,4 +1,4 @@
-"""`evaluate`: robustness of a model, logged to MLflow and put on its registered version (evaluation.py)."""
+"""`evaluate`: robustness of a model, logged to MLflow and put on its registered version (evaluation/)."""
 from __future__ import annotations
 
 import json
@@ -6,25 +6,24 @@ import sys
 import warnings
 
 from ..config import EvaluateConfig
-from ..tracking import tracked_run
 from .common import print_table
+from .registry import entry_point
 
 
+@entry_point(EvaluateConfig, help="Robust accuracy per attack and worst case per example: suite=quick (PGD-20, "
+                                  "CW-20), standard (+ APGD-CE/DLR, Square; masking diagnostics) or full "
+                                  "(AutoAttack-style).")
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     """`rtl evaluate` / the `evaluate` entry point: evaluate, log to MLflow, tag a registered version."""
-    from ..evaluation import BUDGET_KNOBS, MaskingWarning, evaluate
+    from ..evaluation import MaskingWarning, evaluate_config
+    from ..tracking import tracked_run
     from ..tracking.registry import tag_model_version
 
-    budget = {k: getattr(cfg, k, None) for k in BUDGET_KNOBS}
     tags = {"rtl.model": cfg.model, "rtl.suite": cfg.suite}
     with tracked_run("evaluate", cfg.to_params(), tags, experiment=cfg.experiment) as log:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MaskingWarning)   # reported below, as one line
-            ev = evaluate(cfg.model, cfg.dataset, split=cfg.split, suite=cfg.suite, attacks=cfg.attacks,
-                          epsilon=cfg.epsilon, step_size=cfg.step_size, n_examples=cfg.n_examples, seed=cfg.seed,
-                          batch_size=cfg.batch_size, device=cfg.device, data_dir=cfg.data_dir, download=cfg.download,
-                          progress=cfg.progress, diagnostics=None if getattr(cfg, "diagnostics", True) else False,
-                          resume=getattr(cfg, "resume", True), cascade=getattr(cfg, "cascade", True), **budget)
+            ev = evaluate_config(cfg)
         res = ev.result
         log.log_metrics(res.metrics)
         run_tags = {"rtl.data": ev.data.spec, "rtl.data_sha256": ev.data.sha256(),

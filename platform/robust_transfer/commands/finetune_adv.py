@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from ..config import FinetuneAdvConfig
 from .common import run_source_strategy
+from .registry import entry_point
 
 
+@entry_point(FinetuneAdvConfig, help="End-to-end fine-tuning of the source on PGD-k examples of the target "
+                                     "(Fig. 3 baseline).")
 def run_finetune_adv(cfg: FinetuneAdvConfig) -> dict:
     from ..strategies.finetune_adv import finetune_adv
 

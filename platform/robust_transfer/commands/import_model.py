@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from ..config.import_model import ImportConfig
 from .common import print_table
+from .registry import entry_point
 
 
+@entry_point(ImportConfig, help="Convert a published checkpoint (torchvision, robustness, RobustBench, or a state "
+                                "dict + YAML key map) into ours and register it (docs/importing.md).")
 def run_import(cfg: ImportConfig) -> dict:
     from ..importers import import_and_register
 

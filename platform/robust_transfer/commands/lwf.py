@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from ..config import LwfConfig
 from .common import run_source_strategy
+from .registry import entry_point
 
 
+@entry_point(LwfConfig, help="Fine-tuning without forgetting: CE + lambda_d * d(z, z0) (Sec. 6, Tables 4-7).")
 def run_lwf(cfg: LwfConfig) -> dict:
     from ..strategies.lwf import lwf
 

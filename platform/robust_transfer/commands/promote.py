@@ -4,12 +4,16 @@ from __future__ import annotations
 import sys
 
 from ..config import PromoteConfig
-from ..expr import choosing_on_test_warning
-from ..promotion import Policy, find_candidate, promote
-from ..tracking import mlflow_client, tracked_run
+from .registry import entry_point
 
 
+@entry_point(PromoteConfig, help="Move the champion alias of a registered model if a policy says so; records the "
+                                 "decision and a model card.")
 def run_promote(cfg: PromoteConfig) -> dict:
+    from ..expr import choosing_on_test_warning
+    from ..promotion import Policy, find_candidate, promote
+    from ..tracking import mlflow_client, tracked_run
+
     policy = Policy.parse(cfg.policy)
     test_warning = choosing_on_test_warning(f"policy {policy.text!r}", policy.metric_names)
     if test_warning:   # it still runs (issue 13): one line

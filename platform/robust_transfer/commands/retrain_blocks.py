@@ -7,13 +7,16 @@ import tempfile
 from pathlib import Path
 
 from ..config import RetrainBlocksConfig
-from ..tracking import tracked_run
 from .common import print_table, publish, report, resolve_source, source_tags
+from .registry import entry_point
 
 
+@entry_point(RetrainBlocksConfig, help="Re-initialise and re-train the k deepest blocks on natural examples "
+                                       "(Fig. 1).")
 def run_retrain_blocks(cfg: RetrainBlocksConfig) -> dict:
     """One run for one k; for several, a parent run with a nested child per k and Fig. 1's plot."""
     from ..strategies.retrain_blocks import check_k, plot_robustness_vs_k, retrain_blocks, source_baseline
+    from ..tracking import tracked_run
 
     ks = cfg.k_values()
     source = resolve_source(cfg.source_model)  # once: each k re-trains its own copy, the baseline reads it unchanged

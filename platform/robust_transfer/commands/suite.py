@@ -9,15 +9,19 @@ from pathlib import Path
 
 from ..config import SuiteConfig
 from ..errors import ConfigError
-from ..suites.plan import load_suite, with_upstream
-from ..suites.run import project_root_for, run_report_step, run_step, suite_tags
-from ..tracking import mlflow_client, tracked_run
-from ..tracking.runs import absolute_tracking_uri, tracking_uri
+from .registry import entry_point
 
 
+@entry_point(SuiteConfig, help="Run a paper table/figure (projects/*.yaml) as child runs, reusing finished steps, "
+                               "passing models by registry alias, ending with report.")
 def run_suite(cfg: SuiteConfig) -> dict:
     """Plan, then reuse/run every step as a child run of this suite's run, then `report`."""
     import mlflow
+
+    from ..suites.plan import load_suite, with_upstream
+    from ..suites.run import project_root_for, run_report_step, run_step, suite_tags
+    from ..tracking import mlflow_client, tracked_run
+    from ..tracking.runs import absolute_tracking_uri, tracking_uri
 
     # steps run with the project root as working directory: a relative sqlite store must not move
     os.environ["MLFLOW_TRACKING_URI"] = absolute_tracking_uri(tracking_uri())
@@ -26,6 +30,7 @@ def run_suite(cfg: SuiteConfig) -> dict:
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     from ..search.space import parse_set
+    from ..suites.registration import record as record_registration
 
     suite = load_suite(cfg.project, cfg.scale, overrides=parse_set(cfg.set))
     if cfg.report:  # a malformed report: say so now, not after hours of steps
@@ -59,6 +64,11 @@ def run_suite(cfg: SuiteConfig) -> dict:
         experiment_id = mlflow.get_run(log.run_id).info.experiment_id
         print(f"suite {suite.name} — {suite.title} — scale {suite.scale}: {len(steps)} steps (run {log.run_id})",
               flush=True)
+        # before the first step starts: every claim and step budget as they stand now (suites/registration.py)
+        snap = record_registration(client, log.run_id, suite, parse_set(cfg.set))
+        print(f"registered {len(snap['claims'])} claims and {len(snap['steps'])} steps"
+              + (f" ({len(snap['problems'])} suite file(s) not read: {', '.join(snap['problems'])})"
+                 if snap["problems"] else ""), flush=True)
         plan, reused, t_start, finished = [], 0, time.time(), {}
         for i, step in enumerate(steps, 1):
             t0 = time.time()
@@ -80,7 +90,7 @@ def run_suite(cfg: SuiteConfig) -> dict:
         client.log_dict(log.run_id, plan, "suite_plan.json")
         if cfg.report and not cfg.only:
             print(f"[report] {suite.name} → {cfg.out}/{suite.scale}/", flush=True)
-            run_report_step(client, suite, cfg.project, cfg.out, cfg.experiment, experiment_id, project_root)
+            run_report_step(client, suite, cfg, experiment_id, project_root)
         print(f"suite {suite.name}: {len(steps) - reused} steps run, {reused} reused, "
               f"{time.time() - t_start:.0f} s", flush=True)
         return {"run_id": log.run_id, "plan": plan}

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 from ..config import TrainConfig
-from ..tracking import tracked_run
-from ..tracking.naming import name_run, run_name
-from ..tracking.registry import publish_model
 from .common import print_table
+from .registry import entry_point
 
 
+@entry_point(TrainConfig, help="Train a source model: natural, pgd, free or fgsm-rs (Table 1).")
 def run_train(cfg: TrainConfig) -> dict:
     from ..strategies.engine import resume_state, resume_tags
     from ..strategies.train import checkpoint_dir, train
+    from ..tracking import tracked_run
+    from ..tracking.naming import name_run, run_name
+    from ..tracking.registry import publish_model
     from ..tracking.runs import check_resume_run
 
     ckpt = checkpoint_dir(cfg)

@@ -3,15 +3,22 @@
 `cli.py` builds its argparse flags from the fields (`lambda_d` → `--lambda-d`), MLproject passes the
 same names in snake_case, search spaces and suite plans build the same objects (`config.coerce` turns
 their texts into field values), and every `__post_init__` checks ranges, so a bad value fails before
-any data is read or run is started. `CONFIGS` names every entry point's class (rtl spelling).
+any data is read or run is started. A field's trailing `# comment` is its documentation (`rtl --help`).
+
+`CONFIGS` (entry point → config class) is derived from the classes that name an entry point
+(`ENTRY_POINT = "train"`; config/entry_points.py). Importing config/ stays light (no torch, no mlflow):
+`rtl --help` reads it.
 """
 from __future__ import annotations
 
-from dataclasses import field, fields
+from dataclasses import field
 
 from .analysis import (ANALYSES, ANALYZE_DEFAULT_N_IMAGES, ANALYZE_MAX_GRID_IMAGES, ANALYZE_MAX_MODELS,
                        REPORT_SUFFIXES, SUITE_REUSE, AnalyzeConfig, ReportConfig, SuiteConfig)
-from .common import CHANNELS_LAST, PRECISIONS, SCHEDULES, CommonConfig, EvalThreatConfig, ThreatConfig, ValidationConfig, milestone_fractions
+from .choices import field_choices
+from .common import (CHANNELS_LAST, PRECISIONS, SCHEDULES, CommonConfig, EvalThreatConfig, ThreatConfig,
+                     ValidationConfig, milestone_fractions)
+from .entry_points import CONFIGS, canonical_entry_point, mlproject_name, spellings
 from .evaluate import EvaluateConfig
 from .import_model import ImportConfig
 from .search import SEARCH_BACKENDS, PromoteConfig, SearchConfig, parse_resources
@@ -19,44 +26,11 @@ from .train import TRAIN_MODES, TrainConfig
 from .transfer import (LWF_DISTANCES, LWF_TEACHERS, FinetuneAdvConfig, LwfConfig, RetrainBlocksConfig, SourceConfig,
                        TransferConfig, parse_k_list)
 
-# entry point (rtl spelling; MLproject writes `-` as `_`) → its config class, in MLproject's order
-CONFIGS = {
-    "train": TrainConfig,
-    "evaluate": EvaluateConfig,
-    "retrain-blocks": RetrainBlocksConfig,
-    "transfer": TransferConfig,
-    "finetune-adv": FinetuneAdvConfig,
-    "lwf": LwfConfig,
-    "search": SearchConfig,
-    "promote": PromoteConfig,
-    "analyze": AnalyzeConfig,
-    "report": ReportConfig,
-    "suite": SuiteConfig,
-    "import": ImportConfig,
-}
-# MLproject names an entry point differently where its rtl name is a Python keyword
-ENTRY_POINT_NAMES = {"import": "import_model"}
 
-
-def canonical_entry_point(name) -> str | None:
-    """`finetune_adv` (MLproject spelling) or `finetune-adv` (rtl spelling) → the CONFIGS key; None if unknown."""
-    if not isinstance(name, str):
-        return None
-    name = {v: k for k, v in ENTRY_POINT_NAMES.items()}.get(name, name)
-    for cand in (name, name.replace("_", "-"), name.replace("-", "_")):
-        if cand in CONFIGS:
-            return cand
-    return None
-
-
-def config_fields(cls) -> list:
-    return [f for f in fields(cls)]
-
-
-__all__ = ["CONFIGS", "canonical_entry_point", "config_fields", "field",
-           "CommonConfig", "ThreatConfig", "EvalThreatConfig", "ValidationConfig", "SourceConfig", "TrainConfig", "EvaluateConfig", "RetrainBlocksConfig",
-           "TransferConfig", "ImportConfig", "ENTRY_POINT_NAMES", "FinetuneAdvConfig", "LwfConfig", "SearchConfig", "PromoteConfig", "AnalyzeConfig",
-           "ReportConfig", "SuiteConfig", "TRAIN_MODES", "SCHEDULES", "PRECISIONS", "CHANNELS_LAST", "LWF_DISTANCES",
-           "LWF_TEACHERS", "SEARCH_BACKENDS", "ANALYSES", "ANALYZE_DEFAULT_N_IMAGES", "ANALYZE_MAX_GRID_IMAGES",
-           "ANALYZE_MAX_MODELS", "REPORT_SUFFIXES", "SUITE_REUSE", "milestone_fractions", "parse_k_list",
-           "parse_resources"]
+__all__ = ["CONFIGS", "canonical_entry_point", "mlproject_name", "spellings", "field_choices", "field",
+           "CommonConfig", "ThreatConfig", "EvalThreatConfig", "ValidationConfig", "SourceConfig", "TrainConfig",
+           "EvaluateConfig", "RetrainBlocksConfig", "TransferConfig", "ImportConfig", "FinetuneAdvConfig", "LwfConfig",
+           "SearchConfig", "PromoteConfig", "AnalyzeConfig", "ReportConfig", "SuiteConfig", "TRAIN_MODES", "SCHEDULES",
+           "PRECISIONS", "CHANNELS_LAST", "LWF_DISTANCES", "LWF_TEACHERS", "SEARCH_BACKENDS", "ANALYSES",
+           "ANALYZE_DEFAULT_N_IMAGES", "ANALYZE_MAX_GRID_IMAGES", "ANALYZE_MAX_MODELS", "REPORT_SUFFIXES",
+           "SUITE_REUSE", "milestone_fractions", "parse_k_list", "parse_resources"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 from ..data.spec import parse_spec
 from ..device import check_device
@@ -21,18 +22,24 @@ class AnalyzeConfig:
     """`analyze` (Fig. 5, Fig. 7 / appendix B): input-gradient images of one or more models, or the distance
     between the features of images and of their augmented copies."""
 
-    what: str = "gradients"            # gradients (Fig. 5) | feature-distance (Fig. 7)
-    model: str = ""                    # a model URI/path; gradients: a comma list, one grid row each
+    ENTRY_POINT = "analyze"
+    SPLITS: ClassVar[tuple[str, ...]] = ("train", "test")
+
+    what: str = "gradients"            # what to compute: input gradients (Fig. 5) or feature distances (Fig. 7)
+    model: str = ""                    # the model: a URI or checkpoint path; gradients: a comma list, one grid row each
     labels: str = ""                   # row labels, one per model (comma list); default: the model URIs
-    dataset: str = ""                  # default: the dataset recorded in the (first) model's metadata
-    split: str = "test"
-    n_images: int | None = None        # default: 8 (gradients), 1000 or the whole split if smaller (feature-distance)
+    dataset: str = ""                  # the images, a dataset spec (default: the one recorded in the (first) model's
+                                       # metadata)
+    split: str = "test"                # the split the images come from
+    n_images: int | None = None        # images analysed (default: 8 for gradients; 1000, or the whole split if
+                                       # smaller, for feature-distance)
     seed: int = 0                      # which images, and the augmentation's randomness
-    batch_size: int = 128
-    device: str = "auto"
-    experiment: str = "robust-transfer"
-    data_dir: str | None = None
-    progress: bool = True
+    batch_size: int = 128              # images per batch
+    device: str = "auto"               # where to run (auto: cuda when available)
+    experiment: str = "robust-transfer"  # the MLflow experiment of the run
+    data_dir: str | None = None        # where datasets are read and unpacked (default: $RTL_DATA_DIR, else
+                                       # ../shared/data when it exists, else ~/.cache/robust-transfer/data)
+    progress: bool = True              # show progress bars
 
     def __post_init__(self):
         self.model, self.labels, self.dataset = self.model or "", self.labels or "", self.dataset or ""
@@ -58,8 +65,8 @@ class AnalyzeConfig:
                 raise ConfigError(f"labels={self.labels!r} repeats a label; give each model its own")
         if self.dataset:
             parse_spec(self.dataset)
-        if self.split not in ("train", "test"):
-            raise one_of("split", self.split, ("train", "test"))
+        if self.split not in self.SPLITS:
+            raise one_of("split", self.split, self.SPLITS)
         if self.n_images is not None:
             if not isinstance(self.n_images, int) or isinstance(self.n_images, bool):
                 raise ConfigError(f"n_images={self.n_images!r} must be a whole number")
@@ -90,11 +97,13 @@ REPORT_SUFFIXES = (".yaml", ".yml")
 class ReportConfig:
     """`report`: the tables and figures of a projects/*.yaml suite, from its newest FINISHED step runs."""
 
-    project: str = ""                  # a projects/*.yaml suite
+    ENTRY_POINT = "report"
+
+    project: str = ""                  # the suite: a YAML file, or the name of a shipped one
     scale: str = "cpu"                 # one of the suite's `scales` (checked when the suite is read)
-    out: str = "docs/results"          # writes <out>/<scale>/<table or figure name>.{md,csv,png} and index.md
+    out: str = "docs/results"          # the folder written: <out>/<scale>/<table or figure>.{md,csv,png} and index.md
     experiment: str = ""               # select runs from this experiment only (default: all experiments);
-                                       # the report's own run is logged there too (default robust-transfer)
+                                       # the report's own run is logged there too (or in robust-transfer)
 
     def __post_init__(self):
         from pathlib import Path
@@ -130,14 +139,17 @@ SUITE_REUSE = ("exact", "params", "never")
 class SuiteConfig:
     """`suite`: run a projects/*.yaml (a paper table/figure) as child runs, reusing finished steps, then `report`."""
 
-    project: str = ""                  # projects/<table or figure>.yaml
-    scale: str = "cpu"                 # a scale the file defines (cpu | paper)
-    reuse: str = "exact"               # exact: same entry, params and code version; params: any code version; never
+    ENTRY_POINT = "suite"
+
+    project: str = ""                  # the suite (a paper table or figure): a YAML file, or the name of a shipped one
+    scale: str = "cpu"                 # one of the suite's `scales`, e.g. cpu or paper
+    reuse: str = "exact"               # which finished step runs count as done: exact, same entry, parameters and
+                                       # code version; params, any code version; never
     only: str = ""                     # run only these steps (comma list) and what they need; no report
     dry_run: bool = False              # print the plan (steps, keys, parameters) and stop
     report: bool = True                # end with the `report` step
     out: str = "docs/results"          # where `report` writes <scale>/<table>.md|csv|png
-    experiment: str = "robust-transfer"
+    experiment: str = "robust-transfer"  # the MLflow experiment of the suite's runs
     set: str = ""                      # scale variables, e.g. set="imagenet_robust=models:/imagenet-robust-r50/1" (a scale's `requires:`)
 
     def __post_init__(self):

@@ -75,24 +75,26 @@ def milestone_fractions(text: str) -> list[float]:
 class CommonConfig:
     """Parameters every training entry point shares (docs/architecture.md: common parameters)."""
 
-    epochs: int = 10
-    iterations: int | None = None   # wins over epochs when given
-    batch_size: int = 128
-    lr: float = 0.1
-    seed: int = 0
+    epochs: int = 10                # passes over the training data (iterations wins when given)
+    iterations: int | None = None   # optimizer updates; wins over epochs when given
+    batch_size: int = 128           # training examples per batch
+    lr: float = 0.1                 # learning rate of momentum SGD
+    seed: int = 0                   # random seed: initialisation, data order, attacks
     eval_seed: int = 0              # which test examples the final evaluation uses and its attacks' random starts
                                     # (and the validation check's): the same for every training seed by default,
-                                    # so seeded runs are compared on the same examples — like val_seed
-    per_class: int | None = None
-    n_examples: int = 1000
-    device: str = "auto"
-    register_as: str | None = None
-    experiment: str = "robust-transfer"
-    data_dir: str | None = None
+                                    # so seeded runs are compared on the same examples, like val_seed
+    per_class: int | None = None    # train on this many examples per class (low-data runs; default: all)
+    n_examples: int = 1000          # test examples of the final clean and robust evaluation
+    device: str = "auto"            # where to run (auto: cuda when available)
+    register_as: str | None = None  # register the model under this name (auto: <dataset>-<arch>-<strategy>)
+    experiment: str = "robust-transfer"  # the MLflow experiment of the run
+    data_dir: str | None = None     # where datasets are read and unpacked (default: $RTL_DATA_DIR, else
+                                    # ../shared/data when it exists, else ~/.cache/robust-transfer/data)
     download: bool = False          # fetch cifar10/cifar100/tiny-imagenet into the data root if missing (RTL_DATA_MIRROR)
-    progress: bool = True
-    precision: str = "auto"         # training autocast: auto (bf16 on CUDA with bf16 support, else fp32) | fp32 | bf16
-    channels_last: str = "auto"     # auto (on for conv nets: measured faster or even on CPU and CUDA) | true | false
+    progress: bool = True           # show progress bars
+    precision: str = "auto"         # training autocast (auto: bf16 on CUDA cards that support it, else fp32)
+    channels_last: str = "auto"     # channels-last memory format while training (auto: on for conv nets,
+                                    # measured faster or even on CPU and CUDA)
     compile: bool = False           # torch.compile the model's body for training (inductor; slow first step)
 
     def __post_init__(self):
@@ -129,8 +131,8 @@ class CommonConfig:
 class ThreatConfig:
     """ℓ∞ threat model on the 0–255 scale (converted to [0,1] once, in attacks.ThreatModel)."""
 
-    epsilon: float = 8.0
-    step_size: float = 2.0
+    epsilon: float = 8.0            # l-inf radius of the threat model, on the 0-255 scale
+    step_size: float = 2.0          # PGD step size, on the 0-255 scale
 
     def check_threat(self):
         _check_finite("epsilon", self.epsilon)
@@ -144,8 +146,8 @@ class ThreatConfig:
 class EvalThreatConfig:
     """The threat every reported `<attack>_acc` is measured at (0-255 scale), whatever the training threat."""
 
-    eval_epsilon: float = 8.0
-    eval_step_size: float = 2.0
+    eval_epsilon: float = 8.0       # l-inf radius of the final robust evaluation, on the 0-255 scale
+    eval_step_size: float = 2.0     # PGD step size of the final robust evaluation, on the 0-255 scale
 
     def check_eval_threat(self):
         for name in ("eval_epsilon", "eval_step_size"):
@@ -156,7 +158,7 @@ class EvalThreatConfig:
 class ValidationConfig:
     """A seeded, stratified validation split carved out of the TRAINING split: what choices read (`val_*`)."""
 
-    val_fraction: float = 0.1          # of the training split, in (0, 0.5]
+    val_fraction: float = 0.1          # share of the training split held out for validation, in (0, 0.5]
     val_per_class: int | None = None   # instead: this many validation images per class (wins over val_fraction)
     val_seed: int = 0                  # which images are held out: the same for every training seed by default,
                                        # so candidates (seeds, λ_d, heads) are compared on one validation set
@@ -165,6 +167,5 @@ class ValidationConfig:
         check_range("val_fraction", _check_finite("val_fraction", self.val_fraction), 0.0, 0.5, low_inclusive=False)
         if self.val_per_class is not None:
             _check_positive_int("val_per_class", self.val_per_class, 10**6)
-        if not isinstance(self.val_seed, int) or isinstance(self.val_seed, bool) or self.val_seed < 0:
-            raise ConfigError(f"val_seed={self.val_seed!r} must be a whole number >= 0")
+        check_seed("val_seed", self.val_seed)   # bounded like every seed (the split takes it mod 2**32: 2**32 = 0)
 

@@ -1,42 +1,100 @@
-"""`evaluate`: the configuration of a robustness evaluation."""
+"""`evaluate`: the configuration of a robustness evaluation, and the suites it names.
+
+A suite is a preset: the attacks it runs (in cascade order, clean first), the attack budget they run
+with, and whether the gradient-masking diagnostics run (and `aa_acc` is reported) — one entry per suite
+in `SUITES`, the shape of Croce & Hein's `AutoAttack.set_version`. The table lives here, beside the
+config that validates a suite name, because `config/` may import the attacks' grammar and budget
+(`attacks/specs.py`, `attacks/budget.py`) but not the evaluation library; `robust_transfer.evaluation`
+runs what it says (docs/evaluation.md says what each suite is comparable with).
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
+from ..attacks.budget import BUDGET_KNOBS, AttackBudget
+from ..attacks.specs import AttackSpec, parse_attacks
 from ..device import check_device
 from ..errors import ConfigError, one_of
 from .common import MODEL_URI_HELP, ThreatConfig, _check_positive_int, check_experiment, check_seed
+
+
+@dataclass(frozen=True)
+class SuitePreset:
+    attacks: tuple[str, ...]     # attack names (attacks/specs.py), in cascade order
+    budget: AttackBudget         # how hard APGD, Square and DeepFool try
+    diagnosed: bool              # gradient-masking diagnostics run, and `aa_acc` is reported
+
+    def specs(self, override: str | tuple = "") -> list[AttackSpec]:
+        """The attack specs this suite runs, or those of an `attacks=` override (canonical, clean first)."""
+        return parse_attacks(override or self.attacks)
+
+    def budget_with(self, **overrides) -> AttackBudget:
+        """The suite's budget with every non-None knob overridden (ConfigError for a bad or unknown knob)."""
+        return self.budget.with_overrides(**overrides)
+
+
+_CPU_BUDGET = AttackBudget(apgd_iters=50, apgd_targets=3, square_queries=300, deepfool_iters=50)
+_AUTOATTACK_BUDGET = AttackBudget(apgd_iters=100, apgd_targets=9, square_queries=5000, deepfool_iters=100)
+# `standard` is sized for CPU runs: ≤ 10× the cost of `quick` on a robust model (issue 15; docs/evaluation.md says
+# why 300 Square queries); `full` has AutoAttack's budget (APGD 100 iterations, 9 target classes, Square 5000
+# queries). Attacks cheapest-and-strongest first; Square (black box) last, after every white-box attack.
+SUITES: dict[str, SuitePreset] = {
+    # clean, PGD-20 (CE), CW-20 (margin); the worst case per example (`worst_acc`)
+    "quick": SuitePreset(("clean", "pgd20", "cw20"), _CPU_BUDGET, diagnosed=False),
+    # quick + APGD-CE + APGD-T (3 target classes) + Square (300 queries): AutoAttack's pipeline without FAB-T at
+    # a CPU budget, with Croce & Hein's own APGD and Square code; `aa_acc` = the worst case (NOT the reference's)
+    "standard": SuitePreset(("clean", "pgd20", "cw20", "apgd-ce", "apgd-t", "square"), _CPU_BUDGET, diagnosed=True),
+    # APGD-CE, APGD-DLR (+ targeted on 9 classes), DeepFool in FAB's place (ART), Square at AutoAttack's budget,
+    # plus PGD-100 with 5 restarts
+    "full": SuitePreset(("clean", "pgd20", "cw20", "apgd-ce", "apgd-dlr", "deepfool", "square", "pgd100r5"),
+                        _AUTOATTACK_BUDGET, diagnosed=True),
+    # the reference: Croce & Hein's AutoAttack (standard) from pyautoattack; its budget is fixed inside it
+    "autoattack": SuitePreset(("clean", "autoattack"), _AUTOATTACK_BUDGET, diagnosed=True),
+}
+SPLITS = ("test", "train", "val")
+
+
+def suite_preset(suite: str) -> SuitePreset:
+    """The preset of a suite name (ConfigError naming the suites otherwise)."""
+    if suite not in SUITES:
+        raise one_of("suite", suite, tuple(SUITES))
+    return SUITES[suite]
 
 
 @dataclass
 class EvaluateConfig(ThreatConfig):
     """`evaluate`: robustness of a model on a test split (or its validation split: split=val)."""
 
-    SPLITS: ClassVar[tuple[str, ...]] = ("test", "train", "val")
+    ENTRY_POINT = "evaluate"
+    SPLITS: ClassVar[tuple[str, ...]] = SPLITS
 
-    model: str = ""
-    dataset: str = ""              # default: the dataset recorded in the model's metadata
-    suite: str = "quick"
+    model: str = ""                # the model: a checkpoint path, runs:/<id>/..., models:/<name>/<version> or
+                                   # models:/<name>@<alias>
+    dataset: str = ""              # the data, a dataset spec (default: the one recorded in the model's metadata)
+    suite: str = "quick"           # attack suite: quick (PGD-20, CW-20), standard (+ APGD-CE/DLR, Square), full
+                                   # (AutoAttack-style) or autoattack (the reference AutoAttack)
     attacks: str = ""              # comma list overriding the suite's attacks, e.g. clean,pgd50,cw20
-    n_examples: int = 1000
-    batch_size: int = 256
-    seed: int = 0
-    split: str = "test"             # which split; val: the validation split the training carved from its train split
-    device: str = "auto"
-    experiment: str = "robust-transfer"
-    data_dir: str | None = None
+    n_examples: int = 1000          # examples evaluated (the first n of a seeded order of the split)
+    batch_size: int = 256           # examples per attack batch
+    seed: int = 0                   # random seed: which examples, and the attacks' random starts
+    split: str = "test"             # the split evaluated; val: the validation split its training carved from train
+    device: str = "auto"            # where to run (auto: cuda when available)
+    experiment: str = "robust-transfer"  # the MLflow experiment of the run
+    data_dir: str | None = None     # where datasets are read and unpacked (default: $RTL_DATA_DIR, else
+                                    # ../shared/data when it exists, else ~/.cache/robust-transfer/data)
     download: bool = False           # fetch cifar10/cifar100/tiny-imagenet into the data root if missing
-    progress: bool = True
+    progress: bool = True           # show progress bars
     diagnostics: bool = True         # gradient-masking checks with suite=standard|full (false: skip them)
-    resume: bool = True              # reuse per-attack results stored under cache_dir()/eval/ (interrupted runs)
+    resume: bool = True              # an interrupted evaluation continues from the attacks it finished (kept in
+                                     # the cache folder, $RTL_CACHE_DIR)
     cascade: bool = True             # each attack only on what earlier attacks left correct (false: on every example)
-    apgd_iters: int | None = None    # budget knobs; default: the suite's (evaluation.SUITE_BUDGETS)
-    apgd_restarts: int | None = None
-    apgd_targets: int | None = None  # target classes of targeted APGD-DLR (0: untargeted only)
-    square_queries: int | None = None
-    square_restarts: int | None = None
-    deepfool_iters: int | None = None
+    apgd_iters: int | None = None    # APGD iterations per restart (default: the suite's)
+    apgd_restarts: int | None = None  # APGD restarts (default: the suite's)
+    apgd_targets: int | None = None  # target classes of targeted APGD-DLR, 0: untargeted only (default: the suite's)
+    square_queries: int | None = None  # Square attack queries (default: the suite's)
+    square_restarts: int | None = None  # Square attack restarts (default: the suite's)
+    deepfool_iters: int | None = None  # DeepFool iterations (default: the suite's)
 
     def __post_init__(self):
         self.check_threat()
@@ -49,11 +107,16 @@ class EvaluateConfig(ThreatConfig):
         check_seed("seed", self.seed)
         check_experiment(self.experiment)
         check_device(self.device)
-        from ..evaluation import BUDGET_KNOBS, suite_attacks, suite_budget
+        for name in ("download", "progress", "diagnostics", "resume", "cascade"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
+        preset = suite_preset(self.suite)
+        preset.specs(self.attacks)
+        preset.budget_with(**self.budget_overrides())
 
-        suite_attacks(self.suite, self.attacks)
-        suite_budget(self.suite, **{k: getattr(self, k) for k in BUDGET_KNOBS})
+    def budget_overrides(self) -> dict:
+        """The budget knobs as given (None: the suite's)."""
+        return {k: getattr(self, k) for k in BUDGET_KNOBS}
 
     def to_params(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v not in (None, "") and k not in ("progress", "data_dir")}
-

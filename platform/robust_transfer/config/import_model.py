@@ -17,17 +17,23 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 class ImportConfig:
     """`import`: convert a published checkpoint into ours and register it."""
 
+    ENTRY_POINT = "import"
+    MLPROJECT_NAME = "import_model"   # (MLproject's name since it shipped)
+
     file: str = ""                   # the published checkpoint (.pth/.pt/.ckpt/.safetensors); never unpickled
-    format: str = ""                 # torchvision | robustness | robustbench | keymap
-    arch: str = ""                   # our architecture the weights are loaded into (resnet50, wrn-28-10, ...)
+    format: str = ""                 # the file's format (robustness: MadryLab's; keymap: a state dict and a YAML
+                                     # key map, --key-map)
+    arch: str = ""                   # our architecture the weights are loaded into
     register_as: str = ""            # the registered model name the import creates a version of
-    num_classes: int | None = None   # checked against the file's head when given
+    num_classes: int | None = None   # classes of the model, checked against the file's head (default: the file's)
     epsilon: float | None = None     # the threat model the publisher trained for, recorded as given
-    norm: str = "linf"               # linf (epsilon on the 0-255 scale) | l2 (epsilon in [0,1] pixel units)
-    input_size: int | None = None    # default: 224 (torchvision, robustness), 32 (robustbench, keymap)
-    key_map: str | None = None       # format=keymap: the YAML key map
+    norm: str = "linf"               # the threat model's norm: linf (epsilon on the 0-255 scale) or l2 (epsilon
+                                     # in [0,1] pixel units)
+    input_size: int | None = None    # input side length in pixels (default: 224 for torchvision and robustness,
+                                     # 32 for robustbench and keymap)
+    key_map: str | None = None       # the YAML key map of format=keymap
     checkpoint_dir: str | None = None  # also keep the converted checkpoint here (default: only in MLflow)
-    experiment: str = "robust-transfer"
+    experiment: str = "robust-transfer"  # the MLflow experiment of the import's run
 
     def __post_init__(self):
         if not self.file:

@@ -35,22 +35,28 @@ def parse_resources(text: str) -> dict[str, float]:
 class SearchConfig:
     """`search`: explore a search space (search_spaces/*.yaml) over any entry point, trials tracked in MLflow."""
 
-    space: str = ""                    # a search_spaces/*.yaml file
-    backend: str = "optuna"            # optuna (in-process trials) | ray (Ray Tune workers)
-    storage: str = "sqlite:///optuna.db"  # or postgresql://..., journal:PATH, redis://host:6379/0, tracking:NAME.db
-    study_name: str = ""               # default: the space's `study`, else its file name
+    ENTRY_POINT = "search"
+
+    space: str = ""                    # the search space: a YAML file, or the name of a shipped one
+    backend: str = "optuna"            # optuna: trials in this process; ray: Ray Tune workers
+    storage: str = "sqlite:///optuna.db"  # the Optuna storage: sqlite:///..., postgresql://..., journal:PATH,
+                                          # redis://host:6379/0 or tracking:NAME.db
+    study_name: str = ""               # the Optuna study to add trials to (default: the space's `study`, else its
+                                       # file name)
     trials: int | None = None          # trials to add (default: the space's `trials`, else 10)
     trials_scope: str = "run"          # run: `trials` is what this invocation adds; study: what the study holds in all
                                        # (a rerun adds only the missing ones: a resumable, fixed budget, e.g. a suite step)
-    timeout: float | None = None       # seconds; stop starting trials after this
+    timeout: float | None = None       # stop starting trials after this many seconds
     n_jobs: int = 1                    # optuna: parallel trials (threads) in this process; ray: max concurrent trials (0 = as resources allow)
     set: str = ""                      # override fixed parameters: set="epochs=1 per_class=20"
     seed: int | None = None            # sampler seed (default: the space's)
     resources_per_trial: str = "cpu=1"  # ray: e.g. cpu=2,gpu=0.5
-    address: str = ""                  # ray: an existing cluster (ray://host:10001 or host:6379); default a local one
+    address: str = ""                  # ray: an existing cluster to join, ray://host:10001 or host:6379 (default: a
+                                       # local one)
     num_cpus: int = 2                  # ray: CPUs of the local cluster
-    experiment: str = "robust-transfer"
-    quiet: bool = False                # no line per finished trial (they are log lines, not bars: on by default)
+    experiment: str = "robust-transfer"  # the MLflow experiment of the study's runs
+    quiet: bool = False                # print no line per finished trial (log lines, not progress bars: shown
+                                       # by default)
 
     def __post_init__(self):
         if not self.space:
@@ -82,16 +88,20 @@ class SearchConfig:
 class PromoteConfig:
     """`promote`: move the `champion` alias of a registered model only if a stated policy says so."""
 
-    name: str = ""                     # the registered model
-    policy: str = "max (val_clean_acc + val_pgd10_acc) / 2"  # validation metrics; e.g. "max val_pgd10_acc subject to val_clean_acc >= 0.7"
+    ENTRY_POINT = "promote"
+
+    name: str = ""                     # the registered model whose champion to decide
+    policy: str = "max (val_clean_acc + val_pgd10_acc) / 2"  # what to maximise, on validation metrics, e.g.
+                                       # "max val_pgd10_acc subject to val_clean_acc >= 0.7"
     version: int | None = None         # the candidate version (default: the `alias` version)
     alias: str = "challenger"          # the candidate alias when no version/study is given
-    study: str = ""                    # or: the best trial of this Optuna study (registered as a new version)
-    storage: str = "sqlite:///optuna.db"  # where `study` lives
+    study: str = ""                    # instead of a version: the best trial of this Optuna study (registered as a
+                                       # new version)
+    storage: str = "sqlite:///optuna.db"  # the Optuna storage that holds `study`
     min_delta: float = 0.0             # the candidate must beat the champion by more than this
     allow_flagged: bool = False        # promote even a version tagged with gradient-masking flags
     dry_run: bool = False              # decide and report, change nothing
-    experiment: str = "robust-transfer"
+    experiment: str = "robust-transfer"  # the MLflow experiment of the decision's run
 
     def __post_init__(self):
         if not self.name:

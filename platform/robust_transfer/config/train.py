@@ -16,20 +16,23 @@ TRAIN_MODES = ("natural", "pgd", "free", "fgsm-rs")
 class TrainConfig(CommonConfig, ThreatConfig, EvalThreatConfig, ValidationConfig):
     """`train`: a source model from scratch (Table 1; free training)."""
 
-    dataset: str = "cifar10-jpeg"
-    arch: str = "small-cnn"
-    mode: str = "natural"
-    steps: int = 7                  # PGD-k adversarial training (paper: 7)
-    replay: int = 4                 # free training's m (paper: Free-4)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
+    ENTRY_POINT = "train"
+
+    dataset: str = "cifar10-jpeg"   # the training data: a dataset spec, e.g. cifar10-jpeg:half-a, imagefolder:/path
+    arch: str = "small-cnn"         # the network architecture
+    mode: str = "natural"           # training: natural, PGD-k adversarial, free (replay m) or FGSM with random start
+    steps: int = 7                  # PGD steps of adversarial training (paper: 7)
+    replay: int = 4                 # free training: times each minibatch is replayed, m (paper: Free-4)
+    momentum: float = 0.9           # SGD momentum
+    weight_decay: float = 5e-4      # SGD weight decay
+    schedule: str = "cosine"        # learning-rate schedule
     milestones: str = "0.5,0.75"    # step schedule: fractions of the budget where lr drops ×0.1
-    augment: bool = True
-    resize: int | None = None
-    eval_steps: int = 20            # the final PGD-k evaluation (pgd20_acc)
-    checkpoint_dir: str | None = None
-    resume: bool = False
+    augment: bool = True            # random crop + horizontal flip of training images
+    resize: int | None = None       # resize images to this side length in pixels (default: as stored)
+    eval_steps: int = 20            # PGD steps of the final robust evaluation (pgd20_acc)
+    checkpoint_dir: str | None = None  # where the checkpoint is written (default: under checkpoints/, named
+                                       # after the run)
+    resume: bool = False            # continue an interrupted run from its checkpoint
 
     def __post_init__(self):
         CommonConfig.__post_init__(self)

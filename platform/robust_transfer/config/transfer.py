@@ -72,15 +72,17 @@ def parse_k_list(text) -> list[int]:
 class SourceConfig:
     """What every strategy that starts from a source model shares (mixed into the configs below)."""
 
-    source_model: str = ""          # models:/name@alias, models:/name/version, runs:/... or a checkpoint path
+    source_model: str = ""          # the source model: models:/name@alias, models:/name/version, runs:/... or a
+                                    # checkpoint path
     upsample: bool = False          # resize the data to the source's input size (paper: CIFAR 32 → 224)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "constant"
+    momentum: float = 0.9           # SGD momentum
+    weight_decay: float = 5e-4      # SGD weight decay
+    schedule: str = "constant"      # learning-rate schedule
     milestones: str = ""            # step schedule: fractions of the budget where lr drops ×0.1
-    augment: bool = False
-    eval_steps: int = 20            # the final PGD-k evaluation (pgd20_acc)
-    checkpoint_dir: str | None = None
+    augment: bool = False           # random crop + horizontal flip of training images
+    eval_steps: int = 20            # PGD steps of the final robust evaluation (pgd20_acc)
+    checkpoint_dir: str | None = None  # where the checkpoint is written (default: under checkpoints/, named
+                                       # after the run)
 
     def check_source(self):
         if not self.source_model:
@@ -102,9 +104,13 @@ class SourceConfig:
 class RetrainBlocksConfig(CommonConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`retrain_blocks` (Fig. 1): re-initialise the k deepest blocks, re-train them on natural examples."""
 
+    ENTRY_POINT = "retrain-blocks"
+
     lr: float = RETRAIN_BLOCKS["lr"]
-    iterations: int | None = RETRAIN_BLOCKS["iterations"]   # wins over epochs; iterations= (empty): by epochs
-    dataset: str = ""                 # default: the source's own dataset (the paper re-trains on it)
+    iterations: int | None = RETRAIN_BLOCKS["iterations"]   # optimizer updates; wins over epochs (iterations= empty:
+                                                            # budget by epochs)
+    dataset: str = ""                 # the data to re-train on, a dataset spec (default: the source's own, as in
+                                      # the paper)
     k: str = "1"                      # one k, or a list/range (k=1,2,3): one nested run per k
     augment: bool = RETRAIN_BLOCKS["augment"]
 
@@ -123,16 +129,19 @@ class RetrainBlocksConfig(CommonConfig, EvalThreatConfig, ValidationConfig, Sour
 class TransferConfig(CommonConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`transfer` (Eq. 2, Tables 2–3, Fig. 3–4): frozen source features, a new linear or MLP head."""
 
+    ENTRY_POINT = "transfer"
+
     epochs: int = TRANSFER["epochs"]
     lr: float = TRANSFER["lr"]
     schedule: str = TRANSFER["schedule"]
     milestones: str = TRANSFER["milestones"]
-    target: str = ""                  # default: the source's own dataset (Table 2, "same 50% of classes")
-    head: str = TRANSFER["head"]
+    target: str = ""                  # the dataset to transfer to, a dataset spec (default: the source's own: Table 2,
+                                      # "same 50% of classes")
+    head: str = TRANSFER["head"]      # the new classifier head
     mlp_depth: int = TRANSFER["mlp_depth"]   # hidden layers of an mlp head (Fig. 4)
-    width: int = TRANSFER["width"]
-    dropout: float = 0.0
-    batch_norm: bool = False
+    width: int = TRANSFER["width"]    # hidden units of an mlp head
+    dropout: float = 0.0              # dropout before each head layer
+    batch_norm: bool = False          # batch normalisation in an mlp head
     feature_cache: bool = True        # frozen extractor + no augmentation: compute z(x) once, train on it
 
     def __post_init__(self):
@@ -156,14 +165,16 @@ class TransferConfig(CommonConfig, EvalThreatConfig, ValidationConfig, SourceCon
 class FinetuneAdvConfig(CommonConfig, ThreatConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`finetune_adv` (Fig. 3 baseline, Hendrycks et al. 2019): end-to-end fine-tuning on PGD-k examples."""
 
+    ENTRY_POINT = "finetune-adv"
+
     epsilon: float = FINETUNE_ADV["epsilon"]
     step_size: float = FINETUNE_ADV["step_size"]
-    steps: int = FINETUNE_ADV["steps"]
+    steps: int = FINETUNE_ADV["steps"]   # PGD steps of the adversarial fine-tuning (paper: 3)
     epochs: int = FINETUNE_ADV["epochs"]
     lr: float = FINETUNE_ADV["lr"]
     schedule: str = FINETUNE_ADV["schedule"]
     milestones: str = FINETUNE_ADV["milestones"]
-    target: str = ""
+    target: str = ""                  # the dataset to fine-tune on, a dataset spec (default: the source's own)
     augment: bool = FINETUNE_ADV["augment"]
 
     def __post_init__(self):
@@ -179,15 +190,21 @@ class FinetuneAdvConfig(CommonConfig, ThreatConfig, EvalThreatConfig, Validation
 class LwfConfig(CommonConfig, EvalThreatConfig, ValidationConfig, SourceConfig):
     """`lwf` (section 6, Tables 4–7): CE(f(x), y) + λ_d · d(z(x, θ), z0(x, θ_r*)) with warm start."""
 
+    ENTRY_POINT = "lwf"
+
     iterations: int | None = LWF["iterations"]
     lr: float = LWF["lr"]
-    target: str = ""                  # default: the source's own dataset (Tables 5 and 7)
-    lambda_d: float = LWF["lambda_d"]
-    distance: str = LWF["distance"]   # l2: mean ‖z−z0‖₂ (paper text); l1: mean ‖z−z0‖₁ (authors' code); l2sq
+    target: str = ""                  # the dataset to fine-tune on, a dataset spec (default: the source's own:
+                                      # Tables 5 and 7)
+    lambda_d: float = LWF["lambda_d"]   # λ_d: weight of the feature-distance term d(z, z0)
+    distance: str = LWF["distance"]   # d(z, z0): l2, mean ‖z−z0‖₂ (paper text); l1, mean ‖z−z0‖₁ (authors' code);
+                                      # l2sq, mean ‖z−z0‖₂²
     warm_start: float = LWF["warm_start"]   # fraction of the updates that train only the head
-    finetune_lr: float | None = None  # lr once the extractor trains too ("we then cut the learning rate"); default lr
-    freeze_bn: bool = LWF["freeze_bn"]      # A.1: BatchNorm statistics and affine parameters stay the source's
-    teacher: str = LWF["teacher"]     # offline: stored z0 of un-augmented images (paper); online: frozen source per batch
+    finetune_lr: float | None = None  # learning rate once the extractor trains too, after the warm start ("we then
+                                      # cut the learning rate"; default: lr)
+    freeze_bn: bool = LWF["freeze_bn"]      # keep BatchNorm statistics and affine parameters the source's (A.1)
+    teacher: str = LWF["teacher"]     # where z0 comes from: offline, stored features of un-augmented images (paper);
+                                      # online, the frozen source on every batch
 
     def __post_init__(self):
         CommonConfig.__post_init__(self)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from filelock import FileLock
 
+from ..digests import file_sha256
 from ..errors import DataError
 from ..io import atomic_write_bytes
 from .paths import cache_dir
@@ -96,8 +97,8 @@ class ReleasingReader:
 
 # --- keys ---------------------------------------------------------------------------------------------
 
-def file_sha256(path: Path) -> str:
-    """sha256 of the file's bytes, memoised in cache_dir()/file-hashes.json by (path, size, mtime, ctime, inode)."""
+def memoised_file_sha256(path: Path) -> str:
+    """`digests.file_sha256`, memoised in cache_dir()/file-hashes.json by (path, size, mtime, ctime, inode)."""
     st = path.stat()
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
     index_path = cache_dir() / "file-hashes.json"
@@ -107,11 +108,7 @@ def file_sha256(path: Path) -> str:
         index = {}  # missing or corrupt index: just hash again
     if key in index:
         return index[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    index[key] = h.hexdigest()
+    index[key] = file_sha256(path)
     try:  # a lost race between two processes, or a read-only cache dir, only costs a re-hash later
         index_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(index_path, json.dumps(index, indent=0).encode())
@@ -139,7 +136,7 @@ def folder_content_sha256(root: Path) -> str:
 def fingerprint(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for p in paths:
-        h.update((f"dir {folder_content_sha256(p)}\n" if p.is_dir() else f"file {file_sha256(p)}\n").encode())
+        h.update((f"dir {folder_content_sha256(p)}\n" if p.is_dir() else f"file {memoised_file_sha256(p)}\n").encode())
     return h.hexdigest()
 
 

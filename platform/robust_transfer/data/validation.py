@@ -9,23 +9,18 @@ loaded training split, recorded on the run as sizes, seed and SHA-256 (`Split.pa
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..digests import indices_sha256
 from ..errors import ConfigError, DataError
 from .imagedata import ImageData
 from .subsets import stratified_indices
 
 VAL_TAG = "rtl.val_indices_sha256"
 TRAIN_TAG = "rtl.train_indices_sha256"
-
-
-def positions_sha256(indices: torch.Tensor) -> str:
-    """SHA-256 of positions as little-endian int64 (as `attacks.indices_sha256`): equal ⇔ same images."""
-    return hashlib.sha256(indices.to(torch.int64).cpu().numpy().astype("<i8").tobytes()).hexdigest()
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,14 +37,14 @@ class Split:
         return {"val_size": len(self.val), "train_size": len(self.train), "val_seed": self.seed}
 
     def tags(self) -> dict[str, str]:
-        return {VAL_TAG: positions_sha256(self.val_indices), TRAIN_TAG: positions_sha256(self.train_indices)}
+        return {VAL_TAG: indices_sha256(self.val_indices), TRAIN_TAG: indices_sha256(self.train_indices)}
 
     def record(self) -> dict:
         """For checkpoint metadata: what was held out and what was trained on."""
         asked = {"val_per_class": self.per_class} if self.per_class is not None else {"val_fraction": self.fraction}
         return self.params() | {k: v for k, v in asked.items() if v is not None} | {
-            "val_indices_sha256": positions_sha256(self.val_indices),
-            "train_indices_sha256": positions_sha256(self.train_indices)}
+            "val_indices_sha256": indices_sha256(self.val_indices),
+            "train_indices_sha256": indices_sha256(self.train_indices)}
 
 
 def carve_validation(data: ImageData, *, val_fraction: float = 0.1, val_per_class: int | None = None,

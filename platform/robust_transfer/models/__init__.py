@@ -1,31 +1,68 @@
-"""`create_model(arch, num_classes)`: the architecture registry (timm-style)."""
+"""`create_model(arch, num_classes)`: the architecture registry (timm-style).
+
+Light to import: the registry holds names and factories that import torch only when a model is built,
+so configs can check `arch` and `rtl --help` can list the architectures without loading torch
+(tests/test_cli.py holds it). The torch-backed names (`ImageClassifier`, `CIFAR_MEAN`, ...) load on
+first use (module `__getattr__`).
+"""
 from __future__ import annotations
 
 import re
-from typing import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import ConfigError, check_range
-from .base import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, ImageClassifier
 from .heads import HEAD_KINDS, HeadSpec, create_head
-from .resnet import TORCHVISION_RESNETS, preact_resnet18_body, preact_resnet18_rb_body, torchvision_resnet_body
-from .cnn4 import cnn4_body
-from .small_cnn import small_cnn_body
-from .wide_resnet import units_per_stage, wide_resnet_body
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .base import ImageClassifier
 
 _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
+TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "wide_resnet50_2")
+WRN_FAMILY = "wrn-<depth>-<width>"   # wrn-16-4, wrn-28-10, wrn-34-10 (Madry's WRN-32-10 is wrn-32-10)
 
-# name → body factory returning (nn.Sequential of blocks, feature_dim)
+
+def _small_cnn():
+    from .small_cnn import small_cnn_body
+
+    return small_cnn_body()
+
+
+def _cnn4():
+    from .cnn4 import cnn4_body
+
+    return cnn4_body()
+
+
+def _preact_resnet18():
+    from .resnet import preact_resnet18_body
+
+    return preact_resnet18_body()
+
+
+def _preact_resnet18_rb():
+    from .resnet import preact_resnet18_rb_body
+
+    return preact_resnet18_rb_body()
+
+
+def _torchvision(name: str):
+    def body():
+        from .resnet import torchvision_resnet_body
+
+        return torchvision_resnet_body(name)
+    return body
+
+
+# name → body factory returning (nn.Sequential of blocks, feature_dim); wrn-<depth>-<width> is built by pattern
 _REGISTRY: dict[str, Callable[[], tuple[nn.Sequential, int]]] = {
-    "small-cnn": small_cnn_body,
-    "cnn4": cnn4_body,
-    "preact-resnet18": preact_resnet18_body,
-    "preact-resnet18-rb": preact_resnet18_rb_body,
-    **{name: (lambda name=name: torchvision_resnet_body(name)) for name in TORCHVISION_RESNETS},
+    "small-cnn": _small_cnn,
+    "cnn4": _cnn4,
+    "preact-resnet18": _preact_resnet18,
+    "preact-resnet18-rb": _preact_resnet18_rb,
+    **{name: _torchvision(name) for name in TORCHVISION_RESNETS},
 }
-ARCH_HELP = ("small-cnn, cnn4, wrn-<depth>-<width> (e.g. wrn-16-4, wrn-28-10, wrn-34-10), preact-resnet18, "
-             "preact-resnet18-rb, " + ", ".join(TORCHVISION_RESNETS))
 
 
 def register_arch(name: str, body_factory: Callable[[], tuple[nn.Sequential, int]]) -> None:
@@ -33,7 +70,12 @@ def register_arch(name: str, body_factory: Callable[[], tuple[nn.Sequential, int
 
 
 def list_archs() -> list[str]:
-    return sorted(_REGISTRY) + ["wrn-<depth>-<width>"]
+    """Every architecture name `create_model` takes, the WRN family as its pattern."""
+    return sorted(_REGISTRY) + [WRN_FAMILY]
+
+
+def _arch_help() -> str:
+    return ", ".join(list_archs()) + " (e.g. wrn-16-4, wrn-28-10, wrn-34-10)"
 
 
 def check_arch(arch: str) -> str:
@@ -44,13 +86,15 @@ def check_arch(arch: str) -> str:
     if m:
         _wrn_size(arch, m)
         return arch
-    raise ConfigError(f"arch={arch!r} is not known; choose one of: {ARCH_HELP}")
+    raise ConfigError(f"arch={arch!r} is not known; choose one of: {_arch_help()}")
 
 
 WRN_MAX_DEPTH, WRN_MAX_WIDTH = 1000, 64   # wrn-<depth>-<width>: bounded before anything is built
 
 
 def _wrn_size(arch: str, m: re.Match) -> tuple[int, int]:
+    from .wide_resnet import units_per_stage
+
     depth, width = int(m.group(1)), int(m.group(2))
     if not 1 <= width <= WRN_MAX_WIDTH:
         raise ConfigError(f"arch={arch!r}: wrn width={width} is not allowed; use 1 to {WRN_MAX_WIDTH} (e.g. wrn-16-4)")
@@ -65,17 +109,23 @@ def _body(arch: str) -> tuple[nn.Sequential, int]:
         return _REGISTRY[arch]()
     m = _WRN.match(arch)
     if m:
+        from .wide_resnet import wide_resnet_body
+
         return wide_resnet_body(*_wrn_size(arch, m))
-    raise ConfigError(f"arch={arch!r} is not known; choose one of: {ARCH_HELP}")
+    raise ConfigError(f"arch={arch!r} is not known; choose one of: {_arch_help()}")
 
 
 def default_normalization(arch: str) -> tuple[tuple, tuple]:
+    from .base import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
+
     return (IMAGENET_MEAN, IMAGENET_STD) if arch in TORCHVISION_RESNETS else (CIFAR_MEAN, CIFAR_STD)
 
 
 def create_model(arch: str, num_classes: int, *, head: HeadSpec | None = None, input_size: int = 32,
                  mean=None, std=None) -> ImageClassifier:
     """Build `arch` with a fresh `head` for `num_classes`; inputs are pixels in [0,1]."""
+    from .base import ImageClassifier
+
     if not isinstance(num_classes, int) or isinstance(num_classes, bool):
         raise ConfigError(f"num_classes={num_classes!r} must be a whole number >= 2")
     check_range("num_classes", num_classes, 2, 100_000)
@@ -89,5 +139,17 @@ def create_model(arch: str, num_classes: int, *, head: HeadSpec | None = None, i
     return model
 
 
+_FROM_BASE = ("ImageClassifier", "CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD")
+
+
+def __getattr__(name: str):
+    """The torch-backed names, imported on first use (so importing the registry stays light)."""
+    if name in _FROM_BASE:
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["create_model", "check_arch", "register_arch", "list_archs", "ImageClassifier", "HeadSpec", "create_head",
-           "HEAD_KINDS", "CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD"]
+           "HEAD_KINDS", "CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "TORCHVISION_RESNETS"]

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, check_range, one_of
 
@@ -12,6 +11,9 @@ HEAD_KINDS = ("linear", "mlp")
 # the hidden-to-hidden weights ((mlp_depth − 1) × width²; 2**26 floats = 256 MB).
 MAX_HEAD_UNITS = 32_768
 MAX_HEAD_HIDDEN_WEIGHTS = 2**26
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class HeadSpec:
 
 
 def create_head(spec: HeadSpec, in_dim: int, num_classes: int) -> nn.Module:
+    from torch import nn  # here, so that HeadSpec and HEAD_KINDS import without torch (`rtl --help`)
+
     if spec.kind == "linear" or spec.mlp_depth == 0:
         return nn.Linear(in_dim, num_classes)
     layers: list[nn.Module] = []

@@ -32,9 +32,6 @@ def preact_resnet18_rb_body() -> tuple[nn.Sequential, int]:
     return preact_resnet18_body(out_shortcut=False, bn_before_pool=False)
 
 
-TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "wide_resnet50_2")
-
-
 def torchvision_body(net: torchvision.models.ResNet) -> tuple[nn.Sequential, int]:
     """A torchvision ResNet's modules (shared, not copied) as blocks: stem + first residual block,
     the other residual blocks, the global pool. Its `fc` is the head's place."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field, fields
 
-from ..config import CONFIGS, canonical_entry_point, coerce  # noqa: F401  (canonical_entry_point: re-exported)
+from ..config import CONFIGS, canonical_entry_point, coerce, mlproject_name  # noqa: F401  (re-exported)
 from ..config.coerce import field_types
 from ..errors import ConfigError, SearchError, UserError
 from ..expr import Constraint, Expr
@@ -38,7 +38,7 @@ ENTRY_POINT_PARAM = "entry_point"
 
 
 def entry_point_names() -> str:
-    return ", ".join(n.replace("-", "_") for n in CONFIGS if n not in ("search", "promote", "evaluate"))
+    return ", ".join(mlproject_name(n) for n in CONFIGS if n not in ("search", "promote", "evaluate"))
 
 
 # ---------------------------------------------------------------------------------------------- model

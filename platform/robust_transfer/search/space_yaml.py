@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..config import CONFIGS, canonical_entry_point
+from ..config import canonical_entry_point
 from ..errors import ConfigError, SearchError
 from ..expr import Constraint, Expr, ExprError
 from ..io import Where, load_yaml, read_yaml_text
@@ -256,7 +256,7 @@ def parse_space(data: dict, where: Where, text: str = "") -> SearchSpace:
         entry_points = tuple(choices)
     else:
         if "entry_point" not in data:
-            raise where.error((), f"entry_point is required; choose one of: {', '.join(CONFIGS)}")
+            raise where.error((), f"entry_point is required; choose one of: {entry_point_names()}")
         entry_points = (data["entry_point"],)
     for i, ep in enumerate(entry_points):
         path = ("params", ENTRY_POINT_PARAM, "choices", i) if ENTRY_POINT_PARAM in params_raw else ("entry_point",)

@@ -53,8 +53,8 @@ def accuracies(model, data: ImageData, threat: ThreatModel, attacks: tuple[str, 
                seed: int, device, progress: bool = False):
     """`rtl evaluate`'s quick engine on in-memory data (no result store): (EvalResult, the evaluated indices).
     The strategies' one door into the evaluation library (so its imports are re-pointed in one place)."""
-    from ..attacks import indices_sha256, select_examples
-    from ..evaluation import evaluate_tensors
+    from ..digests import indices_sha256
+    from ..evaluation import evaluate_tensors, select_examples
 
     n = None if n_examples is None else min(n_examples, len(data))
     ev = evaluate_tensors(model, data.images, data.labels, suite="quick", attacks=",".join(attacks),

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..config import CONFIGS, canonical_entry_point
+from ..config import CONFIGS, canonical_entry_point, mlproject_name
 from ..config.coerce import coerce_values
 from ..errors import ConfigError, SuiteError, UserError
 from ..io import load_yaml
@@ -113,7 +113,7 @@ def params_key(entry: str, params: dict[str, str]) -> str:
 # ------------------------------------------------------------------------------------------- loading
 def _entry_parameters() -> dict[str, set[str]]:
     """MLproject entry point → its parameter names (from the same dataclasses MLproject is generated from)."""
-    return {name.replace("-", "_"): {f.name for f in fields(cls)} for name, cls in CONFIGS.items()}
+    return {mlproject_name(name): {f.name for f in fields(cls)} for name, cls in CONFIGS.items()}
 
 
 def _read(path: Path, what: str):
@@ -237,7 +237,8 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> l
     only = raw.get("scales")
     if only is not None and scale not in (only if isinstance(only, list) else [only]):
         return []
-    name, entry = raw.get("name"), str(raw.get("entry", "")).replace("-", "_")
+    name, entry = raw.get("name"), str(raw.get("entry", ""))
+    entry = mlproject_name(canonical_entry_point(entry)) if canonical_entry_point(entry) else entry  # MLproject's
     if not isinstance(name, str) or not _STEP_NAME.match(name):
         raise where.error(at + ("name",), f"step name {name!r}: lower-case letters, digits and '-'")
     if entry not in entries:

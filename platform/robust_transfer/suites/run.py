@@ -211,21 +211,21 @@ def project_root_for(path: Path) -> Path:
                      "the robust-transfer project")
 
 
-def run_report_step(client, suite: Suite, project: str, out: str, experiment: str, experiment_id: str,
-                    project_root: Path) -> None:
-    """The suite's last step: `report` as a child run, tagged with the suite (SuiteError if it fails)."""
+def run_report_step(client, suite: Suite, cfg, experiment_id: str, project_root: Path) -> None:
+    """The suite's last step: `report` as a child run, tagged with the suite (SuiteError if it fails); `cfg` is
+    the suite's `SuiteConfig` (its project, out and experiment)."""
     import mlflow.projects
 
     from mlflow.exceptions import ExecutionException
 
     try:
         submitted = mlflow.projects.run(str(project_root), entry_point="report", env_manager="local",
-                                        parameters={"project": str(Path(project).resolve()),
-                                                    "scale": suite.scale, "out": str(Path(out).resolve()),
-                                                    "experiment": experiment},
+                                        parameters={"project": str(Path(cfg.project).resolve()),
+                                                    "scale": suite.scale, "out": str(Path(cfg.out).resolve()),
+                                                    "experiment": cfg.experiment},
                                         experiment_id=experiment_id, synchronous=True, run_name="report")
     except ExecutionException:
         raise SuiteError(f"the report of {suite.name} failed (its error is printed above); every step "
-                         f"finished: fix the report and run `rtl report --project {project} "
+                         f"finished: fix the report and run `rtl report --project {cfg.project} "
                          f"--scale {suite.scale}`") from None
     client.set_tag(submitted.run_id, "rtl.project", suite.name)

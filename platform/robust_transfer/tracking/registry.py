@@ -71,7 +71,7 @@ def registered_version(model_uri: str) -> tuple[str, str] | None:
 def tag_model_version(model_uri: str, ev, run_id: str | None) -> tuple[str, str] | None:
     """Put an `evaluation.Evaluation` on the registered version it came from: `metric.<name>` per metric, the
     masking flags (stale per-flag tags removed), and `eval.*` (time, run, suite, examples) for `promote`."""
-    from ..attacks.diagnostics import FLAG_TAG_PREFIX
+    from ..evaluation.diagnostics import FLAG_TAG_PREFIX
 
     found = registered_version(model_uri)
     if found is None or ev.diagnostics is None:

@@ -6,15 +6,14 @@ Layout, under `robust_transfer.data.cache_dir()/eval/`:
         <attack>-<params key>.safetensors   `correct` (uint8 [n]) and `done` (uint8 [n_batches])
         <attack>-<params key>.json          what was attacked with what, human-readable
 
-The context key hashes the model's weights (`weights_sha256`), the data's content hash, the hash of
-the evaluated indices, the batch size and the seed; the params key hashes the attack's own
+The context key hashes the model's weights (`digests.weights_sha256`), the data's content hash, the hash
+of the evaluated indices, the batch size and the seed; the params key hashes the attack's own
 parameters (threat model, steps, budgets, algorithm version). A rerun with the same keys loads
 the finished batches and attacks only the rest. Both files are written atomically (temp file +
 `os.replace`), the safetensors first: it alone is the record, the JSON describes it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -24,44 +23,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..digests import json_sha256
 from ..io import atomic_write
 
 STORE_FORMAT = "robust-transfer-eval/1"
-
-
-def canonical_json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def digest(obj) -> str:
-    """SHA-256 of the canonical JSON of `obj` (a dict of plain values)."""
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
-
-
-def weights_sha256(model: torch.nn.Module) -> str:
-    """Content hash of a model: its module structure (`repr`, class names) and every state_dict tensor.
-
-    Behaviour that lives outside parameters and buffers (a plain Python attribute scaling the
-    logits, say) is invisible here except through `repr`: keep such state in buffers, or evaluate
-    with resume=False.
-    """
-    h = hashlib.sha256()
-    h.update(repr(model).encode())
-    h.update(".".join(type(m).__qualname__ for m in model.modules()).encode())
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def tensors_sha256(images: torch.Tensor, labels: torch.Tensor) -> str:
-    """Content hash of (images, labels) for data given as tensors rather than an ImageData."""
-    h = hashlib.sha256(f"{images.dtype}:{tuple(images.shape)}".encode())
-    h.update(images.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    h.update(labels.detach().to(torch.int64).cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 @dataclass
@@ -81,12 +46,12 @@ class EvalStore:
 
     def __init__(self, root: str | Path, context: dict):
         self.context = dict(context)
-        self.key = digest({"format": STORE_FORMAT, **self.context})[:32]
+        self.key = json_sha256({"format": STORE_FORMAT, **self.context})[:32]
         self.dir = Path(root) / self.key
 
     def _stem(self, attack: str, params: dict) -> str:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in attack)
-        return f"{safe}-{digest(params)[:16]}"
+        return f"{safe}-{json_sha256(params)[:16]}"
 
     def load(self, attack: str, params: dict, n: int, n_batches: int) -> AttackState | None:
         """The stored state of `attack` with `params`, or None (absent, unreadable or not matching)."""
@@ -105,7 +70,7 @@ class EvalStore:
     def save(self, attack: str, params: dict, state: AttackState) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         stem = self._stem(attack, params)
-        meta = {"format": STORE_FORMAT, "attack": attack, "params_key": digest(params)}
+        meta = {"format": STORE_FORMAT, "attack": attack, "params_key": json_sha256(params)}
         atomic_write(self.dir / f"{stem}.safetensors", lambda tmp: save_file(
             {"correct": state.correct.to(torch.uint8).contiguous(), "done": state.done.to(torch.uint8).contiguous()},
             tmp, metadata=meta))

@@ -12,7 +12,7 @@ Each check that fires adds a flag (name → one-line details):
     zero_gradients           ∇ₓ CE is zero or not finite for a share of the correctly classified examples
     randomised_output        two forward passes in eval mode disagree (stochastic model: use EOT)
 
-With the reference AutoAttack (`autoattack`), its own checks add theirs (attacks/reference.py):
+With the reference AutoAttack (`autoattack`), its own checks add theirs (reference.py):
 randomised_output, zero_gradients, blackbox_beats_whitebox under the same names, and
 
     output_probabilities     the model outputs probabilities, not logits
@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .pgd import eval_mode, input_gradients
-from .threat import ThreatModel
+from ..attacks import AttackSpec, ThreatModel, input_gradients
+from ..models.modes import eval_mode
 
 MASKING_TAG = "rtl.masking_flags"
 FLAG_TAG_PREFIX = "rtl.masking."
@@ -237,8 +237,6 @@ def _epsilon_check(runner, d, t, threat) -> None:
 
 
 def _check_large_epsilon(runner, d: Diagnostics, t: MaskingThresholds) -> None:
-    from .specs import AttackSpec
-
     big = ThreatModel(t.large_epsilon, min(255.0, 2.5 * t.large_epsilon / 20))
     label = f"pgd20@eps{t.large_epsilon:g}"
     ok = runner.attack(AttackSpec("pgd20", "pgd", 20), big, label=label)

@@ -5,17 +5,16 @@ The cascade (`cascade=True`, what AutoAttack itself does): each attack runs only
 that every earlier attack left correctly classified. The worst case per example is the same as
 running every attack on every example — an example broken by an earlier attack is wrong in the
 worst case whatever later attacks do, and each example's attack does not depend on which other
-examples share its batch (our PGD/CW draw random starts per position; see `strong.per_example_noise`) —
+examples share its batch (our PGD/CW draw random starts per position; see `attacks.common.per_example_noise`) —
 but the cost falls to what the survivors need. Per-attack numbers then mean "correct after this
 attack and every earlier one" (cascade numbers, non-increasing along the suite); with
 `cascade=False` every attack runs on every clean-correct example and its number is its own.
 
-`autoattack` (the reference, attacks/reference.py) is one entry of the list: it runs its own
+`autoattack` (the reference, reference.py) is one entry of the list: it runs its own
 cascade on the examples still standing, with its own state file (in the store) for resuming.
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,12 +23,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..errors import DataError
-from . import strong
-from .pgd import eval_mode
-from .resume import AttackState, EvalStore, digest
-from .specs import AttackSpec
-from .threat import ThreatModel
+from ..attacks import dispatch
+from ..attacks.budget import AttackBudget
+from ..attacks.common import outputs_probabilities, seed_for
+from ..attacks.specs import AttackSpec
+from ..attacks.threat import ThreatModel, to_pixels
+from ..digests import json_sha256, mask_sha256
+from ..models.modes import eval_mode
+from .store import AttackState, EvalStore
 
 
 @dataclass
@@ -47,26 +48,16 @@ class AttackRun:
     reference_deviation: str = ""                                    # how the reference run differs from standard
 
 
-def mask_sha256(mask: torch.Tensor) -> str:
-    return hashlib.sha256(mask.to(torch.uint8).cpu().contiguous().numpy().tobytes()).hexdigest()
-
-
 class AttackRunner:
     """Runs attacks over a seeded subset of (images, labels), batch by batch, resumably.
 
-    `images` are uint8 [N,3,H,W] (scaled to [0,1] per batch) or float pixels in [0,1].
+    `images` are uint8 [N,3,H,W] (scaled to [0,1] per batch) or float pixels in [0,1], checked by the
+    front door (inputs.checked_examples).
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, *,
-                 batch_size: int, seed: int, device: torch.device, budget, progress: bool = True,
+                 batch_size: int, seed: int, device: torch.device, budget: AttackBudget, progress: bool = True,
                  store: EvalStore | None = None):
-        if not isinstance(images, torch.Tensor) or images.dim() != 4:
-            raise DataError(f"images must be a tensor [N, C, H, W]; got {getattr(images, 'shape', type(images))}")
-        if not (images.dtype == torch.uint8 or images.is_floating_point()):
-            raise DataError(f"images must be uint8 (0-255) or float pixels in [0,1]; got dtype {images.dtype}")
-        if not isinstance(labels, torch.Tensor) or labels.shape != (images.shape[0],):
-            raise DataError(f"labels must be a tensor [{images.shape[0]}] matching images; "
-                            f"got {getattr(labels, 'shape', type(labels))}")
         self.model, self.images, self.labels, self.indices = model, images, labels, indices
         self.batch_size, self.seed, self.device, self.budget = batch_size, seed, device, budget
         self.progress, self.store = progress, store
@@ -78,7 +69,7 @@ class AttackRunner:
         with torch.no_grad(), eval_mode(model):
             first = model(self.pixels(0)[:8])
         self.num_classes = int(first.shape[1])
-        self.probabilities = strong.outputs_probabilities(first)   # a softmax output layer: ART gets log p
+        self.probabilities = outputs_probabilities(first)   # a softmax output layer: ART gets log p
         self.input_shape = tuple(images.shape[1:])
         self.run = AttackRun()
         self._clean: torch.Tensor | None = None
@@ -88,7 +79,7 @@ class AttackRunner:
         self.bar.close()
 
     def pixels(self, i: int) -> torch.Tensor:
-        return strong._to_pixels(self.images[self.batches[i]]).to(self.device)
+        return to_pixels(self.images[self.batches[i]]).to(self.device)
 
     def targets(self, i: int) -> torch.Tensor:
         return self.labels[self.batches[i]].to(self.device, torch.int64)
@@ -100,7 +91,7 @@ class AttackRunner:
         return self._clean
 
     def params(self, spec: AttackSpec, threat: ThreatModel, alive: torch.Tensor | None = None) -> dict:
-        p = {"attack": spec.name, "version": strong.ATTACK_VERSION, "seed": self.seed,
+        p = {"attack": spec.name, "version": dispatch.ATTACK_VERSION, "seed": self.seed,
              **self.budget.for_kind(spec.kind)}
         if spec.kind != "clean":
             p["threat"] = threat.to_dict()
@@ -133,8 +124,9 @@ class AttackRunner:
         clean = None if spec.kind == "clean" else self.clean
         if clean is not None and alive is not None:
             clean = clean & alive
-        art = (strong._Art(self.model, self.input_shape, self.num_classes, self.device, self.batch_size,
-                           self.probabilities, verbose=False) if spec.impl == "art" else None)
+        context = dispatch.context_for(spec, self.model, input_shape=self.input_shape, num_classes=self.num_classes,
+                                       device=self.device, batch_size=self.batch_size,
+                                       probabilities=self.probabilities)
         seconds, attacked, cpu0 = 0.0, 0, time.process_time()
         self._grow_bar(label, len(self.batches), int(state.done.sum()))
         with eval_mode(self.model):
@@ -153,9 +145,9 @@ class AttackRunner:
                     if live.numel():
                         x, y = self.pixels(i), self.targets(i)
                         dev_live = live.to(self.device)
-                        ok[live] = strong.attack_batch(
+                        ok[live] = dispatch.attack_batch(
                             self.model, spec, x[dev_live], y[dev_live], threat=threat, budget=self.budget,
-                            seed=strong.seed_for(self.seed, label, i), art=art, positions=live,
+                            seed=seed_for(self.seed, label, i), context=context, positions=live,
                             batch_len=hi - lo, probabilities=self.probabilities).cpu()
                         attacked += live.numel()
                 state.correct[lo:hi] = ok.cpu()
@@ -185,11 +177,11 @@ class AttackRunner:
             self.bar.update(len(SUBATTACKS))
             return correct
         pos = self.indices[subset]
-        x = strong._to_pixels(self.images[pos])
+        x = to_pixels(self.images[pos])
         y = self.labels[pos].to(torch.int64)
-        state = self.store.dir / f"{label}-{digest(params)[:16]}.state.json" if self.store else None
+        state = self.store.dir / f"{label}-{json_sha256(params)[:16]}.state.json" if self.store else None
         start, cpu0 = time.perf_counter(), time.process_time()
-        res = run_autoattack(self.model, x, y, eps=threat.eps, seed=strong.seed_for(self.seed, label),
+        res = run_autoattack(self.model, x, y, eps=threat.eps, seed=seed_for(self.seed, label),
                              batch_size=self.batch_size, device=self.device, state_path=state)
         self.run.seconds[label] = time.perf_counter() - start
         self.run.cpu_seconds[label] = time.process_time() - cpu0

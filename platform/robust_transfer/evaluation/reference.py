@@ -35,8 +35,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .pgd import eval_mode
-from .specs import package_version
+from ..attacks.specs import package_version
+from ..models.modes import eval_mode
 
 VERSION = "standard"
 SUBATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")       # version 'standard', in its order
@@ -205,8 +205,3 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
             raise RuntimeError(f"AutoAttack left no readable state in {path}")
     return ReferenceResult(correct=final, cascade=listener.cascade, seconds=listener.seconds,
                            flags=listener.flags, resumed=resumed, deviation=deviation)
-
-
-def state_file(store_dir: Path, key: str) -> Path:
-    return Path(store_dir) / f"autoattack-{key[:16]}.state.json"
-
