@@ -87,11 +87,13 @@ def _robust_model(recipe: dict, *, use_cache: bool) -> tuple[torch.nn.Module, di
 
 
 def train_robustish(recipe: dict) -> torch.nn.Module:
-    """`updates` FGSM-RS minibatch updates (Wong et al. 2020) with the library's ModeStep and BatchLoader."""
+    """`updates` FGSM-RS minibatch updates (Wong et al. 2020) with the library's training objective, optimiser
+    updates (strategies.engine) and BatchLoader."""
     from robust_transfer.config import TrainConfig
     from robust_transfer.data import BatchLoader, load_dataset
-    from robust_transfer.strategies.common import lr_at, make_sgd, memory_format_for, set_lr
-    from robust_transfer.strategies.train import ModeStep
+    from robust_transfer.strategies.common import FastPath, lr_at, make_sgd, memory_format_for
+    from robust_transfer.strategies.engine import Batch, optimiser_updates
+    from robust_transfer.strategies.train import ModeObjective
 
     torch.manual_seed(recipe["seed"])
     data = load_dataset(recipe["dataset"], "train", progress=False)
@@ -99,15 +101,16 @@ def train_robustish(recipe: dict) -> torch.nn.Module:
     model = create_model(recipe["arch"], data.num_classes).to(memory_format=fmt).train()
     opt = make_sgd(model.parameters(), recipe["lr"])
     cfg = TrainConfig(arch=recipe["arch"], mode=recipe["mode"], progress=False, device="cpu")
-    step = ModeStep(cfg, model, opt, THREAT, torch.Generator().manual_seed(recipe["seed"]))
-    loader = BatchLoader(data, recipe["batch_size"], shuffle=True, augment=True, seed=recipe["seed"], drop_last=True)
-    done = 0
-    while done < recipe["updates"]:
+    objective = ModeObjective(cfg, model, THREAT)
+    gen, fast = torch.Generator().manual_seed(recipe["seed"]), FastPath(torch.device("cpu"), None, fmt)
+    loader = BatchLoader(data, recipe["batch_size"], shuffle=True, augment=True, seed=recipe["seed"],
+                         memory_format=fmt)
+    done, total = 0, recipe["updates"]
+    while done < total:
         for x, y in loader:
-            set_lr(opt, lr_at(done, recipe["updates"], recipe["lr"], "cosine"))
-            step(x.contiguous(memory_format=fmt), y, lambda: True)
-            done += 1
-            if done >= recipe["updates"]:
+            _, done = optimiser_updates(objective, opt, Batch.of(x, y, gen), done, fast=fast, last=total,
+                                        lr_for=lambda u: lr_at(u, total, recipe["lr"], "cosine"))
+            if done >= total:
                 break
     return model.eval()
 

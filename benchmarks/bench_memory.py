@@ -75,6 +75,7 @@ def make_source(root: Path, num_classes: int = 10) -> str:
 
 def run_trial(kind: str, i: int, src: str, target: str, per_class: int, root: Path) -> None:
     """Trial i of a head search (transfer) or an lwf search: hyperparameters vary, data and source don't."""
+    from robust_transfer.commands.common import resolve_source
     from robust_transfer.reporting import NullLogger
 
     common = dict(source_model=src, target=target, per_class=per_class, val_per_class=1, upsample=True, n_examples=32,
@@ -85,13 +86,13 @@ def run_trial(kind: str, i: int, src: str, target: str, per_class: int, root: Pa
 
         transfer(TransferConfig(**common, head="mlp", mlp_depth=1 + i % 2, width=512, dropout=0.1 * (i % 4),
                                 lr=(0.01, 0.03, 0.1, 0.003)[i % 4], epochs=5, batch_size=64, feature_cache=True),
-                 NullLogger())
+                 NullLogger(), source=resolve_source(src))
     else:
         from robust_transfer.config import LwfConfig
         from robust_transfer.strategies.lwf import lwf
 
         lwf(LwfConfig(**common, lambda_d=(0.01, 0.1, 1.0, 0.001)[i % 4], iterations=16, batch_size=64,
-                      teacher="offline"), NullLogger())
+                      teacher="offline"), NullLogger(), source=resolve_source(src))
     shutil.rmtree(root / f"{kind}-{i}", ignore_errors=True)
 
 

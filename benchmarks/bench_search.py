@@ -57,6 +57,7 @@ class PlainTwin:
         self.work, self.times = work, []
 
     def run(self, params: dict) -> float:
+        from robust_transfer.commands.common import resolve_source
         from robust_transfer.reporting import NullLogger
         from robust_transfer.strategies.transfer import transfer
 
@@ -64,7 +65,7 @@ class PlainTwin:
         cfg.progress = False
         cfg.checkpoint_dir = str(self.work / "plain" / f"t{len(self.times)}")
         start = time.perf_counter()
-        transfer(cfg, NullLogger())
+        transfer(cfg, NullLogger(), source=resolve_source(cfg.source_model))
         t = time.perf_counter() - start
         self.times.append(t)
         return t

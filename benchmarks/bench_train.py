@@ -5,7 +5,7 @@ fwd+bwd: convolutions and matrix products, the usual convention) ÷ the fp32 mat
 in the same process, interleaved with the steps (three 2048² torch.mm per round at each thread count
 tried, each timed; the best rate seen is the peak). Each architecture runs in NCHW and channels_last (NHWC), small-cnn
 also at 1 thread, all interleaved; the row reports the best configuration and docs/benchmarks.md
-lists every one. The steps are the library's own `ModeStep` updates.
+lists every one. The steps are the library's own training updates (`ModeObjective`, `engine.optimiser_updates`).
 
     .venv/bin/python benchmarks/bench_train.py [--quick]
 """
@@ -29,8 +29,9 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from robust_transfer.attacks import ThreatModel  # noqa: E402
 from robust_transfer.config import TrainConfig  # noqa: E402
 from robust_transfer.models import create_model  # noqa: E402
-from robust_transfer.strategies.common import make_sgd, memory_format_for  # noqa: E402
-from robust_transfer.strategies.train import ModeStep  # noqa: E402
+from robust_transfer.strategies.common import FastPath, make_sgd, memory_format_for  # noqa: E402
+from robust_transfer.strategies.engine import Batch, optimiser_updates  # noqa: E402
+from robust_transfer.strategies.train import ModeObjective  # noqa: E402
 
 FORMATS = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last}
 FORMAT_NAME = {torch.contiguous_format: "NCHW", torch.channels_last: "NHWC"}
@@ -39,7 +40,8 @@ OTHER = {"cpu": "wall", "wall": "cpu"}
 
 @dataclass
 class Trainer:
-    """A model + SGD + the library's ModeStep on one fixed batch."""
+    """A model + SGD + the library's training updates (`ModeObjective` through `engine.optimiser_updates`) on
+    one fixed batch."""
 
     arch: str
     batch: int
@@ -56,14 +58,17 @@ class Trainer:
         self.model = self.model.to(memory_format=self.fmt).train()
         cfg = TrainConfig(arch=self.arch, mode=self.mode, replay=self.replay, progress=False, device="cpu")
         self.opt = make_sgd(self.model.parameters(), lr=0.01)
-        self.step = ModeStep(cfg, self.model, self.opt, ThreatModel(), torch.Generator().manual_seed(self.seed))
+        self.objective = ModeObjective(cfg, self.model, ThreatModel())
+        self.fast = FastPath(torch.device("cpu"), None, self.fmt)
         g = torch.Generator().manual_seed(self.seed)
         self.x = torch.rand(self.batch, 3, 32, 32, generator=g).contiguous(memory_format=self.fmt)
         self.y = torch.randint(0, 10, (self.batch,), generator=g)
+        self.batch_ = Batch.of(self.x, self.y, torch.Generator().manual_seed(self.seed))
 
     def __call__(self):
         """One minibatch: 1 update for natural, `replay` updates for free."""
-        return self.step(self.x, self.y, lambda: True)
+        return optimiser_updates(self.objective, self.opt, self.batch_, 0, fast=self.fast, lr_for=lambda u: 0.01,
+                                 last=self.objective.updates_per_batch)
 
     def flops(self) -> int:
         """FLOPs of one fwd+bwd, counted on a copy so the real model is untouched."""
@@ -135,7 +140,7 @@ def mfu(archs=(("small-cnn", 128, None), ("wrn-16-4", 16, ())), repeats: int = 2
         arms.update({f"mm/{t}t": (lambda t=t: _mm(peak_n, t, mm[t])) for t in counts})
         if compile_arm:  # opt-in: inductor compiles for minutes here and won ≤5% on small-cnn (docs)
             tr = Trainer(arch, batch, memory_format_for(arch))
-            tr.step.model = torch.compile(tr.model)
+            tr.objective.model = torch.compile(tr.model)
             trainers[f"compiled-{FORMAT_NAME[tr.fmt]}/{default_t}t"] = (tr, default_t)
             arms[f"compiled-{FORMAT_NAME[tr.fmt]}/{default_t}t"] = arm(tr, default_t)
         tm = interleaved(arms, repeats)
@@ -177,7 +182,7 @@ def mfu(archs=(("small-cnn", 128, None), ("wrn-16-4", 16, ())), repeats: int = 2
 
 def cpu_scale_arch(archs=("small-cnn", "cnn4"), batch: int = 128, repeats: int = 4) -> tuple[list[Row], dict]:
     """The `cpu` scale's architecture (issue 18) beside small-cnn: training images/s of the library's natural
-    ModeStep at the library's layout and thread count, both arms interleaved in one run, so the ratio holds on a
+    training updates at the library's layout and thread count, both arms interleaved in one run, so the ratio holds on a
     noisy host. Parameters are counted from the built models."""
     trainers = {a: Trainer(a, batch, memory_format_for(a)) for a in archs}
     tm = interleaved({a: trainers[a] for a in archs}, repeats)
@@ -207,7 +212,7 @@ def free_vs_natural(arch: str = "small-cnn", batch: int = 64, replay: int = 4, r
     tm = interleaved({"natural": natural_arm, "free": free}, repeats)
     raw = {"arch": arch, "batch": batch, "replay": replay, "natural": tm.summary("natural"), "free": tm.summary("free")}
     return [Row("Training", f"free training per update ÷ natural, {arch}",
-                f"ModeStep mode=free (replay {replay}) vs natural, batch {batch}, {replay} updates per timing",
+                f"mode=free (replay {replay}) vs natural, batch {batch}, {replay} updates per timing",
                 tm.ratio("free", "natural"), 1.1, "<=", alt=tm.other_ratio("free", "natural"),
                 note="free adds the input gradient of the first layer and δ's clone, clamp, sign and projection per "
                      "update: elementwise, memory-bound passes over the batch", detail=raw)], raw

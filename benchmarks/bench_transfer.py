@@ -57,31 +57,43 @@ def make_source(tmp: Path) -> str:
 
 
 def time_head(source_uri: str, per_class: int, *, cached: bool, cache_root: Path) -> tuple[float, int]:
-    """Seconds to train the 50-epoch linear head from a loaded source + data (cache build included)."""
+    """Seconds to train the 50-epoch linear head from a loaded source + data (cache build included): the
+    transfer strategy's objective through the training engine's epochs (no validation check, no evaluation)."""
+    from robust_transfer.commands.common import resolve_source
     from robust_transfer.config import TransferConfig
+    from robust_transfer.data import BatchLoader
     from robust_transfer.device import resolve_device
     from robust_transfer.models import HeadSpec
-    from robust_transfer.reporting import NullLogger
     from robust_transfer.strategies import features
-    from robust_transfer.strategies.source import load_data, load_source, on_device, replace_head
-    from robust_transfer.strategies.transfer import fit_head
+    from robust_transfer.strategies.common import FastPath, cpu_threads, make_sgd, on_device
+    from robust_transfer.strategies.engine import train_epoch
+    from robust_transfer.strategies.source_model import load_data, replace_head
+    from robust_transfer.strategies.transfer import head_objective
 
     shutil.rmtree(cache_root / "features", ignore_errors=True)  # the cached arm builds its cache
     cfg = TransferConfig(source_model=source_uri, target=TARGET, per_class=per_class, epochs=50, batch_size=128,
                          feature_cache=cached, progress=False)
     device = resolve_device("auto")
-    source = load_source(source_uri)
+    source = resolve_source(source_uri)
     train, _ = load_data(cfg.target, source, per_class=per_class, seed=0, upsample=False, progress=False)
     train.sha256()  # content hash once, outside the timing (load_dataset's callers all pay it)
-    model = on_device(replace_head(source.model, HeadSpec(), train.num_classes), device)
+    fast = FastPath.of(cfg, device, source.model.arch)
+    model = on_device(replace_head(source.model, HeadSpec(), train.num_classes), device, fast)
     n0 = features.FEATURE_COMPUTATIONS
     start = time.perf_counter()
-    fit_head(model, train, cfg, NullLogger(), device)
+    objective = head_objective(model, train, cfg, device)
+    loader = BatchLoader(train, cfg.batch_size, seed=cfg.seed, device=device, memory_format=fast.memory_format)
+    opt, update = make_sgd(model.head.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay), 0
+    with cpu_threads(objective.threads):
+        for epoch in range(cfg.epochs):
+            _, update = train_epoch(objective, opt, loader, epoch, update, fast=fast, lr_for=lambda u: cfg.lr,
+                                    last=10**9)
     return time.perf_counter() - start, features.FEATURE_COMPUTATIONS - n0
 
 
 def time_lwf(source_uri: str, per_class: int, iterations: int, *, teacher: str, cache_root: Path) -> float:
     """Seconds for a whole `lwf` run (z0 computation included; its final evaluation is 1 example, PGD-1)."""
+    from robust_transfer.commands.common import resolve_source
     from robust_transfer.config import LwfConfig
     from robust_transfer.reporting import NullLogger
     from robust_transfer.strategies.lwf import lwf
@@ -91,7 +103,7 @@ def time_lwf(source_uri: str, per_class: int, iterations: int, *, teacher: str, 
                     teacher=teacher, lambda_d=0.01, progress=False, n_examples=1, eval_steps=1,
                     checkpoint_dir=str(cache_root / f"lwf-{teacher}"))
     start = time.perf_counter()
-    lwf(cfg, NullLogger())
+    lwf(cfg, NullLogger(), source=resolve_source(source_uri))
     return time.perf_counter() - start
 
 

@@ -20,7 +20,7 @@ import robust_transfer  # noqa: F401  (before torch: it sets OMP_WAIT_POLICY=PAS
 import torch
 
 from robust_transfer.device import cpu_model
-from robust_transfer.strategies.source import cpu_threads
+from robust_transfer.strategies.common import cpu_threads
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"

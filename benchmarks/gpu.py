@@ -1,6 +1,6 @@
 """GPU throughput: training images/s (fp32 vs bf16 autocast, NCHW vs channels_last), PGD-20 evaluation
 images/s and MFU against the card's measured bf16 matmul rate, for wrn-16-4, preact-resnet18 and
-wrn-34-10. Training steps are the library's own (strategies.train.ModeStep under a FastPath:
+wrn-34-10. Training steps are the library's own (strategies.train.ModeObjective's updates under a FastPath:
 bf16 autocast, channels_last), and the data is CIFAR-10 from ../shared/data (cifar10-jpeg; random
 pixels if it is absent) held on the device as uint8 behind the library's BatchLoader, which crops
 and flips there; every timing is bracketed by torch.cuda.synchronize(). PGD-20 runs
@@ -84,7 +84,7 @@ def device_loader(n_images: int, batch: int, device, size: int = 32, memory_form
     from robust_transfer.data import BatchLoader
 
     return BatchLoader(image_data("train", n_images, size), batch, shuffle=True, augment=True, seed=0, device=device,
-                       drop_last=True, memory_format=memory_format)
+                       memory_format=memory_format)
 
 
 def _batches(loader):
@@ -109,13 +109,14 @@ def flops_per_image(arch: str, device, precision: str, channels_last: bool) -> f
 
 def train_throughput(arch: str, batch: int, *, device, precision: str = "fp32", channels_last: bool = True,
                      steps: int = 20, warmup: int = 5, repeats: int = 2, n_images: int | None = None) -> dict:
-    """Training images/s (best of `repeats` runs of `steps` SGD steps of the library's ModeStep, natural
+    """Training images/s (best of `repeats` runs of `steps` SGD steps of the library's ModeObjective, natural
     mode, under a FastPath with this precision and layout) with the data on the device."""
     from robust_transfer.attacks import ThreatModel
     from robust_transfer.config import TrainConfig
     from robust_transfer.models import create_model
     from robust_transfer.strategies.common import FastPath, make_sgd
-    from robust_transfer.strategies.train import ModeStep
+    from robust_transfer.strategies.engine import Batch, optimiser_updates
+    from robust_transfer.strategies.train import ModeObjective
 
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -124,12 +125,12 @@ def train_throughput(arch: str, batch: int, *, device, precision: str = "fp32", 
     opt = make_sgd(model.parameters(), 0.01)
     cfg = TrainConfig(arch=arch, mode="natural", progress=False, device=str(torch.device(device).type),
                       precision=precision, channels_last=str(channels_last).lower())
-    mode_step = ModeStep(cfg, model, opt, ThreatModel(), torch.Generator(device=device), fast)
+    objective, gen = ModeObjective(cfg, model, ThreatModel()), torch.Generator()
     batches = _batches(device_loader(n_images or max(4 * batch, 2 * batch), batch, device, memory_format=fmt))
 
     def step():
         x, y = next(batches)
-        mode_step(x, y, lambda: True)
+        optimiser_updates(objective, opt, Batch.of(x, y, gen), 0, fast=fast, lr_for=lambda u: 0.01, last=1)
 
     for _ in range(warmup):
         step()

@@ -465,12 +465,35 @@ def test_resize_values():
 # ================================================================================================
 # BatchLoader and augmentation
 
-@pytest.mark.parametrize("batch_size, drop_last, expected", [(4, False, 6), (4, True, 5), (21, False, 1),
-                                                             (50, True, 0), (1, False, 21)])
-def test_loader_length(batch_size, drop_last, expected):
-    loader = BatchLoader(_toy(), batch_size, drop_last=drop_last)
+@pytest.mark.parametrize("batch_size, shuffle, expected", [
+    (4, True, 5),     # 21 images, at least two full batches: the ragged last batch (1 image) is dropped
+    (4, False, 6),    # an unshuffled pass (evaluation) serves every image
+    (10, True, 2),    # two full batches: the last image is dropped
+    (20, True, 1),    # fewer than two full batches: every image, the last one merged into the batch before
+    (21, True, 1), (50, True, 1), (50, False, 1), (1, True, 21)])
+def test_loader_length_follows_the_one_last_batch_rule(batch_size, shuffle, expected):
+    loader = BatchLoader(_toy(), batch_size, shuffle=shuffle)
     batches = list(loader)
     assert len(loader) == len(batches) == expected
+    seen = sum(len(y) for _, y in batches)
+    assert seen == (21 // batch_size * batch_size if shuffle and 21 >= 2 * batch_size else 21)
+    assert not shuffle or batch_size == 1 or min(len(y) for _, y in batches) >= 2   # BatchNorm trains on every batch
+
+
+def test_one_seed_derivation_for_order_and_augmentation():
+    """The index form and the pixel form are one loader: the same order, the same augmented pixels."""
+    from robust_transfer.data.loader import epoch_seed
+
+    d = ImageData(torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8), torch.arange(12) % 2, ("a", "b"), "toy",
+                  "train")
+    loader = BatchLoader(d, 4, augment=True, seed=3)
+    pixels = [(x, y) for x, y in loader]
+    index_form = BatchLoader(d, 4, augment=True, seed=3)
+    for (x, y), idx in zip(pixels, index_form.epoch(0)):
+        assert torch.equal(index_form.pixels(idx), x) and torch.equal(index_form.labels[idx], y)
+    g = torch.Generator().manual_seed(epoch_seed(3, 0))
+    assert torch.equal(torch.cat(index_form.epoch(0)), torch.randperm(12, generator=g))
+    assert epoch_seed(0, 1) != epoch_seed(1, 0) and epoch_seed(0, 1) != epoch_seed(0, 1, "attack")
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
@@ -482,7 +505,11 @@ def test_loader_covers_each_example_once(shuffle):
         ids = (x[:, 0, 0, 0] * 255).round().long()
         assert torch.equal(d.labels[ids], y) and y.dtype == torch.int64
         seen += ids.tolist()
-    assert sorted(seen) == list(range(21)) and (seen == list(range(21))) == (not shuffle)
+    assert len(set(seen)) == len(seen) and set(seen) <= set(range(21))
+    if shuffle:   # 4 full batches: the ragged last batch (one image) is dropped
+        assert len(seen) == 20 and seen != sorted(seen)
+    else:         # an evaluation pass: every image, in order
+        assert seen == list(range(21))
 
 
 def _order(loader):
@@ -493,7 +520,7 @@ def test_loader_epochs_are_seeded():
     d = _toy()
     a = BatchLoader(d, 8, seed=3)
     e0, e1 = _order(a), _order(a)  # two __iter__ calls = epochs 0 and 1
-    assert e0 != e1 and a.epoch == 2
+    assert e0 != e1 and a.next_epoch == 2
     b = BatchLoader(d, 8, seed=3)
     assert _order(b) == e0
     b.set_epoch(1)
@@ -508,7 +535,7 @@ def test_loader_augment_and_resize_are_reproducible():
     for _ in range(2):
         loader = BatchLoader(d, 4, augment=True, seed=1, resize=16)
         runs.append([x for x, _ in loader])
-        assert runs[-1][0].shape == (4, 3, 16, 16) and runs[-1][-1].shape == (2, 3, 16, 16)
+        assert len(runs[-1]) == 2 and all(x.shape == (4, 3, 16, 16) for x in runs[-1])   # 10 images: 2 full batches
     assert all(torch.equal(p, q) for p, q in zip(*runs))
     plain = [x for x, _ in BatchLoader(d, 10, shuffle=False, augment=True, seed=1)]
     assert plain[0].shape == (10, 3, 8, 8) and not torch.equal(plain[0], d.images.float() / 255)

@@ -6,7 +6,7 @@ import torch
 from robust_transfer.config import FinetuneAdvConfig
 from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies.finetune_adv import finetune_adv
-from transfer_helpers import all_runs, mlflow_run, other_folder, sources, state  # noqa: F401
+from transfer_helpers import all_runs, mlflow_run, other_folder, run_strategy, sources, state  # noqa: F401
 
 
 def test_everything_trains_on_adversarial_examples_with_a_new_head(workdir, sources, other_folder):
@@ -16,7 +16,7 @@ def test_everything_trains_on_adversarial_examples_with_a_new_head(workdir, sour
     log = MemoryLogger()
     cfg = FinetuneAdvConfig(source_model=sources.src, target=f"imagefolder:{other_folder}", iterations=3, steps=2,
                             batch_size=16, n_examples=8, eval_steps=2, progress=False, checkpoint_dir="ck")
-    res = finetune_adv(cfg, log)
+    res = run_strategy(finetune_adv, cfg, log)
     after = state(res.model)
     assert res.model.num_classes == 4 and after["head.weight"].shape[0] == 4
     convs = [k for k in before if k.endswith(".weight") and before[k].dim() == 4]

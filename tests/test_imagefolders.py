@@ -345,7 +345,8 @@ def test_loader_uses_random_resized_crop_for_resized_folders(tmp_path):
     d = load_dataset(f"imagefolder:{root}:resize=16", progress=False)
     (x, _), = list(BatchLoader(d, 8, shuffle=False, augment=True, seed=0))
     from robust_transfer.data.transforms import random_resized_crop_flip
-    g = torch.Generator().manual_seed(__import__("robust_transfer.data.loader", fromlist=["_epoch_seed"])._epoch_seed(0, 0))
+    from robust_transfer.data.loader import epoch_seed
+    g = torch.Generator().manual_seed(epoch_seed(0, 0))
     expected = random_resized_crop_flip(d.images[torch.arange(8)], g).float() / 255
     assert torch.allclose(x, expected)
 

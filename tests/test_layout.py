@@ -10,6 +10,7 @@ import ast
 import sys
 from pathlib import Path
 
+
 PACKAGE = "robust_transfer"
 ROOT = Path(__file__).resolve().parents[1] / "platform"
 # The top layer: the entry points and their front doors. Nothing below may import them.
@@ -140,3 +141,64 @@ def test_config_and_attacks_stay_below_the_evaluation_library():
     assert any(_layer(m) == "config" for m in checked) and any(_layer(m) == "attacks" for m in checked)
     bad = sorted(f"{m} imports {t}" for m in checked for t in edges[m] if _layer(t) == "evaluation")
     assert not bad, "; ".join(bad)
+
+
+# --- layers that hold (issue 23 §2) ---------------------------------------------------------------------------
+def _external_imports(path: Path) -> set[str]:
+    """Every absolute module name `path` imports (anywhere in its body), e.g. {'torch', 'mlflow.tracking'}."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module)
+    return names
+
+
+def _under(layer: str) -> dict[str, Path]:
+    return {m: f for m, f in modules().items() if _layer(m) == layer}
+
+
+def test_no_strategy_imports_mlflow_or_tracking():
+    """Strategies report through `RunLogger` and are handed their source model: MLflow is the command layer's."""
+    strategies, edges = _under("strategies"), import_graph(modules())
+    assert len(strategies) >= 8   # the check saw the package's strategies
+    bad = sorted(f"{m} imports {t}" for m in strategies for t in edges[m] if _layer(t) == "tracking")
+    bad += sorted(f"{m} imports {n}" for m, f in strategies.items() for n in _external_imports(f)
+                  if n == "mlflow" or n.startswith("mlflow."))
+    bad += sorted(f"{m} mentions mlflow" for m, f in strategies.items() if "mlflow" in f.read_text())
+    assert not bad, "; ".join(bad)
+
+
+def test_config_imports_no_strategy():
+    """The paper defaults live in config/ (config/transfer.py), so strategies can type their config."""
+    configs, edges = _under("config"), import_graph(modules())
+    assert "robust_transfer.config.transfer" in configs
+    bad = sorted(f"{m} imports {t}" for m in configs for t in edges[m] if _layer(t) == "strategies")
+    assert not bad, "; ".join(bad)
+
+
+MAX_LINES = 400
+
+
+def long_modules_without_a_reason() -> set[str]:
+    """Modules over MAX_LINES lines whose first lines (the top of the docstring) do not say why."""
+    out = set()
+    for m, f in modules().items():
+        lines = f.read_text().splitlines()
+        if len(lines) > MAX_LINES and not any("over 400 lines" in line.lower() for line in lines[:12]):
+            out.add(m)
+    return out
+
+
+def test_a_module_over_400_lines_says_why_in_its_first_lines():
+    assert len(modules()) > 50   # the scan saw the package
+    bad = long_modules_without_a_reason()
+    assert not bad, f"over {MAX_LINES} lines without a reason in the first lines (say 'Over 400 lines because ...'): " \
+        + ", ".join(sorted(bad))
+
+
+def test_the_external_import_scan_sees_late_imports(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import torch\ndef f():\n    from mlflow.tracking import MlflowClient\n    from . import x\n")
+    assert _external_imports(f) == {"torch", "mlflow.tracking"}

@@ -10,8 +10,8 @@ from robust_transfer.errors import ConfigError
 from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies import features
 from robust_transfer.strategies.lwf import feature_distance, lwf, lwf_loss
-from robust_transfer.strategies.source import batchnorm_modules
-from transfer_helpers import all_runs, mlflow_run, other_folder, sources, state  # noqa: F401
+from robust_transfer.strategies.common import batchnorm_modules
+from transfer_helpers import all_runs, mlflow_run, other_folder, run_strategy, sources, state  # noqa: F401
 
 
 def cfg(src, **kw) -> LwfConfig:
@@ -48,7 +48,7 @@ def test_warm_start_phase_changes_only_the_head(workdir, sources, other_folder):
     from robust_transfer import load_model
 
     before = state(load_model(sources.src))
-    res = lwf(cfg(sources.src, target=f"imagefolder:{other_folder}", warm_start=1.0), MemoryLogger())
+    res = run_strategy(lwf, cfg(sources.src, target=f"imagefolder:{other_folder}", warm_start=1.0), MemoryLogger())
     after = state(res.model)
     assert res.meta["training"]["warm_updates"] == 6 and res.meta["training"]["head"] == "new"
     for k in before:
@@ -63,7 +63,7 @@ def test_after_warm_start_everything_but_batchnorm_trains(workdir, sources):
 
     source = load_model(sources.src)
     before = state(source)
-    res = lwf(cfg(sources.src, warm_start=0.0, lambda_d=0.001), MemoryLogger())
+    res = run_strategy(lwf, cfg(sources.src, warm_start=0.0, lambda_d=0.001), MemoryLogger())
     after = state(res.model)
     bn_names = {name for name, m in res.model.named_modules() if m in batchnorm_modules(res.model)}
     bn_keys = [k for k in before if k.rsplit(".", 1)[0] in bn_names]
@@ -80,7 +80,7 @@ def test_without_freeze_bn_the_statistics_adapt(workdir, sources):
     from robust_transfer import load_model
 
     before = state(load_model(sources.src))
-    res = lwf(cfg(sources.src, warm_start=0.0, freeze_bn=False), MemoryLogger())
+    res = run_strategy(lwf, cfg(sources.src, warm_start=0.0, freeze_bn=False), MemoryLogger())
     after = state(res.model)
     assert not torch.equal(before["body.0.1.running_mean"], after["body.0.1.running_mean"])
 
@@ -91,11 +91,11 @@ def test_z0_is_computed_once_and_shared_with_transfer(workdir, sources):
 
     n0 = features.FEATURE_COMPUTATIONS
     log = MemoryLogger()
-    lwf(cfg(sources.src, iterations=20), log)   # 5 epochs of 4 batches
+    run_strategy(lwf, cfg(sources.src, iterations=20), log)   # 5 epochs of 4 batches
     assert features.FEATURE_COMPUTATIONS == n0 + 1
     assert len(log.history("train_loss")) == 5
-    lwf(cfg(sources.src, lambda_d=0.1, distance="l1"), MemoryLogger())
-    transfer(TransferConfig(source_model=sources.src, epochs=1, n_examples=6, eval_steps=1, progress=False,
+    run_strategy(lwf, cfg(sources.src, lambda_d=0.1, distance="l1"), MemoryLogger())
+    run_strategy(transfer, TransferConfig(source_model=sources.src, epochs=1, n_examples=6, eval_steps=1, progress=False,
                             checkpoint_dir="ck-t"), MemoryLogger())
     assert features.FEATURE_COMPUTATIONS == n0 + 1
 
@@ -103,7 +103,7 @@ def test_z0_is_computed_once_and_shared_with_transfer(workdir, sources):
 def test_online_teacher_with_augmentation(workdir, sources):
     n0 = features.FEATURE_COMPUTATIONS
     log = MemoryLogger()
-    res = lwf(cfg(sources.src, teacher="online", augment=True, warm_start=0.5, iterations=8), log)
+    res = run_strategy(lwf, cfg(sources.src, teacher="online", augment=True, warm_start=0.5, iterations=8), log)
     assert features.FEATURE_COMPUTATIONS == n0  # nothing stored: z0 is computed per augmented batch
     dist = log.history("train_feature_distance")
     assert dist[0] == 0.0 and dist[-1] > 0.0   # zero while only the head trains, then θ moves away
@@ -115,7 +115,7 @@ def test_online_teacher_with_augmentation(workdir, sources):
 def test_same_dataset_mode_keeps_the_source_head(workdir, sources):
     from robust_transfer import load_model
 
-    res = lwf(cfg(sources.src, warm_start=0.0, lr=1e-9, momentum=0.0, weight_decay=0.0), MemoryLogger())
+    res = run_strategy(lwf, cfg(sources.src, warm_start=0.0, lr=1e-9, momentum=0.0, weight_decay=0.0), MemoryLogger())
     assert res.meta["training"]["head"] == "source"
     assert torch.allclose(res.model.head.weight, load_model(sources.src).head.weight, atol=1e-6)
     assert res.meta["lineage"]["source_model"] == sources.src

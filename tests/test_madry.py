@@ -10,7 +10,8 @@ from robust_transfer.attacks import pgd, pgd_train
 from robust_transfer.attacks.fold import attack_view
 from robust_transfer.config import TrainConfig
 from robust_transfer.models import create_model
-from robust_transfer.strategies.train import ModeStep
+from robust_transfer.strategies.engine import Batch
+from robust_transfer.strategies.train import ModeObjective
 
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 7
 
@@ -78,8 +79,7 @@ def test_train_mode_pgd_trains_on_the_madry_examples():
     torch.manual_seed(0)
     model = create_model("small-cnn", 4, input_size=16)
     x, y = _data(16, 16)
-    step = ModeStep(cfg, model, torch.optim.SGD(model.parameters(), lr=0.1), _threat(), torch.Generator().manual_seed(5))
-    ours = step.adversarial(x, y)
+    ours = ModeObjective(cfg, model, _threat()).adversarial_examples(Batch.of(x, y, torch.Generator().manual_seed(5)))
     model.eval()
     ref = reference_madry(attack_view(model), x, y, EPS, ALPHA, 3, torch.Generator().manual_seed(5))
     assert torch.equal(ours, ref)

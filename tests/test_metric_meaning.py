@@ -44,8 +44,8 @@ def test_attack_accuracy_requires_the_clean_image_to_be_right(attack):
     assert bool((res.correct[attack] <= res.correct["clean"]).all())
     assert res.metrics[f"{attack}_acc"] <= res.metrics["clean_acc"]
     data = ImageData(images, labels, ("zero", "one"), "flat", "test")
-    end, _ = reported_metrics(model, data, ThreatModel(8.0, 2.0), eval_steps=5, n_examples=64, seed=0, device="cpu",
-                          progress=False)
+    end = reported_metrics(model, data, ThreatModel(8.0, 2.0), eval_steps=5, n_examples=64, seed=0, device="cpu",
+                           progress=False).metrics
     assert end["pgd5_acc"] <= end["clean_acc"] == 0.5
 
 
@@ -70,7 +70,7 @@ def test_finetune_adv_reports_at_the_evaluation_threat(workdir, sources, other_f
                             batch_size=16, n_examples=8, eval_steps=2, progress=False, checkpoint_dir="ck")
     assert (cfg.epsilon, cfg.step_size, cfg.eval_epsilon, cfg.eval_step_size) == (5.0, 3.0, 8.0, 2.0)
     assert {"epsilon", "step_size", "eval_epsilon", "eval_step_size"} <= set(cfg.to_params())
-    res = finetune_adv(cfg, MemoryLogger())
+    res = run_strategy(finetune_adv, cfg)
     assert res.meta["threat_model"]["epsilon"] == 5.0 and res.meta["eval_threat"]["epsilon"] == 8.0
     at8 = evaluate("ck", attacks="clean,pgd2", n_examples=8, seed=0, device="cpu", progress=False)
     assert at8.result.metrics["pgd2_acc"] == res.metrics["pgd2_acc"]
@@ -84,4 +84,4 @@ def test_evaluation_threat_is_separate_and_defaults_to_8_and_2():
     assert not hasattr(TransferConfig(source_model="x"), "epsilon")   # transfer trains on natural examples only
 
 
-from transfer_helpers import other_folder, sources  # noqa: E402,F401  (module fixtures)
+from transfer_helpers import other_folder, run_strategy, sources  # noqa: E402,F401  (module fixtures)

@@ -287,12 +287,11 @@ def test_a_deleted_experiment_is_refused_before_anything_is_created(workdir, tin
 def test_a_last_batch_of_one_example_is_merged_into_the_one_before(n, batch_size):
     import torch
 
-    from robust_transfer.data import ImageData
-    from robust_transfer.strategies.source import IndexedImages
+    from robust_transfer.data import BatchLoader, ImageData
 
     data = ImageData(torch.zeros(n, 3, 8, 8, dtype=torch.uint8), torch.arange(n) % 2, classes=("a", "b"), spec="t", split="train")
-    batches = IndexedImages(data, batch_size, seed=0, device="cpu").epoch(0)
-    assert len(batches) == len(IndexedImages(data, batch_size, seed=0, device="cpu"))
+    batches = BatchLoader(data, batch_size, seed=0, device="cpu").epoch(0)
+    assert len(batches) == len(BatchLoader(data, batch_size, seed=0, device="cpu"))
     seen = torch.cat(batches).tolist()
     assert len(set(seen)) == len(seen)                                  # no example twice
     assert len(seen) == (n // batch_size * batch_size if n >= 2 * batch_size else n)  # (drop_last: as in train)

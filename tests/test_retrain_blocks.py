@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from robust_transfer.config import RetrainBlocksConfig
 from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies.retrain_blocks import retrain_blocks
-from transfer_helpers import FAST, all_runs, mlflow_run, rtl, sources, state  # noqa: F401
+from transfer_helpers import FAST, all_runs, load_source, mlflow_run, rtl, sources, state  # noqa: F401
 
 
 def cfg(src, **kw) -> RetrainBlocksConfig:
@@ -26,7 +26,7 @@ def test_only_the_k_deepest_blocks_are_reinitialised_and_trained(workdir, source
     assert n_blocks == 5  # small-cnn: 4 body blocks + head
     prefixes = [f"body.{i}." for i in range(n_blocks - 1)] + ["head."]
     before = state(source)
-    res = retrain_blocks(cfg(sources.src), k, MemoryLogger())
+    res = retrain_blocks(cfg(sources.src), k, MemoryLogger(), source=load_source(sources.src))
     after = state(res.model)
     for i, prefix in enumerate(prefixes):
         keys = [key for key in before if key.startswith(prefix)]
@@ -41,7 +41,7 @@ def test_only_the_k_deepest_blocks_are_reinitialised_and_trained(workdir, source
 
 def test_epochs_budget_when_iterations_is_cleared(workdir, sources):
     log = MemoryLogger()
-    retrain_blocks(cfg(sources.src, iterations=None, epochs=2), 1, log)
+    retrain_blocks(cfg(sources.src, iterations=None, epochs=2), 1, log, source=load_source(sources.src))
     assert len(log.history("train_loss")) == 2 and len(log.history("epoch_time_s")) == 2
 
 

@@ -13,7 +13,7 @@ from robust_transfer.evaluation import evaluate_tensors
 from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies import features
 from robust_transfer.strategies.transfer import transfer
-from transfer_helpers import FAST, all_runs, mlflow_run, other_folder, rtl, sources, state  # noqa: F401
+from transfer_helpers import FAST, all_runs, mlflow_run, other_folder, rtl, run_strategy, sources, state  # noqa: F401
 
 
 def cfg(src, **kw) -> TransferConfig:
@@ -29,7 +29,7 @@ def test_extractor_and_its_batchnorm_statistics_do_not_move(workdir, sources, kw
 
     before = state(load_model(sources.src), "body.")
     assert any("running_mean" in k for k in before)
-    res = transfer(cfg(sources.src, **kw), MemoryLogger())
+    res = run_strategy(transfer, cfg(sources.src, **kw), MemoryLogger())
     after = state(res.model, "body.")
     assert before.keys() == after.keys()
     for k in before:
@@ -39,31 +39,31 @@ def test_extractor_and_its_batchnorm_statistics_do_not_move(workdir, sources, kw
 
 def test_feature_cache_is_built_once_and_reused_across_runs_and_heads(workdir, sources):
     n0 = features.FEATURE_COMPUTATIONS
-    first = transfer(cfg(sources.src), MemoryLogger())
+    first = run_strategy(transfer, cfg(sources.src), MemoryLogger())
     assert features.FEATURE_COMPUTATIONS == n0 + 1
     files = list((workdir / "cache" / "features").glob("*.safetensors"))
     assert len(files) == 1 and not list(files[0].parent.glob("*.tmp"))
-    transfer(cfg(sources.src, head="mlp", width=16, seed=1), MemoryLogger())   # another head, same z(x)
-    transfer(cfg(sources.src, augment=True), MemoryLogger())                    # augmented: computed online
+    run_strategy(transfer, cfg(sources.src, head="mlp", width=16, seed=1), MemoryLogger())   # another head, same z(x)
+    run_strategy(transfer, cfg(sources.src, augment=True), MemoryLogger())                    # augmented: computed online
     assert features.FEATURE_COMPUTATIONS == n0 + 1
-    transfer(cfg(sources.src, per_class=10), MemoryLogger())                     # other data: other features
+    run_strategy(transfer, cfg(sources.src, per_class=10), MemoryLogger())                     # other data: other features
     assert features.FEATURE_COMPUTATIONS == n0 + 2
     assert first.meta["training"]["feature_cache"] is True
 
 
 def test_cached_and_recomputed_features_train_the_same_head(workdir, sources):
-    cached = transfer(cfg(sources.src, checkpoint_dir="a"), MemoryLogger())
-    online = transfer(cfg(sources.src, checkpoint_dir="b", feature_cache=False), MemoryLogger())
+    cached = run_strategy(transfer, cfg(sources.src, checkpoint_dir="a"), MemoryLogger())
+    online = run_strategy(transfer, cfg(sources.src, checkpoint_dir="b", feature_cache=False), MemoryLogger())
     for (k, a), b in zip(cached.model.head.state_dict().items(), online.model.head.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), k
 
 
 def test_corrupt_feature_file_is_rebuilt(workdir, sources, capsys):
-    transfer(cfg(sources.src), MemoryLogger())
+    run_strategy(transfer, cfg(sources.src), MemoryLogger())
     (path,) = (workdir / "cache" / "features").glob("*.safetensors")
     path.write_bytes(b"not a safetensors file")
     n0 = features.FEATURE_COMPUTATIONS
-    transfer(cfg(sources.src), MemoryLogger())
+    run_strategy(transfer, cfg(sources.src), MemoryLogger())
     assert features.FEATURE_COMPUTATIONS == n0 + 1 and "corrupt" in capsys.readouterr().err
 
 
@@ -73,13 +73,13 @@ def test_transfer_from_the_targets_own_model_reproduces_its_accuracy(workdir, so
     test = load_dataset(sources.spec, "test", progress=False)
     own = evaluate_tensors(load_model(sources.src), test.images, test.labels, attacks="clean", n_examples=None,
                            device="cpu", progress=False, resume=False).result.metrics["clean_acc"]
-    res = transfer(cfg(sources.src, epochs=30, n_examples=len(test)), MemoryLogger())
+    res = run_strategy(transfer, cfg(sources.src, epochs=30, n_examples=len(test)), MemoryLogger())
     assert own >= 0.9
     assert abs(res.metrics["clean_acc"] - own) <= 0.1
 
 
 def test_evaluation_attacks_the_whole_model_in_pixel_space(workdir, sources):
-    res = transfer(cfg(sources.src, eval_epsilon=32.0, eval_step_size=8.0), MemoryLogger())
+    res = run_strategy(transfer, cfg(sources.src, eval_epsilon=32.0, eval_step_size=8.0), MemoryLogger())
     test = load_dataset(sources.spec, "test", progress=False)
     again = evaluate_tensors(res.model, test.images, test.labels, attacks="clean,pgd3", epsilon=32.0, step_size=8.0,
                              n_examples=12, seed=0, device="cpu", progress=False, resume=False).result
@@ -91,11 +91,11 @@ def test_evaluation_attacks_the_whole_model_in_pixel_space(workdir, sources):
 
 
 def test_new_target_classes_per_class_and_upsample(workdir, sources, other_folder):
-    res = transfer(cfg(sources.src, target=f"imagefolder:{other_folder}", per_class=5), MemoryLogger())
+    res = run_strategy(transfer, cfg(sources.src, target=f"imagefolder:{other_folder}", per_class=5), MemoryLogger())
     assert res.model.num_classes == 4 and res.meta["classes"] == ["class0", "class1", "class2", "class3"]
     with pytest.raises(ModelError, match="upsample=true"):
-        transfer(cfg(sources.src32), MemoryLogger())
-    up = transfer(cfg(sources.src32, upsample=True), MemoryLogger())
+        run_strategy(transfer, cfg(sources.src32), MemoryLogger())
+    up = run_strategy(transfer, cfg(sources.src32, upsample=True), MemoryLogger())
     assert up.model.input_size == 32 and read_metadata("ck")["input_size"] == 32
 
 
@@ -111,6 +111,11 @@ def test_cli_run_records_source_lineage_tags_and_metrics(workdir, sources):
 
     history = MlflowClient().get_metric_history(run.info.run_id, "train_loss")
     assert [h.step for h in history] == [0, 1]
+    per_example = MlflowClient().download_artifacts(run.info.run_id, "evaluation/per_example.json", str(workdir))
+    rec = json.loads(Path(per_example).read_text())
+    assert rec["n_examples"] == len(rec["indices"]) == len(rec["correct"]["pgd3"]) == 12
+    assert rec["indices_sha256"] == tags["rtl.eval_indices_sha256"]
+    assert sum(rec["correct"]["clean"]) / 12 == pytest.approx(m["clean_acc"])
     name = tags["rtl.registered_model"].split("/")[0]
     assert name.endswith("-small-cnn-transfer")
     from robust_transfer import load_model_with_meta

@@ -45,6 +45,20 @@ def make_source(path: Path, folder: Path, *, epochs: int = 12, seed: int = 0, in
     return path
 
 
+def load_source(uri: str):
+    """The `Source` a strategy is handed: resolved as the command layer resolves `source_model`."""
+    from robust_transfer.commands.common import resolve_source
+
+    return resolve_source(str(uri))
+
+
+def run_strategy(fn, cfg, logger=None, **kw):
+    """`fn(cfg, logger, source=..., **kw)` with the source of `cfg.source_model` (a fresh copy each time)."""
+    from robust_transfer.reporting import MemoryLogger
+
+    return fn(cfg, logger if logger is not None else MemoryLogger(), source=load_source(cfg.source_model), **kw)
+
+
 @dataclass
 class Sources:
     folder: Path       # the 3-class 16×16 imagefolder the sources were trained on

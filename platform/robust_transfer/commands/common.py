@@ -31,12 +31,14 @@ def report(title: str, log, result, model_uri: str) -> dict:
             "checkpoint": str(result.checkpoint_dir)}
 
 
-def resolve_source(cfg):
-    """The source model, loaded once, before any run starts (a source_model that cannot be had fails with
-    no run opened) and handed to the strategy."""
-    from ..strategies.source import load_source
+def resolve_source(uri: str):
+    """The source model (trainable, CPU) and its checkpoint metadata, loaded once from `uri` (a config's
+    `source_model`) before any run starts (one that cannot be had fails with no run opened, ModelError) and
+    handed to the strategy."""
+    from ..strategies.source_model import Source
+    from ..tracking import models
 
-    return load_source(cfg.source_model)
+    return Source.of(*models.load_model_with_meta(uri), uri)
 
 
 def run_source_strategy(strategy: str, cfg, fn, title: str) -> dict:
@@ -44,7 +46,7 @@ def run_source_strategy(strategy: str, cfg, fn, title: str) -> dict:
     `fn(cfg, log, run_id=..., source=...)`."""
     from ..tracking import tracked_run
 
-    source = resolve_source(cfg)
+    source = resolve_source(cfg.source_model)
     with tracked_run(strategy, cfg.to_params(), source_tags(cfg), experiment=cfg.experiment) as log:
         result = fn(cfg, log, run_id=log.run_id, source=source)
         return report(title, log, result, publish(cfg, log, result, strategy))

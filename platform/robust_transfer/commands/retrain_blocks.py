@@ -19,7 +19,7 @@ def run_retrain_blocks(cfg: RetrainBlocksConfig) -> dict:
     from ..tracking import tracked_run
 
     ks = cfg.k_values()
-    source = resolve_source(cfg)  # once: each k re-trains its own copy, the baseline reads it unchanged
+    source = resolve_source(cfg.source_model)  # once: each k re-trains its own copy, the baseline reads it unchanged
     with tracked_run("retrain_blocks", cfg.to_params(), source_tags(cfg), experiment=cfg.experiment) as parent:
         if len(ks) == 1:
             result = retrain_blocks(cfg, ks[0], parent, run_id=parent.run_id, source=source)

@@ -8,13 +8,17 @@ from .registry import entry_point
 
 @entry_point(TrainConfig, help="Train a source model: natural, pgd, free or fgsm-rs (Table 1).")
 def run_train(cfg: TrainConfig) -> dict:
-    from ..strategies.train import check_resume_run, default_checkpoint_dir, resume_state, train
+    from ..strategies.engine import resume_state, resume_tags
+    from ..strategies.train import checkpoint_dir, train
     from ..tracking import tracked_run
     from ..tracking.naming import name_run, run_name
     from ..tracking.registry import publish_model
+    from ..tracking.runs import check_resume_run
 
-    state = resume_state(cfg) if cfg.resume else None
-    run_id = check_resume_run(state, cfg.checkpoint_dir or default_checkpoint_dir(cfg), cfg) if state else None
+    ckpt = checkpoint_dir(cfg)
+    state = resume_state(cfg, ckpt) if cfg.resume else None
+    run_id = (check_resume_run(state["json"].get("run_id"), f"--resume: checkpoint {str(ckpt)!r}",
+                               resume_tags("train", cfg, ckpt)) if state else None)
     tags = {"rtl.data": cfg.dataset, "rtl.mode": cfg.mode}
     with tracked_run("train", cfg.to_params(), tags, experiment=cfg.experiment, run_id=run_id) as log:
         name_run(log.run_id, run_name("train", cfg.dataset, cfg.arch, cfg.mode))

@@ -80,6 +80,9 @@ class CommonConfig:
     batch_size: int = 128           # training examples per batch
     lr: float = 0.1                 # learning rate of momentum SGD
     seed: int = 0                   # random seed: initialisation, data order, attacks
+    eval_seed: int = 0              # which test examples the final evaluation uses and its attacks' random starts
+                                    # (and the validation check's): the same for every training seed by default,
+                                    # so seeded runs are compared on the same examples, like val_seed
     per_class: int | None = None    # train on this many examples per class (low-data runs; default: all)
     n_examples: int = 1000          # test examples of the final clean and robust evaluation
     device: str = "auto"            # where to run (auto: cuda when available)
@@ -102,6 +105,7 @@ class CommonConfig:
         _check_finite("lr", self.lr)
         check_range("lr", self.lr, 0.0, 10.0, low_inclusive=False)
         check_seed("seed", self.seed)
+        check_seed("eval_seed", self.eval_seed)
         check_experiment(self.experiment)
         if self.per_class is not None:
             _check_positive_int("per_class", self.per_class, 10**7)

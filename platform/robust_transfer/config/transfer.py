@@ -1,17 +1,52 @@
-"""`retrain_blocks`, `transfer`, `finetune_adv`, `lwf`: the strategies that start from a source model.
-Their paper defaults are written at the top of each strategy's file (`DEFAULTS`) and read from there."""
+"""`retrain_blocks`, `transfer`, `finetune_adv`, `lwf`: the strategies that start from a source model, and their
+paper defaults (written here, at the top, with where the paper says them; every one can be overridden:
+`rtl lwf --lambda-d 0.1`, `rtl finetune-adv --steps 7`, ...)."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
 from ..errors import ConfigError, check_range, one_of
-from ..strategies.finetune_adv import DEFAULTS as FINETUNE_ADV
-from ..strategies.lwf import DEFAULTS as LWF
-from ..strategies.retrain_blocks import DEFAULTS as RETRAIN_BLOCKS
-from ..strategies.transfer import DEFAULTS as TRANSFER
 from .common import (SCHEDULES, CommonConfig, EvalThreatConfig, ThreatConfig, ValidationConfig, _check_finite,
                      _check_positive_int, check_checkpoint_dir, milestone_fractions)
+
+# `retrain_blocks` (paper section 3, footnote 3)
+RETRAIN_BLOCKS = dict(
+    lr=0.001,            # momentum SGD, lr 0.001,
+    iterations=20_000,   # 20,000 iterations
+    augment=True,        # footnote 3: standard augmentation
+)
+# `transfer` (appendix A.2)
+TRANSFER = dict(
+    epochs=50,           # 50 epochs, batch 128,
+    lr=0.01,             # lr 0.01 ...
+    schedule="step",
+    milestones="0.6",    # ... → 0.001 at epoch 30 (60% of the budget)
+    head="linear",       # Tables 2-3; Fig. 4: mlp with mlp_depth hidden layers of width
+    mlp_depth=1,
+    width=2048,
+)
+# `finetune_adv` (appendix A.2, ImageNet sources)
+FINETUNE_ADV = dict(
+    epsilon=5.0,         # PGD-3, step 3, ε 5 (0-255 scale)
+    step_size=3.0,
+    steps=3,
+    epochs=50,           # as `transfer`: 50 epochs, lr 0.01 → 0.001 at 60% of the budget
+    lr=0.01,
+    schedule="step",
+    milestones="0.6",
+    augment=True,
+)
+# `lwf` (section 6, appendix A.1)
+LWF = dict(
+    iterations=20_000,   # batch 128, 20,000 iterations
+    lr=0.001,            # the text's 0.001 (appendix A.1 says 1e-2)
+    lambda_d=0.01,       # the weight of the feature distance d(z, z0)
+    distance="l2",       # l2: mean ‖z−z0‖₂ (paper text); l1: mean ‖z−z0‖₁ (authors' code); l2sq
+    warm_start=0.5,      # the fraction of the updates that train only the head
+    freeze_bn=True,      # A.1: BatchNorm statistics and affine parameters stay as in the source
+    teacher="offline",   # offline: stored z0 of un-augmented images (paper); online: frozen source per batch
+)
 
 LWF_DISTANCES = ("l2", "l1", "l2sq")
 LWF_TEACHERS = ("offline", "online")

@@ -1,5 +1,6 @@
-"""Pieces every training strategy shares: budget, optimiser, schedule, epoch bookkeeping, and the
-fast path (`FastPath`: autocast precision, memory format, optional torch.compile)."""
+"""Pieces every training strategy shares: the training budget, optimiser, schedule, epoch bookkeeping,
+modes and threads, the training attack, and the fast path (`FastPath`: autocast precision, memory format,
+optional torch.compile)."""
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,9 @@ from torch import nn
 
 
 @dataclass(frozen=True)
-class Budget:
-    """`iterations` wins over `epochs` (docs/architecture.md); both become a count of optimiser updates."""
+class TrainingBudget:
+    """`iterations` wins over `epochs` (docs/architecture.md); both become a count of optimiser updates.
+    (Not the attack budget of an evaluation: that is `AttackBudget`.)"""
 
     epochs: int
     total_updates: int
@@ -94,6 +96,40 @@ def freeze(module: nn.Module) -> None:
         p.requires_grad_(False)
 
 
+def set_modes(model: nn.Module, frozen: list[nn.Module]) -> None:
+    """Train mode, except the frozen modules: eval mode, so their BatchNorm statistics never move."""
+    model.train()
+    for m in frozen:
+        m.eval()
+
+
+def batchnorm_modules(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """Run the block with `n` intra-op CPU threads (None: unchanged), then restore the setting."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat, steps: int,
+                 generator: torch.Generator) -> torch.Tensor:
+    """The examples a PGD-k training step trains on: Madry's PGD-k at the TRAINING threat `threat` (the LAST
+    of k signed steps from a random start, `attacks.pgd_train`; not the evaluation attack's "first that
+    fools"). It runs in eval mode and fp32 and restores every module's mode afterwards. `train mode=pgd`
+    and `finetune_adv` both call it: the one place a training threat model turns into examples."""
+    from ..attacks import pgd_train
+
+    return pgd_train(model, x, y, eps=threat.eps, alpha=threat.alpha, steps=steps, generator=generator)
+
+
 def memory_format_for(arch: str) -> torch.memory_format:
     """channels_last (NHWC) for every arch: on the CPU it is never slower here, and small-cnn (whose
     max-pooling and BatchNorm are much faster in NHWC) gains ~1.3x per training step and ~1.4x per
@@ -103,7 +139,9 @@ def memory_format_for(arch: str) -> torch.memory_format:
 
 def resolve_precision(precision: str, device) -> torch.dtype | None:
     """The training autocast dtype: None (fp32) or torch.bfloat16. `auto` = bf16 on a CUDA device
-    that supports it, fp32 elsewhere (CPUs without native bf16 run it slower than fp32)."""
+    that supports it, fp32 elsewhere (CPUs without native bf16 run it slower than fp32). The one place
+    the autocast is picked (`FastPath.of`; the engine applies it): `auto` → bf16 on CPUs with native
+    bf16 belongs here."""
     device = torch.device(device)
     if precision == "bf16":
         return torch.bfloat16
@@ -119,6 +157,11 @@ def resolve_memory_format(channels_last: str, arch: str) -> torch.memory_format:
     if channels_last == "false":
         return torch.contiguous_format
     return memory_format_for(arch)
+
+
+def on_device(model: nn.Module, device, fast: "FastPath") -> nn.Module:
+    """`model` on `device` in the memory format its inputs come in (`fast.memory_format`)."""
+    return model.to(device=device, memory_format=fast.memory_format)
 
 
 @dataclass(frozen=True)

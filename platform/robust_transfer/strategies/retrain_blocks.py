@@ -7,8 +7,8 @@ NATURAL examples of the same dataset, everything shallower frozen in eval mode:
     min_{θ_{B−k+1..B}}  CE( f_{B−k+1..B}( f_{1..B−k}(x; θ_r*) ), y )
 
 then measure clean and PGD-20 accuracy. If robustness survives small k, it lives in the deep
-features (the paper's finding). Paper defaults: momentum SGD, lr 0.001, 20,000 iterations, with
-standard augmentation.
+features (the paper's finding). Paper defaults (at the top of config/transfer.py): momentum SGD,
+lr 0.001, 20,000 iterations, with standard augmentation.
 """
 from __future__ import annotations
 
@@ -17,24 +17,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..data import BatchLoader
+from ..config import RetrainBlocksConfig
 from ..device import resolve_device
 from ..errors import ConfigError, ModelError
 from ..reporting import RunLogger
-from .common import Budget, FastPath, freeze, lr_at, make_sgd
-from .source import (Source, StrategyResult, default_checkpoint_dir, drop_last, final_evaluation, finish,
-                     input_format, load_data, load_source, on_device, set_modes, setup, source_lineage, tag_run,
-                     train_loop)
-from .validate import Validator, eval_threat
-
-# The paper's settings (section 3, footnote 3), the `retrain_blocks` entry point's defaults
-# (config/transfer.py takes them from here; every one can be overridden: `rtl retrain-blocks --lr 0.01`, ...).
-DEFAULTS = dict(
-    lr=0.001,            # momentum SGD, lr 0.001,
-    iterations=20_000,   # 20,000 iterations
-    augment=True,        # footnote 3: standard augmentation
-)
-
+from .common import FastPath, freeze, on_device, set_modes
+from .engine import Batch, Objective, StepOutput, Training, TrainingResult, default_checkpoint_dir, fit
+from .source_model import Source, load_data, setup, source_lineage
+from .validate import eval_threat, reported_metrics
 
 
 def reinitialise(blocks, seed: int) -> None:
@@ -53,18 +43,32 @@ def check_k(k: int, model) -> None:
                           f"allowed: 1..{n}")
 
 
-def retrain_blocks(cfg, k: int, logger: RunLogger, *, run_id: str | None = None,
-                   checkpoint_dir: str | Path | None = None, source: Source | None = None) -> StrategyResult:
-    """`cfg`: a config.RetrainBlocksConfig; `source`: the source model if the caller loaded it already (else `cfg.source_model` is loaded); its
-    k deepest blocks are re-initialised in place (give each k its own copy)."""
-    s = setup(cfg, logger, source=source, data="dataset", seed=False)  # (reinitialise seeds)
-    device, source, train, val, test = s.device, s.source, s.train, s.val, s.test
+class DeepBlocksLoss(Objective):
+    """CE on natural examples through the frozen shallow blocks (no graph) and the re-trained deep ones."""
+
+    def __init__(self, model, frozen, retrained):
+        self.model, self.frozen, self.retrained = model, frozen, retrained
+
+    def loss(self, batch: Batch, update: int) -> StepOutput:
+        with torch.no_grad():  # frozen, shallower blocks: no graph needed through them
+            h = self.model.normalize(batch.x)
+            for b in self.frozen:
+                h = b(h)
+        for b in self.retrained:
+            h = b(h)
+        return StepOutput(F.cross_entropy(h, batch.y), h)
+
+
+def retrain_blocks(cfg: RetrainBlocksConfig, k: int, logger: RunLogger, *, source: Source, run_id: str | None = None,
+                   checkpoint_dir: str | Path | None = None) -> TrainingResult:
+    """`source` (resolved by the command layer from cfg.source_model) with its k deepest blocks re-initialised in
+    place (give each k its own copy) and re-trained."""
+    s = setup(cfg, logger, source, data="dataset", seed=False)  # (reinitialise seeds)
+    train = s.data.train
     if train.num_classes != source.model.num_classes:
         raise ModelError(f"dataset={train.spec!r} has {train.num_classes} classes but the source has "
                          f"{source.model.num_classes}; retrain_blocks re-trains on the source's own task "
                          "(use `transfer` or `lwf` for a new one)")
-    tag_run(logger, source, train)
-
     model = source.model
     blocks = model.blocks()  # input → output, head last; their composition is the forward pass
     check_k(k, model)
@@ -72,63 +76,26 @@ def retrain_blocks(cfg, k: int, logger: RunLogger, *, run_id: str | None = None,
     reinitialise(retrained, cfg.seed)
     for b in frozen:
         freeze(b)
-    fast = FastPath.of(cfg, device, model.arch)   # precision, channels_last, compile
-    model = on_device(model, device, fast)
-    fmt = input_format(model, fast)
+    fast = FastPath.of(cfg, s.device, model.arch)   # precision, channels_last, compile
+    model = on_device(model, s.device, fast)
     set_modes(model, frozen=frozen)  # the frozen part stays in eval mode: its BatchNorm statistics are θ_r*'s
 
-    def forward(x):
-        with torch.no_grad():  # frozen, shallower blocks: no graph needed through them
-            h = model.normalize(x)
-            for b in frozen:
-                h = b(h)
-        for b in retrained:
-            h = b(h)
-        return h
-
-    opt = make_sgd([p for b in retrained for p in b.parameters()], cfg.lr, cfg.momentum, cfg.weight_decay)
-    loader = BatchLoader(train, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed, device=device,
-                         drop_last=drop_last(len(train), cfg.batch_size))
-    budget = Budget.of(cfg.epochs, cfg.iterations, len(loader))
-    milestones = cfg.milestone_fractions()
-
-    def batches(epoch):
-        loader.set_epoch(epoch)
-        return iter(loader)
-
-    def update(batch, step):
-        x, y = batch  # natural examples only
-        logits = forward(x.contiguous(memory_format=fmt))
-        loss = F.cross_entropy(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.detach(), logits.detach(), y
-
-    validate = Validator(model, val, eval_threat(cfg), seed=cfg.seed, device=device)
-    updates = train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress, validate=validate,
-                         desc=f"retrain k={k}", fast=fast, model=model,
-                         lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
-    meta = {"training": {"strategy": "retrain_blocks", "k": k, "blocks": len(blocks), "updates": updates,
-                         "seed": cfg.seed},
-            "lineage": source_lineage("retrain_blocks", source, run_id, k=k)}
     ckpt = (checkpoint_dir or cfg.checkpoint_dir
-            or default_checkpoint_dir("retrain_blocks", train.spec, run_id, f"-k{k}"))
-    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=Path(ckpt), threat=None, val=validate.last,
-                  device=device)
+            or default_checkpoint_dir("retrain_blocks", f"{train.spec}-k{k}", run_id[:12] if run_id else None))
+    training = Training("retrain_blocks", cfg, model, [p for b in retrained for p in b.parameters()], s.data, s.device,
+                        fast, meta={"training": {"k": k, "blocks": len(blocks)}, "lineage": source_lineage(source, k=k)},
+                        checkpoint_dir=ckpt, run_id=run_id,
+                        desc=f"retrain k={k}")
+    return fit(training, DeepBlocksLoss(model, frozen, retrained), logger)
 
 
-def source_baseline(cfg, source: Source | None = None) -> dict[str, float]:
-    """The source as it is (no block re-trained): Fig. 1's dashed line (`cfg`: a config.RetrainBlocksConfig;
-    `source`: loaded already, unchanged)."""
+def source_baseline(cfg: RetrainBlocksConfig, source: Source) -> dict[str, float]:
+    """The source as it is (no block re-trained): Fig. 1's dashed line (`source`: unchanged)."""
     device = resolve_device(cfg.device)
-    source = source if source is not None else load_source(cfg.source_model)
     _, test = load_data(cfg.dataset, source, per_class=None, seed=cfg.seed, upsample=cfg.upsample,
                         data_dir=cfg.data_dir, progress=cfg.progress, param="dataset")
-    metrics, _ = final_evaluation(source.model, test, eval_threat(cfg),
-                                  eval_steps=cfg.eval_steps, n_examples=cfg.n_examples, seed=cfg.seed,
-                                  device=device, progress=cfg.progress)
-    return metrics
+    return reported_metrics(source.model, test, eval_threat(cfg), eval_steps=cfg.eval_steps, n_examples=cfg.n_examples,
+                            seed=cfg.eval_seed, device=device, progress=cfg.progress).metrics
 
 
 def plot_robustness_vs_k(rows: dict[int, dict[str, float]], baseline: dict[str, float], path: str | Path,

@@ -6,104 +6,63 @@
 move); h_w is a linear head (Tables 2–3) or an MLP with `mlp_depth` hidden layers of `width`
 (Fig. 4). With augmentation off, z(x, θ*) of the training set never changes, so it is computed
 once and stored (`features.cached_features`) and the head trains on those vectors; with
-augmentation on, z is computed per batch. Evaluation always attacks the whole model h_w∘z in
-pixel space, never the stored features.
+augmentation on, z is computed per batch. Both see the same examples in the same order, so they
+train the same head. Evaluation always attacks the whole model h_w∘z in pixel space, never the
+stored features. The paper's defaults are at the top of config/transfer.py.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from ..config import TransferConfig
 from ..data import ImageData
 from ..reporting import RunLogger
-from .common import Budget, FastPath, freeze, lr_at, make_sgd
+from .common import FastPath, freeze, on_device, set_modes
+from .engine import Batch, Objective, StepOutput, Training, TrainingResult, fit
 from .features import cached_features
-from .source import (IndexedImages, Source, StrategyResult, cpu_threads, default_checkpoint_dir, finish,
-                     input_format, on_device, replace_head, set_modes, setup, source_lineage, tag_run, train_loop)
-from .validate import Validator, eval_threat
-
-# The paper's settings (appendix A.2), the `transfer` entry point's defaults (config/transfer.py takes them
-# from here; every one can be overridden: `rtl transfer --head mlp --mlp-depth 2`, ...).
-DEFAULTS = dict(
-    epochs=50,           # 50 epochs, batch 128,
-    lr=0.01,             # lr 0.01 ...
-    schedule="step",
-    milestones="0.6",    # ... → 0.001 at epoch 30 (60% of the budget)
-    head="linear",       # Tables 2-3; Fig. 4: mlp with mlp_depth hidden layers of width
-    mlp_depth=1,
-    width=2048,
-)
+from .source_model import Source, replace_head, setup, source_lineage
 
 
+class HeadLoss(Objective):
+    """Eq. 2: only w receives gradients; z from the stored features when there are some."""
 
-def head_batches(model, train: ImageData, cfg, device):
-    """(batches(epoch) → (z, y) batches, batches per epoch): z from stored features when possible.
+    def __init__(self, model, z_all: torch.Tensor | None, threads: int | None):
+        self.model, self.z_all, self.threads = model, z_all, threads
 
-    Both paths see the same examples in the same order, so they train the same head.
-    """
-    data = IndexedImages(train, cfg.batch_size, seed=cfg.seed, device=device, augment=cfg.augment,
-                         memory_format=input_format(model, FastPath.of(cfg, device, model.arch)))
-    if cfg.feature_cache and not cfg.augment:
-        z_all = cached_features(model, train, device=device, progress=cfg.progress).to(device)
-
-        def from_cache(epoch):
-            for idx in data.epoch(epoch):
-                yield z_all[idx], data.labels[idx]
-        return from_cache, len(data)
-
-    def online(epoch):
-        for idx in data.epoch(epoch):
+    def loss(self, batch: Batch, update: int) -> StepOutput:
+        if self.z_all is not None:
+            z = self.z_all[batch.idx]
+        else:
             with torch.no_grad():  # θ* is frozen: no graph through the extractor
-                z = model.features(data.pixels(idx))
-            yield z, data.labels[idx]  # (outside the no_grad block: a generator suspends inside it)
-    return online, len(data)
+                z = self.model.features(batch.x)
+        logits = self.model.head(z)
+        return StepOutput(F.cross_entropy(logits, batch.y), logits)
 
 
-def fit_head(model, train: ImageData, cfg, logger: RunLogger, device, validate=None) -> int:
-    """Train `model.head` on z(x, θ*) with the extractor frozen; returns the number of updates."""
+def head_objective(model, train: ImageData, cfg: TransferConfig, device: torch.device) -> HeadLoss:
+    """Eq. 2's loss for `model`'s head, its extractor frozen in eval mode (BatchNorm statistics stay the source's);
+    z from stored features when augmentation is off (computed once, `features.cached_features`)."""
     freeze(model.body)
-    set_modes(model, frozen=[model.body])  # eval-mode extractor: BatchNorm statistics stay the source's
-    opt = make_sgd(model.head.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
-    batches, per_epoch = head_batches(model, train, cfg, device)
-    budget = Budget.of(cfg.epochs, cfg.iterations, per_epoch)
-    milestones = cfg.milestone_fractions()
+    set_modes(model, frozen=[model.body])
+    cached = cfg.feature_cache and not cfg.augment
+    z_all = cached_features(model, train, device=device, progress=cfg.progress).to(device) if cached else None
     # On stored features a small head is a stream of tiny matrix products: waking intra-op threads
     # costs more than they save (10-20x slower on a shared 2-core CPU; benchmarks/bench_transfer.py).
-    tiny = (torch.device(device).type == "cpu" and cfg.feature_cache and not cfg.augment
-            and sum(p.numel() for p in model.head.parameters()) < 1_000_000)
-
-    def update(batch, step):
-        z, y = batch
-        logits = model.head(z)
-        loss = F.cross_entropy(logits, y)   # Eq. 2: only w receives gradients
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.detach(), logits.detach(), y
-
-    with cpu_threads(1 if tiny else None):
-        return train_loop(budget, batches, update, opt=opt, logger=logger, progress=cfg.progress,
-                          desc="transfer head", fast=FastPath.of(cfg, device, model.arch), model=model,
-                          validate=validate,
-                          lr_for=lambda step: lr_at(step, budget.total_updates, cfg.lr, cfg.schedule, milestones))
+    tiny = device.type == "cpu" and cached and sum(p.numel() for p in model.head.parameters()) < 1_000_000
+    return HeadLoss(model, z_all, 1 if tiny else None)
 
 
-def transfer(cfg, logger: RunLogger, *, run_id: str | None = None,
-             source: Source | None = None) -> StrategyResult:
-    """`cfg`: a config.TransferConfig; `source`: the source model if the caller loaded it already (else `cfg.source_model` is loaded)."""
-    s = setup(cfg, logger, source=source)
-    device, source, train, val, test = s.device, s.source, s.train, s.val, s.test
-    tag_run(logger, source, train)
+def transfer(cfg: TransferConfig, logger: RunLogger, *, source: Source, run_id: str | None = None) -> TrainingResult:
+    """A new head on `source`'s frozen features (`source`: resolved by the command layer from cfg.source_model)."""
+    s = setup(cfg, logger, source)
     cached = cfg.feature_cache and not cfg.augment
     logger.set_tags({"rtl.feature_cache": str(cached).lower()})
-
-    model = replace_head(source.model, cfg.head_spec(), train.num_classes)
-    model = on_device(model, device, FastPath.of(cfg, device, model.arch))
-    validate = Validator(model, val, eval_threat(cfg), seed=cfg.seed, device=device)
-    updates = fit_head(model, train, cfg, logger, device, validate)
-
-    meta = {"training": {"strategy": "transfer", "updates": updates, "seed": cfg.seed, "feature_cache": cached},
-            "lineage": source_lineage("transfer", source, run_id, frozen="body")}
-    ckpt = cfg.checkpoint_dir or default_checkpoint_dir("transfer", train.spec, run_id)
-    return finish(model, test, train, cfg, logger, meta=meta, checkpoint_dir=ckpt, threat=None, device=device,
-                  val=validate.last)
+    model = replace_head(source.model, cfg.head_spec(), s.data.train.num_classes)
+    fast = FastPath.of(cfg, s.device, model.arch)
+    model = on_device(model, s.device, fast)
+    objective = head_objective(model, s.data.train, cfg, s.device)
+    training = Training("transfer", cfg, model, list(model.head.parameters()), s.data, s.device, fast,
+                        meta={"training": {"feature_cache": cached}, "lineage": source_lineage(source, frozen="body")},
+                        checkpoint_dir=cfg.checkpoint_dir, run_id=run_id, desc="transfer head")
+    return fit(training, objective, logger)

@@ -9,9 +9,17 @@
 Both run through the engine `rtl evaluate` runs (`evaluation.evaluate_tensors`, suite quick) at the
 EVALUATION threat (`eval_epsilon`, `eval_step_size`), so `<attack>_acc` means the same everywhere:
 correct on the clean image and not fooled by the attack; and a strategy's test numbers equal
-`rtl evaluate`'s on the same model, examples (`n_examples`, `seed`) and batch size.
+`rtl evaluate`'s on the same model, examples (`n_examples`, `seed` = the config's `eval_seed`) and batch size.
+Both are seeded by `eval_seed` (the same for every training seed by default, like `val_seed`), so seeded runs
+are compared on the same examples; the test evaluation's per-example correctness is logged as the run
+artifact `evaluation/per_example.json` (`log_per_example`).
 """
 from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 from ..attacks import ThreatModel
 from ..data import ImageData
@@ -43,39 +51,55 @@ def record_split(logger: RunLogger, split: Split) -> None:
 
 def accuracies(model, data: ImageData, threat: ThreatModel, attacks: tuple[str, ...], *, n_examples: int | None,
                seed: int, device, progress: bool = False):
-    """`rtl evaluate`'s quick engine on in-memory data (no result store): an EvalResult."""
-    from ..evaluation import evaluate_tensors
+    """`rtl evaluate`'s quick engine on in-memory data (no result store): (EvalResult, the evaluated indices).
+    The strategies' one door into the evaluation library (so its imports are re-pointed in one place)."""
+    from ..digests import indices_sha256
+    from ..evaluation import evaluate_tensors, select_examples
 
     n = None if n_examples is None else min(n_examples, len(data))
     ev = evaluate_tensors(model, data.images, data.labels, suite="quick", attacks=",".join(attacks),
                           epsilon=threat.epsilon, step_size=threat.step_size, n_examples=n, seed=seed,
                           batch_size=EVAL_BATCH_SIZE, device=device, progress=progress, diagnostics=False,
                           resume=False)
-    return ev.result
+    indices = select_examples(len(data), n, seed)   # the examples evaluate_tensors chose (checked by their hash)
+    if indices_sha256(indices) != ev.result.indices_sha256:
+        raise RuntimeError("the evaluation's example selection changed: per-example results would be misaligned")
+    return ev.result, indices
 
 
 def val_metrics(model, val: ImageData, threat: ThreatModel, *, seed: int, device) -> dict[str, float]:
-    """The per-epoch validation check: `val_clean_acc`, `val_pgd10_acc`."""
-    res = accuracies(model, val, threat, ("clean", VAL_ATTACK), n_examples=VAL_EXAMPLES, seed=seed, device=device)
+    """The per-epoch validation check: `val_clean_acc`, `val_pgd10_acc` (`seed`: the config's eval_seed, which
+    picks the checked validation images and the attack's random starts)."""
+    res, _ = accuracies(model, val, threat, ("clean", VAL_ATTACK), n_examples=VAL_EXAMPLES, seed=seed, device=device)
     return {"val_clean_acc": res.metrics["clean_acc"], f"val_{VAL_ATTACK}_acc": res.metrics[f"{VAL_ATTACK}_acc"]}
 
 
+@dataclass
+class Reported:
+    """The final test evaluation: its metrics, where they were measured, and per-example correctness."""
+
+    metrics: dict[str, float]       # clean_acc, pgd{k}_acc
+    where: dict                     # n_examples, indices_sha256 (into the checkpoint's `evaluation`)
+    per_example: dict               # the `evaluation/per_example.json` artifact (issue 24 reads it)
+
+
 def reported_metrics(model, test: ImageData, threat: ThreatModel, *, eval_steps: int, n_examples: int, seed: int,
-                 device, progress: bool) -> tuple[dict[str, float], dict]:
-    """The reported numbers: clean and PGD-`eval_steps` accuracy on the test split, once, at the end."""
-    res = accuracies(model, test, threat, ("clean", f"pgd{eval_steps}"), n_examples=n_examples, seed=seed,
-                     device=device, progress=progress)
+                     device, progress: bool) -> Reported:
+    """The reported numbers: clean and PGD-`eval_steps` accuracy on the test split, once, at the end (`seed`: the
+    config's eval_seed, which picks the test examples and the attacks' random starts)."""
+    res, indices = accuracies(model, test, threat, ("clean", f"pgd{eval_steps}"), n_examples=n_examples, seed=seed,
+                              device=device, progress=progress)
     metrics = {k: v for k, v in res.metrics.items() if k != "worst_acc"}
-    return metrics, {"n_examples": res.n_examples, "indices_sha256": res.indices_sha256}
+    correct = {name.replace("-", "_").replace("@", "_"): [int(c) for c in flags.tolist()]
+               for name, flags in res.correct.items()}   # attack names as in the metric names, without _acc
+    per_example = {"split": "test", "n_examples": res.n_examples, "indices_sha256": res.indices_sha256,
+                   "indices": [int(i) for i in indices.tolist()], "correct": correct}
+    return Reported(metrics, {"n_examples": res.n_examples, "indices_sha256": res.indices_sha256}, per_example)
 
 
-class Validator:
-    """The per-epoch check as a callable for `source.train_loop(validate=...)`; remembers the last result."""
-
-    def __init__(self, model, val: ImageData, threat: ThreatModel, *, seed: int, device):
-        self.model, self.val, self.threat, self.seed, self.device = model, val, threat, seed, device
-        self.last: dict[str, float] = {}
-
-    def __call__(self) -> dict[str, float]:
-        self.last = val_metrics(self.model, self.val, self.threat, seed=self.seed, device=self.device)
-        return self.last
+def log_per_example(logger: RunLogger, per_example: dict) -> None:
+    """`per_example` as the run artifact `evaluation/per_example.json` (through a temporary file)."""
+    with tempfile.TemporaryDirectory(prefix="rtl-eval-") as tmp:
+        path = Path(tmp) / "per_example.json"
+        path.write_text(json.dumps(per_example))
+        logger.log_artifact(path, "evaluation")

@@ -203,6 +203,32 @@ def check_experiment_usable(name: str) -> None:
                           f"--experiment-id {exp.experiment_id}) or give another name")
 
 
+def check_resume_run(run_id, where: str, expect_tags: dict[str, str]) -> str:
+    """The run `--resume` may continue: the one that wrote the saved state (issue 17 §1). `run_id` (from the
+    state) must name an existing run that carries `expect_tags` (the strategy, the checkpoint's fingerprint and
+    directory) and is not FINISHED (a finished run is never reopened). ModelError (exit 4) otherwise, naming
+    `where` (the checkpoint); returns the run id."""
+    from mlflow.exceptions import MlflowException
+
+    from ..errors import ModelError
+
+    if not isinstance(run_id, str) or not run_id:
+        raise ModelError(f"{where} names no run (run_id={run_id!r}); drop --resume to train anew")
+    try:
+        run = mlflow_client().get_run(run_id)
+    except MlflowException:
+        raise ModelError(f"{where} names run_id={run_id!r}, which does not exist in the tracking store "
+                         f"{tracking_uri()!r}; drop --resume to train anew") from None
+    if any(run.data.tags.get(k) != v for k, v in expect_tags.items()):
+        raise ModelError(f"{where} names run {run_id}, which did not write it (its tags "
+                         f"{'/'.join(k for k in expect_tags if k != 'rtl.strategy')} do not match); "
+                         "drop --resume to train anew")
+    if run.info.status == "FINISHED":
+        raise ModelError(f"{where}: run {run_id} is FINISHED and a finished run is never reopened; "
+                         "drop --resume to train anew (or give another checkpoint_dir)")
+    return run_id
+
+
 def _set_experiment(name: str):
     """mlflow.set_experiment, a deleted or unusable experiment refused in one line (ConfigError, exit 2)."""
     from mlflow.exceptions import MlflowException
