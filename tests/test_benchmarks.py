@@ -67,7 +67,7 @@ def test_free_training_step_makes_replay_updates():
     tr = bench_train.Trainer("small-cnn", 2, torch.channels_last, mode="free", replay=3)
     before = [p.detach().clone() for p in tr.model.parameters()]
     tr()
-    assert tr.step.updates_per_batch == 3 and tr.step.delta is not None
+    assert tr.objective.updates_per_batch == 3 and tr.objective.delta is not None
     assert any(not torch.equal(a, b) for a, b in zip(before, tr.model.parameters()))
 
 
