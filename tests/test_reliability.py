@@ -388,7 +388,9 @@ def test_lying_images_and_archives_are_skipped_and_stay_small_in_memory(workdir)
         assert rc == 0 and len(warnings) == 1 and f"skipped 1 files ({needle})" in warnings[0], (name, rc, err[-2000:])
     print(f"peak RSS (MB): bare rtl {bare}, clean folder {clean_peak}, per case {peaks}")
     worst = max(peaks, key=peaks.get)
-    assert peaks[worst] - bare < MEMORY_BOUND_MB, (worst, peaks[worst], bare)
+    # Measured against the same command on a clean folder: `rtl --help` no longer imports torch (lazy imports),
+    # so the bare CLI is no baseline for what an evaluate costs.
+    assert peaks[worst] - clean_peak < MEMORY_BOUND_MB, (worst, peaks[worst], clean_peak, bare)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -450,8 +450,10 @@ def test_multi_objective_pareto_front_with_constraint_and_parallel_trials(wd, ti
     assert main(["search", "--space", str(space), "--storage", storage, "--trials", "4", "--n-jobs", "2",
                  "--set", "epochs=1"]) == 0
     out = capsys.readouterr().out
-    assert "Pareto front: trial" in out, out
     study = optuna.load_study(study_name="mo", storage=storage)
+    feasible = [t for t in study.trials if t.values[0] >= 0.5]
+    # Whether one epoch on the tiny folder reaches 0.5 depends on the seeds: the CLI must say either way.
+    assert ("Pareto front: trial" in out) == bool(feasible) and ("no feasible trial" in out) == (not feasible), out
     assert len(study.directions) == 2 and len(study.trials) == 4
     for t in study.trials:
         assert t.state.name == "COMPLETE"
@@ -461,7 +463,6 @@ def test_multi_objective_pareto_front_with_constraint_and_parallel_trials(wd, ti
     assert len(children) == 4   # threads: every child still nested under the study's run
     best = json.loads(Path(mlflow.artifacts.download_artifacts(
         run_id=parent.info.run_id, artifact_path="search/best_trials.json", dst_path=str(wd / "dl"))).read_text())
-    feasible = [t for t in study.trials if t.values[0] >= 0.5]
     assert {b["number"] for b in best} <= {t.number for t in feasible}
     assert "search/pareto_front.png" in {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "search")}
 

@@ -252,9 +252,12 @@ def test_killed_suite_resumes_from_its_finished_steps(project):
     """SIGKILL the suite (and its running step) mid-way; the rerun reuses what finished."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     args = [str(BIN / "rtl"), "suite", "--project", "projects/mini.yaml", "--scale", "tiny", "--report", "false"]
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    # Create the sqlite store (its schema migrations) before the suite starts: two processes migrating one fresh
+    # sqlite file at once can fail (`no such column: spans.dimension_attributes`, MLflow 3.17).
+    client.search_experiments(max_results=1)
     victim = subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True)
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     deadline = time.time() + 240
     while time.time() < deadline and victim.poll() is None:
         try:

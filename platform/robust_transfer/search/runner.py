@@ -342,6 +342,9 @@ def summarize(study, space, log, before, wall, study_name, progress, out, cfg) -
               f"in {wall:.1f}s ({60.0 * n_new / max(wall, 1e-9):.1f} trials/min); {len(trials)} trial(s) in the study",
               file=out)
         label = "best" if not space.multi_objective else "Pareto front"
+        if not best and counts['COMPLETE']:
+            violated = "; ".join(c.text for c in space.constraints)
+            print(f"  no feasible trial: every complete trial violates a constraint ({violated})", file=out)
         for t in best:
             print(f"  {label}: trial {t.number}  {format_values(names, t.values)}  | {format_params(t.params)}  "
                   f"run {t.user_attrs.get('mlflow_run_id', '?')}", file=out)

@@ -84,7 +84,9 @@ def retry_stale_trial(max_retry: int):
             client = mlflow_client()
             client.set_tag(run_id, "rtl.trial_state", "FAIL")
             client.set_tag(run_id, "rtl.failure", "worker lost: no heartbeat within the grace period")
-            if client.get_run(run_id).info.status == "RUNNING":
+            # KILLED: another command's housekeeping (close_dead_runs) saw the process gone first; the trial is
+            # FAIL, so its run says FAILED either way.
+            if client.get_run(run_id).info.status in ("RUNNING", "KILLED"):
                 client.set_terminated(run_id, "FAILED")
         except Exception:  # another tracking store, or it is unreachable: the Optuna side is what matters
             pass
