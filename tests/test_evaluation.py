@@ -174,11 +174,13 @@ def test_natural_model_is_broken_by_every_attack_and_not_flagged(natural, data):
     m = ev.result.metrics
     print("\nnatural:", {k: round(v, 3) for k, v in m.items()})
     assert m["clean_acc"] > 0.85
-    attacks = [k for k in m if k.endswith("_acc") and k not in ("clean_acc",) and not k.startswith("diag_")]
-    assert {"pgd20_acc", "cw20_acc", "apgd_ce_acc", "apgd_t_acc", "square_acc", "aa_acc"} <= set(m)
+    attacks = [k for k in m if k.endswith("_acc") and k not in ("clean_acc", "worst_acc", "standard_worst_acc")
+               and not k.startswith("diag_")]
+    assert {"pgd20_acc", "cw20_acc", "apgd_ce_acc", "apgd_t_acc", "square_acc", "standard_worst_acc"} <= set(m)
+    assert "aa_acc" not in m                                       # only the reference AutoAttack reports aa_acc
     for k in attacks:
         assert m[k] <= (0.06 if k == "square_acc" else 0.02), k     # ~0 (Square, a random search: nearly)
-    assert m["aa_acc"] == m["worst_acc"] <= min(m[k] for k in attacks)
+    assert m["standard_worst_acc"] == m["worst_acc"] <= min(m[k] for k in attacks)
     assert ev.diagnostics is not None and ev.diagnostics.flags == {}, ev.diagnostics.flags
     assert ev.diagnostics.tags() == {MASKING_TAG: ""}
     assert m["diag_zero_grad_frac"] == 0 and m["diag_pgd20_eps64_acc"] <= 0.05
@@ -193,8 +195,8 @@ def test_masked_model_is_flagged_and_pgd_overstates_it(natural, data):
     m, flags = ev.result.metrics, ev.diagnostics.flags
     print("\nmasked:", {k: round(v, 3) for k, v in m.items()}, "\nflags:", flags)
     assert m["clean_acc"] > 0.85
-    assert m["pgd20_acc"] > 0.7 and m["pgd20_acc"] - m["aa_acc"] > 0.5        # PGD alone: a robust-looking model
-    assert m["aa_acc"] <= 0.05 and m["apgd_t_acc"] <= 0.05                      # the scale-invariant DLR sees through
+    assert m["pgd20_acc"] > 0.7 and m["pgd20_acc"] - m["standard_worst_acc"] > 0.5        # PGD alone: a robust-looking model
+    assert m["standard_worst_acc"] <= 0.05 and m["apgd_t_acc"] <= 0.05                      # the scale-invariant DLR sees through
     assert {"zero_gradients", "cw_below_ce", "pgd_steps"} <= set(flags)
     tags = ev.diagnostics.tags()
     assert tags[MASKING_TAG] == ",".join(f for f in FLAGS if f in flags)
@@ -333,7 +335,10 @@ def test_standard_on_registered_models_tags_the_version_and_promote_refuses_flag
     assert main([*EVAL, "--model", "models:/tiny/1"]) == 0
     assert main([*EVAL, "--model", "models:/tiny-masked@challenger"]) == 0
     out = capsys.readouterr()
-    assert "apgd_ce_acc" in out.out and "square_acc" in out.out and "aa_acc" in out.out
+    assert "apgd_ce_acc" in out.out and "square_acc" in out.out and "standard_worst_acc" in out.out
+    assert " aa_acc" not in out.out
+    # cascade numbers carry the mark in the CLI (and a note), the worst case does not
+    assert "apgd_ce_acc †" in out.out and "standard_worst_acc †" not in out.out and "† a per-attack number" in out.out
     warning_lines = [line for line in out.err.splitlines() if line.startswith("warning: possible gradient masking")]
     assert len(warning_lines) == 1                                              # the masked model only
 
@@ -343,7 +348,11 @@ def test_standard_on_registered_models_tags_the_version_and_promote_refuses_flag
         run = runs[uri]
         assert run.info.status == "FINISHED" and run.data.tags["rtl.suite"] == "standard"
         assert {"clean_acc", "pgd20_acc", "cw20_acc", "apgd_ce_acc", "apgd_t_acc", "square_acc",
-                "worst_acc", "aa_acc"} <= set(run.data.metrics)
+                "worst_acc", "standard_worst_acc"} <= set(run.data.metrics)
+        assert "aa_acc" not in run.data.metrics
+        marked = set(run.data.tags["rtl.cascade_metrics"].split(","))      # the run's mark
+        assert {"pgd20_acc", "apgd_ce_acc", "square_acc"} <= marked and not marked & {"clean_acc", "worst_acc",
+                                                                                      "standard_worst_acc"}
         version = client.get_model_version(name, "1")
         assert run.data.tags["rtl.model_version"] == f"{name}/1"
         assert version.tags[MASKING_TAG] == run.data.tags[MASKING_TAG]
@@ -407,3 +416,13 @@ def test_saturated_softmax_model_is_flagged(natural, data):
     assert {"zero_gradients", "pgd_epsilon"} <= set(flags)            # ... and the diagnostics say so
     # Square's margin loss is flat on saturated probabilities too, so no attack here gives the true
     # number: the flags are what keep this model out of promotion.
+
+
+def test_which_metrics_are_per_attack_numbers_that_a_cascade_marks():
+    from robust_transfer.expr import is_per_attack_metric
+
+    per_attack = ["pgd20_acc", "val_apgd_t_acc", "aa_acc", "aa_square_acc", "cw20_acc"]
+    not_per_attack = ["clean_acc", "val_clean_acc", "worst_acc", "standard_worst_acc", "val_full_worst_acc",
+                      "train_clean_acc", "diag_pgd20_eps64_acc", "train_loss"]
+    assert [m for m in per_attack if not is_per_attack_metric(m)] == []
+    assert [m for m in not_per_attack if is_per_attack_metric(m)] == []

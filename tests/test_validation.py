@@ -156,13 +156,14 @@ def test_evaluate_split_val_on_a_registered_model_logs_and_tags_val_metrics(work
     assert main(["evaluate", "--model", "models:/tiny/1", "--split", "val", "--suite", "standard", "--n-examples", "6",
                  "--apgd-iters", "2", "--apgd-targets", "1", "--square-queries", "5", "--progress", "false",
                  "--device", "cpu"]) == 0
-    assert "val_aa_acc" in capsys.readouterr().out
+    assert "val_standard_worst_acc" in capsys.readouterr().out
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     client = MlflowClient()
     tags = client.get_model_version("tiny", "1").tags
     run = client.get_run(tags["eval.run_id"])
     assert "aa_acc" not in run.data.metrics and "val_clean_acc" in run.data.metrics
-    assert float(tags["metric.val_aa_acc"]) == pytest.approx(run.data.metrics["val_aa_acc"], abs=1e-4)
+    assert float(tags["metric.val_standard_worst_acc"]) == pytest.approx(run.data.metrics["val_standard_worst_acc"],
+                                                                      abs=1e-4)
     assert tags["eval.split"] == "val" and tags["eval.val_split"] == run.data.tags["rtl.eval_val_split"]
     assert tags["eval.val_split"].startswith("recorded by the model's training: val_per_class=2 (recorded), val_seed=5")
     # the evaluated images are the validation images the training held out, not training or test ones
@@ -175,4 +176,4 @@ def test_evaluate_split_val_on_a_registered_model_logs_and_tags_val_metrics(work
                  "--apgd-iters", "2", "--apgd-targets", "1", "--square-queries", "5", "--progress", "false",
                  "--device", "cpu"]) == 0
     tags = client.get_model_version("tiny", "1").tags
-    assert tags["eval.split"] == "test" and "eval.val_split" not in tags and "metric.aa_acc" in tags
+    assert tags["eval.split"] == "test" and "eval.val_split" not in tags and "metric.standard_worst_acc" in tags

@@ -232,3 +232,18 @@ def choosing_on_test_warning(what: str, names) -> str | None:
         return None
     return (f"warning: {what} chooses by test-set metric(s) {', '.join(test)}: choosing on test data biases what "
             "is reported; use the validation metrics (val_clean_acc, val_pgd10_acc)")
+
+
+# --- cascade numbers (issue 24 §4): one rule for the CLI, the run and the report -------------------------------
+CASCADE_MARK = "†"
+CASCADE_NOTE = (f"{CASCADE_MARK} a per-attack number of a cascade evaluation (`rtl.eval_per_attack=cascade`): the "
+                "attack ran only on the examples the attacks before it left correct, so it is not that attack's own "
+                "accuracy; the cascade's `worst_acc` is.")
+
+
+def is_per_attack_metric(name: str) -> bool:
+    """A number one attack gives (`pgd20_acc`, `val_apgd_t_acc`, `aa_acc`): not the clean accuracy, not a worst
+    case over attacks (`worst_acc`, `standard_worst_acc`), not a training or diagnostic number."""
+    base = name[len("val_"):] if name.startswith("val_") else name
+    return (base.endswith("_acc") and not base.startswith(("train_", "diag_")) and base != "clean_acc"
+            and not base.endswith("worst_acc"))

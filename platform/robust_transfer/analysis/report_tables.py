@@ -12,6 +12,7 @@ import re
 
 import pandas as pd
 
+from ..expr import CASCADE_MARK, CASCADE_NOTE, is_per_attack_metric
 from .report_runs import DERIVED_METRICS, RunSelector, _missing, metric_stats, metric_value, run_ids
 from .report_spec import NO_VALUE, NOT_RUN, _at_scale, _subst, scale_description
 
@@ -19,10 +20,6 @@ from .report_spec import NO_VALUE, NOT_RUN, _at_scale, _subst, scale_description
 TABLE_COLUMNS = ["label", "metric", "ours", "paper", "step", "run_id"]
 SEED_COLUMNS = ["std", "n"]   # added (to the CSV too) when a row comes from a seeded step: ours = the mean
 CASCADE_COLUMNS = ["cascade"]  # added when a number is a cascade's per-attack number
-CASCADE_MARK = "†"
-CASCADE_NOTE = (f"{CASCADE_MARK} a per-attack number of a cascade evaluation (`rtl.eval_per_attack=cascade`): the "
-                "attack ran only on the examples the attacks before it left correct, so it is not that attack's own "
-                "accuracy; the cascade's `worst_acc` is.")
 _SPLIT_WORDS = {"val_": "val ", "train_": "train "}
 _ATTACK = re.compile(r"^(pgd|cw)(\d+)$")
 _ATTACK_NAMES = {"aa": "AA", "worst": "worst case", "fgsm": "FGSM", "apgd-ce": "APGD-CE"}
@@ -56,16 +53,10 @@ def column_header(metric: str, label: str | None) -> str:
     return f"{ours} (paper: {label})"
 
 
-def _per_attack(metric: str) -> bool:
-    """A number one attack gives (not the clean accuracy, not the worst case over attacks)."""
-    return metric.endswith("_acc") and not metric.startswith(("val_", "train_")) and metric not in (
-        "clean_acc", "worst_acc")
-
-
 def is_cascade(run: dict | None, metric: str) -> bool:
     """Whether this number of `run` is a cascade's per-attack number (any of a seeded step's runs)."""
     runs = (run.get("seed_runs") or [run]) if run else []
-    return _per_attack(metric) and any(r["tags"].get("rtl.eval_per_attack") == "cascade" for r in runs)
+    return is_per_attack_metric(metric) and any(r["tags"].get("rtl.eval_per_attack") == "cascade" for r in runs)
 
 
 def table_frame(entry: dict, sel: RunSelector, variables: dict | None = None,

@@ -16,6 +16,7 @@ from .registry import entry_point
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     """`rtl evaluate` / the `evaluate` entry point: evaluate, log to MLflow, tag a registered version."""
     from ..evaluation import MaskingWarning, evaluate_config
+    from ..expr import CASCADE_MARK, CASCADE_NOTE, is_per_attack_metric
     from ..tracking import tracked_run
     from ..tracking.registry import tag_model_version
 
@@ -30,6 +31,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                     "rtl.eval_indices_sha256": res.indices_sha256, "rtl.eval_attacks": ",".join(res.params["attacks"]),
                     "rtl.eval_budget": json.dumps(ev.budget.to_dict(), sort_keys=True),
                     "rtl.eval_per_attack": "cascade" if res.params.get("cascade") else "independent"}
+        cascaded = [m for m in res.metrics if res.params.get("cascade") and is_per_attack_metric(m)]
+        if cascaded:     # the run's mark: which of its numbers are a cascade's per-attack numbers (issue 24 §4)
+            run_tags["rtl.cascade_metrics"] = ",".join(cascaded)
         if res.params.get("aa_impl"):
             run_tags["rtl.aa_impl"] = res.params["aa_impl"]
         if res.params.get("val_split"):     # split=val: which validation split (recorded by training, or defaults)
@@ -40,8 +44,11 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         version = tag_model_version(cfg.model, ev, log.run_id)
         if version:
             log.set_tags({"rtl.model_version": f"{version[0]}/{version[1]}"})
+        shown = {f"{m} {CASCADE_MARK}" if m in cascaded else m: v for m, v in res.metrics.items()}
         print_table(f"evaluate {cfg.model} on {ev.data.spec}:{cfg.split} (n={res.n_examples}, "
-                    f"ε={cfg.epsilon}/255, suite={cfg.suite}) — run {log.run_id}", res.metrics)
+                    f"ε={cfg.epsilon}/255, suite={cfg.suite}) — run {log.run_id}", shown)
+        if cascaded:
+            print(f"  {CASCADE_NOTE}")
         if ev.diagnostics is not None:
             line = ev.diagnostics.warning()
             print(line or "gradient-masking diagnostics: no flags", file=sys.stderr if line else sys.stdout)

@@ -1,8 +1,8 @@
 """`evaluate`: the configuration of a robustness evaluation, and the suites it names.
 
 A suite is a preset: the attacks it runs (in cascade order, clean first), the attack budget they run
-with, and whether the gradient-masking diagnostics run (and `aa_acc` is reported) — one entry per suite
-in `SUITES`, the shape of Croce & Hein's `AutoAttack.set_version`. The table lives here, beside the
+with, and whether the gradient-masking diagnostics run (and `<suite>_worst_acc`, or the reference's `aa_acc`, is
+reported) — one entry per suite in `SUITES`, the shape of Croce & Hein's `AutoAttack.set_version`. The table lives here, beside the
 config that validates a suite name, because `config/` may import the attacks' grammar and budget
 (`attacks/specs.py`, `attacks/budget.py`) but not the evaluation library; `robust_transfer.evaluation`
 runs what it says (docs/evaluation.md says what each suite is comparable with).
@@ -23,7 +23,7 @@ from .common import MODEL_URI_HELP, ThreatConfig, _check_positive_int, check_exp
 class SuitePreset:
     attacks: tuple[str, ...]     # attack names (attacks/specs.py), in cascade order
     budget: AttackBudget         # how hard APGD, Square and DeepFool try
-    diagnosed: bool              # gradient-masking diagnostics run, and `aa_acc` is reported
+    diagnosed: bool              # gradient-masking diagnostics run, and an AutoAttack(-like) number is reported
 
     def specs(self, override: str | tuple = "") -> list[AttackSpec]:
         """The attack specs this suite runs, or those of an `attacks=` override (canonical, clean first)."""
@@ -43,7 +43,7 @@ SUITES: dict[str, SuitePreset] = {
     # clean, PGD-20 (CE), CW-20 (margin); the worst case per example (`worst_acc`)
     "quick": SuitePreset(("clean", "pgd20", "cw20"), _CPU_BUDGET, diagnosed=False),
     # quick + APGD-CE + APGD-T (3 target classes) + Square (300 queries): AutoAttack's pipeline without FAB-T at
-    # a CPU budget, with Croce & Hein's own APGD and Square code; `aa_acc` = the worst case (NOT the reference's)
+    # a CPU budget, with Croce & Hein's own APGD and Square code; `standard_worst_acc` = the worst case (never `aa_acc`)
     "standard": SuitePreset(("clean", "pgd20", "cw20", "apgd-ce", "apgd-t", "square"), _CPU_BUDGET, diagnosed=True),
     # APGD-CE, APGD-DLR (+ targeted on 9 classes), DeepFool in FAB's place (ART), Square at AutoAttack's budget,
     # plus PGD-100 with 5 restarts

@@ -6,12 +6,13 @@ in `config.evaluate.SUITES`; docs/evaluation.md says what each is comparable wit
     quick       clean, PGD-20 (CE), CW-20 (margin); the worst case per example (`worst_acc`)
     standard    quick + APGD-CE + APGD-T (targeted DLR towards the 3 top classes) + Square (300 queries,
                 score-based black box): AutoAttack's pipeline without FAB-T at a CPU budget, with Croce &
-                Hein's own APGD and Square code (pyautoattack); `aa_acc` = worst case per example (an
-                AutoAttack-style number, NOT the reference's); gradient-masking diagnostics
+                Hein's own APGD and Square code (pyautoattack); `standard_worst_acc` (= `worst_acc`): an
+                AutoAttack-style number, NOT the reference's; gradient-masking diagnostics
     full        APGD-CE, APGD-DLR (+ targeted on 9 classes), DeepFool in FAB's place (ART), Square at
-                AutoAttack's budget, plus PGD-100 with 5 restarts; diagnostics
+                AutoAttack's budget, plus PGD-100 with 5 restarts; `full_worst_acc`; diagnostics
     autoattack  the reference: Croce & Hein's AutoAttack (standard) from `pyautoattack` (reference.py);
-                `aa_acc` is the number RobustBench reports; its own checks are masking flags
+                `aa_acc` — only ever this suite's number — is the one RobustBench reports; its own checks
+                are masking flags
 
 The cascade (`cascade=True`, the default; engine.py): each attack runs only on the examples every
 earlier attack failed to break; the worst case per example is the same, per-attack numbers are cascade
@@ -24,7 +25,7 @@ numbers are comparable across runs; results are stored per attack and batch unde
 
     front.py        the front doors: evaluate_config (an EvaluateConfig), evaluate (keywords), evaluate_tensors
     inputs.py       the one input check, the seeded subset of examples
-    suites.py       suite name → specs, budget, diagnostics; what aa_acc means
+    suites.py       suite name → specs, budget, diagnostics; what its AutoAttack number means
     engine.py       the attacks over the examples, batch by batch: cascade, store, progress
     store.py        the resume store
     diagnostics.py  gradient-masking checks

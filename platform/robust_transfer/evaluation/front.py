@@ -21,7 +21,7 @@ from .inputs import checked_examples
 from .result import EvalResult, Evaluation, MaskingWarning
 from .splits import data_for_model
 from .store import EvalStore
-from .suites import aa_impl, suite_preset
+from .suites import aa_impl, substitute_metric, suite_preset
 
 _CONFIG_FIELDS = tuple(f.name for f in fields(EvaluateConfig))
 # What evaluate_config reads itself (the model, its data, where to find it) or leaves to the command (experiment);
@@ -124,7 +124,9 @@ def evaluate_tensors(model: torch.nn.Module, images: torch.Tensor, labels: torch
     metrics["worst_acc"] = worst.float().mean().item()
     reference = any(s.kind == "autoattack" for s in run_specs)
     if preset.diagnosed and not reference:
-        metrics["aa_acc"] = metrics["worst_acc"]
+        # `aa_acc` is only ever the reference AutoAttack's number (issue 24 §4): a substitute suite's worst case
+        # is `worst_acc`, and also `<suite>_worst_acc` so a registered version keeps it apart from other suites'.
+        metrics[substitute_metric(suite)] = metrics["worst_acc"]
     metrics.update(runner.run.extra_metrics)
     if diag is not None:
         metrics.update(diag.measurements)

@@ -1,5 +1,5 @@
 """The suites as the evaluation runs them: a suite name (and an `attacks=` override, and budget knobs)
-→ the attack specs, the budget and whether diagnostics run; and what `aa_acc` means for a run.
+→ the attack specs, the budget and whether diagnostics run; and what its AutoAttack-like number means.
 
 The presets themselves — per suite, its attacks, its budget and whether it is diagnosed — are ONE table,
 `config.evaluate.SUITES`, where the config checks a suite name at the boundary (config/ may not import
@@ -11,7 +11,13 @@ from ..attacks.budget import AttackBudget
 from ..config.evaluate import SUITES, suite_preset
 from .reference import LABEL as REFERENCE_LABEL, reference_version
 
-__all__ = ["SUITES", "suite_preset", "suite_attacks", "suite_budget", "aa_impl"]
+__all__ = ["SUITES", "suite_preset", "suite_attacks", "suite_budget", "aa_impl", "substitute_metric"]
+
+
+def substitute_metric(suite: str) -> str:
+    """The metric of a diagnosed substitute suite's worst case (`standard_worst_acc`, `full_worst_acc`): never
+    `aa_acc`, which only the reference AutoAttack reports."""
+    return f"{suite}_worst_acc"
 
 
 def suite_attacks(suite: str, override: str | tuple = "") -> tuple[str, ...]:
@@ -25,7 +31,8 @@ def suite_budget(suite: str, **overrides) -> AttackBudget:
 
 
 def aa_impl(suite: str, specs, deviation: str = "") -> str:
-    """What `aa_acc` is, in words a model card can quote ('' when the evaluation reports none)."""
+    """What the evaluation's AutoAttack number is — `aa_acc` (the reference) or `<suite>_worst_acc` (a substitute)
+    — in words a model card can quote ('' when the evaluation reports neither)."""
     if any(s.kind == "autoattack" for s in specs):
         if deviation:
             return f"AutoAttack (standard, adapted: {deviation}); pyautoattack {reference_version()}"
