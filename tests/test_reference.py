@@ -116,9 +116,9 @@ def test_cascade_changes_nothing_per_example_for_apgd_and_square_too(robust, dat
     for name in a:
         prefix &= a[name]
         assert torch.equal(c[name], prefix), name
-    assert alone.result.metrics["aa_acc"] == cascade.result.metrics["aa_acc"]
+    assert alone.result.metrics["standard_worst_acc"] == cascade.result.metrics["standard_worst_acc"]
     assert cascade.extra["attacked"]["square"] < alone.extra["attacked"]["square"]
-    assert 0.1 < cascade.result.metrics["aa_acc"] < cascade.result.metrics["pgd3_acc"]       # non-trivial
+    assert 0.1 < cascade.result.metrics["standard_worst_acc"] < cascade.result.metrics["pgd3_acc"]       # non-trivial
     assert all(s["implementation"].startswith("pyautoattack") for s in cascade.result.params["specs"][2:])
 
 
@@ -130,7 +130,7 @@ def test_art_implementations_stay_available_by_name(robust, data):
     m, specs = ev.result.metrics, ev.result.params["specs"]
     assert {"apgd_t_art_acc", "square_art_acc"} <= set(m)
     assert [s["implementation"].split()[0] for s in specs] == ["robust_transfer", "robust_transfer", "art", "art"]
-    assert m["apgd_t_art_acc"] <= m["pgd3_acc"] and m["aa_acc"] == m["square_art_acc"]   # a cascade: non-increasing
+    assert m["apgd_t_art_acc"] <= m["pgd3_acc"] and m["standard_worst_acc"] == m["square_art_acc"]   # a cascade: non-increasing
 
 
 def test_cascade_diagnostics_still_see_a_masked_model(natural, data):
@@ -143,7 +143,7 @@ def test_cascade_diagnostics_still_see_a_masked_model(natural, data):
     flags = ev.diagnostics.flags
     print("\ncascade masked:", {k: round(v, 3) for k, v in ev.result.metrics.items()}, sorted(flags))
     assert {"zero_gradients", "cw_below_ce", "pgd_steps"} <= set(flags)
-    assert ev.result.metrics["aa_acc"] <= 0.05 and ev.result.params["cascade"] is True
+    assert ev.result.metrics["standard_worst_acc"] <= 0.05 and ev.result.params["cascade"] is True
 
 
 # ---------------------------------------------------------------- the reference AutoAttack
