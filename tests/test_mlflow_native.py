@@ -71,7 +71,7 @@ def test_logged_model_has_signature_example_code_linked_metrics_and_a_readable_r
     linked = {m.key: m.value for m in logged.metrics or []}
     assert linked["clean_acc"] == pytest.approx(run.data.metrics["clean_acc"])
     assert "pgd20_acc" in linked
-    assert run.info.run_name == f"train-imagefolder:tiny-small-cnn-natural"
+    assert run.info.run_name == "train-imagefolder:tiny-small-cnn-natural"
 
 
 LOAD_SCRIPT = textwrap.dedent("""
