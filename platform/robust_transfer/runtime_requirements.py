@@ -65,7 +65,7 @@ def runtime_closure(core: list[str]) -> set[str]:
         try:
             requires = distribution(name).requires or []
         except PackageNotFoundError:
-            raise SystemExit(f"{name} is not installed: run this in the environment built from requirements.lock")
+            raise SystemExit(f"{name} is not installed: run this in the environment built from requirements.lock") from None
         todo += [r for r in map(Requirement, requires) if _wanted(r, extras_of[name])]
     return seen
 
