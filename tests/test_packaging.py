@@ -4,6 +4,7 @@ no `platform` package."""
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from robust_transfer.mlproject import render
@@ -132,3 +133,25 @@ def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     readme = (REPO / "README.md").read_text()
     assert "make test" in ci and "make test" in readme
+
+
+@pytest.mark.installs
+def test_pip_resolves_the_runtime_set_to_itself_plus_torchs_cuda_wheels(tmp_path):
+    """pip's own resolver (a dry run against the package index) installs for requirements-runtime.txt exactly
+    its packages, plus only what the file leaves out on purpose: torch's CUDA wheels and setuptools. About
+    2 min here (it reads every package's metadata from the index), so `make test-install`, not CI."""
+    import json
+    import subprocess
+    import sys
+
+    report = tmp_path / "report.json"
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                          "--report", str(report), "-r", str(REPO / "requirements-runtime.txt")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    resolved = {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"]
+                for i in json.loads(report.read_text())["install"]}
+    runtime = {n.replace("_", "-"): v for n, v in _pins((REPO / "requirements-runtime.txt").read_text().splitlines()).items()}
+    assert {n: v for n, v in runtime.items() if resolved.get(n) != v} == {}, "every runtime pin installed as pinned"
+    added = set(resolved) - set(runtime)
+    assert added and all(CUDA.match(n) or n == "setuptools" for n in added), sorted(added)
