@@ -118,6 +118,17 @@ def test_grid_has_the_images_then_one_row_per_model():
     assert [fig.axes[r * 3].get_ylabel() for r in range(3)] == ["images", "natural", "robust"]
 
 
+def test_grid_refuses_no_images_and_a_row_of_another_length_with_a_data_error():
+    """(It raised NameError: DataError was not imported; ruff's F821 found it.)"""
+    from robust_transfer.analysis import gradient_grid_figure
+    from robust_transfer.errors import DataError
+
+    with pytest.raises(DataError, match="at least one image"):
+        gradient_grid_figure(torch.rand(0, 3, 8, 8), [])
+    with pytest.raises(DataError, match="'natural' has 2 gradients for 3 images"):
+        gradient_grid_figure(torch.rand(3, 3, 8, 8), [("natural", torch.randn(2, 3, 8, 8))])
+
+
 # ------------------------------------------------------------------------------------ feature distance
 def test_feature_distance_is_zero_when_augmentation_is_the_identity_and_seeded():
     from robust_transfer import create_model

@@ -146,8 +146,10 @@ def test_threat_model_rejects_bad_values(kwargs, needle):
 
 # ---------------------------------------------------------------- invariants of pgd / fgsm
 ATTACK_CASES = [
-    pytest.param(lambda m, x, y, g: pgd(m, x, y, eps=EPS, alpha=ALPHA, steps=5, loss=loss, random_start=rs,
-                                        restarts=r, early_exit=ee, generator=g),
+    # the case's values bound as defaults: a bare closure sees the comprehension's last values in every case
+    pytest.param(lambda m, x, y, g, loss=loss, rs=rs, r=r, ee=ee: pgd(m, x, y, eps=EPS, alpha=ALPHA, steps=5, loss=loss,
+                                                                        random_start=rs, restarts=r, early_exit=ee,
+                                                                        generator=g),
                  id=f"pgd-{loss}-rs{int(rs)}-r{r}-ee{int(ee)}")
     for loss in ("ce", "cw") for rs in (True, False) for r in (1, 2) for ee in (False, True)
 ] + [

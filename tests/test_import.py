@@ -9,7 +9,6 @@ robustbench/model_zoo/architectures/{wide_resnet,resnet}.py with their `mu`/`sig
 """
 from __future__ import annotations
 
-import math
 import pickle
 from pathlib import Path
 

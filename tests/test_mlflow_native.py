@@ -71,8 +71,23 @@ def test_logged_model_has_signature_example_code_linked_metrics_and_a_readable_r
     linked = {m.key: m.value for m in logged.metrics or []}
     assert linked["clean_acc"] == pytest.approx(run.data.metrics["clean_acc"])
     assert "pgd20_acc" in linked
-    assert run.info.run_name == f"train-imagefolder:tiny-small-cnn-natural"
+    assert run.info.run_name == "train-imagefolder:tiny-small-cnn-natural"
 
+
+
+def test_logged_model_requires_runtime_packages_only(champion):
+    """What `--env-manager virtualenv|conda` builds for the model (its requirements.txt) is runtime packages
+    at requirements-runtime.txt's pins: no test tool, extra or CUDA pin (tests/test_packaging.py)."""
+    import mlflow
+
+    name, _ = champion
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@champion"))
+    declared = [ln.strip() for ln in (local / "requirements.txt").read_text().splitlines() if ln.strip()]
+    runtime = {ln.split("==")[0].lower().replace("_", "-"): ln.split("==")[1]
+               for ln in (REPO / "requirements-runtime.txt").read_text().splitlines() if "==" in ln}
+    pins = dict(ln.lower().replace("_", "-").split("==") for ln in declared)
+    assert len(pins) == len(declared) and {"torch", "mlflow"} <= set(pins), declared
+    assert {n: v for n, v in pins.items() if runtime.get(n) != v} == {}, "each at the runtime set's pin"
 
 LOAD_SCRIPT = textwrap.dedent("""
     import importlib.util, json, sys

@@ -223,8 +223,6 @@ def test_report_shows_mean_std_and_n_of_a_seeded_step_and_claims_use_the_margin(
     (workdir / "rep.yaml").write_text(REPORT)
     assert main(["report", "--project", "rep.yaml", "--scale", "cpu", "--out", "out"]) == 0
     robust_pgd = [p for _, p in seeded_store["robust"]]
-    robust_clean = [c for c, _ in seeded_store["robust"]]
-    natural_pgd = [p for _, p in seeded_store["natural"]]
     # by hand: mean 0.23, std 0.03 (n-1), n 3
     assert sum(robust_pgd) / 3 == pytest.approx(0.23) and _sd(robust_pgd) == pytest.approx(0.03)
     md = (workdir / "out" / "cpu" / "tab.md").read_text()

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks.threat import to_pixels
+from ..errors import DataError
 
 
 def gradient_display(g: torch.Tensor) -> torch.Tensor:

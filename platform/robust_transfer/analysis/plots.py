@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -36,7 +37,8 @@ def readable_label(ref: str) -> str:
 def _text_width(fig: Figure, text: str, fontsize: float) -> float:
     probe = fig.text(0, 0, text, fontsize=fontsize)
     try:
-        return probe.get_window_extent(fig.canvas.get_renderer()).width
+        # the Agg canvas has get_renderer; matplotlib's stubs type fig.canvas as the base class, which has not
+        return probe.get_window_extent(fig.canvas.get_renderer()).width  # type: ignore[attr-defined]
     finally:
         probe.remove()
 
@@ -71,7 +73,7 @@ def _numeric(values) -> bool:
     return all(x_sort_key(v)[0] == 0 for v in values)
 
 
-def _new_figure(title: str, note: str | None, width: float = 6.4, height: float = 4.2) -> tuple[Figure, object]:
+def _new_figure(title: str, note: str | None, width: float = 6.4, height: float = 4.2) -> tuple[Figure, Axes]:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

@@ -38,7 +38,8 @@ def resolve_source(uri: str):
     from ..strategies.source_model import Source
     from ..tracking import models
 
-    return Source.of(*models.load_model_with_meta(uri), uri)
+    model, meta = models.load_model_with_meta(uri)
+    return Source.of(model, meta, uri)
 
 
 def run_source_strategy(strategy: str, cfg, fn, title: str) -> dict:

@@ -23,7 +23,7 @@ class EntryPoint(NamedTuple):
     @property
     def name(self) -> str:
         """The `rtl` spelling (`retrain-blocks`)."""
-        return self.config.ENTRY_POINT
+        return self.config.ENTRY_POINT  # type: ignore[attr-defined]  # every entry point's config declares it
 
     @property
     def mlproject_name(self) -> str:

@@ -23,7 +23,7 @@ def _entry_point_configs() -> dict[str, type]:
         module = importlib.import_module(f"{package}.{info.name}")
         for cls in vars(module).values():
             if isinstance(cls, type) and cls.__module__ == module.__name__ and "ENTRY_POINT" in vars(cls):
-                name = cls.ENTRY_POINT
+                name = cls.ENTRY_POINT  # type: ignore[attr-defined]  # checked in vars(cls) just above
                 if name in found:
                     raise ValueError(f"entry point {name!r} is named by {found[name].__name__} and {cls.__name__}")
                 found[name] = cls

@@ -40,7 +40,7 @@ class Source:
 try:  # numpy >= 2 moved the module; old pickles name numpy.core, new ones numpy._core
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
 
 _PICKLE_ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
@@ -115,7 +115,8 @@ def _cifar_source(name: str, data_dir: Path, download: bool) -> Source:
             images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32)))  # rows are R, G, B planes
             labels.append(torch.as_tensor(np.asarray(batch[info["labels_key"]], dtype=np.int64)))
         images, labels = torch.cat(images), torch.cat(labels)
-        if len(labels) != len(images) or (len(labels) and (labels.min() < 0 or labels.max() >= len(classes))):
+        # (mypy keeps the lists' type for the names just rebound to tensors)
+        if len(labels) != len(images) or (len(labels) and (labels.min() < 0 or labels.max() >= len(classes))):  # type: ignore[attr-defined]
             raise DataError(f"{folder}: labels do not match the images or the {len(classes)} class names")
         decode.count_decoded(len(images))
         # the same order rule as the image folders: by class, then original order (stable sort)
