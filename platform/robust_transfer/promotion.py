@@ -294,19 +294,21 @@ def register_trial(client, name: str, trial, study_name: str):
 # ------------------------------------------------------------------------------------------ model card
 def model_card(name: str, mv, policy: Policy, cand: Judged, champ: Judged | None, decision: str, reason: str,
                run_id: str | None, eval_t, model_t) -> str:
+    from .tracking.registry import metric_split   # (tracking imports MLflow: only when a card is written)
+
     tags = mv.tags or {}
     names = list(dict.fromkeys(list(policy.metric_names) + ["clean_acc", "pgd20_acc", "cw20_acc", "aa_acc"]))
     names = [n for n in names if n in cand.metrics or (champ and n in champ.metrics)]
-    header = f"| | candidate v{cand.version} |" + (f" champion v{champ.version} |" if champ else "")
-    sep = "|---|---:|" + ("---:|" if champ else "")
+    header = f"| | split | candidate v{cand.version} |" + (f" champion v{champ.version} |" if champ else "")
+    sep = "|---|---|---:|" + ("---:|" if champ else "")
     rows = [header, sep]
 
     def cell(j, n):
         return f"{j.metrics[n]:.4f}" if j and n in j.metrics else "—"
     for n in names:
-        rows.append(f"| {n} | {cell(cand, n)} |" + (f" {cell(champ, n)} |" if champ else ""))
+        rows.append(f"| {n} | {metric_split(n)} | {cell(cand, n)} |" + (f" {cell(champ, n)} |" if champ else ""))
     sc = lambda j: f"{j.score:.4f}" if j and j.score is not None else "—"  # noqa: E731
-    rows.append(f"| **score** | **{sc(cand)}** |" + (f" {sc(champ)} |" if champ else ""))
+    rows.append(f"| **score** | | **{sc(cand)}** |" + (f" {sc(champ)} |" if champ else ""))
     threat = {k[len("threat."):]: v for k, v in tags.items() if k.startswith("threat.")}
     lineage = {k[len("lineage."):]: v for k, v in tags.items() if k.startswith("lineage.")}
     lines = [f"# {name} version {mv.version}: {decision.upper()}", "",
@@ -314,7 +316,8 @@ def model_card(name: str, mv, policy: Policy, cand: Judged, champ: Judged | None
              f"- **decision**: {decision} — {reason}",
              f"- **decided**: {_iso(int(time.time() * 1000))}" + (f" by promote run `{run_id}`" if run_id else ""),
              f"- **source run**: `{mv.run_id}`" if mv.run_id else "- **source run**: —",
-             f"- **data**: {tags.get('data_spec', '—')}, **arch**: {tags.get('arch', '—')}",
+             f"- **data**: {tags.get('data_spec', '—')}, **arch**: {tags.get('arch') or '—'}",
+             f"- **classes**: {tags.get('classes') or '—'}",
              "- **threat model**: " + (", ".join(f"{k}={v}" for k, v in sorted(threat.items())) or "—"),
              "- **lineage**: " + (", ".join(f"{k}={v}" for k, v in sorted(lineage.items())) or "—"),
              f"- **evaluated**: {_iso(eval_t)} (weights last changed {_iso(model_t)})",
