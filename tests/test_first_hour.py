@@ -98,3 +98,106 @@ def test_rtl_runs_record_the_git_commit(registered):
         pytest.skip("not a git checkout")
     runs = _runs(registered, "train")
     assert runs and all(r.data.tags.get("mlflow.source.git.commit") == head.stdout.strip() for r in runs)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.mark.slow
+def test_the_venvs_mlflow_serves_a_registered_model_without_path(registered, tmp_path):
+    """`.venv/bin/mlflow models serve --env-manager local` with nothing activated (MLflow starts `uvicorn` by
+    name: bin/venv-bin-on-path.pth, installed by `make venv`, puts the venv's bin/ on PATH) answers a JSON batch
+    with logits, and refuses 0-255 pixels with a 400 that says so. ~30 s."""
+    import os
+    import signal
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    import numpy as np
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env.update(PATH="/usr/bin:/bin", MLFLOW_TRACKING_URI=os.environ["MLFLOW_TRACKING_URI"])
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
+                             f"models:/{NAME}@challenger", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow models serve did not start: {(tmp_path / 'serve.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        batch = np.random.default_rng(0).random((2, 3, 16, 16)).astype(np.float32)
+        status, answer = _post(f"{url}/invocations", {"inputs": batch.tolist()})
+        assert status == 200, answer
+        assert np.asarray(answer["predictions"]).shape == (2, 3)
+        status, answer = _post(f"{url}/invocations", {"inputs": (batch * 255).tolist()})
+        assert status == 400 and "pixels must lie in [0, 1]" in answer["message"], answer
+        assert "divide 0-255 images by 255" in answer["message"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_pixels_outside_0_1_are_refused_by_the_pyfunc():
+    import torch
+    from mlflow.exceptions import MlflowException
+
+    from robust_transfer.tracking.pyfunc_loader import check_pixels
+
+    check_pixels(torch.rand(2, 3, 4, 4))   # [0, 1]: fine
+    refused = 0
+    for bad, fragment in ((torch.rand(2, 3, 4, 4) * 255, "divide 0-255 images by 255"),
+                          (torch.full((1, 3, 2, 2), -0.5), "got values in [-0.5, -0.5]"),
+                          (torch.full((1, 3, 2, 2), float("nan")), "pixels must lie in [0, 1]")):
+        with pytest.raises(MlflowException, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+            check_pixels(bad)
+        refused += 1
+    assert refused == 3
+
+
+def test_printed_tool_commands_name_the_venvs_bin(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    from robust_transfer.venvtools import tool_command
+
+    beside = Path(sys.executable).parent / "optuna-dashboard"
+    assert beside.is_file()
+    monkeypatch.chdir(tmp_path)
+    assert tool_command("optuna-dashboard") == str(beside)
+    monkeypatch.chdir(beside.parents[2])   # where the venv is (the checkout, for `.venv`): the relative spelling
+    assert tool_command("optuna-dashboard") == f"{beside.parents[1].name}/bin/optuna-dashboard"
+    assert tool_command("no-such-tool") == "no-such-tool"
