@@ -201,3 +201,33 @@ def test_printed_tool_commands_name_the_venvs_bin(tmp_path, monkeypatch):
     monkeypatch.chdir(beside.parents[2])   # where the venv is (the checkout, for `.venv`): the relative spelling
     assert tool_command("optuna-dashboard") == f"{beside.parents[1].name}/bin/optuna-dashboard"
     assert tool_command("no-such-tool") == "no-such-tool"
+
+
+def test_the_pareto_plot_shows_the_studys_own_front_on_its_val_objectives(tmp_path, tiny_folder):
+    """Issue 27 §4: the axes are the objectives the study optimised (val_*), the front is the study's (Optuna's
+    and `best_trials`'), and the test numbers of the front's trials are only written beside, marked `test:`.
+    The trials are made so that the test numbers would give another front (trials 1 and 2)."""
+    import optuna
+
+    from robust_transfer.search.artifacts import pareto_plot, trials_frame
+    from robust_transfer.search.space_yaml import load_space
+    from robust_transfer.search.study import best_trials
+
+    (tmp_path / "s.yaml").write_text("\n".join([
+        "entry_point: train", "fixed:", f'  dataset: "imagefolder:{tiny_folder}"', "params:",
+        "  lr: {type: float, low: 0.001, high: 0.2, log: true}", "objectives:",
+        "  - {metric: val_clean_acc, direction: maximize}", "  - {metric: val_pgd10_acc, direction: maximize}", ""]))
+    space = load_space(str(tmp_path / "s.yaml"))
+    study = optuna.create_study(directions=space.directions)
+    #            val clean, val pgd10     test clean, test pgd20
+    for number, (val, test) in enumerate([((0.50, 0.20), (0.40, 0.10)), ((0.70, 0.30), (0.60, 0.35)),
+                                          ((0.60, 0.25), (0.65, 0.30))]):
+        t = optuna.trial.create_trial(params={"lr": 0.01}, distributions=space.distributions(), values=list(val),
+                                      user_attrs={"metrics": {"clean_acc": test[0], "pgd20_acc": test[1]}})
+        study.add_trial(t)
+    front = [t.number for t in best_trials(study, space)]
+    assert front == [t.number for t in study.best_trials] == [1]
+    drawn = pareto_plot(trials_frame(study, space), tmp_path / "pareto_front.png", "s", space, front)
+    assert (tmp_path / "pareto_front.png").stat().st_size > 0
+    assert (drawn["x"], drawn["y"], drawn["front"]) == ("val_clean_acc", "val_pgd10_acc", [1])
+    assert drawn["notes"] == ["#1  test: clean_acc 0.600, pgd20_acc 0.350"]
