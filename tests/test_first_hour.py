@@ -231,3 +231,33 @@ def test_the_pareto_plot_shows_the_studys_own_front_on_its_val_objectives(tmp_pa
     assert (tmp_path / "pareto_front.png").stat().st_size > 0
     assert (drawn["x"], drawn["y"], drawn["front"]) == ("val_clean_acc", "val_pgd10_acc", [1])
     assert drawn["notes"] == ["#1  test: clean_acc 0.600, pgd20_acc 0.350"]
+
+
+def test_promote_dry_run_decides_and_creates_no_run(registered, capsys):
+    exp = registered.get_experiment_by_name("robust-transfer")
+    before = {r.info.run_id for r in registered.search_runs([exp.experiment_id])}
+    policy = "max val_pgd10_acc subject to val_clean_acc >= 0.0"   # docs/registry.md's shape: validation metrics
+    assert main(["promote", "--name", NAME, "--policy", policy, "--dry-run", "true"]) == 0
+    out = capsys.readouterr()
+    assert "version 1 PROMOTED (dry run)" in out.out and "nothing was recorded" in out.out
+    assert "warning" not in out.err   # chosen on validation: no "choosing on test" line
+    assert {r.info.run_id for r in registered.search_runs([exp.experiment_id])} == before
+    assert "champion" not in registered.get_registered_model(NAME).aliases
+    assert "promotion.decision" not in registered.get_model_version(NAME, "1").tags
+
+
+def test_the_docs_promotion_examples_choose_on_validation_metrics():
+    import re
+    import shlex
+
+    from robust_transfer.expr import choosing_on_test_warning
+    from robust_transfer.promotion import Policy
+
+    text = (REPO / "docs" / "registry.md").read_text()
+    policies = [shlex.split(line)[shlex.split(line).index("--policy") + 1]
+                for line in text.splitlines() if re.match(r"^\.venv/bin/rtl promote .*--policy", line)]
+    assert len(policies) >= 2
+    for p in policies:
+        names = Policy.parse(p).metric_names
+        assert names and all(n.startswith("val_") for n in names), p
+        assert choosing_on_test_warning(f"policy {p!r}", names) is None

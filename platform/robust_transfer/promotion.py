@@ -351,7 +351,8 @@ def find_candidate(client, cfg, policy: Policy):
 def promote(client, cfg, policy: Policy, mv, trial, log) -> dict:
     """Judge the candidate against the champion under the policy inside the promote run `log`; record the
     decision (run tags, metrics, model card and decision.json artifacts) and, unless `dry_run`, on the
-    registry (version tags, description, the champion alias). Returns the decision record."""
+    registry (version tags, description, the champion alias). A dry run has no run (`log=None`): it decides
+    and reports, and writes nothing anywhere. Returns the decision record."""
     if trial is not None:
         mv = register_trial(client, cfg.name, trial, cfg.study)
         check_candidate(client, cfg.name, mv, policy, cfg.allow_flagged)
@@ -363,11 +364,14 @@ def promote(client, cfg, policy: Policy, mv, trial, log) -> dict:
         champ = judge(policy, str(cmv.version), version_metrics(cmv))
     decision, reason = decide(policy, cand, champ, cfg.min_delta)
     eval_t, model_t = evaluation_times(client, mv, policy.metric_names)
-    card = model_card(cfg.name, mv, policy, cand, champ, decision, reason, log.run_id, eval_t, model_t)
+    card = model_card(cfg.name, mv, policy, cand, champ, decision, reason, log.run_id if log else None, eval_t,
+                      model_t)
     record = {"name": cfg.name, "version": str(mv.version), "decision": decision, "reason": reason,
               "policy": policy.text, "score": cand.score, "champion_before": champ.version if champ else None,
               "champion_score_before": champ.score if champ else None, "dry_run": cfg.dry_run,
               "study": cfg.study or None, "trial": trial.number if trial is not None else None}
+    if log is None:
+        return record
     log.set_tags({"rtl.decision": decision, "rtl.candidate_version": str(mv.version),
                   "rtl.champion_before": str(champ.version) if champ else ""})
     if cand.score is not None:
