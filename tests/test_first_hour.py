@@ -76,9 +76,10 @@ def test_a_version_registered_by_train_carries_arch_classes_and_a_card(registere
     assert contexts == {"training"}
 
 
-def test_evaluate_runs_are_named_linked_to_the_model_and_log_their_dataset(registered):
-    assert main(["evaluate", "--model", f"models:/{NAME}@challenger", "--n-examples", "12", "--progress", "false",
+def test_evaluate_runs_are_named_linked_to_the_model_and_log_their_dataset(registered, capfd):
+    assert main(["evaluate", "--model", f"models:/{NAME}@challenger", "--n-examples", "12", "--progress", "true",
                  "--attacks", "pgd2"]) == 0
+    assert "\r" not in capfd.readouterr().err   # progress on, but stderr is no terminal: no `\r` redraws
     (found,) = _runs(registered, "evaluate")
     run = registered.get_run(found.info.run_id)   # (search_runs leaves model inputs out)
     assert run.info.run_name == f"evaluate-{NAME}@challenger-quick"
@@ -261,3 +262,17 @@ def test_the_docs_promotion_examples_choose_on_validation_metrics():
         names = Policy.parse(p).metric_names
         assert names and all(n.startswith("val_") for n in names), p
         assert choosing_on_test_warning(f"policy {p!r}", names) is None
+
+
+def test_a_sqlite_studys_creation_lock_stays_out_of_the_working_directory(tmp_path, monkeypatch):
+    import tempfile
+    from pathlib import Path
+
+    from robust_transfer.search.storage import creation_lock, creation_lock_path
+
+    monkeypatch.chdir(tmp_path)
+    with creation_lock("sqlite:///optuna.db"):
+        lock = creation_lock_path("optuna.db")
+        assert lock.parent == Path(tempfile.gettempdir()) and lock.exists()
+    assert list(tmp_path.iterdir()) == []
+    assert creation_lock_path("optuna.db") == creation_lock_path(str(tmp_path / "optuna.db"))   # one per file
