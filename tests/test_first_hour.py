@@ -276,3 +276,26 @@ def test_a_sqlite_studys_creation_lock_stays_out_of_the_working_directory(tmp_pa
         assert lock.parent == Path(tempfile.gettempdir()) and lock.exists()
     assert list(tmp_path.iterdir()) == []
     assert creation_lock_path("optuna.db") == creation_lock_path(str(tmp_path / "optuna.db"))   # one per file
+
+
+def test_mlflow_entry_finds_the_launching_interpreter_with_ps_not_proc(tmp_path):
+    """bin/mlflow-entry with no Python holding MLflow on PATH and no .venv beside it: the interpreter of the
+    process that started it (MLflow's, under `.venv/bin/mlflow run`), read with POSIX `ps`, runs `rtl`."""
+    import os
+    import shutil
+    import sys
+    from pathlib import Path
+
+    assert "/proc/" not in (REPO / "bin" / "mlflow-entry").read_text()
+    (tmp_path / "bin").mkdir()
+    shutil.copy(REPO / "bin" / "mlflow-entry", tmp_path / "bin" / "mlflow-entry")
+    (tmp_path / "platform").symlink_to(REPO / "platform")
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    env.pop("PYTHONPATH", None)
+    env.pop("VIRTUAL_ENV", None)
+    launcher = str(Path(sys.executable).absolute())   # (ps shows the path it was started with)
+    code = f"import subprocess, sys; sys.exit(subprocess.call(['bash', {str(tmp_path / 'bin' / 'mlflow-entry')!r}, '--help']))"
+    # -S: no site, so no venv-bin-on-path.pth either: the child's PATH keeps no Python with MLflow on it
+    out = subprocess.run([launcher, "-S", "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("usage: rtl")
