@@ -5,6 +5,7 @@ strategy, and `promote --dry-run` creating no run."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -299,3 +300,86 @@ def test_mlflow_entry_finds_the_launching_interpreter_with_ps_not_proc(tmp_path)
     out = subprocess.run([launcher, "-S", "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("usage: rtl")
+
+
+def _readme_first_result_commands() -> list[str]:
+    """The shell commands of README.md's "A first result in five minutes" code block, continuation lines joined."""
+    import re
+
+    section = (REPO / "README.md").read_text().split("## A first result in five minutes", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [c.strip() for c in block.replace("\\\n", " ").splitlines() if c.strip()]
+
+
+_SMALL = {"--epochs": "1", "--per-class": "20", "--n-examples": "20"}   # the README's: 3, 300, 200 (72 s of CPU)
+
+
+@pytest.mark.slow
+def test_the_readmes_first_result_works_in_order_on_a_fresh_clone(tmp_path):
+    """README's "A first result in five minutes", run as written, in order, on a fresh clone of this checkout's HEAD
+    (beside `shared/`, as the README's data note assumes), in a shell with nothing activated. Two changes, both
+    sizes: --epochs/--per-class/--n-examples become 1/20/20 (the README's take 72 s of CPU), and `mlflow ui` gets
+    a free port and is stopped once it answers. `make venv` reuses the environment of this lock (building one
+    takes minutes and a package index: skipped when it is not built). ~1-2 min."""
+    import os
+    import shlex
+    import signal
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import SHARED_DATA
+
+    commands = _readme_first_result_commands()
+    assert commands[0].split("#")[0].strip() == "make venv", commands   # what creates .venv comes first
+    assert any(".venv/bin/rtl train" in c for c in commands) and any(".venv/bin/rtl evaluate" in c for c in commands)
+    if not SHARED_DATA.is_dir():
+        pytest.skip("no offline data mirror (../shared/data) to train on")
+    lock_hash = subprocess.run(["sha256sum", str(REPO / "requirements.lock")], capture_output=True,
+                               text=True).stdout[:16]
+    if not (Path.home() / ".cache" / "robust-transfer" / f"venv-{lock_hash}" / ".installed").exists():
+        pytest.skip("the environment of this lock is not built (make venv would build it: minutes, network)")
+    clone = tmp_path / "robust-transfer"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=120)
+    (tmp_path / "shared").symlink_to(SHARED_DATA.parent)
+    venv_bin = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "MLFLOW_TRACKING_URI", "RTL_DATA_DIR",
+                                                            "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin and "/.venv/" not in p)
+    # The environment is shared by every checkout with this lock and its editable install may point at another
+    # one: the clone's own code first, as `make test`/`make demo` do (a fresh machine's venv points at the clone).
+    env["PYTHONPATH"] = str(clone / "platform")
+    ran = 0
+    for command in commands:
+        argv = shlex.split(command, comments=True)
+        for i, a in enumerate(argv[:-1]):
+            if a in _SMALL:
+                argv[i + 1] = _SMALL[a]
+        if argv[:2] == [".venv/bin/mlflow", "ui"]:
+            port = _free_port()
+            proc = subprocess.Popen(argv + ["--port", str(port)], cwd=clone, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                deadline = time.monotonic() + 90
+                while True:
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                            if r.status == 200:
+                                break
+                    except OSError:
+                        pass
+                    assert proc.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
+                    time.sleep(0.5)
+            finally:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+        else:
+            out = subprocess.run(argv, cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+            assert out.returncode == 0, f"{' '.join(argv)}: {out.stdout[-1500:]}{out.stderr[-1500:]}"
+        ran += 1
+    assert ran == len(commands) == 4
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")   # the README's store: mlflow.db where typed
+    runs = client.search_runs([client.get_experiment_by_name("robust-transfer").experiment_id])
+    assert sorted(r.data.tags["rtl.strategy"] for r in runs if r.info.status == "FINISHED") == ["evaluate", "train"]
