@@ -17,8 +17,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     """`rtl evaluate` / the `evaluate` entry point: evaluate, log to MLflow, tag a registered version."""
     from ..evaluation import MaskingWarning, evaluate_config
     from ..tracking import tracked_run
-    from ..tracking.registry import tag_model_version
-    from ..tracking.lineage import link_evaluation, log_dataset
+    from ..tracking.lineage import log_dataset
+    from ..tracking.registry import link_evaluation, tag_model_version
     from ..tracking.naming import model_label, name_run
 
     tags = {"rtl.model": cfg.model, "rtl.suite": cfg.suite}

@@ -1,9 +1,12 @@
-"""The model registry: the name a model is registered under, the tags a version carries, publishing a
-trained model (log + register), and putting an evaluation on the registered version it came from."""
+"""The model registry: the name a model is registered under, the tags and model card a version carries,
+publishing a trained model (log + register), putting an evaluation on the registered version it came from,
+and linking an evaluation to the LoggedModel it measured."""
 from __future__ import annotations
 
 import re
 import time
+
+import mlflow
 
 from .lineage import log_dataset
 from .models import checkpoint_summary, log_checkpoint_model, register_checkpoint_model
@@ -141,3 +144,44 @@ def tag_model_version(model_uri: str, ev, run_id: str | None) -> tuple[str, str]
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
     return name, version
+
+
+_LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)/?$")
+
+
+def logged_model_id(model_uri: str) -> str | None:
+    """The LoggedModel behind `model_uri`: a registered version's, `models:/m-<id>` itself, or the one model a
+    run logged (`runs:/<id>/...`); None for a checkpoint path or when a run logged several."""
+    s = str(model_uri)
+    m = _LOGGED_MODEL_URI.match(s)
+    if m:
+        return m.group(1)
+    client = mlflow_client(fluent=True)
+    if s.startswith("models:/"):
+        found = registered_version(s)
+        if found is None:
+            return None
+        mv = client.get_model_version(*found)
+        # (MLflow 3.17's sqlite store returns model_id=None; the version's source is the model's URI)
+        m = _LOGGED_MODEL_URI.match(str(mv.source or ""))
+        return getattr(mv, "model_id", None) or (m.group(1) if m else None)
+    m = re.match(r"^runs:/([0-9a-f]+)/", s)
+    if m:
+        run = client.get_run(m.group(1))
+        models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                             filter_string=f"source_run_id = '{run.info.run_id}'")
+        return models[0].model_id if len(models) == 1 else None
+    return None
+
+
+def link_evaluation(run_id: str, model_uri: str, metrics: dict[str, float], dataset) -> str | None:
+    """Log `metrics` against the evaluated LoggedModel and the dataset (MLflow 3: the model's page lists them),
+    and the model as an input of the run. Returns the model id, None when the model is not a logged one."""
+    from mlflow.entities import LoggedModelInput
+
+    model_id = logged_model_id(model_uri)
+    if model_id is None:
+        return None
+    mlflow.log_input(model=LoggedModelInput(model_id))
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, run_id=run_id, model_id=model_id, dataset=dataset)
+    return model_id

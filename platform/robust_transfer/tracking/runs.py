@@ -293,7 +293,7 @@ def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experi
     if ctx is not None and ctx.extra_logger is not None and run_id is None:
         logger = TeeLogger(logger, ctx.extra_logger)
     try:
-        from .lineage import source_tags
+        from .source import source_tags
 
         data = mlflow_client().get_run(run.info.run_id).data
         logger.log_params({k: v for k, v in params.items() if k not in data.params})
