@@ -79,12 +79,13 @@ def version_card(name: str, version: str, tags: dict[str, str]) -> str:
 
 def publish_model(log, result, strategy: str, register_as: str | None, dataset: str, arch: str,
                   suffix: str = "") -> str:
-    """Log a strategy's checkpoint to the active run as an MLflow model named after the strategy; register it
+    """Log a strategy's checkpoint to the active run as an MLflow model named after the strategy (and `suffix`:
+    `retrain_blocks-k2`); register it
     when `register_as` asks (tagging the run `rtl.registered_model=<name>/<version>`, the version's description
     its model card). Returns the model URI."""
     if result.meta.get("data_spec") and result.meta.get("data_sha256"):   # the UI's Dataset column
         log_dataset(result.meta["data_spec"], "train", result.meta["data_sha256"], "training")
-    model_uri = log_checkpoint_model(result.checkpoint_dir, result.metrics, name=strategy)  # metrics linked
+    model_uri = log_checkpoint_model(result.checkpoint_dir, result.metrics, name=strategy + suffix)  # metrics linked
     name = registered_name(register_as, dataset, arch, strategy, suffix)
     if name:
         meta = {**result.meta, **checkpoint_summary(result.checkpoint_dir)}   # the saved meta.json holds `arch`
