@@ -13,7 +13,11 @@ RUN := PYTHONPATH=$(CURDIR)/platform PATH=$(BIN):$$PATH
 
 .PHONY: venv lint test test-fast test-install demo bench lock env-files clean-venv
 
+# bin/venv-bin-on-path.pth: the environment's bin/ on PATH for its own processes (MLflow runs `uvicorn` by
+# name when serving), so `.venv/bin/mlflow models serve ...` works without activating anything. Copied on
+# every `make venv` (cheap), so an environment built before it existed gets it too.
 venv: $(STAMP)
+	@cp bin/venv-bin-on-path.pth "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/rtl-venv-bin-on-path.pth"
 	@ln -sfn $(VENV) .venv
 
 # Keyed by the lock's hash (in the path), so it is built once per lock, not per clone.

@@ -267,8 +267,4 @@ def test_help_imports_neither_torch_nor_mlflow():
     assert "mlflow" not in loaded, f"mlflow imported by: {loaded['mlflow']}"
     via = loaded.get("torch", [])
     assert not any("/strategies/" in p for p in via), f"config/ reaches strategies/ (torch): {via}"   # issue 23 §2
-    if any(p.endswith("config/evaluate.py") for p in via) and any(p.endswith("attacks/__init__.py") for p in via):
-        pytest.xfail("config/evaluate.py imports attacks.budget/attacks.specs, whose package __init__ imports torch "
-                     "(fgsm.py, pgd.py); a lazy attacks/__init__ must mind that `pgd` and `fgsm` are module and "
-                     "function names at once")
     assert "torch" not in loaded, f"torch imported by: {via}"

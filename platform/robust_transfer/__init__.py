@@ -27,18 +27,20 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load_model(uri_or_path: str):
-    """A trainable `nn.Module` (pixels in [0,1] → logits); loading never unpickles."""
+def load_model(uri_or_path: str, *, train: bool = False):
+    """The model (pixels in [0,1] → logits), in eval mode: plain `model(x)` gives each image's logits whatever
+    the batch, and leaves BatchNorm's statistics alone. `train=True` (or `model.train()`) for fine-tuning.
+    Loading never unpickles."""
+    return load_model_with_meta(uri_or_path, train=train)[0]
+
+
+def load_model_with_meta(uri_or_path: str, *, train: bool = False):
+    """(model, metadata) for `models:/name@alias`, `models:/name/version`, `runs:/...` or a checkpoint path;
+    the model in eval mode unless `train=True` (see `load_model`)."""
     from .tracking.models import load_model_with_meta as _load
 
-    return _load(uri_or_path)[0]
-
-
-def load_model_with_meta(uri_or_path: str):
-    """(model, metadata) for `models:/name@alias`, `models:/name/version`, `runs:/...` or a checkpoint path."""
-    from .tracking.models import load_model_with_meta as _load
-
-    return _load(uri_or_path)
+    model, meta = _load(uri_or_path)
+    return model.train(train), meta
 
 
 def evaluate(model, dataset: str = "", **kwargs):

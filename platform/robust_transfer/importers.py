@@ -424,8 +424,8 @@ def import_and_register(cfg) -> dict:
     from .checkpoints import check_checkpoint_target, model_metadata, save_checkpoint
     from .io import atomic_dir_write
     from .processes import remove_stale, scratch_dir
-    from .tracking import log_checkpoint_model, register_checkpoint_model, tracked_run
-    from .tracking.registry import version_tags
+    from .tracking import log_checkpoint_model, mlflow_client, register_checkpoint_model, tracked_run
+    from .tracking.registry import version_card, version_tags
 
     final = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
     if final is not None:
@@ -450,9 +450,12 @@ def import_and_register(cfg) -> dict:
                 scratch.append(scratch_dir(final.parent, _staging_prefix(final)))
                 checkpoint = scratch[-1] / final.name
             save_checkpoint(checkpoint, model, meta)
-            model_uri = log_checkpoint_model(checkpoint)
+            model_uri = log_checkpoint_model(checkpoint, name=f"import-{cfg.format}")
             full = model_metadata(model, **meta)
-            mv = register_checkpoint_model(model_uri, cfg.register_as, version_tags(full, {}))
+            vtags = version_tags(full, {})
+            mv = register_checkpoint_model(model_uri, cfg.register_as, vtags)
+            mlflow_client().update_model_version(cfg.register_as, mv.version,
+                                                 description=version_card(cfg.register_as, mv.version, vtags))
             if final is not None:   # registered: now the checkpoint may appear (moved, same file system)
                 check_checkpoint_target(final)
                 atomic_dir_write(final, lambda d: [os.replace(f, d / f.name) for f in sorted(checkpoint.iterdir())])

@@ -294,19 +294,21 @@ def register_trial(client, name: str, trial, study_name: str):
 # ------------------------------------------------------------------------------------------ model card
 def model_card(name: str, mv, policy: Policy, cand: Judged, champ: Judged | None, decision: str, reason: str,
                run_id: str | None, eval_t, model_t) -> str:
+    from .tracking.registry import metric_split   # (tracking imports MLflow: only when a card is written)
+
     tags = mv.tags or {}
     names = list(dict.fromkeys(list(policy.metric_names) + ["clean_acc", "pgd20_acc", "cw20_acc", "aa_acc"]))
     names = [n for n in names if n in cand.metrics or (champ and n in champ.metrics)]
-    header = f"| | candidate v{cand.version} |" + (f" champion v{champ.version} |" if champ else "")
-    sep = "|---|---:|" + ("---:|" if champ else "")
+    header = f"| | split | candidate v{cand.version} |" + (f" champion v{champ.version} |" if champ else "")
+    sep = "|---|---|---:|" + ("---:|" if champ else "")
     rows = [header, sep]
 
     def cell(j, n):
         return f"{j.metrics[n]:.4f}" if j and n in j.metrics else "—"
     for n in names:
-        rows.append(f"| {n} | {cell(cand, n)} |" + (f" {cell(champ, n)} |" if champ else ""))
+        rows.append(f"| {n} | {metric_split(n)} | {cell(cand, n)} |" + (f" {cell(champ, n)} |" if champ else ""))
     sc = lambda j: f"{j.score:.4f}" if j and j.score is not None else "—"  # noqa: E731
-    rows.append(f"| **score** | **{sc(cand)}** |" + (f" {sc(champ)} |" if champ else ""))
+    rows.append(f"| **score** | | **{sc(cand)}** |" + (f" {sc(champ)} |" if champ else ""))
     threat = {k[len("threat."):]: v for k, v in tags.items() if k.startswith("threat.")}
     lineage = {k[len("lineage."):]: v for k, v in tags.items() if k.startswith("lineage.")}
     lines = [f"# {name} version {mv.version}: {decision.upper()}", "",
@@ -314,7 +316,8 @@ def model_card(name: str, mv, policy: Policy, cand: Judged, champ: Judged | None
              f"- **decision**: {decision} — {reason}",
              f"- **decided**: {_iso(int(time.time() * 1000))}" + (f" by promote run `{run_id}`" if run_id else ""),
              f"- **source run**: `{mv.run_id}`" if mv.run_id else "- **source run**: —",
-             f"- **data**: {tags.get('data_spec', '—')}, **arch**: {tags.get('arch', '—')}",
+             f"- **data**: {tags.get('data_spec', '—')}, **arch**: {tags.get('arch') or '—'}",
+             f"- **classes**: {tags.get('classes') or '—'}",
              "- **threat model**: " + (", ".join(f"{k}={v}" for k, v in sorted(threat.items())) or "—"),
              "- **lineage**: " + (", ".join(f"{k}={v}" for k, v in sorted(lineage.items())) or "—"),
              f"- **evaluated**: {_iso(eval_t)} (weights last changed {_iso(model_t)})",
@@ -348,7 +351,8 @@ def find_candidate(client, cfg, policy: Policy):
 def promote(client, cfg, policy: Policy, mv, trial, log) -> dict:
     """Judge the candidate against the champion under the policy inside the promote run `log`; record the
     decision (run tags, metrics, model card and decision.json artifacts) and, unless `dry_run`, on the
-    registry (version tags, description, the champion alias). Returns the decision record."""
+    registry (version tags, description, the champion alias). A dry run has no run (`log=None`): it decides
+    and reports, and writes nothing anywhere. Returns the decision record."""
     if trial is not None:
         mv = register_trial(client, cfg.name, trial, cfg.study)
         check_candidate(client, cfg.name, mv, policy, cfg.allow_flagged)
@@ -360,11 +364,14 @@ def promote(client, cfg, policy: Policy, mv, trial, log) -> dict:
         champ = judge(policy, str(cmv.version), version_metrics(cmv))
     decision, reason = decide(policy, cand, champ, cfg.min_delta)
     eval_t, model_t = evaluation_times(client, mv, policy.metric_names)
-    card = model_card(cfg.name, mv, policy, cand, champ, decision, reason, log.run_id, eval_t, model_t)
+    card = model_card(cfg.name, mv, policy, cand, champ, decision, reason, log.run_id if log else None, eval_t,
+                      model_t)
     record = {"name": cfg.name, "version": str(mv.version), "decision": decision, "reason": reason,
               "policy": policy.text, "score": cand.score, "champion_before": champ.version if champ else None,
               "champion_score_before": champ.score if champ else None, "dry_run": cfg.dry_run,
               "study": cfg.study or None, "trial": trial.number if trial is not None else None}
+    if log is None:
+        return record
     log.set_tags({"rtl.decision": decision, "rtl.candidate_version": str(mv.version),
                   "rtl.champion_before": str(champ.version) if champ else ""})
     if cand.score is not None:

@@ -23,6 +23,7 @@ from ..device import resolve_device
 from ..digests import indices_sha256
 from ..errors import ConfigError, ModelError
 from ..evaluation.inputs import select_examples
+from ..progress import bar_disabled
 from .feature_distance import feature_distance_figure, feature_distance_summary, feature_distance_title
 from .gradients import gradient_grid_figure, perceptual_alignment
 
@@ -105,7 +106,7 @@ def analyze_gradients(cfg: AnalyzeConfig, log, out_dir: Path) -> dict[str, float
     metrics: dict[str, float] = {}
     rows, grid_rows = [], []
     for uri, label, key, (model, meta) in tqdm(list(zip(uris, labels, keys, loaded)), desc="input gradients",
-                                              unit="model", disable=not cfg.progress, leave=False):
+                                              unit="model", disable=bar_disabled(cfg.progress), leave=False):
         x = _at_size(sub.images, _input_size(model, meta, uri)).float().div_(255)
         # the model as given (fold_bn=False): Fig. 5 shows its own gradients, not the attack's folded view's
         g = input_gradients(model.to(dev), x, sub.labels, batch_size=cfg.batch_size, device=dev, fold_bn=False)

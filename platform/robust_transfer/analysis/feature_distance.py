@@ -16,6 +16,7 @@ from ..attacks.threat import to_pixels
 from ..data.transforms import random_crop_flip, resize_uint8
 from ..errors import DataError, ModelError
 from ..models.modes import eval_mode
+from ..progress import bar_disabled
 
 
 @dataclass
@@ -49,7 +50,7 @@ def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int 
     dev = torch.device(device) if device is not None else next(model.parameters(), torch.empty(0)).device
     out = []
     with eval_mode(model):
-        for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+        for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=bar_disabled(progress), leave=False):
             xb = _prepare(images[i:i + batch_size].to(dev), resize)
             out.append(model.features(xb).flatten(1).float().cpu())
     return torch.cat(out)

@@ -18,7 +18,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     from ..evaluation import MaskingWarning, evaluate_config
     from ..expr import CASCADE_MARK, CASCADE_NOTE, is_per_attack_metric
     from ..tracking import tracked_run
-    from ..tracking.registry import tag_model_version
+    from ..tracking.lineage import log_dataset
+    from ..tracking.registry import link_evaluation, tag_model_version
+    from ..tracking.naming import model_label, name_run
 
     tags = {"rtl.model": cfg.model, "rtl.suite": cfg.suite}
     with tracked_run("evaluate", cfg.to_params(), tags, experiment=cfg.experiment) as log:
@@ -26,7 +28,10 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             warnings.simplefilter("ignore", MaskingWarning)   # reported below, as one line
             ev = evaluate_config(cfg)
         res = ev.result
+        name_run(log.run_id, f"evaluate-{model_label(cfg.model)}-{cfg.suite}")
         log.log_metrics(res.metrics)
+        dataset = log_dataset(ev.data.spec, cfg.split, ev.data.sha256(), "evaluation", n=len(ev.data))
+        model_id = link_evaluation(log.run_id, cfg.model, res.metrics, dataset)
         run_tags = {"rtl.data": ev.data.spec, "rtl.data_sha256": ev.data.sha256(),
                     "rtl.eval_indices_sha256": res.indices_sha256, "rtl.eval_attacks": ",".join(res.params["attacks"]),
                     "rtl.eval_budget": json.dumps(ev.budget.to_dict(), sort_keys=True),
@@ -40,6 +45,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             run_tags["rtl.eval_val_split"] = res.params["val_split"]
         if ev.diagnostics is not None:
             run_tags.update(ev.diagnostics.tags())
+        if model_id:
+            run_tags["rtl.model_id"] = model_id
         log.set_tags(run_tags)
         version = tag_model_version(cfg.model, ev, log.run_id)
         if version:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from . import decode
+from ..progress import bar_disabled
 from .cache import SplitWriter
 from .spec import DatasetSpec
 from .tree import EMPTY_CLASS, FileTree, is_archive, is_image
@@ -162,7 +163,7 @@ def _decode_files(tree: FileTree, items: list[tuple[int, str]], classes, desc: s
     items.sort()  # by class, then path
     writer.skipped.update(tree.skipped)
     first = None
-    with tqdm(total=len(items), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(items), desc=desc, unit="img", disable=bar_disabled(progress), leave=False) as bar:
         for chunk, blobs in _read_chunks(tree, items, writer):
             for idx, imgs, why in decode.decode_groups(blobs, resize):
                 writer.skipped.update(why)

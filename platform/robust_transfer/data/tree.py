@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from ..errors import DataError
+from ..progress import bar_disabled
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ARCHIVE_EXTS = (".tar.gz", ".tgz", ".tar")
@@ -163,7 +164,7 @@ class FileTree:
         try:
             with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar, \
                     tqdm(total=size, desc=f"reading {path.name}", unit="B", unit_scale=True,
-                         disable=not progress, leave=False) as bar:
+                         disable=bar_disabled(progress), leave=False) as bar:
                 for member in tar:  # streaming: members arrive in archive order, one pass
                     name = _safe_member_name(member, path)
                     if member.isdir() and name:

@@ -30,6 +30,7 @@ from ..attacks.specs import AttackSpec
 from ..attacks.threat import ThreatModel, to_pixels
 from ..digests import json_sha256, mask_sha256
 from ..models.modes import eval_mode
+from ..progress import bar_disabled
 from .store import AttackState, EvalStore
 
 
@@ -73,7 +74,7 @@ class AttackRunner:
         self.input_shape = tuple(images.shape[1:])
         self.run = AttackRun()
         self._clean: torch.Tensor | None = None
-        self.bar = tqdm(total=0, desc="evaluate", unit="batch", file=sys.stderr, disable=not progress, leave=False)
+        self.bar = tqdm(total=0, desc="evaluate", unit="batch", file=sys.stderr, disable=bar_disabled(progress), leave=False)
 
     def close(self) -> None:
         self.bar.close()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SearchError
+from ..venvtools import tool_command
 from .space import SearchSpace
 from .space_yaml import load_space
 from .storage import kind as storage_kind
@@ -355,7 +356,8 @@ def summarize(study, space, log, before, wall, study_name, progress, out, cfg) -
                   "metrics per epoch), so nothing could be pruned; give the objective a `report:` expression over "
                   "what it logs per epoch (e.g. report: train_clean_acc) or use pruner: none", file=out)
         print(f"  artifacts: {', '.join('search/' + p.name for p in written.values())} on run {log.run_id}", file=out)
-        print(f"  watch: optuna-dashboard {redact(resolve_storage(cfg.storage))}", file=out, flush=True)
+        print(f"  watch: {tool_command('optuna-dashboard')} {redact(resolve_storage(cfg.storage))}", file=out,
+              flush=True)
     return {"run_id": log.run_id, "study_name": study_name, "counts": counts, "wall_s": wall,
             "best": [{"number": t.number, "values": t.values, "params": t.params,
                       "mlflow_run_id": t.user_attrs.get("mlflow_run_id")} for t in best]}

@@ -258,5 +258,16 @@ def creation_lock(url: str):
     if not target or target == ":memory:":
         yield
         return
-    with FileLock(str(target) + ".create.lock", timeout=120):
+    with FileLock(str(creation_lock_path(target)), timeout=120):
         yield
+
+
+def creation_lock_path(target: str) -> Path:
+    """The lock file of one storage file: in the temporary directory, named by the hash of the file's absolute
+    path, so every process on the machine finds the same one and the user's directory gets no
+    `optuna.db.create.lock` (filelock leaves its file behind on purpose: deleting it would race)."""
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha256(str(Path(target).resolve()).encode()).hexdigest()[:24]
+    return Path(tempfile.gettempdir()) / f"rtl-optuna-{key}.create.lock"

@@ -38,6 +38,7 @@ from ..data import BatchLoader, ImageData
 from ..data.loader import batch_count, epoch_seed
 from ..data.validation import Split
 from ..errors import ModelError
+from ..progress import bar_disabled
 from ..reporting import RunLogger
 from .common import (EpochMeter, FastPath, TrainingBudget, cpu_threads, load_optimizer_tensors, lr_at, make_sgd,
                      optimizer_tensors, set_lr)
@@ -249,7 +250,7 @@ def fit(t: Training, objective: Objective, logger: RunLogger) -> TrainingResult:
     logger.set_tags({"rtl.data_sha256": t.data.train.sha256()})
     start_epoch, update = resume(t, objective, opt, logger) if t.resumable else (0, 0)
     bar = tqdm(total=budget.total_updates, initial=update, desc=t.desc or t.strategy, unit="it",
-               disable=not cfg.progress, leave=False)
+               disable=bar_disabled(cfg.progress), leave=False)
     last_val: dict[str, float] = {}
     with cpu_threads(objective.threads):
         for epoch in range(start_epoch, budget.epochs):

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ..data import ImageData, cache_dir
 from ..data.cache import ReleasingReader
 from ..io import atomic_write
+from ..progress import bar_disabled
 from .common import memory_format_for
 
 FORMAT_VERSION = 1
@@ -64,7 +65,7 @@ def compute_features(model: torch.nn.Module, images: torch.Tensor, *, device, ba
     try:
         out = []
         pages = ReleasingReader(images)
-        for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+        for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=bar_disabled(progress), leave=False):
             x = images[i:i + batch_size].to(device).float().div_(255)
             pages.touched(x.numel())
             out.append(model.features(x.contiguous(memory_format=fmt)).float().cpu())

@@ -61,7 +61,15 @@ def _package_copy(dst: Path) -> Path:
     return out
 
 
-def log_checkpoint_model(checkpoint_dir: str | Path, metrics: dict[str, float] | None = None) -> str:
+def logged_model_name(name: str) -> str:
+    """A LoggedModel name MLflow accepts (letters, digits, `-_.`), from the strategy that made it."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:100] or "model"
+
+
+def log_checkpoint_model(checkpoint_dir: str | Path, metrics: dict[str, float] | None = None,
+                         name: str = "model") -> str:
     """Log the checkpoint to the active run as artifacts (`checkpoint/`) and as an MLflow pyfunc model.
 
     The pyfunc uses a `loader_module` (tracking/pyfunc_loader.py) over the safetensors checkpoint, so
@@ -69,7 +77,8 @@ def log_checkpoint_model(checkpoint_dir: str | Path, metrics: dict[str, float] |
     `mlflow.pyfunc.load_model` and `mlflow models serve` work where robust-transfer is not installed.
     It carries a signature (images [n, 3, H, W] float32 in [0, 1] → logits) and an input example.
     `metrics` (the final evaluation) are logged again linked to the logged model (MLflow 3's model
-    page shows them). Returns the model URI.
+    page shows them). `name` is the LoggedModel's name (the strategy: `train-fgsm-rs`, `transfer`, `import`):
+    the UI's model list tells them apart by it. Returns the model URI.
     """
     import tempfile
 
@@ -78,7 +87,7 @@ def log_checkpoint_model(checkpoint_dir: str | Path, metrics: dict[str, float] |
     mlflow.log_artifacts(str(checkpoint_dir), "checkpoint")
     meta = checkpoint_summary(Path(checkpoint_dir))
     with tempfile.TemporaryDirectory(prefix="rtl-code-") as tmp:
-        info = mlflow.pyfunc.log_model(name="model", loader_module="robust_transfer.tracking.pyfunc_loader",
+        info = mlflow.pyfunc.log_model(name=logged_model_name(name), loader_module="robust_transfer.tracking.pyfunc_loader",
                                        data_path=str(checkpoint_dir), code_paths=[str(_package_copy(Path(tmp)))],
                                        signature=model_signature(meta), input_example=input_example(meta),
                                        pip_requirements=_pip_requirements())

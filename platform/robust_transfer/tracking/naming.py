@@ -23,3 +23,14 @@ def name_run(run_id: str, name: str) -> None:
     if "rtl.step" in tags or "mlflow.parentRunId" in tags:
         return
     client.update_run(run_id, name=name)
+
+
+def model_label(model_uri: str) -> str:
+    """A model URI or path, short enough for a run name: `models:/r50@champion` → `r50@champion`,
+    `runs:/<id>/checkpoint` → `run-<id[:8]>`, a path → its last component."""
+    s = str(model_uri).rstrip("/")
+    if s.startswith("models:/"):
+        return s[len("models:/"):]
+    if s.startswith("runs:/"):
+        return "run-" + s[len("runs:/"):].split("/")[0][:8]
+    return PurePath(s).name or s

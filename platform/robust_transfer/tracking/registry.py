@@ -1,11 +1,15 @@
-"""The model registry: the name a model is registered under, the tags a version carries, publishing a
-trained model (log + register), and putting an evaluation on the registered version it came from."""
+"""The model registry: the name a model is registered under, the tags and model card a version carries,
+publishing a trained model (log + register), putting an evaluation on the registered version it came from,
+and linking an evaluation to the LoggedModel it measured."""
 from __future__ import annotations
 
 import re
 import time
 
-from .models import log_checkpoint_model, register_checkpoint_model
+import mlflow
+
+from .lineage import log_dataset
+from .models import checkpoint_summary, log_checkpoint_model, register_checkpoint_model
 from .runs import mlflow_client
 
 _REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
@@ -23,30 +27,71 @@ def registered_name(register_as: str | None, dataset: str, arch: str, strategy: 
     return name
 
 
-def version_tags(meta: dict, metrics: dict) -> dict[str, str]:
+def version_tags(meta: dict, metrics: dict, arch: str = "") -> dict[str, str]:
     """A new version's tags: `metric.*` (test metrics and the last epoch's `val_*`), `threat.*` (the training
     threat), `eval_threat.*` (the one every `metric.<attack>_acc` was measured at), `data_spec`, `arch`,
-    `lineage.*`, `validation.*` (the validation split: sizes, seed, SHA-256 of its indices)."""
+    `classes` (the class names, comma-separated, in the order of the logits), `num_classes`, `lineage.*`,
+    `validation.*` (the validation split: sizes, seed, SHA-256 of its indices)."""
     tags = {f"metric.{k}": f"{v:.4f}" for k, v in metrics.items()}
     threat = meta.get("threat_model", {})
     tags.update({f"threat.{k}": str(v) for k, v in threat.items()})
     tags.update({f"eval_threat.{k}": str(v) for k, v in (meta.get("eval_threat") or {}).items()})
     tags.update({f"validation.{k}": str(v) for k, v in (meta.get("validation") or {}).items()})
     tags["data_spec"] = str(meta.get("data_spec", ""))
-    tags["arch"] = str(meta.get("arch", ""))
+    tags["arch"] = str(meta.get("arch") or arch)
+    if meta.get("classes"):
+        tags["classes"] = ",".join(map(str, meta["classes"]))[:_TAG_LIMIT]
+        tags["num_classes"] = str(len(meta["classes"]))
     lineage = meta.get("lineage", {})
     tags.update({f"lineage.{k}": str(v) for k, v in lineage.items() if v is not None and k != "source_meta"})
     return tags
 
 
+_TAG_LIMIT = 5000   # MLflow's limit on a model version tag's value
+
+
+def metric_split(name: str) -> str:
+    """Which split a registered metric was measured on: `val_*` on the validation split carved from train, the
+    rest on the test split (the run's final evaluation, or `evaluate`'s with `eval.split`)."""
+    return "validation" if name.startswith("val_") else "test"
+
+
+def version_card(name: str, version: str, tags: dict[str, str]) -> str:
+    """The Markdown model card a registered version's description starts as (`promote` replaces it with its
+    decision card): arch, classes, data, threat models, lineage, and every number with the split it is from."""
+    def group(prefix: str) -> str:
+        items = sorted((k[len(prefix):], v) for k, v in tags.items() if k.startswith(prefix))
+        return ", ".join(f"{k}={v}" for k, v in items) or "—"
+    metrics = sorted((k[len("metric."):], v) for k, v in tags.items() if k.startswith("metric."))
+    rows = ["| metric | split | value |", "|---|---|---:|",
+            *(f"| {m} | {metric_split(m)} | {v} |" for m, v in metrics)]
+    return "\n".join([
+        f"# {name} version {version}", "",
+        f"- **arch**: {tags.get('arch') or '—'}",
+        f"- **classes** ({tags.get('num_classes', '?')}): {tags.get('classes') or '—'}",
+        f"- **data**: {tags.get('data_spec') or '—'}",
+        f"- **threat model** (training): {group('threat.')}",
+        f"- **evaluation threat model**: {group('eval_threat.')}",
+        f"- **validation split**: {group('validation.')}",
+        f"- **lineage**: {group('lineage.')}", "",
+        "## Metrics", "", *rows, ""])
+
+
 def publish_model(log, result, strategy: str, register_as: str | None, dataset: str, arch: str,
                   suffix: str = "") -> str:
-    """Log a strategy's checkpoint to the active run as an MLflow model; register it when `register_as`
-    asks (tagging the run `rtl.registered_model=<name>/<version>`). Returns the model URI."""
-    model_uri = log_checkpoint_model(result.checkpoint_dir, result.metrics)  # metrics linked to the model
+    """Log a strategy's checkpoint to the active run as an MLflow model named after the strategy (and `suffix`:
+    `retrain_blocks-k2`); register it
+    when `register_as` asks (tagging the run `rtl.registered_model=<name>/<version>`, the version's description
+    its model card). Returns the model URI."""
+    if result.meta.get("data_spec") and result.meta.get("data_sha256"):   # the UI's Dataset column
+        log_dataset(result.meta["data_spec"], "train", result.meta["data_sha256"], "training")
+    model_uri = log_checkpoint_model(result.checkpoint_dir, result.metrics, name=strategy + suffix)  # metrics linked
     name = registered_name(register_as, dataset, arch, strategy, suffix)
     if name:
-        mv = register_checkpoint_model(model_uri, name, version_tags(result.meta, result.metrics))
+        meta = {**result.meta, **checkpoint_summary(result.checkpoint_dir)}   # the saved meta.json holds `arch`
+        tags = version_tags(meta, result.metrics, arch)
+        mv = register_checkpoint_model(model_uri, name, tags)
+        mlflow_client().update_model_version(name, mv.version, description=version_card(name, mv.version, tags))
         log.set_tags({"rtl.registered_model": f"{name}/{mv.version}"})
     return model_uri
 
@@ -100,3 +145,44 @@ def tag_model_version(model_uri: str, ev, run_id: str | None) -> tuple[str, str]
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
     return name, version
+
+
+_LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)/?$")
+
+
+def logged_model_id(model_uri: str) -> str | None:
+    """The LoggedModel behind `model_uri`: a registered version's, `models:/m-<id>` itself, or the one model a
+    run logged (`runs:/<id>/...`); None for a checkpoint path or when a run logged several."""
+    s = str(model_uri)
+    m = _LOGGED_MODEL_URI.match(s)
+    if m:
+        return m.group(1)
+    client = mlflow_client(fluent=True)
+    if s.startswith("models:/"):
+        found = registered_version(s)
+        if found is None:
+            return None
+        mv = client.get_model_version(*found)
+        # (MLflow 3.17's sqlite store returns model_id=None; the version's source is the model's URI)
+        m = _LOGGED_MODEL_URI.match(str(mv.source or ""))
+        return getattr(mv, "model_id", None) or (m.group(1) if m else None)
+    m = re.match(r"^runs:/([0-9a-f]+)/", s)
+    if m:
+        run = client.get_run(m.group(1))
+        models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                             filter_string=f"source_run_id = '{run.info.run_id}'")
+        return models[0].model_id if len(models) == 1 else None
+    return None
+
+
+def link_evaluation(run_id: str, model_uri: str, metrics: dict[str, float], dataset) -> str | None:
+    """Log `metrics` against the evaluated LoggedModel and the dataset (MLflow 3: the model's page lists them),
+    and the model as an input of the run. Returns the model id, None when the model is not a logged one."""
+    from mlflow.entities import LoggedModelInput
+
+    model_id = logged_model_id(model_uri)
+    if model_id is None:
+        return None
+    mlflow.log_input(model=LoggedModelInput(model_id))
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, run_id=run_id, model_id=model_id, dataset=dataset)
+    return model_id

@@ -293,9 +293,12 @@ def tracked_run(strategy: str, params: dict, tags: dict | None = None, *, experi
     if ctx is not None and ctx.extra_logger is not None and run_id is None:
         logger = TeeLogger(logger, ctx.extra_logger)
     try:
-        existing = mlflow_client().get_run(run.info.run_id).data.params
-        logger.log_params({k: v for k, v in params.items() if k not in existing})
-        logger.set_tags({"rtl.strategy": strategy, **(tags or {}), **_launcher_tags(run.info.run_id), **process_tags()})
+        from .source import source_tags
+
+        data = mlflow_client().get_run(run.info.run_id).data
+        logger.log_params({k: v for k, v in params.items() if k not in data.params})
+        logger.set_tags({"rtl.strategy": strategy, **(tags or {}), **_launcher_tags(run.info.run_id), **process_tags(),
+                         **source_tags(data.tags)})
         yield logger
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
