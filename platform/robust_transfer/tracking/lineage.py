@@ -15,7 +15,9 @@ def dataset_input(spec: str, split: str, sha256: str, n: int | None = None):
     from mlflow.data.meta_dataset import MetaDataset
 
     info = {"data_spec": spec, "split": split, "sha256": sha256, **({"n": str(n)} if n is not None else {})}
-    return MetaDataset(CodeDatasetSource(info), name=f"{spec}:{split}"[:500], digest=sha256[:DIGEST_CHARS])
+    # MLflow 3.17 declares `profile` abstract on Dataset but MetaDataset (the documented class) instantiates.
+    return MetaDataset(CodeDatasetSource(info), name=f"{spec}:{split}"[:500],  # type: ignore[abstract]
+                       digest=sha256[:DIGEST_CHARS])
 
 
 def log_dataset(spec: str, split: str, sha256: str, context: str, n: int | None = None):
