@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..config import TrainConfig
+from ..errors import ModelError
 from .common import print_table
 from .registry import entry_point
 
@@ -17,6 +18,9 @@ def run_train(cfg: TrainConfig) -> dict:
 
     ckpt = checkpoint_dir(cfg)
     state = resume_state(cfg, ckpt) if cfg.resume else None
+    if cfg.resume and state is None:   # (training from scratch instead would hide a wrong checkpoint_dir)
+        raise ModelError(f"--resume: checkpoint {str(ckpt)!r} holds no saved training state to continue; "
+                         "drop --resume to train anew (or give the checkpoint_dir of the interrupted run)")
     run_id = (check_resume_run(state["json"].get("run_id"), f"--resume: checkpoint {str(ckpt)!r}",
                                resume_tags("train", cfg, ckpt)) if state else None)
     tags = {"rtl.data": cfg.dataset, "rtl.mode": cfg.mode}
