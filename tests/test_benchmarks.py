@@ -122,8 +122,10 @@ def test_gpu_inner_functions_on_cpu():
     assert gpu.pgd_throughput("small-cnn", 2, device="cpu", precision="fp32", steps=1, repeats=1)["img_s"] > 0
     assert gpu.matmul_peak("cpu", torch.float32, n=32, reps=1) > 0
     assert gpu.flops_per_image("small-cnn", "cpu", "fp32", True) > 0
-    out = gpu.run("cpu", archs=(("small-cnn", 2),), configs=(("fp32", True),), steps=1, pgd_batch=2, peak_n=32)
+    out = gpu.run("cpu", archs=(("small-cnn", 2),), configs=(("fp32", True, True), ("bf16", True, False)), steps=1,
+                  pgd_batch=2, peak_n=32)
     assert out["train"][0]["mfu_bf16_peak"] > 0 and out["pgd"]
+    assert [r["data"] for r in out["train"]] == ["on device", "streamed"]
     assert {r["precision"] for r in out["pgd"]} == {"fp32", "bf16"}
 
 

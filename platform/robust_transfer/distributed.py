@@ -31,13 +31,7 @@ import os
 import signal
 from dataclasses import dataclass
 
-from .errors import ConfigError, UserError
-
-
-class PeerLost(UserError):
-    """Another rank of a torchrun job died or stopped answering."""
-
-    exit_code = 8
+from .errors import ConfigError, PeerLost
 
 
 @dataclass(frozen=True)
@@ -76,7 +70,20 @@ def current() -> Ranks:
 
 
 def _terminated(signum, frame):   # torchrun stops the surviving ranks with SIGTERM when one dies
-    raise PeerLost(f"stopped by signal {signum} (torchrun ends every rank when one of them fails)")
+    raise PeerLost(f"stopped by signal {signum}: torchrun ends every rank when one of them fails; rerun, with "
+                   "--resume to continue from the last epoch's checkpoint")
+
+
+def peer_lost(exc: BaseException) -> PeerLost | None:
+    """The `PeerLost` behind `exc`, if any: the SIGTERM can land inside a library call (an MLflow request,
+    say) that wraps whatever it was interrupted by in its own exception."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, PeerLost):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def start(device: str = "auto") -> Ranks:

@@ -1,0 +1,107 @@
+"""Issue 26 on this host: a training step in bf16 autocast vs fp32 (`bench_train.bf16_vs_fp32`), and an
+epoch of data-parallel training on 2 gloo ranks (torchrun) vs one process on the same cores.
+
+The epoch comparison trains the library's engine (`strategies.train.train`, natural mode, no MLflow) in
+child processes: one process at torch's default thread count, and `torchrun --standalone --nproc_per_node=2`
+(one thread per rank, torchrun's default), alternated `rounds` times. An epoch's time is the engine's own
+`epoch_time_s` (the training loop, not the validation check); each job's first epoch is a warm-up and not
+counted; the row is the best epoch of each arm.
+
+    .venv/bin/python benchmarks/bench_scale.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import Row, print_rows  # noqa: E402  (first: see benchlib)
+
+_CHILD = r"""
+import json, sys
+from robust_transfer import distributed
+from robust_transfer.config import TrainConfig
+from robust_transfer.reporting import MemoryLogger
+from robust_transfer.strategies.train import train
+ranks = distributed.start("cpu")
+dataset, arch, epochs, per_class, batch, ckpt = sys.argv[1:7]
+cfg = TrainConfig(dataset=dataset, arch=arch, mode="natural", epochs=int(epochs), per_class=int(per_class),
+                  batch_size=int(batch), n_examples=8, eval_steps=1, val_per_class=2, progress=False,
+                  device="cpu", checkpoint_dir=ckpt)
+log = MemoryLogger()
+train(cfg, log)
+if ranks.main:
+    print(json.dumps({"epoch_time_s": [m["epoch_time_s"] for _, m in log.metrics if "epoch_time_s" in m],
+                      "precision": log.tags.get("rtl.precision")}))
+"""
+
+
+def _job(ranks: int, args: list[str], tmp: Path) -> dict:
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "OMP_NUM_THREADS")}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1] / "platform"),
+                                         env.get("PYTHONPATH", "")])
+    script = tmp / "child.py"
+    script.write_text(_CHILD)
+    cmd = ([sys.executable] if ranks == 1 else
+           [str(bin_dir / "torchrun"), "--standalone", f"--nproc_per_node={ranks}"]) + [str(script), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env, cwd=tmp)
+    if out.returncode != 0:
+        raise RuntimeError(f"{ranks}-rank job failed: {out.stderr[-1500:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def ddp_vs_one(dataset: str = "cifar10-jpeg", arch: str = "cnn4", epochs: int = 3, per_class: int = 200,
+               batch: int = 128, rounds: int = 2) -> tuple[list[Row], dict]:
+    raw: dict = {"dataset": dataset, "arch": arch, "per_class": per_class, "batch": batch, "epochs": epochs,
+                 "one": [], "two": []}
+    with tempfile.TemporaryDirectory(prefix="rtl-bench-ddp-") as tmp:
+        for r in range(rounds):
+            for name, n in (("one", 1), ("two", 2)) if r % 2 == 0 else (("two", 2), ("one", 1)):
+                res = _job(n, [dataset, arch, str(epochs), str(per_class), str(batch), f"ck-{name}-{r}"], Path(tmp))
+                raw[name] += res["epoch_time_s"][1:]
+                raw["precision"] = res["precision"]
+    one, two = min(raw["one"]), min(raw["two"])
+    return [Row("Scaling", f"data-parallel epoch, 2 gloo ranks ÷ 1 process, {arch}",
+                f"best training-epoch wall time (torchrun 2 ranks × 1 thread vs 1 process × {os.cpu_count()} "
+                f"threads), {dataset} {per_class}/class, global batch {batch}, precision {raw['precision']}; "
+                f"< 1: the 2 ranks are faster", two / one, unit="×",
+                detail={"one_s": one, "two_s": two})], raw
+
+
+def rows(quick: bool = False) -> tuple[list[Row], dict]:
+    import bench_train
+
+    if quick:
+        r1, raw1 = bench_train.bf16_vs_fp32(archs=(("cnn4", 4),), repeats=1)
+        r2, raw2 = ddp_vs_one(per_class=20, batch=16, epochs=2, rounds=1)
+    else:
+        r1, raw1 = bench_train.bf16_vs_fp32()
+        r2, raw2 = ddp_vs_one()
+    return r1 + r2, {"bf16": raw1, "ddp": raw2}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, not a measurement)")
+    ap.add_argument("--only", choices=("bf16", "ddp"), help="one of the two comparisons")
+    args = ap.parse_args(argv)
+    if args.only == "ddp":
+        out, raw = ddp_vs_one(**({"per_class": 20, "batch": 16, "epochs": 2, "rounds": 1} if args.quick else {}))
+    elif args.only == "bf16":
+        import bench_train
+        out, raw = bench_train.bf16_vs_fp32(**({"archs": (("cnn4", 4),), "repeats": 1} if args.quick else {}))
+    else:
+        out, raw = rows(args.quick)
+    print_rows(out)
+    print(json.dumps(raw, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
