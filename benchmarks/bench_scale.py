@@ -1,5 +1,6 @@
-"""Issue 26 on this host: a training step in bf16 autocast vs fp32 (`bench_train.bf16_vs_fp32`), and an
-epoch of data-parallel training on 2 gloo ranks (torchrun) vs one process on the same cores.
+"""Issue 26 on this host: a training step in bf16 autocast vs fp32 (`bench_train.bf16_vs_fp32`), an epoch of
+data-parallel training on 2 gloo ranks (torchrun) vs one process on the same cores, and the small-cnn
+training step's MFU in fp32 and bf16, each against its own precision's matmul peak (`bf16_mfu`).
 
 The epoch comparison trains the library's engine (`strategies.train.train`, natural mode, no MLflow) in
 child processes: one process at torch's default thread count, and `torchrun --standalone --nproc_per_node=2`
@@ -74,24 +75,68 @@ def ddp_vs_one(dataset: str = "cifar10-jpeg", arch: str = "cnn4", epochs: int = 
                 detail={"one_s": one, "two_s": two})], raw
 
 
+def bf16_mfu(arch: str = "small-cnn", batch: int = 128, repeats: int = 3, peak_n: int = 2048) -> tuple[list[Row], dict]:
+    """The training step's MFU in each precision against that precision's own matmul peak: fp32 steps ÷ the
+    fp32 torch.mm rate, bf16-autocast steps ÷ the bf16 torch.mm rate (all four interleaved in one process, at
+    torch's thread count, the library's layout). FLOPs of one fwd+bwd as bench_train counts them."""
+    import time
+
+    import torch
+
+    import bench_train
+    from robust_transfer.models import create_model
+    from robust_transfer.strategies.common import memory_format_for
+
+    base = create_model(arch, 10)
+    steps = {p: bench_train.Trainer(arch, batch, memory_format_for(arch), model=__import__("copy").deepcopy(base),
+                                    autocast=dt) for p, dt in (("fp32", None), ("bf16", torch.bfloat16))}
+    flops = steps["fp32"].flops()
+    mats = {p: (torch.randn(peak_n, peak_n, dtype=dt), torch.randn(peak_n, peak_n, dtype=dt))
+            for p, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    mm_best = {"fp32": float("inf"), "bf16": float("inf")}
+
+    def mm(p):
+        def run():
+            a, b = mats[p]
+            t = time.perf_counter()
+            torch.mm(a, b)
+            mm_best[p] = min(mm_best[p], time.perf_counter() - t)
+        return run
+
+    from benchlib import interleaved
+    tm = interleaved({"fp32": steps["fp32"], "bf16": steps["bf16"], "mm-fp32": mm("fp32"), "mm-bf16": mm("bf16")},
+                     repeats)
+    peak = {p: 2 * peak_n ** 3 / mm_best[p] / 1e9 for p in mm_best}
+    mfu = {p: flops / tm.best(p, "wall") / 1e9 / peak[p] for p in ("fp32", "bf16")}
+    raw = {"arch": arch, "batch": batch, "gflop_per_step": flops / 1e9, "peak_gflops_wall": peak, "mfu_wall": mfu,
+           "step_s_wall": {p: tm.best(p, "wall") for p in ("fp32", "bf16")}}
+    return [Row("Training", f"training step MFU, {arch} (batch {batch}), {p} vs the {p} matmul peak",
+                f"fwd+bwd+SGD GFLOP/s (wall) ÷ {p} torch.mm peak ({peak[p]:.0f} GFLOP/s, same process, interleaved)",
+                mfu[p], 0.7, ">=", detail=raw) for p in ("fp32", "bf16")], raw
+
+
 def rows(quick: bool = False) -> tuple[list[Row], dict]:
     import bench_train
 
     if quick:
         r1, raw1 = bench_train.bf16_vs_fp32(archs=(("cnn4", 4),), repeats=1)
         r2, raw2 = ddp_vs_one(per_class=20, batch=16, epochs=2, rounds=1)
+        r3, raw3 = bf16_mfu(batch=4, repeats=1, peak_n=128)
     else:
         r1, raw1 = bench_train.bf16_vs_fp32()
         r2, raw2 = ddp_vs_one()
-    return r1 + r2, {"bf16": raw1, "ddp": raw2}
+        r3, raw3 = bf16_mfu()
+    return r1 + r2 + r3, {"bf16": raw1, "ddp": raw2, "mfu": raw3}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, not a measurement)")
-    ap.add_argument("--only", choices=("bf16", "ddp"), help="one of the two comparisons")
+    ap.add_argument("--only", choices=("bf16", "ddp", "mfu"), help="one of the comparisons")
     args = ap.parse_args(argv)
-    if args.only == "ddp":
+    if args.only == "mfu":
+        out, raw = bf16_mfu(**({"batch": 4, "repeats": 1, "peak_n": 128} if args.quick else {}))
+    elif args.only == "ddp":
         out, raw = ddp_vs_one(**({"per_class": 20, "batch": 16, "epochs": 2, "rounds": 1} if args.quick else {}))
     elif args.only == "bf16":
         import bench_train

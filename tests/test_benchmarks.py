@@ -190,3 +190,13 @@ def test_benchmark_plots_are_saved_at_150_dpi(tmp_path):
     for name in made.values():
         with Image.open(tmp_path / name) as im:
             assert min(im.info["dpi"]) >= 149.5 and im.size[0] >= 4.2 * 150 - 1, (name, im.info, im.size)
+
+
+def test_issue_26_rows_bf16_and_mfu_per_precision():
+    import bench_scale
+
+    rows, raw = bench_train.bf16_vs_fp32(archs=(("cnn4", 2),), repeats=1)
+    assert len(rows) == 1 and rows[0].value > 0 and raw["auto"] in ("fp32", "bf16")
+    rows, raw = bench_scale.bf16_mfu(batch=2, repeats=1, peak_n=64)
+    assert [r.name.split(", ")[-1] for r in rows] == ["fp32 vs the fp32 matmul peak", "bf16 vs the bf16 matmul peak"]
+    assert all(r.value > 0 for r in rows)

@@ -86,13 +86,16 @@ def peer_lost(exc: BaseException) -> PeerLost | None:
     return None
 
 
-def start(device: str = "auto") -> Ranks:
+def start(device: str = "auto", batch_size: int | None = None) -> Ranks:
     """Join torchrun's process group when launched by it (gloo on the CPU, NCCL on CUDA, this rank's GPU
-    made the current device, so `cuda` means it); a no-op in one process. Idempotent."""
+    made the current device, so `cuda` means it); a no-op in one process. Idempotent. With `batch_size`, a
+    batch that does not split over the ranks is refused first (`check_batch`), before any run opens."""
     import torch
     import torch.distributed as dist
 
     want = launched()
+    if batch_size is not None:
+        check_batch(batch_size, want)
     if not want.parallel or dist.is_initialized():
         return current()
     from .device import resolve_device

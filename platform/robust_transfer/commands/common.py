@@ -89,7 +89,7 @@ def run_source_strategy(strategy: str, cfg, fn, title: str) -> dict:
     tracked run around `fn(cfg, log, run_id=..., source=...)`."""
     from .. import distributed
 
-    ranks = distributed.start(cfg.device)
+    ranks = distributed.start(cfg.device, cfg.batch_size)
     source = resolve_source(cfg.source_model)
     with rank_run(strategy, cfg.to_params(), source_tags(cfg), experiment=cfg.experiment) as log:
         result = fn(cfg, log, run_id=log.run_id, source=source)

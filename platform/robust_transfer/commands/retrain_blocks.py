@@ -18,7 +18,7 @@ def run_retrain_blocks(cfg: RetrainBlocksConfig) -> dict:
     from .. import distributed
     from ..strategies.retrain_blocks import check_k, plot_robustness_vs_k, retrain_blocks, source_baseline
 
-    ranks = distributed.start(cfg.device)   # under torchrun: join the job (one process: nothing)
+    ranks = distributed.start(cfg.device, cfg.batch_size)   # under torchrun: join the job (one process: nothing)
     ks = cfg.k_values()
     source = resolve_source(cfg.source_model)  # once: each k re-trains its own copy, the baseline reads it unchanged
     with rank_run("retrain_blocks", cfg.to_params(), source_tags(cfg), experiment=cfg.experiment) as parent:

@@ -16,7 +16,7 @@ def run_train(cfg: TrainConfig) -> dict:
     from ..tracking.registry import publish_model
     from ..tracking.runs import check_resume_run
 
-    ranks = distributed.start(cfg.device)   # under torchrun: join the job (one process: nothing)
+    ranks = distributed.start(cfg.device, cfg.batch_size)   # under torchrun: join the job (one process: nothing)
     ckpt = checkpoint_dir(cfg)
     state = resume_state(cfg, ckpt) if cfg.resume else None
     if cfg.resume and state is None:   # (training from scratch instead would hide a wrong checkpoint_dir)
