@@ -165,8 +165,9 @@ def config_fingerprint(cfg) -> str:
     """What must match for --resume to continue the same run (budget and recipe, not progress flags)."""
     skip = ("resume", "progress", "device", "data_dir", "register_as", "compile", "channels_last")
     keep = {k: v for k, v in asdict(cfg).items() if k not in skip}
-    for name, default in (("precision", "auto"), ("eval_seed", 0), ("sync_bn", False)):   # (so checkpoints written before the
-        if keep.get(name) == default:                                  # field existed still match)
+    # (so checkpoints written before these fields existed still match)
+    for name, default in (("precision", "auto"), ("eval_seed", 0), ("sync_bn", False)):
+        if keep.get(name) == default:
             keep.pop(name)
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -299,12 +300,11 @@ def fit(t: Training, objective: Objective, logger: RunLogger) -> TrainingResult:
                                               last=budget.total_updates, bar=bar, ranks=ranks)
             if ranks.parallel:   # rank 0's BatchNorm statistics are the model's (DDP's broadcast_buffers)
                 distributed.broadcast_module(model, parameters=False)
-            if t.resumable:      # (every rank: the per-rank state is gathered to rank 0)
+            if ranks.main:       # (the other ranks wait for it at their next collective)
+                last_val = val_metrics(model, t.data.val, eval_threat(cfg), seed=cfg.eval_seed, device=device)
+                log_epoch(logger, metrics | {"lr": opt.param_groups[0]["lr"]} | last_val, epoch, budget, t)
+            if t.resumable:      # (every rank under torchrun: each rank's own state is gathered to rank 0)
                 save_state(t, meta, opt, objective, epochs_done=epoch + 1, updates=update, ranks=ranks)
-            if not ranks.main:   # the others wait for rank 0 at the next epoch's first all-reduce
-                continue
-            last_val = val_metrics(model, t.data.val, eval_threat(cfg), seed=cfg.eval_seed, device=device)
-            log_epoch(logger, metrics | {"lr": opt.param_groups[0]["lr"]} | last_val, epoch, budget, t)
     bar.close()
     if not ranks.main:   # rank 0 evaluates, logs and saves the final model
         return TrainingResult(model=model, metrics={}, checkpoint_dir=t.checkpoint_dir, meta=meta)
