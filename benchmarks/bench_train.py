@@ -50,6 +50,7 @@ class Trainer:
     replay: int = 4
     model: torch.nn.Module | None = None
     seed: int = 0
+    autocast: torch.dtype | None = None   # the training step's autocast (None: fp32; FastPath)
 
     def __post_init__(self):
         torch.manual_seed(self.seed)
@@ -59,7 +60,7 @@ class Trainer:
         cfg = TrainConfig(arch=self.arch, mode=self.mode, replay=self.replay, progress=False, device="cpu")
         self.opt = make_sgd(self.model.parameters(), lr=0.01)
         self.objective = ModeObjective(cfg, self.model, ThreatModel())
-        self.fast = FastPath(torch.device("cpu"), None, self.fmt)
+        self.fast = FastPath(torch.device("cpu"), self.autocast, self.fmt)
         g = torch.Generator().manual_seed(self.seed)
         self.x = torch.rand(self.batch, 3, 32, 32, generator=g).contiguous(memory_format=self.fmt)
         self.y = torch.randint(0, 10, (self.batch,), generator=g)
@@ -196,6 +197,30 @@ def cpu_scale_arch(archs=("small-cnn", "cnn4"), batch: int = 128, repeats: int =
                     f"images/s ratio, the two interleaved in one run ({params[new] / params[base]:.1f}× the parameters)",
                     img_s[new] / img_s[base]))
     return rows, {"params": params, "img_s": img_s, "times": {a: tm.summary(a) for a in archs}}
+
+
+def bf16_vs_fp32(archs=(("cnn4", 128), ("wrn-16-4", 16)), repeats: int = 4) -> tuple[list[Row], dict]:
+    """Issue 26: a training step under bf16 autocast ÷ the same step in fp32, per arch (same weights, batch,
+    layout and threads; the two interleaved in one process). What `precision=auto` picks on this CPU is said
+    beside it (`device.cpu_has_native_bf16`)."""
+    from robust_transfer.device import cpu_has_native_bf16
+    from robust_transfer.strategies.common import resolve_precision
+
+    auto = "bf16" if resolve_precision("auto", "cpu") == torch.bfloat16 else "fp32"
+    rows: list[Row] = []
+    raw: dict = {"native_bf16": cpu_has_native_bf16(), "auto": auto}
+    for arch, batch in archs:
+        base = create_model(arch, 10)
+        arms = {p: Trainer(arch, batch, memory_format_for(arch), model=copy.deepcopy(base), autocast=dt)
+                for p, dt in (("fp32", None), ("bf16", torch.bfloat16))}
+        tm = interleaved(arms, repeats)
+        speedup = tm.ratio("fp32", "bf16")
+        raw[arch] = {"batch": batch, "speedup": speedup, "fp32": tm.summary("fp32"), "bf16": tm.summary("bf16")}
+        rows.append(Row("Training", f"training step fp32 ÷ bf16 autocast, {arch} (batch {batch})",
+                        f"time ratio (> 1: bf16 faster), interleaved in one process; native bf16 on this CPU: "
+                        f"{raw['native_bf16']}, precision=auto picks {auto}", speedup, unit="×",
+                        alt=tm.other_ratio("fp32", "bf16"), detail=raw[arch]))
+    return rows, raw
 
 
 def free_vs_natural(arch: str = "small-cnn", batch: int = 64, replay: int = 4, repeats: int = 3) -> tuple[list[Row], dict]:

@@ -122,8 +122,10 @@ def test_gpu_inner_functions_on_cpu():
     assert gpu.pgd_throughput("small-cnn", 2, device="cpu", precision="fp32", steps=1, repeats=1)["img_s"] > 0
     assert gpu.matmul_peak("cpu", torch.float32, n=32, reps=1) > 0
     assert gpu.flops_per_image("small-cnn", "cpu", "fp32", True) > 0
-    out = gpu.run("cpu", archs=(("small-cnn", 2),), configs=(("fp32", True),), steps=1, pgd_batch=2, peak_n=32)
+    out = gpu.run("cpu", archs=(("small-cnn", 2),), configs=(("fp32", True, True), ("bf16", True, False)), steps=1,
+                  pgd_batch=2, peak_n=32)
     assert out["train"][0]["mfu_bf16_peak"] > 0 and out["pgd"]
+    assert [r["data"] for r in out["train"]] == ["on device", "streamed"]
     assert {r["precision"] for r in out["pgd"]} == {"fp32", "bf16"}
 
 
@@ -188,3 +190,13 @@ def test_benchmark_plots_are_saved_at_150_dpi(tmp_path):
     for name in made.values():
         with Image.open(tmp_path / name) as im:
             assert min(im.info["dpi"]) >= 149.5 and im.size[0] >= 4.2 * 150 - 1, (name, im.info, im.size)
+
+
+def test_issue_26_rows_bf16_and_mfu_per_precision():
+    import bench_scale
+
+    rows, raw = bench_train.bf16_vs_fp32(archs=(("cnn4", 2),), repeats=1)
+    assert len(rows) == 1 and rows[0].value > 0 and raw["auto"] in ("fp32", "bf16")
+    rows, raw = bench_scale.bf16_mfu(batch=2, repeats=1, peak_n=64)
+    assert [r.name.split(", ")[-1] for r in rows] == ["fp32 vs the fp32 matmul peak", "bf16 vs the bf16 matmul peak"]
+    assert all(r.value > 0 for r in rows)

@@ -654,3 +654,17 @@ def test_loader_memory_format_and_host_copy_give_the_same_batches():
     for (x, y), (x2, y2) in zip(ref, nhwc):
         assert x2.is_contiguous(memory_format=torch.channels_last) and x2.dtype == torch.float32
         assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+def test_batch_loader_streams_from_pinned_host_memory_on_cuda_unless_asked_to_hold_the_set():
+    """Issue 26: on CUDA the uint8 set stays in (pinned) host memory and batches are copied as they are asked
+    for; `on_device=True` holds it on the card. On the CPU the images are used where they are."""
+    d = ImageData(torch.randint(0, 256, (8, 3, 4, 4), dtype=torch.uint8), torch.arange(8) % 2, ("a", "b"), "t", "train")
+    cpu = BatchLoader(d, 4)
+    assert cpu.home == torch.device("cpu") and cpu.images.data_ptr() == d.images.data_ptr()   # no copy
+    if not torch.cuda.is_available():
+        return
+    streamed, held = BatchLoader(d, 4, device="cuda"), BatchLoader(d, 4, device="cuda", on_device=True)
+    assert streamed.home.type == "cpu" and streamed.images.is_pinned() and held.images.is_cuda
+    for (xs, ys), (xh, yh) in zip(streamed, held):
+        assert xs.is_cuda and torch.equal(xs, xh) and torch.equal(ys, yh)

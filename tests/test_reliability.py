@@ -443,3 +443,20 @@ def test_a_killed_training_run_is_closed_by_the_next_command(workdir, tiny_folde
     assert main(["evaluate", "--model", str(workdir / "victim"), "--n-examples", "4", "--attacks", "pgd1",
                  "--device", "cpu", "--progress", "false"]) == 0
     assert client.get_run(run.info.run_id).info.status == "KILLED"
+
+
+def test_resume_refuses_a_deleted_run_and_a_missing_state_in_one_line(workdir, tiny_folder, capfd):
+    """Issue 28: `--resume` on a DELETED run says it is deleted (not FINISHED); `--resume` with no saved state
+    refuses (exit 4) instead of training from scratch. Neither creates a run."""
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    assert main(_tiny_train(tiny_folder, workdir / "a")) == 0
+    run_a = json.loads((workdir / "a" / "train_state.json").read_text())["run_id"]
+    client.delete_run(run_a)
+    capfd.readouterr()
+    _one_line(capfd, 4, main(_tiny_train(tiny_folder, workdir / "a", "--resume")), "is deleted")
+    for missing in (workdir / "nothing-here", workdir / "empty"):
+        if missing.name == "empty":
+            missing.mkdir()
+        _one_line(capfd, 4, main(_tiny_train(tiny_folder, missing, "--resume")), "no saved training state")
+    assert not (workdir / "nothing-here").exists() and not list((workdir / "empty").iterdir())
+    assert [r.info.run_id for r in _runs(client)] == []   # the deleted run is hidden; nothing new was created

@@ -150,7 +150,11 @@ def test_fast_path_options_are_validated(kw, needle):
 def test_fast_path_resolution_on_the_cpu():
     assert TrainConfig(channels_last=True).channels_last == "true"      # the Python API may pass a bool
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) is None and resolve_precision("fp32", cpu) is None
+    from robust_transfer.device import cpu_has_native_bf16
+
+    # auto: bf16 where the CPU computes it natively (issue 26), fp32 where it would be emulated
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    assert resolve_precision("fp32", cpu) is None
     assert resolve_precision("bf16", cpu) == torch.bfloat16
     assert resolve_memory_format("auto", "small-cnn") == torch.channels_last
     assert resolve_memory_format("false", "small-cnn") == torch.contiguous_format
@@ -164,7 +168,7 @@ def test_bf16_autocast_training_learns_and_checkpoints_fp32(workdir, tiny_folder
     losses = log.history("train_loss")
     assert losses[-1] < losses[0]                            # it learns under bf16 autocast
     model, meta = load_checkpoint(workdir / "ck")
-    assert meta["training"]["precision"] == "bf16"
+    assert meta["training"]["precision"] == "bf16" and log.tags["rtl.precision"] == "bf16"   # recorded on the run
     assert all(p.dtype == torch.float32 for p in model.parameters())   # autocast: fp32 master weights
 
 

@@ -143,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not a user error: say so, keep the traceback behind --debug
         if debug:
             raise
+        from .distributed import peer_lost
+
+        lost = peer_lost(e)   # (a torchrun rank died while this one was inside a library call)
+        if lost is not None:
+            print(f"error: {lost}", file=sys.stderr)
+            _fail_launcher_run()
+            return lost.exit_code
         print(f"error: internal error {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
               "(rerun with --debug for the traceback)", file=sys.stderr)
         _fail_launcher_run()

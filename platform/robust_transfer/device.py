@@ -29,6 +29,28 @@ def resolve_device(name: str = "auto"):
     return torch.device(name)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (x86 avx512_bf16 or AMX tiles, arm64 `bf16`): there a bf16
+    autocast training step is faster than fp32 (cnn4 1.7x here, docs/benchmarks.md); elsewhere oneDNN
+    emulates bf16 and it is slower. torch's own probes first, /proc/cpuinfo's flags where they are missing."""
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        if any(probe() for probe in probes if probe is not None):
+            return True
+    except RuntimeError:
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = set(line.split(":", 1)[1].split())
+                return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def cpu_model() -> str:
     """/proc/cpuinfo's "model name" (Linux), else what the standard library knows (e.g. arm64)."""
     try:

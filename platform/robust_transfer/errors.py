@@ -48,6 +48,12 @@ class SuiteError(UserError):
     exit_code = 7
 
 
+class PeerLost(UserError):
+    """Another rank of a data-parallel (torchrun) job died or stopped answering (distributed.py)."""
+
+    exit_code = 8
+
+
 def one_of(name: str, value: object, allowed) -> ConfigError:
     """The standard message for a value outside a fixed set."""
     return ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")

@@ -29,6 +29,11 @@ conda_env: conda.yaml
 entry_points:
 """
 _MLFLOW_TYPE = {int: "string", float: "float", str: "string", bool: "string"}
+# How to run an entry point data-parallel (issue 26): `mlflow run` starts one process; torchrun starts N.
+_DATA_PARALLEL = ("  # Data-parallel on N processes (gloo on CPUs, NCCL on GPUs; one MLflow run, logged by rank 0):\n"
+                  "  #   torchrun --standalone --nproc_per_node=N .venv/bin/rtl {name} --batch-size B ...\n"
+                  "  # B is the global batch (each rank trains on B/N of it); sync_bn=true: SyncBatchNorm (CUDA).\n")
+DATA_PARALLEL_ENTRY_POINTS = ("train", "lwf", "finetune-adv", "retrain-blocks", "transfer")
 
 
 def _default(value) -> str:
@@ -45,7 +50,8 @@ def render() -> str:
     out = [HEADER]
     for name, ep in COMMANDS.items():
         types = field_types(ep.config)
-        out.append(f"  # {ep.help}\n  {ep.mlproject_name}:\n    parameters:\n")
+        out.append(f"  # {ep.help}\n" + (_DATA_PARALLEL.format(name=name) if name in DATA_PARALLEL_ENTRY_POINTS else "")
+                   + f"  {ep.mlproject_name}:\n    parameters:\n")
         flags = []
         for f in fields(ep.config):
             typ = types[f.name]

@@ -1,6 +1,9 @@
 """What the commands share: the result table they print, and the shape of a strategy command that starts
-from a source model (one tracked run, the strategy, the model published, the table printed, a dict back)."""
+from a source model (one tracked run, the strategy, the model published, the table printed, a dict back),
+and the run of a training command under torchrun (`rank_run`: rank 0's is the job's one MLflow run)."""
 from __future__ import annotations
+
+import contextlib
 
 
 def print_table(title: str, rows: dict[str, float]) -> None:
@@ -42,12 +45,55 @@ def resolve_source(uri: str):
     return Source.of(model, meta, uri)
 
 
-def run_source_strategy(strategy: str, cfg, fn, title: str) -> dict:
-    """transfer, finetune_adv, lwf: the source resolved, then one tracked run around
-    `fn(cfg, log, run_id=..., source=...)`."""
+class OtherRank:
+    """What a training command's body logs to on a torchrun rank other than 0: nothing (rank 0's run is the
+    job's; this rank only trains)."""
+
+    run_id = None
+
+    def log_params(self, params):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+    def set_tags(self, tags):
+        pass
+
+    def log_artifact(self, path, artifact_path=None):
+        pass
+
+
+@contextlib.contextmanager
+def rank_run(strategy: str, params: dict, tags: dict, **kw):
+    """`tracked_run(strategy, params, tags, **kw)` on rank 0 — in one process, just that — and `OtherRank` on
+    the other ranks of a torchrun job (after `distributed.start`: the training commands join the job first)."""
+    from .. import distributed
     from ..tracking import tracked_run
 
+    if not distributed.current().main:
+        yield OtherRank()
+        return
+    with tracked_run(strategy, params, tags, **kw) as log:
+        yield log
+
+
+def other_rank_result() -> dict:
+    """What a training command returns on a rank other than 0 (rank 0 prints and returns the results)."""
+    from .. import distributed
+
+    return {"rank": distributed.current().rank}
+
+
+def run_source_strategy(strategy: str, cfg, fn, title: str) -> dict:
+    """transfer, finetune_adv, lwf: the torchrun job joined (when launched so), the source resolved, then one
+    tracked run around `fn(cfg, log, run_id=..., source=...)`."""
+    from .. import distributed
+
+    ranks = distributed.start(cfg.device, cfg.batch_size)
     source = resolve_source(cfg.source_model)
-    with tracked_run(strategy, cfg.to_params(), source_tags(cfg), experiment=cfg.experiment) as log:
+    with rank_run(strategy, cfg.to_params(), source_tags(cfg), experiment=cfg.experiment) as log:
         result = fn(cfg, log, run_id=log.run_id, source=source)
+        if not ranks.main:
+            return other_rank_result()
         return report(title, log, result, publish(cfg, log, result, strategy))

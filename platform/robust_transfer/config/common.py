@@ -92,10 +92,11 @@ class CommonConfig:
                                     # ../shared/data when it exists, else ~/.cache/robust-transfer/data)
     download: bool = False          # fetch cifar10/cifar100/tiny-imagenet into the data root if missing (RTL_DATA_MIRROR)
     progress: bool = True           # show progress bars
-    precision: str = "auto"         # training autocast (auto: bf16 on CUDA cards that support it, else fp32)
+    precision: str = "auto"         # training autocast (auto: bf16 on CUDA with bf16 and CPUs with native bf16)
     channels_last: str = "auto"     # channels-last memory format while training (auto: on for conv nets,
                                     # measured faster or even on CPU and CUDA)
     compile: bool = False           # torch.compile the model's body for training (inductor; slow first step)
+    sync_bn: bool = False           # under torchrun: SyncBatchNorm over the global batch (CUDA only)
 
     def __post_init__(self):
         _check_positive_int("epochs", self.epochs, 100_000)
@@ -121,6 +122,8 @@ class CommonConfig:
             raise one_of("channels_last", self.channels_last, CHANNELS_LAST)
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile={self.compile!r} must be true or false")
+        if not isinstance(self.sync_bn, bool):
+            raise ConfigError(f"sync_bn={self.sync_bn!r} must be true or false")
 
     def to_params(self) -> dict:
         """Flat dict for MLflow params (None → '' is avoided: None values are left out)."""

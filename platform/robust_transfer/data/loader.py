@@ -17,11 +17,12 @@ give its few examples a whole step's weight; with fewer than two full batches (t
 example, merging a last batch of ONE example into the one before (BatchNorm cannot train on one). An
 unshuffled pass (`shuffle=False`: evaluation, feature extraction) serves every example once, in order.
 
-The uint8 images are moved to the device once and each batch is augmented and converted to float there,
-which is cheap and keeps memory at a quarter of a float copy; with `on_device=False` and a CUDA device (a
-set too big for the card) they stay in pinned host memory and each batch is copied asynchronously
-(non_blocking). `memory_format` (channels_last for the conv nets) is applied in the same copy that
-converts to float.
+**Where the images live.** On the CPU they are used where they are. On CUDA (issue 26) they stream by
+default: the uint8 set stays in pinned host memory and each batch is gathered there and copied to the card
+asynchronously (non_blocking), then augmented and converted to float on the card — an image folder at
+224 px never has to fit on the device whole. `on_device=True` moves the whole uint8 set to the card once
+instead (a quarter of a float copy; what a small set that fits can afford). `memory_format` (channels_last
+for the conv nets) is applied in the same copy that converts to float.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def batch_count(n: int, batch_size: int, shuffle: bool = True) -> int:
 class BatchLoader:
     def __init__(self, data: ImageData, batch_size: int, *, shuffle: bool = True, augment: bool = False,
                  seed: int = 0, device: str | torch.device = "cpu", resize: int | None = None,
-                 on_device: bool = True, memory_format: torch.memory_format = torch.contiguous_format):
+                 on_device: bool | None = None, memory_format: torch.memory_format = torch.contiguous_format):
         check_range("batch_size", batch_size, 1)
         if resize is not None:
             check_range("resize", resize, 1, 4096)
@@ -69,9 +70,10 @@ class BatchLoader:
         self.shuffle, self.augment, self.seed, self.resize = shuffle, augment, seed, resize
         self.device = torch.device(device)
         self.memory_format = memory_format
-        # where the uint8 set lives: the device (default), or pinned host memory when a CUDA device
-        # should not hold it (on_device=False); batches are then copied with non_blocking=True
-        self.home = self.device if on_device or self.device.type != "cuda" else torch.device("cpu")
+        # where the uint8 set lives: pinned host memory for a CUDA device unless on_device=True (batches
+        # then copied with non_blocking=True), else the device itself (the CPU)
+        streamed = self.device.type == "cuda" and not on_device
+        self.home = torch.device("cpu") if streamed else self.device
         self.images = data.images.to(self.home)
         if self.home.type == "cpu" and self.device.type == "cuda":
             self.images = self.images.pin_memory()

@@ -138,16 +138,20 @@ def memory_format_for(arch: str) -> torch.memory_format:
 
 
 def resolve_precision(precision: str, device) -> torch.dtype | None:
-    """The training autocast dtype: None (fp32) or torch.bfloat16. `auto` = bf16 on a CUDA device
-    that supports it, fp32 elsewhere (CPUs without native bf16 run it slower than fp32). The one place
-    the autocast is picked (`FastPath.of`; the engine applies it): `auto` → bf16 on CPUs with native
-    bf16 belongs here."""
+    """The training autocast dtype: None (fp32) or torch.bfloat16. `auto` = bf16 on a CUDA device that
+    supports it and on a CPU with native bf16 (`device.cpu_has_native_bf16`: avx512_bf16/AMX, arm64 bf16),
+    fp32 elsewhere (CPUs that emulate bf16 run it slower than fp32). The one place the autocast is picked
+    (`FastPath.of`; the engine applies it to the training step; attacks and evaluation stay fp32)."""
+    from ..device import cpu_has_native_bf16
+
     device = torch.device(device)
     if precision == "bf16":
         return torch.bfloat16
-    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
+    if precision != "auto":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
 
 
 def resolve_memory_format(channels_last: str, arch: str) -> torch.memory_format:

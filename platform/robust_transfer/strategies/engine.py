@@ -14,10 +14,15 @@ Everything else happens here, the same way for every strategy:
         a resumable run: its checkpoint and training state (optimiser, RNG, the objective's own tensors)
     finish: the test evaluation (eval_seed), its per-example correctness, metadata, the checkpoint
 
-One place for each thing that will change: `BatchLoader.order` makes an epoch's index order (a
-DistributedDataParallel rank takes its shard there); `log_epoch` and `save_state` / `finish` write the
-logs and checkpoints (rank 0 only); `common.resolve_precision` (through `FastPath.of`) picks the
-autocast; `common.pgd_examples` turns the training threat model into examples.
+One place for each thing that will change: `BatchLoader.order` makes an epoch's index order;
+`log_epoch` and `save_state` / `finish` write the logs and checkpoints; `common.resolve_precision`
+(through `FastPath.of`) picks the autocast; `common.pgd_examples` turns the training threat model into
+examples.
+
+**Data-parallel** (launched by torchrun, `distributed.py` says how and why): every rank walks the same
+batches and trains on its share of each (`train_epoch`), gradients are reduced over the ranks after each
+backward (`optimiser_updates`), and rank 0 alone validates, logs, evaluates and writes checkpoints. In one
+process none of this runs.
 """
 from __future__ import annotations
 
@@ -32,11 +37,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..attacks import ThreatModel
 from ..checkpoints import load_checkpoint, load_train_state, save_checkpoint
 from ..data import BatchLoader, ImageData
 from ..data.loader import batch_count, epoch_seed
 from ..data.validation import Split
+from ..distributed import Ranks
 from ..errors import ModelError
 from ..progress import bar_disabled
 from ..reporting import RunLogger
@@ -78,8 +85,9 @@ class Batch:
     and `generator`, seeded per (seed, epoch), for the random starts of the attacks made on it."""
 
     def __init__(self, idx: torch.Tensor | None, y: torch.Tensor, x: torch.Tensor | Callable[[], torch.Tensor],
-                 generator: torch.Generator):
+                 generator: torch.Generator, share: float = 1.0):
         self.idx, self.y, self.generator, self._x = idx, y, generator, x
+        self.share = share   # this rank's fraction of the global batch (1: one process)
 
     @classmethod
     def of(cls, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> "Batch":
@@ -158,8 +166,9 @@ def config_fingerprint(cfg) -> str:
     """What must match for --resume to continue the same run (budget and recipe, not progress flags)."""
     skip = ("resume", "progress", "device", "data_dir", "register_as", "compile", "channels_last")
     keep = {k: v for k, v in asdict(cfg).items() if k not in skip}
-    for name, default in (("precision", "auto"), ("eval_seed", 0)):   # (so checkpoints written before the
-        if keep.get(name) == default:                                  # field existed still match)
+    # (so checkpoints written before these fields existed still match)
+    for name, default in (("precision", "auto"), ("eval_seed", 0), ("sync_bn", False)):
+        if keep.get(name) == default:
             keep.pop(name)
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -172,6 +181,11 @@ def resume_state(cfg, ckpt: str | Path) -> dict | None:
     if state["json"].get("fingerprint") != config_fingerprint(cfg):
         raise ModelError(f"--resume: checkpoint {str(ckpt)!r} was written by a different configuration; "
                          "use the same parameters or another checkpoint_dir")
+    saved, world = state["json"].get("world_size", 1), distributed.current().world_size
+    if saved != world:   # each rank's own state (free training's δ) cannot be re-split over another count
+        how = f"torchrun --nproc_per_node={saved}" if saved > 1 else "one process (no torchrun)"
+        raise ModelError(f"--resume: checkpoint {str(ckpt)!r} was written by {saved} process(es) and this job "
+                         f"has {world}; resume it with {how}")
     return state
 
 
@@ -187,9 +201,11 @@ def budget_for(cfg, n_train: int, updates_per_batch: int = 1) -> TrainingBudget:
 
 
 def optimiser_updates(objective: Objective, opt: torch.optim.Optimizer, batch: Batch, update: int, *,
-                      fast: FastPath, lr_for: Callable[[int], float], last: int) -> tuple[StepOutput | None, int]:
+                      fast: FastPath, lr_for: Callable[[int], float], last: int,
+                      ranks: Ranks = Ranks()) -> tuple[StepOutput | None, int]:
     """`objective.updates_per_batch` optimiser updates on `batch`, numbered from `update`, none at or after
-    `last`: (the last update's output, the next update's number)."""
+    `last`: (the last update's output, the next update's number). Under torchrun (`ranks.parallel`) each
+    update's gradients are those of the global batch (`distributed.average_gradients`)."""
     out = None
     for _ in range(objective.updates_per_batch):
         if update >= last:
@@ -200,6 +216,8 @@ def optimiser_updates(objective: Objective, opt: torch.optim.Optimizer, batch: B
             out = objective.loss(batch, update)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
+        if ranks.parallel:
+            distributed.average_gradients([p for g in opt.param_groups for p in g["params"]], batch.share)
         opt.step()
         objective.after_update(batch, update)
         update += 1
@@ -207,15 +225,18 @@ def optimiser_updates(objective: Objective, opt: torch.optim.Optimizer, batch: B
 
 
 def train_epoch(objective: Objective, opt: torch.optim.Optimizer, loader: BatchLoader, epoch: int, update: int, *,
-                fast: FastPath, lr_for: Callable[[int], float], last: int, bar=None) -> tuple[dict[str, float], int]:
+                fast: FastPath, lr_for: Callable[[int], float], last: int, bar=None,
+                ranks: Ranks = Ranks()) -> tuple[dict[str, float], int]:
     """Epoch `epoch` of `loader` in optimiser updates numbered from `update`, none at or after `last`: (the
     epoch's training metrics, the next update's number). The attacks' random starts come from a CPU generator
-    seeded by (seed, epoch) (`data.loader.epoch_seed`, stream "attack"): the same on every device and on resume."""
+    seeded by (seed, epoch) (`data.loader.epoch_seed`, stream "attack"): the same on every device and on resume.
+    Under torchrun every rank walks the same batches and trains on its share of each (`rank_batch`); the
+    epoch's loss and accuracy are over every rank's examples."""
     generator = torch.Generator().manual_seed(epoch_seed(loader.seed, epoch, "attack"))
     meter, extras, batches = EpochMeter(), {}, 0
     for idx in loader.epoch(epoch):
-        batch = Batch(idx, loader.labels[idx], lambda idx=idx: loader.pixels(idx), generator)
-        out, done = optimiser_updates(objective, opt, batch, update, fast=fast, lr_for=lr_for, last=last)
+        batch = rank_batch(loader, idx, generator, ranks)
+        out, done = optimiser_updates(objective, opt, batch, update, fast=fast, lr_for=lr_for, last=last, ranks=ranks)
         loss = out.loss.detach()
         meter.update(loss, out.logits.detach(), batch.y)
         for k, v in out.extras.items():
@@ -227,15 +248,33 @@ def train_epoch(objective: Objective, opt: torch.optim.Optimizer, loader: BatchL
         update = done
         if update >= last:
             break
+    if ranks.parallel:   # the whole batch's loss and accuracy, not rank 0's share
+        meter.loss_sum, meter.correct, meter.seen = distributed.sum_over_ranks([meter.loss_sum, meter.correct, meter.seen])
     metrics = meter.metrics() | {k: v / max(batches, 1) for k, v in extras.items()}
     if objective.adversarial:   # the meter saw the adversarial batch: name its accuracy for what it is
         metrics["train_adv_acc"] = metrics.pop("train_clean_acc")
     return metrics, update
 
 
+def rank_batch(loader: BatchLoader, idx: torch.Tensor, generator: torch.Generator, ranks: Ranks) -> Batch:
+    """The batch `idx` (one process), or this rank's contiguous share of it (torchrun). A share's pixels are
+    cut from the whole batch's, so the augmentation (drawn per batch from the epoch's generator) is the one a
+    single process draws."""
+    if not ranks.parallel:
+        return Batch(idx, loader.labels[idx], lambda: loader.pixels(idx), generator)
+    lo, hi = distributed.share(len(idx), ranks)
+    return Batch(idx[lo:hi], loader.labels[idx[lo:hi]], lambda: loader.pixels(idx)[lo:hi], generator,
+                 share=(hi - lo) / len(idx))
+
+
 def fit(t: Training, objective: Objective, logger: RunLogger) -> TrainingResult:
     """Train `t.params` of `t.model` with `objective` for the config's budget; then `finish`."""
     cfg, model, device = t.cfg, t.model, t.device
+    ranks = distributed.current()
+    if ranks.parallel:   # one model on every rank: rank 0's (as DistributedDataParallel starts)
+        distributed.check_batch(cfg.batch_size, ranks)
+        model = t.model = distributed.convert_sync_bn(model, device, getattr(cfg, "sync_bn", False), ranks)
+        distributed.broadcast_module(model)
     record_split(logger, t.data.split)
     loader = BatchLoader(t.data.train, cfg.batch_size, augment=cfg.augment, seed=cfg.seed, device=device,
                          memory_format=t.fast.memory_format)
@@ -247,10 +286,11 @@ def fit(t: Training, objective: Objective, logger: RunLogger) -> TrainingResult:
         return lr_at(update, budget.total_updates, objective.base_lr(update, cfg.lr), cfg.schedule, milestones)
 
     meta = training_meta(t, budget)
-    logger.set_tags({"rtl.data_sha256": t.data.train.sha256()})
+    logger.set_tags({"rtl.data_sha256": t.data.train.sha256(), "rtl.precision": t.fast.precision}
+                    | ({"rtl.world_size": str(ranks.world_size)} if ranks.parallel else {}))
     start_epoch, update = resume(t, objective, opt, logger) if t.resumable else (0, 0)
     bar = tqdm(total=budget.total_updates, initial=update, desc=t.desc or t.strategy, unit="it",
-               disable=bar_disabled(cfg.progress), leave=False)
+               disable=bar_disabled(cfg.progress) or not ranks.main, leave=False)
     last_val: dict[str, float] = {}
     with cpu_threads(objective.threads):
         for epoch in range(start_epoch, budget.epochs):
@@ -258,12 +298,17 @@ def fit(t: Training, objective: Objective, logger: RunLogger) -> TrainingResult:
                 break
             with t.fast.compiled(model):   # eager again for the validation check below
                 metrics, update = train_epoch(objective, opt, loader, epoch, update, fast=t.fast, lr_for=lr_for,
-                                              last=budget.total_updates, bar=bar)
-            last_val = val_metrics(model, t.data.val, eval_threat(cfg), seed=cfg.eval_seed, device=device)
-            log_epoch(logger, metrics | {"lr": opt.param_groups[0]["lr"]} | last_val, epoch, budget, t)
-            if t.resumable:
-                save_state(t, meta, opt, objective, epochs_done=epoch + 1, updates=update)
+                                              last=budget.total_updates, bar=bar, ranks=ranks)
+            if ranks.parallel:   # rank 0's BatchNorm statistics are the model's (DDP's broadcast_buffers)
+                distributed.broadcast_module(model, parameters=False)
+            if ranks.main:       # (the other ranks wait for it at their next collective)
+                last_val = val_metrics(model, t.data.val, eval_threat(cfg), seed=cfg.eval_seed, device=device)
+                log_epoch(logger, metrics | {"lr": opt.param_groups[0]["lr"]} | last_val, epoch, budget, t)
+            if t.resumable:      # (every rank under torchrun: each rank's own state is gathered to rank 0)
+                save_state(t, meta, opt, objective, epochs_done=epoch + 1, updates=update, ranks=ranks)
     bar.close()
+    if not ranks.main:   # rank 0 evaluates, logs and saves the final model
+        return TrainingResult(model=model, metrics={}, checkpoint_dir=t.checkpoint_dir, meta=meta)
     if not last_val:   # resumed after the last epoch: the validation check of the final model
         last_val = val_metrics(model, t.data.val, eval_threat(cfg), seed=cfg.eval_seed, device=device)
     return finish(t, meta, logger, last_val)
@@ -303,19 +348,27 @@ def resume(t: Training, objective: Objective, opt: torch.optim.Optimizer, logger
     tensors = state["tensors"]
     load_optimizer_tensors(opt, tensors)
     torch.set_rng_state(tensors["rng.torch"])
-    objective.load_state({k: v.to(t.device) for k, v in tensors.items() if not k.startswith(("opt.", "rng."))})
+    own = distributed.own_state({k: v for k, v in tensors.items() if not k.startswith(("opt.", "rng."))},
+                                distributed.current())
+    objective.load_state({k: v.to(t.device) for k, v in own.items()})
     epochs_done = state["json"]["epochs_done"]
     logger.set_tags({"rtl.resumed_from_epoch": str(epochs_done)})
     return epochs_done, state["json"]["updates"]
 
 
 def save_state(t: Training, meta: dict, opt: torch.optim.Optimizer, objective: Objective, *, epochs_done: int,
-               updates: int) -> None:
-    """A resumable run's checkpoint after an epoch: the model and everything --resume needs."""
-    tensors = optimizer_tensors(opt) | {"rng.torch": torch.get_rng_state()} | objective.state()
-    save_checkpoint(t.checkpoint_dir, t.model, meta, train_state={
-        "tensors": tensors, "json": {"epochs_done": epochs_done, "updates": updates, "run_id": t.run_id,
-                                     "fingerprint": config_fingerprint(t.cfg)}})
+               updates: int, ranks: Ranks = Ranks()) -> None:
+    """A resumable run's checkpoint after an epoch: the model and everything --resume needs (under torchrun
+    written by rank 0, with every rank's own objective state; called on every rank)."""
+    own = objective.state()
+    if ranks.parallel:
+        own = distributed.gather_state(own, ranks)
+        if not ranks.main:
+            return
+    tensors = optimizer_tensors(opt) | {"rng.torch": torch.get_rng_state()} | own
+    json_state = {"epochs_done": epochs_done, "updates": updates, "run_id": t.run_id,
+                  "fingerprint": config_fingerprint(t.cfg)} | ({"world_size": ranks.world_size} if ranks.parallel else {})
+    save_checkpoint(t.checkpoint_dir, t.model, meta, train_state={"tensors": tensors, "json": json_state})
 
 
 def finish(t: Training, meta: dict, logger: RunLogger, last_val: dict[str, float]) -> TrainingResult:

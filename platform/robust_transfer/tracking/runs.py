@@ -206,7 +206,7 @@ def check_experiment_usable(name: str) -> None:
 def check_resume_run(run_id, where: str, expect_tags: dict[str, str]) -> str:
     """The run `--resume` may continue: the one that wrote the saved state (issue 17 §1). `run_id` (from the
     state) must name an existing run that carries `expect_tags` (the strategy, the checkpoint's fingerprint and
-    directory) and is not FINISHED (a finished run is never reopened). ModelError (exit 4) otherwise, naming
+    directory), is not deleted and is not FINISHED (a finished run is never reopened). ModelError (exit 4) otherwise, naming
     `where` (the checkpoint); returns the run id."""
     from mlflow.exceptions import MlflowException
 
@@ -219,6 +219,9 @@ def check_resume_run(run_id, where: str, expect_tags: dict[str, str]) -> str:
     except MlflowException:
         raise ModelError(f"{where} names run_id={run_id!r}, which does not exist in the tracking store "
                          f"{tracking_uri()!r}; drop --resume to train anew") from None
+    if run.info.lifecycle_stage == "deleted":   # (its status still reads as it ended: say what matters)
+        raise ModelError(f"{where} names run {run_id}, which is deleted; restore it (mlflow runs restore "
+                         f"--run-id {run_id}) to resume it, or drop --resume to train anew")
     if any(run.data.tags.get(k) != v for k, v in expect_tags.items()):
         raise ModelError(f"{where} names run {run_id}, which did not write it (its tags "
                          f"{'/'.join(k for k in expect_tags if k != 'rtl.strategy')} do not match); "
