@@ -50,6 +50,9 @@ class Ranks:
         return self.world_size > 1
 
 
+ONE_PROCESS = Ranks()   # frozen: the one shared default of every function that takes ranks
+
+
 def launched() -> Ranks:
     """What torchrun's environment says this process is (one process: rank 0 of 1)."""
     try:
@@ -173,7 +176,7 @@ def gather_state(tensors: dict, ranks: Ranks) -> dict:
     names, rank r's as `rank<r>.<name>`; `own_state` picks a rank's back out."""
     import torch.distributed as dist
 
-    everyone = [None] * ranks.world_size
+    everyone: list[dict] = [{} for _ in range(ranks.world_size)]   # all_gather_object fills every slot
     _collective(dist.all_gather_object, everyone, {k: v.cpu() for k, v in tensors.items()})
     out = dict(everyone[0])
     for r, theirs in enumerate(everyone[1:], start=1):

@@ -202,7 +202,7 @@ def budget_for(cfg, n_train: int, updates_per_batch: int = 1) -> TrainingBudget:
 
 def optimiser_updates(objective: Objective, opt: torch.optim.Optimizer, batch: Batch, update: int, *,
                       fast: FastPath, lr_for: Callable[[int], float], last: int,
-                      ranks: Ranks = Ranks()) -> tuple[StepOutput | None, int]:
+                      ranks: Ranks = distributed.ONE_PROCESS) -> tuple[StepOutput | None, int]:
     """`objective.updates_per_batch` optimiser updates on `batch`, numbered from `update`, none at or after
     `last`: (the last update's output, the next update's number). Under torchrun (`ranks.parallel`) each
     update's gradients are those of the global batch (`distributed.average_gradients`)."""
@@ -226,7 +226,7 @@ def optimiser_updates(objective: Objective, opt: torch.optim.Optimizer, batch: B
 
 def train_epoch(objective: Objective, opt: torch.optim.Optimizer, loader: BatchLoader, epoch: int, update: int, *,
                 fast: FastPath, lr_for: Callable[[int], float], last: int, bar=None,
-                ranks: Ranks = Ranks()) -> tuple[dict[str, float], int]:
+                ranks: Ranks = distributed.ONE_PROCESS) -> tuple[dict[str, float], int]:
     """Epoch `epoch` of `loader` in optimiser updates numbered from `update`, none at or after `last`: (the
     epoch's training metrics, the next update's number). The attacks' random starts come from a CPU generator
     seeded by (seed, epoch) (`data.loader.epoch_seed`, stream "attack"): the same on every device and on resume.
@@ -357,7 +357,7 @@ def resume(t: Training, objective: Objective, opt: torch.optim.Optimizer, logger
 
 
 def save_state(t: Training, meta: dict, opt: torch.optim.Optimizer, objective: Objective, *, epochs_done: int,
-               updates: int, ranks: Ranks = Ranks()) -> None:
+               updates: int, ranks: Ranks = distributed.ONE_PROCESS) -> None:
     """A resumable run's checkpoint after an epoch: the model and everything --resume needs (under torchrun
     written by rank 0, with every rank's own objective state; called on every rank)."""
     own = objective.state()
