@@ -1,0 +1,252 @@
+"""Suites as a DAG on Ray (`rtl suite --workers N`, issue 26): which steps can run together, per-step resources,
+the sqlite refusal, and real runs: a local Ray whose two independent steps overlap and give the numbers of
+`--workers 1`, and a Ray head started here (`ray start --head`) where a failed step fails only its dependants.
+
+Real components: a local Ray (`ray.init(num_cpus=2)`), `ray start --head` from the environment's bin, `mlflow
+server` (tests/conftest.py) as the store several step processes write at once.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import free_port
+from robust_transfer.cli import main
+from robust_transfer.suites import load_suite
+from robust_transfer.suites.dag import dependencies, waves
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+STEP = ('    params: {{dataset: "imagefolder:{folder}", epochs: 1, batch_size: 8, n_examples: 6, mode: natural, '
+        'eval_steps: 2, device: cpu, seed: {seed}}}\n')
+PAIR = """\
+name: pair
+title: "two independent steps"
+scales:
+  tiny: {{description: "tiny imagefolder"}}
+steps:
+  - name: left
+    entry: train
+""" + STEP.replace("{seed}", "0") + """\
+  - name: right
+    entry: train
+""" + STEP.replace("{seed}", "1")
+BROKEN = PAIR + """\
+  - name: broken
+    entry: train
+    params: {{dataset: "imagefolder:/nowhere", epochs: 1, batch_size: 8, n_examples: 6, device: cpu}}
+  - name: after-broken
+    entry: evaluate
+    params: {{model: "{{model:broken}}", attacks: clean, n_examples: 6, device: cpu}}
+"""
+
+
+def _write(workdir: Path, name: str, text: str, folder) -> Path:
+    for f in ("MLproject", "conda.yaml"):
+        shutil.copy(REPO / f, workdir / f)
+    if not (workdir / "bin").exists():
+        shutil.copytree(REPO / "bin", workdir / "bin")   # bin/mlflow-entry: what every entry point runs
+    (workdir / "projects").mkdir(exist_ok=True)
+    path = workdir / "projects" / f"{name}.yaml"
+    path.write_text(text.format(folder=folder))
+    return path
+
+
+def _labels(plan_waves):
+    """Waves by step name (the seeds of a seeded step are one name)."""
+    return [sorted({label.split(" (seed")[0] for label in wave}) for wave in plan_waves]
+
+
+# ------------------------------------------------------------------------------------------- the plan (fast)
+def test_which_steps_run_together_in_hand_written_plans(workdir, tiny_folder):
+    pair = load_suite(_write(workdir, "pair", PAIR, tiny_folder), "tiny")
+    assert waves(pair.steps) == [["left", "right"]]
+    chain = workdir / "projects" / "chain.yaml"
+    chain.write_text(PAIR.format(folder=tiny_folder) + """\
+  - name: head
+    entry: transfer
+    params: {source_model: "{model:left}", epochs: 1, batch_size: 8, n_examples: 6, device: cpu}
+  - name: check
+    entry: evaluate
+    params: {model: "{model:head}", attacks: clean, n_examples: 6, device: cpu}
+  - name: other
+    entry: evaluate
+    params: {model: "{model:right}", attacks: clean, n_examples: 6, device: cpu}
+  - name: best
+    select: {among: [left, right], by: "val_clean_acc"}
+""")
+    steps = load_suite(chain, "tiny").steps
+    assert waves(steps) == [["left", "right"], ["head", "other", "best"], ["check"]]
+    names = [s.name for s in steps]
+    assert [sorted(names[j] for j in d) for d in dependencies(steps)] == [[], [], ["left"], ["head"], ["right"],
+                                                                          ["left", "right"]]
+
+
+# The shipped suites at scale cpu, by hand from their YAML: sources first, then what reads them, then the
+# evaluations (AutoAttack) and select steps of what those made.
+SHIPPED = {
+    "table4": [["src-large-natural", "src-large-robust"],
+               ["reason-table4-lwf-0p1-3x", "table4-front", "table4-lwf-0p001", "table4-lwf-0p01", "table4-lwf-0p1",
+                "table4-lwf-1p0", "tr-large-natural-c10", "tr-large-robust-c10"],
+               ["aa-tr-large-natural-c10", "aa-tr-large-robust-c10", "table4-best-lwf"],
+               ["aa-table4-best-lwf"]],
+    "fig1": [["src-c10-robust", "src-large-robust"], ["fig1-retrain-c10", "fig1-retrain-large"]],
+    "table1": [["src-c10-natural", "src-c10-robust", "src-large-natural", "src-large-robust", "src-split-natural",
+                "src-split-robust"],
+               ["aa-src-c10-natural", "aa-src-c10-robust", "aa-src-large-natural", "aa-src-large-robust"]],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_suites_run_together_as_written_by_hand(name):
+    suite = load_suite(REPO / "projects" / f"{name}.yaml", "cpu")
+    assert _labels(waves(suite.steps)) == SHIPPED[name]
+
+
+def test_every_shipped_step_runs_after_everything_it_reads():
+    checked = 0
+    for path in sorted((REPO / "projects").glob("*.yaml")):
+        steps = load_suite(path, "cpu").steps
+        wave_of = {label: k for k, wave in enumerate(waves(steps)) for label in wave}
+        for s, deps in zip(steps, dependencies(steps)):
+            assert {steps[j].name for j in deps} == set(s.upstream), s.name
+            assert all(wave_of[steps[j].label] < wave_of[s.label] for j in deps), s.name
+            checked += bool(deps)
+    assert checked > 50    # the shipped suites are mostly chains: this checked real edges
+
+
+def test_resources_per_step_and_per_scale(workdir, tiny_folder, capsys):
+    text = PAIR.replace("  - name: right\n", "  - name: right\n    resources: {{tiny: {{cpu: 2, gpu: 0.5}}}}\n")
+    text = text.replace("  - name: left\n", "  - name: left\n    resources: {{cpu: 3}}\n")
+    steps = {s.name: s for s in load_suite(_write(workdir, "res", text, tiny_folder), "tiny").steps}
+    assert steps["left"].resources == {"cpu": 3.0, "gpu": 0.0}
+    assert steps["right"].resources == {"cpu": 2.0, "gpu": 0.5}
+    before = steps["left"].key
+    plain = {s.name: s for s in load_suite(_write(workdir, "plain", PAIR, tiny_folder), "tiny").steps}
+    assert plain["left"].key == before and plain["left"].resources == {"cpu": 1.0, "gpu": 0.0}  # not in the key
+    bad = _write(workdir, "bad", PAIR.replace("  - name: left\n", "  - name: left\n    resources: {{gpu: 1.5}}\n"),
+                 tiny_folder)
+    assert main(["suite", "--project", str(bad), "--scale", "tiny", "--dry-run", "true"]) == 7
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "resources.gpu=1.5" in err[0] and "bad.yaml:" in err[0], err
+
+
+def test_a_sqlite_store_with_several_workers_is_refused_in_one_line(workdir, tiny_folder, capsys):
+    path = _write(workdir, "pair", PAIR, tiny_folder)
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--workers", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MLFLOW_TRACKING_URI='sqlite:///" in err[0] and "mlflow server" in err[0], err
+    assert not (workdir / "mlflow.db").exists()    # refused before anything was written
+    for argv, fragment in [(["--workers", "0"], "workers=0"), (["--ray-address", "auto"], "needs workers >= 2"),
+                           (["--workers", "2", "--ray-address", "nowhere"], "ray_address='nowhere'")]:
+        assert main(["suite", "--project", str(path), *argv]) == 2
+        assert fragment in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- real runs (slow)
+@pytest.fixture
+def served_project(workdir, tiny_folder, mlflow_server, monkeypatch):
+    """The workdir with its suites, tracked by the `mlflow server`; one torch thread per step process."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    mlflow.set_tracking_uri(mlflow_server)
+    _write(workdir, "pair", PAIR, tiny_folder)
+    _write(workdir, "broken", BROKEN, tiny_folder)
+    return workdir
+
+
+def _children(client, suite_name: str) -> tuple:
+    """The newest suite run of `suite_name` and its child step runs by step name."""
+    exps = [e.experiment_id for e in client.search_experiments()]
+    suite = client.search_runs(exps, f"tags.`rtl.strategy` = 'suite' and tags.`rtl.project` = '{suite_name}'",
+                               order_by=["attributes.start_time DESC"], max_results=1)[0]
+    kids = client.search_runs(exps, f"tags.`mlflow.parentRunId` = '{suite.info.run_id}'", max_results=100)
+    return suite, {r.data.tags["rtl.step"]: r for r in kids}
+
+
+@pytest.mark.slow
+def test_two_independent_steps_overlap_on_a_local_ray_and_match_one_worker(served_project, capsys):
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    base = ["suite", "--project", "projects/pair.yaml", "--scale", "tiny", "--report", "false", "--reuse", "never"]
+    assert main([*base, "--workers", "2"]) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "started" in out and out.count("ran in") == 2, out          # progress as steps start and end
+    assert "RAY_AUTH_MODE" not in os.environ
+    suite2, two = _children(client, "pair")
+    assert set(two) == {"left", "right"} and all(r.info.status == "FINISHED" for r in two.values())
+    assert suite2.info.status == "FINISHED" and suite2.data.params["workers"] == "2"
+    a, b = two["left"].info, two["right"].info
+    assert a.start_time < b.end_time and b.start_time < a.end_time, (a, b)   # they ran at the same time
+    for r in two.values():   # the reuse key and alias, as with --workers 1
+        assert r.data.tags["rtl.step_key"] and r.data.tags["rtl.model_uri"].startswith(f"models:/tiny-{r.data.tags['rtl.step']}@s-")
+
+    assert main([*base, "--workers", "1"]) == 0
+    _, one = _children(client, "pair")
+    compared = 0
+    for name in ("left", "right"):
+        accs = {k: v for k, v in one[name].data.metrics.items() if k.endswith("_acc")}
+        assert accs and accs == pytest.approx({k: two[name].data.metrics[k] for k in accs}, abs=1e-9), name
+        compared += len(accs)
+    assert compared >= 4
+
+    # a rerun with workers reuses every finished step (an interrupted suite resumes the same way)
+    capsys.readouterr()
+    assert main(["suite", "--project", "projects/pair.yaml", "--scale", "tiny", "--report", "false",
+                 "--workers", "2"]) == 0
+    assert capsys.readouterr().out.count("reused run") == 2
+
+
+@pytest.fixture
+def ray_head(tmp_path_factory):
+    """`ray start --head --block` from the environment's bin on a free port, stopped (its own processes only) after."""
+    root = tmp_path_factory.mktemp("ray-head")
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_AUTH_MODE", None)
+    log = open(root / "head.log", "w")
+    head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--port", str(port), "--num-cpus", "2",
+                             "--include-dashboard", "false", "--temp-dir", str(root / "t"), "--block"],
+                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while "Ray runtime started" not in (root / "head.log").read_text():
+            if head.poll() is not None or time.time() > deadline:
+                pytest.fail(f"ray start --head did not start: {(root / 'head.log').read_text()[-1500:]}")
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        head.terminate()           # --block stops the processes it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_on_an_existing_cluster_a_failed_step_fails_only_its_dependants(served_project, ray_head, capsys):
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    rc = main(["suite", "--project", "projects/broken.yaml", "--scale", "tiny", "--report", "false",
+               "--workers", "2", "--ray-address", ray_head])
+    captured = capsys.readouterr()
+    assert rc == 7, captured
+    last = captured.err.strip().splitlines()[-1]
+    assert "1 step(s) failed: broken" in last and "not run because of them: after-broken" in last, last
+    assert f"({ray_head})" in captured.out
+    suite, kids = _children(client, "broken")
+    assert {k: r.info.status for k, r in kids.items()} == {"left": "FINISHED", "right": "FINISHED",
+                                                          "broken": "FAILED"}
+    assert suite.info.status == "FAILED"
