@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -209,12 +210,15 @@ def test_two_independent_steps_overlap_on_a_local_ray_and_match_one_worker(serve
 
 
 @pytest.fixture
-def ray_head(tmp_path_factory):
-    """`ray start --head --block` from the environment's bin on a free port, stopped (its own processes only) after."""
+def ray_head(tmp_path_factory, monkeypatch):
+    """`ray start --head --block` from the environment's bin on a free port, with token authentication (its own
+    token: Ray 2.60 turns tokens on for a head whenever ~/.ray/auth_token exists, and a local `ray.init` writes
+    that file), stopped after (its own processes only). The test's process gets the same token."""
     root = tmp_path_factory.mktemp("ray-head")
     port = free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_AUTH_MODE", None)
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **auth}
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
     log = open(root / "head.log", "w")
     head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--port", str(port), "--num-cpus", "2",
                              "--include-dashboard", "false", "--temp-dir", str(root / "t"), "--block"],
@@ -225,6 +229,9 @@ def ray_head(tmp_path_factory):
             if head.poll() is not None or time.time() > deadline:
                 pytest.fail(f"ray start --head did not start: {(root / 'head.log').read_text()[-1500:]}")
             time.sleep(0.5)
+        for k, v in auth.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
         yield f"127.0.0.1:{port}"
     finally:
         head.terminate()           # --block stops the processes it started
