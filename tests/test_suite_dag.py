@@ -41,7 +41,7 @@ steps:
   - name: right
     entry: train
 """ + STEP.replace("{seed}", "1")
-BROKEN = PAIR + """\
+BROKEN = PAIR.replace("name: pair", "name: broken") + """\
   - name: broken
     entry: train
     params: {{dataset: "imagefolder:/nowhere", epochs: 1, batch_size: 8, n_examples: 6, device: cpu}}
@@ -244,16 +244,55 @@ def ray_head(tmp_path_factory, monkeypatch):
 
 
 @pytest.mark.slow
-def test_on_an_existing_cluster_a_failed_step_fails_only_its_dependants(served_project, ray_head, capsys):
+def test_on_an_existing_cluster_a_failed_step_fails_only_its_dependants(served_project, ray_head):
+    """A separate `rtl suite` process, as a user runs it (Ray caches a process's token after its first cluster)."""
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    rc = main(["suite", "--project", "projects/broken.yaml", "--scale", "tiny", "--report", "false",
-               "--workers", "2", "--ray-address", ray_head])
-    captured = capsys.readouterr()
-    assert rc == 7, captured
-    last = captured.err.strip().splitlines()[-1]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(REPO / "platform")}
+    res = subprocess.run([str(BIN / "rtl"), "suite", "--project", "projects/broken.yaml", "--scale", "tiny",
+                          "--report", "false", "--reuse", "never", "--workers", "2", "--ray-address", ray_head],
+                         cwd=served_project, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 7, res.stdout[-3000:] + res.stderr[-3000:]
+    last = res.stderr.strip().splitlines()[-1]
     assert "1 step(s) failed: broken" in last and "not run because of them: after-broken" in last, last
-    assert f"({ray_head})" in captured.out
+    assert f"({ray_head})" in res.stdout and "after-broken: not run: it needs broken" in res.stdout, res.stdout
     suite, kids = _children(client, "broken")
     assert {k: r.info.status for k, r in kids.items()} == {"left": "FINISHED", "right": "FINISHED",
                                                           "broken": "FAILED"}
     assert suite.info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_a_killed_suite_on_ray_leaves_no_step_running_and_resumes(served_project):
+    """SIGKILL `rtl suite --workers 2` (its process group) while its steps run: the local Ray and the steps go with
+    it (nothing keeps writing), and the rerun closes the orphans KILLED and runs them again (`--reuse never`: the module's server holds finished runs of the same keys)."""
+    from robust_transfer.processes import pid_alive
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO / "platform")}
+    args = [str(BIN / "rtl"), "suite", "--project", "projects/pair.yaml", "--scale", "tiny", "--report", "false",
+            "--reuse", "never", "--workers", "2"]
+    victim = subprocess.Popen(args, cwd=served_project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    deadline, running = time.time() + 300, []
+    exps = lambda: [e.experiment_id for e in client.search_experiments()]  # noqa: E731
+    while time.time() < deadline and victim.poll() is None and len(running) < 2:
+        running = client.search_runs(exps(), f"tags.`rtl.suite_pid` = '{victim.pid}' and "
+                                     "attributes.status = 'RUNNING' and tags.`rtl.pid` != ''")
+        time.sleep(0.3)
+    assert victim.poll() is None and len(running) == 2, victim.stdout.read() if victim.poll() is not None else running
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    pids = [int(r.data.tags["rtl.pid"]) for r in running]
+    deadline = time.time() + 60
+    while time.time() < deadline and any(pid_alive(pid) for pid in pids):
+        time.sleep(0.5)
+    assert not any(pid_alive(pid) for pid in pids), pids      # the steps died with the suite
+
+    rerun = subprocess.run(args, cwd=served_project, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    closed = {r.info.run_id: r.info.status for r in client.search_runs(exps(), "tags.`rtl.step` != ''", max_results=500)}
+    assert all(closed[r.info.run_id] == "KILLED" for r in running)
+    _, kids = _children(client, "pair")
+    assert {k: r.info.status for k, r in kids.items()} == {"left": "FINISHED", "right": "FINISHED"}
