@@ -113,7 +113,8 @@ def measure(rounds: int) -> tuple[Row, dict]:
 def section(row: Row, detail: dict) -> str:
     w = detail["wall_s"]
     return ("## Suites on Ray\n\n"
-            "`benchmarks/bench_suite.py` (issue 26): a suite of four independent `train` steps (tiny ImageFolder, 2 "
+            f"`.venv/bin/python benchmarks/bench_suite.py --rounds {len(w[1])} --write` (issue 26; not part of `make "
+            "bench`): a suite of four independent `train` steps (tiny ImageFolder, 2 "
             "epochs each), every step run (`--reuse never`) by a fresh `rtl suite` process against one `mlflow "
             "server`; the arms alternate, each summarised by its fastest round; wall clock.\n\n"
             "| what | value |\n|---|---|\n"
