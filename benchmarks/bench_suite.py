@@ -124,7 +124,9 @@ def section(row: Row, detail: dict) -> str:
             f"| load average | before {detail['load_before']}; after {detail['load_after']} ({detail['cores']} cores) |\n\n"
             "Each step is a `mlflow run` process (about 10 s of imports here before it trains), so two at once on "
             "2 cores approach half the time only when the machine is otherwise idle; a `--workers 2` run also "
-            "starts a local Ray (seconds).\n")
+            "starts a local Ray (seconds). On a loaded machine the processes of one session share that session's CPU "
+            "share (the kernel's autogroup, CONTRIBUTING.md), so the ratio then measures how much of the steps' "
+            "waiting (imports, MLflow calls, the server) overlaps more than extra cores.\n")
 
 
 def main() -> None:
