@@ -144,8 +144,9 @@ def run_dag(client, suite: Suite, steps: list[Step], experiment_id: str, project
                         tags = {**step_tags(suite, step), "mlflow.parentRunId": parent_run_id}
                         payload = {"step": step, "experiment_id": experiment_id, "project_root": str(project_root),
                                    "tags": tags, "cwd": str(Path.cwd()), "env": _step_env(env, step)}
+                        # max_retries=0: a step whose worker died failed (Ray would otherwise run it again, silently)
                         ref = remote.options(num_cpus=step.resources["cpu"], num_gpus=step.resources["gpu"],
-                                             name=f"step {step.label}").remote(payload)
+                                             max_retries=0, name=f"step {step.label}").remote(payload)
                         running[ref] = (i, time.time())
                         print(f"[{i + 1}/{n}] {step.label} ({step.entry}) started ({_resources_text(step)}; "
                               f"{len(running)} running) ...", flush=True)
