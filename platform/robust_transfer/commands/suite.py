@@ -55,10 +55,20 @@ def run_suite(cfg: SuiteConfig) -> dict:
                   + " ".join(f"{k}={v}" for k, v in s.params.items()))
             for line in render(s, suite.scale):
                 print(line)
+        if cfg.workers > 1:
+            from ..suites.dag import waves
+
+            for k, wave in enumerate(waves(steps), 1):
+                print(f"together {k}: {', '.join(wave)}")
         return {"steps": [s.label for s in steps]}
 
+    from ..suites.dag import check_concurrent_store
+
+    check_concurrent_store(os.environ["MLFLOW_TRACKING_URI"], cfg.workers)   # before anything is written
+
     tags = suite_tags(suite)
-    params = {"project": str(cfg.project), "scale": cfg.scale, "reuse": cfg.reuse, **({"set": cfg.set} if cfg.set else {})}
+    params = {"project": str(cfg.project), "scale": cfg.scale, "reuse": cfg.reuse, **({"set": cfg.set} if cfg.set else {}),
+              **({"workers": cfg.workers, "ray_address": cfg.ray_address} if cfg.workers > 1 else {})}
     with tracked_run("suite", params, tags, experiment=cfg.experiment, run_name=f"suite {suite.name} ({suite.scale})") as log:
         client = mlflow_client()
         experiment_id = mlflow.get_run(log.run_id).info.experiment_id
@@ -69,15 +79,13 @@ def run_suite(cfg: SuiteConfig) -> dict:
         print(f"registered {len(snap['claims'])} claims and {len(snap['steps'])} steps"
               + (f" ({len(snap['problems'])} suite file(s) not read: {', '.join(snap['problems'])})"
                  if snap["problems"] else ""), flush=True)
-        plan, reused, t_start, finished = [], 0, time.time(), {}
-        for i, step in enumerate(steps, 1):
-            t0 = time.time()
-            print(f"[{i}/{len(steps)}] {step.label} ({step.entry}) ...", flush=True)
-            run, was_reused = run_step(client, suite, step, experiment_id, project_root, cfg.reuse,
-                                       finished=finished, parent_run_id=log.run_id)
-            finished.setdefault(step.name, []).append(run)   # a seeded step: one run per seed, the first first
+        plan, t_start, finished = [], time.time(), {}
+        reused = 0
+
+        def done(i, step, run, was_reused, seconds):
+            nonlocal reused
             reused += was_reused
-            how = f"reused run {run.info.run_id}" if was_reused else f"ran in {time.time() - t0:.0f} s (run {run.info.run_id})"
+            how = f"reused run {run.info.run_id}" if was_reused else f"ran in {seconds:.0f} s (run {run.info.run_id})"
             metrics = {k: v for k, v in run.data.metrics.items() if k.endswith("_acc") and k != "train_clean_acc"}
             shown = "  ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()))
             chose = f"  chose {run.data.tags['rtl.selected_step']}" if step.select is not None else ""
@@ -85,6 +93,23 @@ def run_suite(cfg: SuiteConfig) -> dict:
             plan.append({"step": step.name, "seed": step.seed, "entry": step.entry, "key": step.key, "run_id": run.info.run_id,
                          "reused": bool(was_reused), "params": step.params,
                          "model_uri": run.data.tags.get("rtl.model_uri", "")})
+
+        if cfg.workers == 1:   # in order, in this process: no Ray
+            for i, step in enumerate(steps, 1):
+                t0 = time.time()
+                print(f"[{i}/{len(steps)}] {step.label} ({step.entry}) ...", flush=True)
+                run, was_reused = run_step(client, suite, step, experiment_id, project_root, cfg.reuse,
+                                           finished=finished, parent_run_id=log.run_id)
+                finished.setdefault(step.name, []).append(run)   # a seeded step: one run per seed, the first first
+                done(i, step, run, was_reused, time.time() - t0)
+        else:                  # steps whose inputs are ready at once, as Ray tasks (suites/dag.py)
+            from ..suites.dag import run_dag
+
+            print(f"running the steps as a DAG on Ray, {cfg.workers} at once "
+                  f"({cfg.ray_address or 'a local cluster'})", flush=True)
+            run_dag(client, suite, steps, experiment_id, project_root, cfg.reuse, log.run_id, workers=cfg.workers,
+                    address=cfg.ray_address, on_done=lambda i, *rest: done(i + 1, *rest))
+            plan.sort(key=lambda row: [s.key for s in steps].index(row["key"]))   # the plan's order
         log.log_metrics({"steps_run": len(steps) - reused, "steps_reused": reused,
                          "suite_time_s": time.time() - t_start})
         client.log_dict(log.run_id, plan, "suite_plan.json")

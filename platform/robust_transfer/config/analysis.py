@@ -1,6 +1,7 @@
 """`analyze`, `report` and `suite`: the configuration of analyses, reports and paper suites."""
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -9,6 +10,7 @@ from ..device import check_device
 from ..errors import ConfigError, check_range, one_of
 from .common import _NAME, MODEL_URI_HELP, _check_positive_int, check_experiment, check_seed
 
+_RAY_ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5})$")
 ANALYSES = ("gradients", "feature-distance")
 ANALYZE_DEFAULT_N_IMAGES = {"gradients": 8, "feature-distance": 1000}  # feature-distance: capped at the split
 ANALYZE_MAX_GRID_IMAGES = 64   # columns of the gradient grid
@@ -151,6 +153,10 @@ class SuiteConfig:
     out: str = "docs/results"          # where `report` writes <scale>/<table>.md|csv|png
     experiment: str = "robust-transfer"  # the MLflow experiment of the suite's runs
     set: str = ""                      # scale variables, e.g. set="imagenet_robust=models:/imagenet-robust-r50/1" (a scale's `requires:`)
+    workers: int = 1                   # steps at once: 1 runs them in order here; N > 1 runs steps whose inputs are
+                                       # ready as Ray tasks (needs a tracking server, not a sqlite file)
+    ray_address: str = ""              # workers > 1: an existing Ray cluster (auto, ray://host:10001, host:6379);
+                                       # default a local one with `workers` CPUs
 
     def __post_init__(self):
         if not self.project:
@@ -163,6 +169,13 @@ class SuiteConfig:
         if not _NAME.match(str(self.scale)):
             raise ConfigError(f"scale={self.scale!r} is not a valid scale name (letters, digits, '.', '_', '-')")
         check_experiment(self.experiment)
+        _check_positive_int("workers", self.workers, 1024)
+        if self.ray_address and self.workers == 1:
+            raise ConfigError(f"ray_address={self.ray_address!r} needs workers >= 2 (workers=1 runs the steps in "
+                              "order in this process, without Ray)")
+        if self.ray_address and not _RAY_ADDRESS.match(self.ray_address):
+            raise ConfigError(f"ray_address={self.ray_address!r} is not a Ray address; allowed: auto, "
+                              "ray://host:port (a Ray client server) or host:port (a head node's GCS)")
 
     def to_params(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v not in (None, "")}

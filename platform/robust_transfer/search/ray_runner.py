@@ -9,12 +9,12 @@ RAY_AUTH_MODE=token in the process environment afterwards: we restore the enviro
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 from ..config.search import parse_resources  # noqa: F401  (re-exported: ray workers' resources)
 from ..errors import SearchError
+from ..ray_session import ray_cluster
 from .space import SearchSpace
 from .study import feasible, optuna_quiet, set_constraints
 from .trial import TrialReporter, quiet_stdout, run_trial
@@ -164,38 +164,6 @@ def _trial_error(trial) -> str:
         return lines[-1][:500] if lines else "the Ray trial raised"
     except Exception:
         return "the Ray trial raised"
-
-
-@contextlib.contextmanager
-def ray_cluster(address: str, num_cpus: int, env: dict[str, str]):
-    """Connect to `address`, or start a local cluster; restore RAY_AUTH_MODE afterwards."""
-    import ray
-
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE",)}
-    started = False
-    try:
-        if not ray.is_initialized():
-            kwargs = dict(runtime_env={"env_vars": env}, log_to_driver=False, configure_logging=True,
-                          logging_level="ERROR")
-            try:
-                if address:
-                    ray.init(address=address, **kwargs)
-                else:
-                    ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
-            except Exception as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                where = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
-                raise SearchError(f"could not start/connect {where}: {first[:300]}") from None
-            started = True
-        yield ray
-    finally:
-        if started:
-            ray.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def optimize_ray(space: SearchSpace, cfg, study, storage, *, parent_run_id: str, experiment_id: str, progress,

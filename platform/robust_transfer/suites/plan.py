@@ -36,12 +36,13 @@ from .variables import STEP_KEY_VAR, substitute as _substitute, step_model_name
 PACKAGE_DIR = Path(__file__).resolve().parent.parent   # the robust_transfer package: its code version
 SHARED_STEPS_FILE = "sources.yaml"
 TOP_KEYS = {"name", "title", "paper", "description", "scales", "steps", "report"}
-STEP_KEYS = {"name", "entry", "params", "scales", "registers", "use", "paper", "seeds"}
+STEP_KEYS = {"name", "entry", "params", "scales", "registers", "use", "paper", "seeds", "resources"}
 MAX_SEEDS = 100                # `seeds: N` runs seeds 0..N-1
 SELECT_KEYS = {"name", "select", "scales"}
 SELECT_ENTRY = "select"        # what a select step shows where other steps show their entry point
 # Entry points whose run ends with a model worth passing on (they take `register_as`).
 MAKES_MODEL = {"train", "transfer", "finetune_adv", "lwf"}
+DEFAULT_RESOURCES = {"cpu": 1.0, "gpu": 0.0}
 _STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,60}$")
 
 
@@ -60,6 +61,8 @@ class Step:
     seeds: tuple[int, ...] = ()    # every seed of the step (tag rtl.seeds: what the report averages over)
     seeds_key: str = ""            # params_key without the seed: the same for every seed of one step (rtl.seeds_key)
     select: dict | None = None     # a select step: {among: [step names], by: "<val_* expression>"}
+    # what one run of the step takes from a Ray cluster (`suite --workers N`); not part of the key
+    resources: dict = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
 
     @property
     def alias(self) -> str:
@@ -221,6 +224,30 @@ def parse_seeds(value, scale: str, error, name: str = "seeds") -> list[int] | No
     return list(value)
 
 
+def parse_resources(value, scale: str, error) -> dict[str, float]:
+    """A step's `resources:` at `scale`: `{cpu: N, gpu: N}` (either may be left out: cpu 1, gpu 0), or a mapping
+    scale → that (`{cpu: {cpu: 1}, paper: {cpu: 4, gpu: 1}}`; a scale it leaves out gets the defaults)."""
+    allowed = ("allowed: {cpu: N, gpu: N} with N >= 0 (fractions of one GPU up to 1, or whole GPUs), or a mapping "
+               "scale → that, e.g. {cpu: {cpu: 1}, paper: {cpu: 4, gpu: 1}}")
+    if value is None:
+        return dict(DEFAULT_RESOURCES)
+    if not isinstance(value, dict) or not value:
+        raise error(f"resources={value!r}: {allowed}")
+    if all(isinstance(v, dict) for v in value.values()):   # per scale
+        for k, v in value.items():
+            parse_resources(v, str(k), error)               # every scale's value is checked, not only this one's
+        return parse_resources(value[scale], scale, error) if scale in value else dict(DEFAULT_RESOURCES)
+    out = dict(DEFAULT_RESOURCES)
+    for k, v in value.items():
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if k not in DEFAULT_RESOURCES or not number or v < 0 or (k == "gpu" and v > 1 and not float(v).is_integer()):
+            raise error(f"resources.{k}={v!r}: {allowed}")
+        out[k] = float(v)
+    if out["cpu"] == 0 and out["gpu"] == 0:
+        raise error(f"resources={value!r} asks for nothing: {allowed}")
+    return out
+
+
 def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> list[Step]:
     if "select" in raw:
         chosen = _plan_select(raw, where, at, by_name, scale, version)
@@ -248,6 +275,7 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> l
     if seeds is not None and "seed" in params_raw:
         raise where.error(at + ("params", "seed"), f"step {name!r} has `seeds:`, which sets each run's seed; drop params.seed")
     registers = bool(raw.get("registers", entry in MAKES_MODEL))
+    resources = parse_resources(raw.get("resources"), scale, lambda m: where.error(at + ("resources",), m))
     params: dict[str, str] = {}
     by_params: dict[str, str] = {}
     upstream: list[str] = []
@@ -275,7 +303,7 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> l
         params = with_key(params, key)
         return [Step(name=name, entry=entry, params=params, registers=registers, key=key,
                      params_key=params_key(entry, by_params), upstream=upstream, paper=paper,
-                     config=_build_config(entry, params, error))]
+                     config=_build_config(entry, params, error), resources=resources)]
     # One run per seed: its own params (seed=<s>), key and params_key, so each seed is reused on its own; every
     # seed registers a version of the same model <scale>-<step>, each under its own alias s-<key>.
     out = []
@@ -286,7 +314,7 @@ def _plan_step(raw, where, at, variables, entries, by_name, scale, version) -> l
         out.append(Step(name=name, entry=entry, params=p, registers=registers, key=key,
                         params_key=params_key(entry, bp), upstream=list(upstream), paper=paper,
                         config=_build_config(entry, p, error), seed=seed, seeds=tuple(seeds),
-                        seeds_key=params_key(entry, by_params)))
+                        seeds_key=params_key(entry, by_params), resources=dict(resources)))
     return out
 
 

@@ -44,12 +44,9 @@ def _alias_model(client, suite: Suite, step: Step, run) -> str:
     return uri
 
 
-def run_step(client, suite: Suite, step: Step, experiment_id: str, project_root: Path, reuse: str,
-             finished: dict | None = None, parent_run_id: str | None = None):
-    """Reuse or run one step; returns (run, reused). `finished`: step name → the runs this suite used for it
-    (what a select step chooses among); `parent_run_id`: the suite's run (a select step's run is its child)."""
-    import mlflow.projects
-
+def find_reusable(client, suite: Suite, step: Step, reuse: str):
+    """The FINISHED run that stands for `step` under `reuse` (exact, params, never), or None; a RUNNING run of
+    the step whose process is gone is closed KILLED first."""
     close_orphans(client, step.key)
     done = None if reuse == "never" else find_finished(client, step.key)
     if done is None and reuse == "params":
@@ -59,6 +56,14 @@ def run_step(client, suite: Suite, step: Step, experiment_id: str, project_root:
                                   "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
                                   max_results=1)
         done = runs[0] if runs else None
+    return done
+
+
+def run_step(client, suite: Suite, step: Step, experiment_id: str, project_root: Path, reuse: str,
+             finished: dict | None = None, parent_run_id: str | None = None):
+    """Reuse or run one step; returns (run, reused). `finished`: step name → the runs this suite used for it
+    (what a select step chooses among); `parent_run_id`: the suite's run (a select step's run is its child)."""
+    done = find_reusable(client, suite, step, reuse)
     if done is not None:
         if step.registers:
             _alias_model(client, suite, step, done)
@@ -67,30 +72,46 @@ def run_step(client, suite: Suite, step: Step, experiment_id: str, project_root:
         run = run_select(client, suite, step, experiment_id, finished or {}, parent_run_id)
         _alias_model(client, suite, step, run)
         return client.get_run(run.info.run_id), False
+    run_id = launch_step(step, experiment_id, project_root, step_tags(suite, step))
+    if run_id is None:
+        raise step_failure(client, step, experiment_id)
+    return finish_step(client, suite, step, run_id), False
+
+
+def launch_step(step: Step, experiment_id: str, project_root: Path, tags: dict[str, str]) -> str | None:
+    """Run one step's entry point through `mlflow.projects.run`, synchronously: its run id, None if it failed.
+    In the suite's process (`--workers 1`) or in a Ray worker (suites/dag.py)."""
+    import mlflow.projects
     from mlflow.exceptions import ExecutionException
 
     # The step's own process tags its run as it starts (tracking.runs reads RTL_LAUNCHER_TAGS), so even a
     # step killed mid-way can be recognised, and closed, by the rerun. Synchronous: no extra `mlflow` CLI.
-    os.environ["RTL_LAUNCHER_TAGS"] = json.dumps(step_tags(suite, step))
+    os.environ["RTL_LAUNCHER_TAGS"] = json.dumps(tags)
     try:
         submitted = mlflow.projects.run(str(project_root), entry_point=step.entry, parameters=step.params,
                                         env_manager="local", experiment_id=experiment_id, synchronous=True,
                                         run_name=step.label)
-        run_id = submitted.run_id
+        return submitted.run_id
     except ExecutionException:
-        run_id = None
+        return None
     finally:
         os.environ.pop("RTL_LAUNCHER_TAGS", None)
-    if run_id is None:
-        failed = client.search_runs([experiment_id], f"tags.`rtl.step_key` = '{step.key}'",
-                                    order_by=["attributes.start_time DESC"], max_results=1)
-        where = f"run {failed[0].info.run_id} is {failed[0].info.status}" if failed else "no run was recorded"
-        raise SuiteError(f"step {step.name!r} ({step.entry}) failed: {where}; its error is printed above; "
-                         "fix it and rerun the suite (finished steps are reused)")
-    run = client.get_run(run_id)
+
+
+def step_failure(client, step: Step, experiment_id: str) -> SuiteError:
+    """The one line that says a step failed, and where its run is."""
+    failed = client.search_runs([experiment_id], f"tags.`rtl.step_key` = '{step.key}'",
+                                order_by=["attributes.start_time DESC"], max_results=1)
+    where = f"run {failed[0].info.run_id} is {failed[0].info.status}" if failed else "no run was recorded"
+    return SuiteError(f"step {step.name!r} ({step.entry}) failed: {where}; its error is printed above; "
+                      "fix it and rerun the suite (finished steps are reused)")
+
+
+def finish_step(client, suite: Suite, step: Step, run_id: str):
+    """A step that ran: point its alias at the model it registered; its run, as stored now."""
     if step.registers:
-        _alias_model(client, suite, step, run)
-    return client.get_run(run_id), False
+        _alias_model(client, suite, step, client.get_run(run_id))
+    return client.get_run(run_id)
 
 
 # ------------------------------------------------------------------------------------------- select steps
