@@ -7,12 +7,19 @@ import warnings
 
 from ..config import EvaluateConfig
 from .common import print_table
+
+
+def threat_text(params: dict) -> str:
+    """'ℓ∞ ε=8/255' or 'ℓ2 ε=0.5' for an evaluation's recorded threat."""
+    if params.get("norm", "linf") == "linf":
+        return f"ℓ∞ ε={params['epsilon']:g}/255"
+    return f"ℓ2 ε={params['epsilon']:g}"
 from .registry import entry_point
 
 
 @entry_point(EvaluateConfig, help="Robust accuracy per attack and worst case per example: suite=quick (PGD-20, "
                                   "CW-20), standard (+ APGD-CE/DLR, Square; masking diagnostics) or full "
-                                  "(AutoAttack-style).")
+                                  "(AutoAttack-style), autoattack (the reference); under the model's own threat (norm=linf|l2) unless given.")
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     """`rtl evaluate` / the `evaluate` entry point: evaluate, log to MLflow, tag a registered version."""
     from ..evaluation import MaskingWarning, evaluate_config
@@ -25,6 +32,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             warnings.simplefilter("ignore", MaskingWarning)   # reported below, as one line
             ev = evaluate_config(cfg)
         res = ev.result
+        given = cfg.to_params()           # the threat the evaluation resolved (the model's own by default)
+        log.log_params({k: res.params[k] for k in ("norm", "epsilon", "step_size") if k not in given})
         log.log_metrics(res.metrics)
         run_tags = {"rtl.data": ev.data.spec, "rtl.data_sha256": ev.data.sha256(),
                     "rtl.eval_indices_sha256": res.indices_sha256, "rtl.eval_attacks": ",".join(res.params["attacks"]),
@@ -41,7 +50,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         if version:
             log.set_tags({"rtl.model_version": f"{version[0]}/{version[1]}"})
         print_table(f"evaluate {cfg.model} on {ev.data.spec}:{cfg.split} (n={res.n_examples}, "
-                    f"ε={cfg.epsilon}/255, suite={cfg.suite}) — run {log.run_id}", res.metrics)
+                    f"{threat_text(res.params)}, suite={cfg.suite}) — run {log.run_id}", res.metrics)
         if ev.diagnostics is not None:
             line = ev.diagnostics.warning()
             print(line or "gradient-masking diagnostics: no flags", file=sys.stderr if line else sys.stdout)
