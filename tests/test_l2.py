@@ -178,7 +178,8 @@ def test_train_and_evaluate_under_l2_keep_both_norms_on_one_version(workdir, tin
     out = capsys.readouterr().out
     assert "aa_acc_l2" in out and "ℓ2 ε=0.5" in out
     assert main(["evaluate", "--model", "models:/tiny-l2/1", "--norm", "linf", "--epsilon", "8", "--n-examples", "9",
-                 "--progress", "false", "--device", "cpu"]) == 0
+                 "--suite", "standard", "--apgd-iters", "5", "--square-queries", "20", "--progress", "false",
+                 "--device", "cpu"]) == 0                   # (quick leaves a version's tags alone)
     tags = client.get_model_version("tiny-l2", "1").tags
     assert {"metric.aa_acc_l2", "metric.pgd20_acc", "metric.pgd3_acc_l2"} <= set(tags)
     assert tags["eval_l2.norm"] == "l2" and tags["eval_l2.suite"] == "autoattack" and tags["eval.norm"] == "linf"
