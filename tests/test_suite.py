@@ -68,6 +68,8 @@ def _runs(client, filter_string=""):
 def test_every_shipped_suite_plans_at_both_scales(path, scale):
     # the ImageNet ResNet-50 sources of the paper scale are imported, then given with --set (tests/test_paper_scale.py)
     imagenet = {"imagenet_robust": "models:/imagenet-robust-r50/1", "imagenet_natural": "models:/imagenet-natural-r50/1"}
+    if path.stem == "table2_l2":       # its ℓ2 ImageNet source is imported too (issue 25)
+        imagenet["imagenet_robust_l2"] = "models:/imagenet-robust-l2-r50/1"
     suite = load_suite(path, scale, overrides=imagenet if scale == "paper" else None)
     assert suite.steps and suite.description, f"{path.name} has no steps or no description at {scale}"
     for step in suite.steps:
