@@ -221,8 +221,8 @@ _NOT_TEST = re.compile(r"^(val_|train_)")
 
 def names_of_test_metrics(names) -> list[str]:
     """The names among `names` that are test-set accuracies (`clean_acc`, `pgd20_acc`, `aa_acc`, ...):
-    every `*_acc` that is not a validation (`val_*`) or training (`train_*`) metric."""
-    return [n for n in dict.fromkeys(names) if n.endswith("_acc") and not _NOT_TEST.match(n)]
+    every `*_acc` (ℓ2: `*_acc_l2`) that is not a validation (`val_*`) or training (`train_*`) metric."""
+    return [n for n in dict.fromkeys(names) if n.endswith(("_acc", "_acc_l2")) and not _NOT_TEST.match(n)]
 
 
 def choosing_on_test_warning(what: str, names) -> str | None:
