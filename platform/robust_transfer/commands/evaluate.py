@@ -19,7 +19,7 @@ from .registry import entry_point
 
 @entry_point(EvaluateConfig, help="Robust accuracy per attack and worst case per example: suite=quick (PGD-20, "
                                   "CW-20), standard (+ APGD-CE/DLR, Square; masking diagnostics) or full "
-                                  "(AutoAttack-style), autoattack (the reference); under the model's own threat (norm=linf|l2) unless given.")
+                                  "(AutoAttack-style); under the model's own threat (norm=linf|l2) unless given.")
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     """`rtl evaluate` / the `evaluate` entry point: evaluate, log to MLflow, tag a registered version."""
     from ..evaluation import MaskingWarning, evaluate_config
