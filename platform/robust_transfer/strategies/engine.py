@@ -157,8 +157,9 @@ def config_fingerprint(cfg) -> str:
     """What must match for --resume to continue the same run (budget and recipe, not progress flags)."""
     skip = ("resume", "progress", "device", "data_dir", "register_as", "compile", "channels_last")
     keep = {k: v for k, v in asdict(cfg).items() if k not in skip}
-    for name, default in (("precision", "auto"), ("eval_seed", 0)):   # (so checkpoints written before the
-        if keep.get(name) == default:                                  # field existed still match)
+    for name, default in (("precision", "auto"), ("eval_seed", 0),    # (so checkpoints written before the
+                          ("norm", "linf"), ("eval_norm", "linf"), ("eval_norm", None)):   # field existed match)
+        if name in keep and keep[name] == default:
             keep.pop(name)
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
