@@ -124,11 +124,11 @@ class EvaluateConfig:
 
     def check_threat(self):
         """The given numbers on their norm's scale (without a norm: the model's, known once it is loaded; checked
-        here on the widest scale, and again on the model's when the threat is built), and no ℓ∞-only attack
-        under ℓ2."""
+        here on the range both norms allow, ℓ∞'s (0, 255], and again on the model's when the threat is built),
+        and no ℓ∞-only attack under ℓ2."""
         if self.norm is not None:
             check_norm(self.norm)
-        norm = self.norm or "l2"
+        norm = self.norm or "linf"
         check_threat_numbers(norm, 1.0 if self.epsilon is None else self.epsilon,
                              1.0 if self.step_size is None else self.step_size)
         if self.norm is not None and self.norm != "linf":
