@@ -187,6 +187,14 @@ def test_train_and_evaluate_under_l2_keep_both_norms_on_one_version(workdir, tin
     run = client.get_run(tags["eval_l2.run_id"])
     assert run.data.params["norm"] == "l2" and float(run.data.params["epsilon"]) == 0.5
     assert float(tags["metric.aa_acc_l2"]) == pytest.approx(run.data.metrics["aa_acc_l2"], abs=1e-4)
+    # transfer from the ℓ2 source: its evaluation defaults to the source's norm; finetune_adv trains under ℓ2
+    common = ["--source-model", "models:/tiny-l2/1", "--iterations", "2", "--batch-size", "16", "--n-examples", "6",
+              "--eval-steps", "2", "--progress", "false", "--device", "cpu"]
+    for argv in (["transfer", *common], ["finetune-adv", *common, "--norm", "l2", "--epsilon", "0.5", "--steps", "1"]):
+        assert main(argv) == 0, argv
+        run = client.search_runs([run.info.experiment_id], f"tags.rtl.strategy = '{argv[0].replace('-', '_')}'")[0]
+        assert {"clean_acc", "pgd2_acc_l2", "val_pgd10_acc_l2"} <= set(run.data.metrics), run.data.metrics
+        assert "pgd2_acc" not in run.data.metrics and run.data.params["eval_norm"] == "l2"
 
 
 @pytest.fixture(scope="module")

@@ -306,7 +306,8 @@ def test_every_claim_goes_through_the_engine_and_reads_steps_its_suite_plans(sca
     seen = 0
     for path in PROJECTS:
         spec = load_report_spec(path)
-        planned = {s.name for s in load_suite(path, scale, version="v", overrides=(IMAGENET_L2 if path.stem == "table2_l2" else IMAGENET) if scale == "paper" else None).steps}
+        imagenet = IMAGENET_L2 if path.stem == "table2_l2" else IMAGENET
+        planned = {s.name for s in load_suite(path, scale, version="v", overrides=imagenet if scale == "paper" else None).steps}
         for claim in (e for e in spec["report"] if e["type"] == "claim" and _at_scale(e, scale)):
             seen += 1
             assert set(claim["steps"]) <= planned, (path.name, claim["name"], sorted(set(claim["steps"]) - planned))
