@@ -6,7 +6,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
-from ..attacks.threat import DEFAULT_EPSILON, NORMS, check_norm, check_threat_numbers, default_step
+from ..norms import DEFAULT_EPSILON, NORMS, check_norm, check_threat_numbers, default_step
 from ..device import check_device
 from ..errors import ConfigError, check_range, one_of
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from ..attacks.budget import BUDGET_KNOBS, AttackBudget
 from ..attacks.specs import AttackSpec, check_attack_norm, parse_attacks
-from ..attacks.threat import check_norm, check_threat_numbers
+from ..norms import check_norm, check_threat_numbers
 from ..device import check_device
 from ..errors import ConfigError, one_of
 from .common import MODEL_URI_HELP, _check_positive_int, check_experiment, check_seed

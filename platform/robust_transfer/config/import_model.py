@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from ..attacks.threat import MAX_EPSILON, NORMS
+from ..norms import MAX_EPSILON, NORMS
 from ..errors import ConfigError, ModelError, check_range, one_of
 
 FORMATS = ("torchvision", "robustness", "robustbench", "keymap")
