@@ -248,3 +248,17 @@ def test_suite_autoattack_under_l2_equals_croce_and_heins_autoattack_run_directl
     assert 0.1 < m["aa_acc_l2"] < m["clean_acc"]                                     # non-trivial
     assert abs(m["aa_acc_l2"] - direct) * n <= 2                                     # within 2 examples
     assert abs(std.metrics["worst_acc_l2"] - m["aa_acc_l2"]) * n <= 3                 # the substitute set agrees
+
+
+def test_registry_names_and_promotion_read_the_norm_their_metrics_name():
+    from robust_transfer.evaluation.diagnostics import FLAG_TAG_PREFIX, MASKING_TAG
+    from robust_transfer.promotion import Policy, policy_norms
+    from robust_transfer.tracking.registry import eval_tag_prefix, masking_tag
+
+    assert (eval_tag_prefix("linf"), eval_tag_prefix("l2")) == ("eval.", "eval_l2.")
+    assert masking_tag(MASKING_TAG, "linf") == MASKING_TAG == "rtl.masking_flags"
+    assert masking_tag(MASKING_TAG, "l2") == "rtl.masking_flags_l2"
+    assert masking_tag(FLAG_TAG_PREFIX + "pgd_steps", "l2") == "rtl.masking_l2.pgd_steps"
+    assert policy_norms(Policy.parse("max pgd20_acc_l2 subject to clean_acc >= 0.5").metric_names) == ["l2"]
+    assert policy_norms(Policy.parse("max (pgd20_acc + pgd20_acc_l2) / 2").metric_names) == ["l2", "linf"]
+    assert policy_norms(Policy.parse("max val_clean_acc").metric_names) == ["linf"]
