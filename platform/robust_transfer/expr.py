@@ -13,9 +13,10 @@ import operator
 import re
 from dataclasses import dataclass
 
-# Names a metric expression may use (docs/architecture.md metric names; `val_*`: the validation split's).
+# Names a metric expression may use (docs/architecture.md metric names; `val_*`: the validation split's; an ℓ2
+# evaluation's accuracies end in `_l2`: docs/evaluation.md).
 METRIC_NAME = re.compile(r"^(val_)?(clean_acc|(pgd|cw)\d+_acc|aa_acc|worst_acc|train_loss|train_clean_acc|"
-                         r"epoch_time_s|images_per_s|[a-z0-9_]+_acc)$")
+                         r"epoch_time_s|images_per_s|[a-z0-9_]+_acc|[a-z0-9_]+_acc_l2)$")
 BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 FUNCS = {"min": min, "max": max}
 _CMPOPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
