@@ -88,7 +88,7 @@ def evaluation_threat(norm, epsilon, step_size, own: ThreatModel | None) -> Thre
 
 def evaluate(model, dataset: str = "", *, thresholds: MaskingThresholds | None = None, **options) -> Evaluation:
     """`evaluate_config` in keywords: `model` is an nn.Module, a checkpoint path or an MLflow model URI;
-    `options` are `EvaluateConfig`'s fields (split, suite, attacks, epsilon, step_size, n_examples, seed,
+    `options` are `EvaluateConfig`'s fields (split, suite, attacks, norm, epsilon, step_size, n_examples, seed,
     batch_size, device, data_dir, progress, download, diagnostics, resume, cascade and the budget knobs
     apgd_iters, apgd_restarts, apgd_targets, square_queries, square_restarts, deepfool_iters)."""
     unknown = sorted(set(options) - set(_CONFIG_FIELDS))
@@ -116,7 +116,8 @@ def evaluate_tensors(model: torch.nn.Module, images: torch.Tensor, labels: torch
                      thresholds: MaskingThresholds | None = None, data_sha256: str | None = None,
                      store_root=None, cascade: bool = True, **budget) -> Evaluation:
     """The suite's attacks on a seeded subset of in-memory data: uint8 [N,3,H,W] (or float pixels in [0,1])
-    and int labels [N]. `n_examples=None`: all of them. `diagnostics`: None runs the suite's, True or False
+    and int labels [N], under the threat `norm` (linf, the default, or l2), `epsilon`, `step_size` (None: the
+    norm's defaults). `n_examples=None`: all of them. `diagnostics`: None runs the suite's, True or False
     forces them on or off. `budget`: apgd_iters, apgd_restarts, apgd_targets, square_queries, square_restarts,
     deepfool_iters (default: the suite's). `store_root` (default `cache_dir()/eval`) keeps per-attack,
     per-batch results when `resume`. The model is moved to `device` (nn.Module.to is in place) and every
