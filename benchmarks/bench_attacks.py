@@ -7,6 +7,8 @@ Four arms on the same model and the same real test images (cifar10-jpeg), interl
     plain  robust_transfer.attacks.pgd_attack(steps=20, early_exit=False) — it attacks a view of the
            model with eval-mode BatchNorm folded into the convolutions (attacks/fold.py), in channels_last
     ee     the same with early_exit=True (misclassified examples stop being attacked)
+    l2     the plain arm under the ℓ2 threat (norm="l2", ε 0.5, step 0.125: normalised-gradient steps, the
+           projection onto the ℓ2 ball ∩ [0,1]); its floor is the same model calls as the ℓ∞ one's
     ART    art.attacks.evasion.ProjectedGradientDescentPyTorch (eps 8/255, eps_step 2/255, max_iter 20,
            num_random_init 1, batch_size = all examples, y given)
 
@@ -41,6 +43,7 @@ from robust_transfer.evaluation import select_examples  # noqa: E402
 from robust_transfer.models import create_model  # noqa: E402
 
 THREAT = ThreatModel(8, 2)
+THREAT_L2 = ThreatModel(0.5, 0.125, "l2")     # RobustBench's CIFAR-10 ℓ2 radius, step ε/4 (issue 25)
 ROBUST_RECIPE = {"arch": "small-cnn", "dataset": "cifar10-jpeg", "mode": "fgsm-rs", "updates": 100, "batch_size": 64,
                  "lr": 0.05, "seed": 0}
 
@@ -146,9 +149,9 @@ def bare_pgd_cost(model, x, y, steps: int = 20) -> None:
             p.requires_grad_(flag)
 
 
-def ours(model, x, y, steps: int = 20, early_exit: bool = False):
-    return pgd_attack(model, x, y, eps=THREAT.eps, alpha=THREAT.alpha, steps=steps, early_exit=early_exit,
-                      generator=torch.Generator().manual_seed(0))
+def ours(model, x, y, steps: int = 20, early_exit: bool = False, threat: ThreatModel = THREAT):
+    return pgd_attack(model, x, y, eps=threat.eps, alpha=threat.alpha, steps=steps, early_exit=early_exit,
+                      generator=torch.Generator().manual_seed(0), norm=threat.norm)
 
 
 def art_attack(model, n: int, steps: int = 20):
@@ -172,7 +175,8 @@ def pgd_rows(model, x, y, *, repeats: int = 2, with_art: bool = True) -> tuple[l
     n = len(y)
     view = folded_view(model)
     arms = {"bare": lambda: bare_pgd_cost(model, x, y), "plain": lambda: ours(model, x, y),
-            "ee": lambda: ours(model, x, y, early_exit=True), "bare_folded": lambda: bare_pgd_cost(view, x, y)}
+            "ee": lambda: ours(model, x, y, early_exit=True), "bare_folded": lambda: bare_pgd_cost(view, x, y),
+            "l2": lambda: ours(model, x, y, threat=THREAT_L2)}
     art_adv = {}
     if with_art:
         atk = art_attack(model, n)
@@ -185,9 +189,11 @@ def pgd_rows(model, x, y, *, repeats: int = 2, with_art: bool = True) -> tuple[l
     with torch.no_grad():
         clean_acc = (model(x).argmax(1) == y).float().mean().item()
     plain_acc, ee_acc = (~plain_out.fooled).float().mean().item(), (~ee_out.fooled).float().mean().item()
+    l2_acc = (~ours(model, x, y, threat=THREAT_L2).fooled).float().mean().item()
     # early exit must not raise the reported accuracy (same random start: it should be identical)
     assert ee_acc <= plain_acc, f"early exit raised PGD-20 accuracy: {ee_acc} > {plain_acc}"
     raw = {"n": n, "clean_acc": clean_acc, "pgd20_acc_plain": plain_acc, "pgd20_acc_early_exit": ee_acc,
+           "pgd20_acc_l2": l2_acc,
            "forward_images_plain": plain_out.forward_images, "forward_images_ee": ee_out.forward_images,
            **{name: tm.summary(name) for name in tm.names()}}
     if with_art:
@@ -201,6 +207,11 @@ def pgd_rows(model, x, y, *, repeats: int = 2, with_art: bool = True) -> tuple[l
             note="ours attacks the model with eval-mode BatchNorm folded into its convolutions (the same function); "
                  "against the floor of that folded view it pays the per-step bookkeeping (sign step, projection, "
                  "best-iterate tracking), see the next row"),
+        Row("Attacks", "PGD-20 ℓ2 evaluation, plain ÷ bare cost", f"pgd_attack(norm='l2', ε 0.5, step 0.125, "
+            f"early_exit=False) ÷ the same floor as the row above (the model as given, channels_last), {n} images "
+            f"(PGD-20 ℓ2 accuracy {l2_acc:.2f})", tm.ratio("l2", "bare"), 1.0, "<=", alt=tm.other_ratio("l2", "bare"),
+            note="the ℓ2 step adds two per-example norms (of the gradient and of δ) and a rescale to the ℓ∞ "
+                 "step's sign and clamp"),
         Row("Attacks", "PGD-20 evaluation, plain ÷ bare cost of the BN-folded view",
             "pgd_attack(early_exit=False) ÷ the same floor on the folded view it attacks: what ours adds",
             tm.ratio("plain", "bare_folded"), alt=tm.other_ratio("plain", "bare_folded")),

@@ -136,7 +136,7 @@ def test_threat_model_defaults_convert_once():
 @pytest.mark.parametrize("kwargs, needle", [
     ({"epsilon": 0}, "epsilon=0"), ({"epsilon": -1}, "epsilon=-1"), ({"epsilon": 256}, "epsilon=256"),
     ({"step_size": 0}, "step_size=0"), ({"step_size": -2.0}, "step_size=-2.0"), ({"step_size": 300}, "step_size=300"),
-    ({"epsilon": "8"}, "epsilon='8'"), ({"norm": "l2"}, "norm='l2'"),
+    ({"epsilon": "8"}, "epsilon='8'"), ({"norm": "l3"}, "norm='l3'"),
 ])
 def test_threat_model_rejects_bad_values(kwargs, needle):
     with pytest.raises(ConfigError) as e:

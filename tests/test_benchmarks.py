@@ -81,6 +81,8 @@ def test_attack_benches_tiny():
     assert raw["pgd20_acc_early_exit"] <= raw["pgd20_acc_plain"]
     assert raw["forward_images_ee"] <= raw["forward_images_plain"]
     assert raw["bare_over_bare_folded"] > 0 and "bare_folded" in raw
+    assert "l2" in raw and 0 <= raw["pgd20_acc_l2"] <= 1                   # the ℓ2 row beside the ℓ∞ one (issue 25)
+    assert any(r.name == "PGD-20 ℓ2 evaluation, plain ÷ bare cost" and r.value > 0 for r in rows)
     rows, raw = bench_attacks.as_loaded_rows(model.to(memory_format=torch.channels_last), x, y, repeats=1)
     well_formed(rows)
     assert set(raw) == {"plain", "art", "bare"}

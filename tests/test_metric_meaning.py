@@ -80,7 +80,9 @@ def test_finetune_adv_reports_at_the_evaluation_threat(workdir, sources, other_f
 def test_evaluation_threat_is_separate_and_defaults_to_8_and_2():
     for cls, kw in ((TrainConfig, {}), (TransferConfig, {"source_model": "x"}), (FinetuneAdvConfig, {"source_model": "x"})):
         c = cls(**kw)
-        assert (c.eval_epsilon, c.eval_step_size) == (8.0, 2.0)
+        if c.eval_norm is None:        # a source-based strategy: the source's recorded norm (none recorded: ℓ∞)
+            c.resolve_source_eval_threat(None)
+        assert (c.eval_norm, c.eval_epsilon, c.eval_step_size) == ("linf", 8.0, 2.0)
     assert not hasattr(TransferConfig(source_model="x"), "epsilon")   # transfer trains on natural examples only
 
 

@@ -13,9 +13,10 @@ import operator
 import re
 from dataclasses import dataclass
 
-# Names a metric expression may use (docs/architecture.md metric names; `val_*`: the validation split's).
+# Names a metric expression may use (docs/architecture.md metric names; `val_*`: the validation split's; an ℓ2
+# evaluation's accuracies end in `_l2`: docs/evaluation.md).
 METRIC_NAME = re.compile(r"^(val_)?(clean_acc|(pgd|cw)\d+_acc|aa_acc|worst_acc|train_loss|train_clean_acc|"
-                         r"epoch_time_s|images_per_s|[a-z0-9_]+_acc)$")
+                         r"epoch_time_s|images_per_s|[a-z0-9_]+_acc|[a-z0-9_]+_acc_l2)$")
 BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 FUNCS = {"min": min, "max": max}
 _CMPOPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -221,8 +222,8 @@ _NOT_TEST = re.compile(r"^(val_|train_)")
 
 def names_of_test_metrics(names) -> list[str]:
     """The names among `names` that are test-set accuracies (`clean_acc`, `pgd20_acc`, `aa_acc`, ...):
-    every `*_acc` that is not a validation (`val_*`) or training (`train_*`) metric."""
-    return [n for n in dict.fromkeys(names) if n.endswith("_acc") and not _NOT_TEST.match(n)]
+    every `*_acc` (ℓ2: `*_acc_l2`) that is not a validation (`val_*`) or training (`train_*`) metric."""
+    return [n for n in dict.fromkeys(names) if n.endswith(("_acc", "_acc_l2")) and not _NOT_TEST.match(n)]
 
 
 def choosing_on_test_warning(what: str, names) -> str | None:
@@ -245,5 +246,6 @@ def is_per_attack_metric(name: str) -> bool:
     """A number one attack gives (`pgd20_acc`, `val_apgd_t_acc`, `aa_acc`): not the clean accuracy, not a worst
     case over attacks (`worst_acc`, `standard_worst_acc`), not a training or diagnostic number."""
     base = name[len("val_"):] if name.startswith("val_") else name
+    base = base[:-len("_l2")] if base.endswith("_l2") else base      # an ℓ2 evaluation's name (docs/evaluation.md)
     return (base.endswith("_acc") and not base.startswith(("train_", "diag_")) and base != "clean_acc"
             and not base.endswith("worst_acc"))

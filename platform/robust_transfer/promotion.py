@@ -1,4 +1,5 @@
 """Promotion: policies over a registered version's evaluation metrics, and the decision (commands/promote.py runs it).
+Over 400 lines because the policy, the refusals and the model card are one decision record (read together).
 
 A policy is a stated rule over a version's evaluation metrics (version tags `metric.<name>`):
 
@@ -14,7 +15,8 @@ choosing on test data biases what is reported.
 with the current `champion` under the policy and moves the `champion` alias only if the policy says so.
 Every decision is recorded: version tags `promotion.*`, a Markdown model card (the version's description
 and an artifact of the promote run). It refuses (RegistryError, exit 6) a candidate whose evaluation is
-missing or older than its weights, or that carries gradient-masking flags (`rtl.masking_flags`) unless
+missing or older than its weights, or that carries gradient-masking flags (`rtl.masking_flags`; for a policy
+over ℓ2 metrics, `*_l2`, the ℓ2 evaluation's `rtl.masking_flags_l2` and `eval_l2.*` tags) unless
 `allow_flagged=true`, and any decision whose score is not a finite number (NaN or infinite: an overflowing
 policy, a metric tagged `nan`), naming the policy and the value.
 """
@@ -32,8 +34,10 @@ from pathlib import Path
 from .evaluation.diagnostics import MASKING_TAG  # the tag `evaluate` writes; promote refuses what it flags
 from .errors import ConfigError, RegistryError, SearchError
 from .expr import MAX_EXPR_CHARS, Constraint, Expr, ExprError
+from .tracking.registry import eval_tag_prefix, masking_tag
 
 CHAMPION = "champion"
+CARD_METRICS = ("clean_acc", "pgd20_acc", "cw20_acc", "aa_acc")   # on every model card (ℓ2: with _l2, but clean)
 # A metric logged per epoch by every training strategy: its last timestamp is when the weights last changed.
 TRAINING_PROGRESS_METRICS = ("train_loss", "train_clean_acc")
 
@@ -185,27 +189,35 @@ def _metric_time(client, run_id: str, names) -> int | None:
     return max(ts) if ts else None
 
 
+def policy_norms(metric_names) -> list[str]:
+    """The norms a policy's metrics were measured under: l2 for `*_l2` names, else linf (clean: no threat)."""
+    norms = {"l2" if n.endswith("_l2") else "linf" for n in metric_names if n not in ("clean_acc", "val_clean_acc")}
+    return sorted(norms) or ["linf"]
+
+
+def _norm_eval_time(client, mv, metric_names, norm: str) -> int | None:
+    tags, prefix = mv.tags or {}, eval_tag_prefix(norm)
+    stamp = tags.get(f"{prefix}timestamp")
+    if stamp:
+        return int(float(stamp)) if re.fullmatch(r"\d+(\.\d*)?", stamp) else None
+    if tags.get(f"{prefix}run_id"):
+        try:
+            info = client.get_run(tags[f"{prefix}run_id"]).info
+            return info.end_time or info.start_time
+        except Exception:
+            return None
+    return _metric_time(client, mv.run_id, metric_names) if mv.run_id else None
+
+
 def evaluation_times(client, mv, metric_names) -> tuple[int | None, int | None]:
     """(when the policy's metrics were evaluated, when the weights last changed), in ms since the epoch.
 
-    Evaluation: tag `eval.timestamp`, else the end of the run named by `eval.run_id`, else the timestamps
-    of those metrics in the version's source run. Weights: tag `model.timestamp`, else the last per-epoch
-    training metric (`train_loss`) of the source run."""
-    tags = mv.tags or {}
-    eval_t = None
-    if tags.get("eval.timestamp"):
-        try:
-            eval_t = int(float(tags["eval.timestamp"]))
-        except ValueError:
-            eval_t = None
-    elif tags.get("eval.run_id"):
-        try:
-            info = client.get_run(tags["eval.run_id"]).info
-            eval_t = info.end_time or info.start_time
-        except Exception:
-            eval_t = None
-    elif mv.run_id:
-        eval_t = _metric_time(client, mv.run_id, metric_names)
+    Evaluation, per threat norm the metrics name (`policy_norms`; the oldest counts): tag `eval.timestamp`
+    (ℓ2: `eval_l2.timestamp`), else the end of the run named by `eval.run_id` (`eval_l2.run_id`), else the
+    timestamps of those metrics in the version's source run. Weights: tag `model.timestamp`, else the last
+    per-epoch training metric (`train_loss`) of the source run."""
+    tags, times = mv.tags or {}, [_norm_eval_time(client, mv, metric_names, n) for n in policy_norms(metric_names)]
+    eval_t = None if None in times else min(times)
     model_t = None
     if tags.get("model.timestamp"):
         try:
@@ -220,11 +232,13 @@ def evaluation_times(client, mv, metric_names) -> tuple[int | None, int | None]:
 def check_candidate(client, name: str, mv, policy: Policy, allow_flagged: bool) -> dict[str, float]:
     """The candidate's metrics; RegistryError if it must be refused (flags, missing or stale evaluation)."""
     tags = mv.tags or {}
-    flags = str(tags.get(MASKING_TAG, "")).strip()
-    if flags and not allow_flagged:
-        raise RegistryError(f"refusing {name} version {mv.version}: it carries gradient-masking flags "
-                            f"({MASKING_TAG}={flags}); its robustness numbers may be inflated. Re-evaluate with "
-                            "a stronger suite, or pass allow_flagged=true to promote it anyway")
+    for norm in policy_norms(policy.metric_names):     # the flags of the evaluation(s) the policy reads
+        flag_tag = masking_tag(MASKING_TAG, norm)
+        flags = str(tags.get(flag_tag, "")).strip()
+        if flags and not allow_flagged:
+            raise RegistryError(f"refusing {name} version {mv.version}: it carries gradient-masking flags "
+                                f"({flag_tag}={flags}); its robustness numbers may be inflated. Re-evaluate with "
+                                "a stronger suite, or pass allow_flagged=true to promote it anyway")
     metrics = version_metrics(mv)
     missing = [n for n in policy.metric_names if n not in metrics]
     if missing:
@@ -297,7 +311,7 @@ def model_card(name: str, mv, policy: Policy, cand: Judged, champ: Judged | None
     from .tracking.registry import metric_split   # (tracking imports MLflow: only when a card is written)
 
     tags = mv.tags or {}
-    names = list(dict.fromkeys(list(policy.metric_names) + ["clean_acc", "pgd20_acc", "cw20_acc", "aa_acc"]))
+    names = list(dict.fromkeys(list(policy.metric_names) + [f"{a}{s}" for s in ("", "_l2") for a in CARD_METRICS]))
     names = [n for n in names if n in cand.metrics or (champ and n in champ.metrics)]
     header = f"| | split | candidate v{cand.version} |" + (f" champion v{champ.version} |" if champ else "")
     sep = "|---|---|---:|" + ("---:|" if champ else "")

@@ -28,7 +28,11 @@ _ATTACK_NAMES = {"aa": "AA", "worst": "worst case", "fgsm": "FGSM", "apgd-ce": "
 def metric_header(metric: str) -> str | None:
     """The column header a metric's name and split give: `clean_acc` → `test clean`, `val_clean_acc` → `val clean`,
     `pgd20_acc` → `PGD-20`, `val_pgd10_acc` → `val PGD-10`, `aa_acc` → `AA`, `mean` → `mean of test clean and
-    PGD-20`; None for a metric that is not an accuracy (its suite's label names it)."""
+    PGD-20`; an ℓ2 evaluation's `pgd20_acc_l2` → `PGD-20 (ℓ2)`; None for a metric that is not an accuracy (its
+    suite's label names it)."""
+    if metric.endswith("_l2"):
+        base = metric_header(metric[:-len("_l2")])
+        return None if base is None else f"{base} (ℓ2)"
     if metric in DERIVED_METRICS:
         return "mean of test clean and PGD-20"
     split = next((p for p in _SPLIT_WORDS if metric.startswith(p)), "")

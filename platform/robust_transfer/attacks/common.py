@@ -29,21 +29,36 @@ def positional(seed: int, what: str, restart: int, batch_len: int, positions: to
     return draw((batch_len, *shape), g)[positions]
 
 
-def per_example_noise(seed: int, batch_len: int, positions: torch.Tensor, eps: float, shape):
-    """`pgd_attack`'s start_noise: U(−ε, ε) drawn for the whole batch (restart r: seed (seed, 'start', r)) and
-    indexed by each attacked example's position in it, so an example gets the same random start
-    whichever other examples of its batch are attacked with it (the cascade's guarantee)."""
+def per_example_noise(seed: int, batch_len: int, positions: torch.Tensor, eps: float, shape, norm: str = "linf"):
+    """`pgd_attack`'s start_noise: U(−ε, ε) (ℓ2: uniform in the ℓ2 ball) drawn for the whole batch (restart r:
+    seed (seed, 'start', r)) and indexed by each attacked example's position in it, so an example gets the same
+    random start whichever other examples of its batch are attacked with it (the cascade's guarantee)."""
+    from .pgd import l2_ball_noise
+
     def start_noise(restart: int, idx: torch.Tensor) -> torch.Tensor:
+        if norm == "l2":
+            return positional(seed, "start-l2", restart, batch_len, positions[idx.cpu()], shape,
+                              lambda s, g: l2_ball_noise(s, eps, g))
         return positional(seed, "start", restart, batch_len, positions[idx.cpu()], shape,
                           lambda s, g: torch.rand(s, generator=g)).mul_(2 * eps).sub_(eps)
     return start_noise
 
 
-def still_correct(model: nn.Module, x: torch.Tensor, x_adv, y: torch.Tensor, eps: float) -> torch.Tensor:
-    """Classify x_adv after projecting it onto B∞(x, ε) ∩ [0,1] (a guard: attacks already stay inside)."""
+def project_guard(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str = "linf") -> torch.Tensor:
+    """x_adv projected onto B(x, ε) ∩ [0,1] under `norm` (ℓ2: δ rescaled onto the ball, then the box)."""
+    if norm == "l2":
+        delta = x_adv - x
+        norms = delta.flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
+        return (x + delta * (eps / norms.clamp(min=1e-12)).clamp(max=1.0)).clamp(0, 1)
+    return torch.min(torch.max(x_adv, (x - eps).clamp(min=0)), (x + eps).clamp(max=1))
+
+
+def still_correct(model: nn.Module, x: torch.Tensor, x_adv, y: torch.Tensor, eps: float,
+                  norm: str = "linf") -> torch.Tensor:
+    """Classify x_adv after projecting it onto B(x, ε) ∩ [0,1] (a guard: attacks already stay inside)."""
     x_adv = torch.as_tensor(x_adv, dtype=x.dtype).to(x.device)
     x_adv = torch.where(torch.isfinite(x_adv), x_adv, x)     # a NaN "adversarial example" is no success
-    x_adv = torch.min(torch.max(x_adv, (x - eps).clamp(min=0)), (x + eps).clamp(max=1))
+    x_adv = project_guard(x, x_adv, eps, norm)
     with torch.no_grad():
         return model(x_adv).argmax(dim=1) == y
 

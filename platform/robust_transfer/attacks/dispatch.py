@@ -3,7 +3,7 @@ Hein's (impl_pyautoattack.py: APGD, Square) or ART's (impl_art.py: DeepFool, `<n
 runs an attack is its spec's `impl` (specs.py: `apgd-ce` is pyautoattack's, `apgd-ce@art` ART's).
 
 An example counts as correct under an attack only if it is correctly classified clean (the engine
-attacks only those) and the attack's output, projected onto B∞(x, ε) ∩ [0,1] as a guard, is still
+attacks only those) and the attack's output, projected onto B(x, ε) ∩ [0,1] (the threat's norm) as a guard, is still
 classified correctly; so every attack is evaluated on the same examples and the worst case per example
 is meaningful. Randomness is seeded per (seed, attack, batch) by the caller (`common.seed_for`).
 """
@@ -14,7 +14,7 @@ from torch import nn
 
 from . import impl_art, impl_ours, impl_pyautoattack
 from .budget import AttackBudget
-from .specs import AttackSpec
+from .specs import AttackSpec, check_attack_norm
 from .threat import ThreatModel
 
 ATTACK_VERSION = 3          # bump when an attack's semantics change: stored results are then not reused
@@ -48,7 +48,8 @@ def attack_batch(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.T
     if spec.impl == "pyautoattack" and spec.kind != "autoattack":
         return impl_pyautoattack.attack(model, spec, x, y, eps=threat.eps, budget=budget, seed=seed,
                                         positions=positions.cpu(), batch_len=int(batch_len),
-                                        probabilities=probabilities)
+                                        probabilities=probabilities, norm=threat.norm)
     if spec.impl == "art" and context is not None:
+        check_attack_norm(spec, threat.norm)
         return impl_art.attack(model, spec, x, y, eps=threat.eps, budget=budget, seed=seed, art=context)
     raise ValueError(f"attack_batch: no batch implementation of {spec!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .common import per_example_noise, still_correct
 from .fgsm import fgsm
 from .pgd import pgd_attack
@@ -19,12 +20,15 @@ from .threat import ThreatModel
 def attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel, seed: int,
            positions: torch.Tensor, batch_len: int) -> torch.Tensor:
     """bool [len(x)]: which examples of (x, y) — all correctly classified clean — survive the attack."""
-    eps = threat.eps
+    eps, norm = threat.eps, threat.norm
     if spec.kind == "fgsm":
+        if norm != "linf":
+            raise ConfigError(f"attack {spec.name} is an l-inf attack (the gradient's sign); with norm={norm} use "
+                              "pgd<k>, cw<k>, apgd-ce, apgd-t or square")
         return still_correct(model, x, fgsm(model, x, y, eps=eps), y, eps)
     if spec.kind in ("pgd", "cw"):
         out = pgd_attack(model, x, y, eps=eps, alpha=threat.alpha, steps=spec.steps, loss="ce" if spec.kind == "pgd"
-                         else "cw", random_start=True, restarts=spec.restarts, early_exit=True,
-                         start_noise=per_example_noise(seed, batch_len, positions.cpu(), eps, x.shape[1:]))
+                         else "cw", random_start=True, restarts=spec.restarts, early_exit=True, norm=norm,
+                         start_noise=per_example_noise(seed, batch_len, positions.cpu(), eps, x.shape[1:], norm))
         return ~out.fooled
     raise ValueError(f"not one of our attacks: {spec!r}")

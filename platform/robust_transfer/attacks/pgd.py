@@ -1,12 +1,16 @@
 """PGD on pixels in [0,1] (Madry et al. 2018), in its two uses: TRAINING (`pgd_train`, Madry's last
 iterate) and EVALUATION (`pgd_attack`, per example the first iterate that fools, with early exit).
 
-PGD solves the paper's Eq. 1, max_δ l(x+δ, y) s.t. ‖δ‖∞ ≤ ε, by repeating
+PGD solves the paper's Eq. 1, max_δ l(x+δ, y) s.t. ‖δ‖ ≤ ε, under either norm (`norm`):
 
-    x ← Π_{B∞(x0,ε) ∩ [0,1]} ( x + α · sign(∇ₓ l(x, y)) )
+    ℓ∞:  x ← Π_{B∞(x0,ε) ∩ [0,1]} ( x + α · sign(∇ₓ l(x, y)) )          from x0 + U(−ε, ε)
+    ℓ2:  x ← Π_{B2(x0,ε) ∩ [0,1]} ( x + α · ∇ₓ l / ‖∇ₓ l‖₂ )             from x0 + ε·u^(1/d)·g/‖g‖₂
 
-from a uniform random start in the ball. The ball and the box are intersected once up front,
-lo = max(x0 − ε, 0) and hi = min(x0 + ε, 1), so the projection Π is a single clamp.
+(ℓ2: Madry et al.'s normalised-gradient step; the start is uniform in the ℓ2 ball, g ~ N(0, I), u ~ U(0,1),
+d the input dimension.) Under ℓ∞ the ball and the box are intersected once up front, lo = max(x0 − ε, 0) and
+hi = min(x0 + ε, 1), so Π is a single clamp. Under ℓ2, Π rescales δ = x − x0 onto the ball (δ·min(1, ε/‖δ‖₂))
+and then clamps x0 + δ to [0,1]: the clamp only moves coordinates towards x0, so the result stays in the ball
+(as the robustness library and Croce & Hein's APGD do; not the exact Euclidean projection onto the intersection).
 
 Training and evaluation need different answers from the same iteration. `pgd_train` returns x_k, the
 LAST iterate, for every example: Madry et al. and the paper's PGD-7 sources train on x_k. `pgd_attack`
@@ -39,6 +43,7 @@ from torch import nn
 from ..errors import ConfigError, check_range, one_of
 from ..models.modes import eval_mode
 from .fold import attack_view
+from .threat import NORMS
 
 LOSSES = ("ce", "cw")
 PRECISIONS = ("fp32", "bf16")
@@ -78,17 +83,61 @@ def _uniform(shape, eps: float, like: torch.Tensor, generator: torch.Generator |
     return u.mul_(2 * eps).sub_(eps)
 
 
-def _box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bounds of B∞(x, ε) ∩ [0,1], elementwise."""
+def l2_ball_noise(shape, eps: float, generator: torch.Generator | None = None, device=None,
+                  dtype=torch.float32) -> torch.Tensor:
+    """[n, ...] points uniform in the ℓ2 ball of radius ε: ε·u^(1/d)·g/‖g‖₂, g ~ N(0, I), u ~ U(0,1) (both drawn
+    from `generator`, g first; on its device, so a CPU generator repeats on any device)."""
+    device = generator.device if generator is not None else device
+    g = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    u = torch.rand(shape[0], generator=generator, device=device, dtype=dtype)
+    d = g[0].numel()
+    radius = u.pow(1.0 / d).mul_(eps).view(-1, *[1] * (len(shape) - 1))
+    return g.div_(_norms(g).clamp(min=1e-12)).mul_(radius)
+
+
+def _norms(v: torch.Tensor) -> torch.Tensor:
+    """Per-example ℓ2 norms, shaped to broadcast over v [n, ...]."""
+    return v.flatten(1).norm(dim=1).view(-1, *[1] * (v.dim() - 1))
+
+
+def _start(shape, eps: float, like: torch.Tensor, generator, norm: str) -> torch.Tensor:
+    if norm == "l2":
+        return l2_ball_noise(shape, eps, generator, like.device, like.dtype).to(like.device)
+    return _uniform(shape, eps, like, generator)
+
+
+def _box(x: torch.Tensor, eps: float, norm: str = "linf") -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds of B∞(x, ε) ∩ [0,1], elementwise (ℓ2: the box [0,1] only; the ball is `_project`'s)."""
+    if norm == "l2":
+        return torch.zeros_like(x), torch.ones_like(x)
     return (x - eps).clamp(min=0), (x + eps).clamp(max=1)
 
 
-def _check(x, y, eps, alpha=None, steps=None, restarts=None):
+def _project(x_a: torch.Tensor, x0: torch.Tensor, lo, hi, eps: float, norm: str) -> torch.Tensor:
+    """Π onto the ball ∩ [0,1], in place (ℓ∞: one clamp; ℓ2: rescale δ onto the ball, then clamp to [0,1])."""
+    if norm == "l2":
+        delta = x_a - x0
+        delta.mul_((eps / _norms(delta).clamp(min=1e-12)).clamp(max=1.0))
+        return x_a.copy_(x0 + delta).clamp_(0, 1)
+    return x_a.clamp_(lo, hi)
+
+
+def _ascend(x_a: torch.Tensor, grad: torch.Tensor, alpha: float, norm: str) -> torch.Tensor:
+    """x + α·sign(∇) (ℓ∞) or x + α·∇/‖∇‖₂ (ℓ2; a zero gradient: no step), in place."""
+    if norm == "l2":
+        return x_a.add_(grad / _norms(grad).clamp(min=1e-12), alpha=alpha)
+    return x_a.add_(grad.sign(), alpha=alpha)
+
+
+def _check(x, y, eps, alpha=None, steps=None, restarts=None, norm="linf"):
     if x.dim() < 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
         raise ConfigError(f"attack inputs must be x [n, ...] and y [n]; got x {tuple(x.shape)} and y {tuple(y.shape)}")
-    check_range("eps", eps, 0, 1)
+    if norm not in NORMS:
+        raise one_of("norm", norm, NORMS)
+    top = 1 if norm == "linf" else None      # an ℓ2 radius in [0,1] pixels can exceed 1 (ImageNet: 3)
+    check_range("eps", eps, 0, top)
     if alpha is not None:
-        check_range("alpha", alpha, 0, 1, low_inclusive=False)
+        check_range("alpha", alpha, 0, top, low_inclusive=False)
     if steps is not None:
         check_range("steps", steps, 0, None)
     if restarts is not None:
@@ -105,7 +154,7 @@ class AttackOutput:
 def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
                loss: str = "ce", random_start: bool = True, restarts: int = 1, early_exit: bool = False,
                generator: torch.Generator | None = None, fold_bn: bool = True,
-               precision: str = "fp32", start_noise=None) -> AttackOutput:
+               precision: str = "fp32", start_noise=None, norm: str = "linf") -> AttackOutput:
     """PGD with per-example best tracking; `pgd` returns just `.x_adv`.
 
     Every iterate x_0 … x_steps is classified (x_steps by one extra forward without backward).
@@ -117,18 +166,20 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
 
     A restart only attacks the examples that no earlier restart fooled.
 
-    `start_noise(restart, idx)`, when given, returns the U(−ε, ε) random start of the examples at
+    `norm`: linf or l2 (eps, alpha on [0,1] pixels; see the module's docstring).
+
+    `start_noise(restart, idx)`, when given, returns the random start (U(−ε, ε), or uniform in the ℓ2 ball) of the examples at
     positions `idx` of x for that restart (instead of drawing from `generator`): the evaluation
     engine draws it per example, so an example's attack does not depend on the rest of its batch.
 
     `fold_bn` attacks the model with its eval-mode BatchNorms folded into the convolutions before
     them (the same function; see `fold.attack_view`); `precision` is fp32 (autocast off) or bf16.
     """
-    _check(x, y, eps, alpha, steps, restarts)
+    _check(x, y, eps, alpha, steps, restarts, norm)
     loss_fn = _per_example_loss(loss)
     x = x.detach()
     y = y.detach()
-    lo, hi = _box(x, eps)
+    lo, hi = _box(x, eps, norm)
     n = x.shape[0]
     x_best = x.clone()
     best_loss = torch.full((n,), float("-inf"), device=x.device)
@@ -141,11 +192,11 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
             idx = (~fooled).nonzero().squeeze(1)    # positions in the full batch still to break
             if idx.numel() == 0:
                 break
-            x_a, y_a, lo_a, hi_a = x[idx].clone(), y[idx], lo[idx], hi[idx]
+            x_a, y_a, lo_a, hi_a, x0_a = x[idx].clone(), y[idx], lo[idx], hi[idx], x[idx]
             if random_start:
                 noise = (start_noise(restart, idx).to(x_a.device, x_a.dtype) if start_noise is not None
-                         else _uniform(x_a.shape, eps, x_a, generator))
-                x_a.add_(noise).clamp_(lo_a, hi_a)
+                         else _start(x_a.shape, eps, x_a, generator, norm))
+                x_a.add_(noise).clamp_(lo_a, hi_a)     # the start is in the ball: only the box to apply
             done = torch.zeros(idx.numel(), dtype=torch.bool, device=x.device)  # fooled in this restart
 
             for t in range(steps + 1):
@@ -175,12 +226,13 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                         # Freeze the newly fooled examples (answer already stored) and shrink the
                         # batch, so later steps cost only what is still correctly classified.
                         rest = ~done
-                        x_a, grad, y_a, lo_a, hi_a, idx = (v[rest] for v in (x_a, grad, y_a, lo_a, hi_a, idx))
+                        x_a, grad, y_a, lo_a, hi_a, x0_a, idx = (v[rest] for v in (x_a, grad, y_a, lo_a, hi_a,
+                                                                                    x0_a, idx))
                         done = done[rest]
                         if idx.numel() == 0:
                             break
-                    # x ← Π_{B∞(x0,ε) ∩ [0,1]}(x + α·sign(∇ₓ L)), in place
-                    x_a.add_(grad.sign(), alpha=alpha).clamp_(lo_a, hi_a)
+                    # x ← Π_{B(x0,ε) ∩ [0,1]}(x + α·sign(∇ₓ L)) (ℓ2: α·∇ₓ L/‖∇ₓ L‖₂), in place
+                    _project(_ascend(x_a, grad, alpha, norm), x0_a, lo_a, hi_a, eps, norm)
                 x_a = x_a.detach()
 
     return AttackOutput(x_adv=x_best, fooled=fooled, forward_images=forward_images)
@@ -188,27 +240,28 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
         loss: str = "ce", random_start: bool = True, restarts: int = 1, early_exit: bool = False,
-        generator: torch.Generator | None = None, fold_bn: bool = True) -> torch.Tensor:
-    """PGD-`steps` adversarial examples (same shape as x) in B∞(x, eps) ∩ [0,1]; see `pgd_attack`."""
+        generator: torch.Generator | None = None, fold_bn: bool = True, norm: str = "linf") -> torch.Tensor:
+    """PGD-`steps` adversarial examples (same shape as x) in B(x, eps) ∩ [0,1] (`norm`); see `pgd_attack`."""
     return pgd_attack(model, x, y, eps=eps, alpha=alpha, steps=steps, loss=loss, random_start=random_start,
-                      restarts=restarts, early_exit=early_exit, generator=generator, fold_bn=fold_bn).x_adv
+                      restarts=restarts, early_exit=early_exit, generator=generator, fold_bn=fold_bn,
+                      norm=norm).x_adv
 
 
 def pgd_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
-              generator: torch.Generator | None = None, fold_bn: bool = True) -> torch.Tensor:
+              generator: torch.Generator | None = None, fold_bn: bool = True, norm: str = "linf") -> torch.Tensor:
     """Madry's PGD-`steps` training examples: the LAST iterate from a uniform random start.
 
-        x_0     = Π( x + U(−ε, ε) )                                   (random start)
-        x_{t+1} = Π( x_t + α · sign(∇ₓ CE(f(x_t), y)) ),  t = 0 … k−1
+        x_0     = Π( x + U(−ε, ε) )                                   (random start; ℓ2: uniform in the ball)
+        x_{t+1} = Π( x_t + α · sign(∇ₓ CE(f(x_t), y)) ),  t = 0 … k−1  (ℓ2: α · ∇/‖∇‖₂)
         return x_k                                                      (for every example)
 
     Same conventions as `pgd_attack`: eval mode (per-module training flags restored), gradients
     w.r.t. the input only, fp32 even inside an autocast region, BatchNorm folded into the convolutions.
     """
-    _check(x, y, eps, alpha, steps)
+    _check(x, y, eps, alpha, steps, norm=norm)
     x = x.detach()
-    lo, hi = _box(x, eps)
-    x_adv = (x + _uniform(x.shape, eps, x, generator)).clamp_(lo, hi)
+    lo, hi = _box(x, eps, norm)
+    x_adv = (x + _start(x.shape, eps, x, generator, norm)).clamp_(lo, hi)
     with eval_mode(model), torch.enable_grad(), attack_precision(x.device):
         f = attack_view(model) if fold_bn else model
         for _ in range(steps):
@@ -216,5 +269,5 @@ def pgd_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
             loss = F.cross_entropy(f(x_adv).float(), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x_adv)        # input only: parameter gradients untouched
             with torch.no_grad():
-                x_adv = x_adv.detach().add_(grad.sign(), alpha=alpha).clamp_(lo, hi)
+                x_adv = _project(_ascend(x_adv.detach(), grad, alpha, norm), x, lo, hi, eps, norm)
     return x_adv.detach()

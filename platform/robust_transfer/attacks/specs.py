@@ -56,6 +56,16 @@ LOSSES = {"clean": "", "fgsm": "ce", "pgd": "ce", "cw": "cw-margin", "apgd-ce": 
           "square": "margin", "deepfool": "", "autoattack": "ce,dlr-targeted,fab-targeted,margin"}
 
 
+L2_REFUSED = ("fgsm",)     # ℓ∞ by construction (the gradient's sign); ART's attacks are run with norm=inf here
+
+
+def check_attack_norm(spec: "AttackSpec", norm: str) -> None:
+    """One line when an attack has no `norm` version here: FGSM and ART's attacks are ℓ∞ only."""
+    if norm != "linf" and (spec.kind in L2_REFUSED or spec.impl == "art"):
+        raise ConfigError(f"attack {spec.name} runs under l-inf only; with norm={norm} use clean, pgd<k>, cw<k>, "
+                          "apgd-ce, apgd-dlr, apgd-t, square or autoattack (suite quick, standard or autoattack)")
+
+
 def package_version(name: str) -> str:
     """An installed distribution's version ('missing' when it is not installed)."""
     from importlib.metadata import PackageNotFoundError, version

@@ -7,12 +7,19 @@ import warnings
 
 from ..config import EvaluateConfig
 from .common import print_table
+
+
+def threat_text(params: dict) -> str:
+    """'ℓ∞ ε=8/255' or 'ℓ2 ε=0.5' for an evaluation's recorded threat."""
+    if params.get("norm", "linf") == "linf":
+        return f"ℓ∞ ε={params['epsilon']:g}/255"
+    return f"ℓ2 ε={params['epsilon']:g}"
 from .registry import entry_point
 
 
 @entry_point(EvaluateConfig, help="Robust accuracy per attack and worst case per example: suite=quick (PGD-20, "
                                   "CW-20), standard (+ APGD-CE/DLR, Square; masking diagnostics) or full "
-                                  "(AutoAttack-style).")
+                                  "(AutoAttack-style); under the model's own threat (norm=linf|l2) unless given.")
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     """`rtl evaluate` / the `evaluate` entry point: evaluate, log to MLflow, tag a registered version."""
     from ..evaluation import MaskingWarning, evaluate_config
@@ -29,6 +36,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             ev = evaluate_config(cfg)
         res = ev.result
         name_run(log.run_id, f"evaluate-{model_label(cfg.model)}-{cfg.suite}")
+        given = cfg.to_params()           # the threat the evaluation resolved (the model's own by default)
+        log.log_params({k: res.params[k] for k in ("norm", "epsilon", "step_size") if k not in given})
         log.log_metrics(res.metrics)
         dataset = log_dataset(ev.data.spec, cfg.split, ev.data.sha256(), "evaluation", n=len(ev.data))
         model_id = link_evaluation(log.run_id, cfg.model, res.metrics, dataset)
@@ -53,7 +62,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             log.set_tags({"rtl.model_version": f"{version[0]}/{version[1]}"})
         shown = {f"{m} {CASCADE_MARK}" if m in cascaded else m: v for m, v in res.metrics.items()}
         print_table(f"evaluate {cfg.model} on {ev.data.spec}:{cfg.split} (n={res.n_examples}, "
-                    f"ε={cfg.epsilon}/255, suite={cfg.suite}) — run {log.run_id}", shown)
+                    f"{threat_text(res.params)}, suite={cfg.suite}) — run {log.run_id}", shown)
         if cascaded:
             print(f"  {CASCADE_NOTE}")
         if ev.diagnostics is not None:

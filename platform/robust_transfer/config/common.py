@@ -4,7 +4,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
+from ..norms import DEFAULT_EPSILON, NORMS, check_norm, check_threat_numbers, default_step
 from ..device import check_device
 from ..errors import ConfigError, check_range, one_of
 
@@ -132,29 +134,62 @@ class CommonConfig:
 
 @dataclass
 class ThreatConfig:
-    """ℓ∞ threat model on the 0–255 scale (converted to [0,1] once, in attacks.ThreatModel)."""
+    """The training threat model: ℓ∞ (ε on the 0–255 scale) or ℓ2 (ε = the ℓ2 norm in [0,1] pixels); converted
+    to [0,1] once, in attacks.ThreatModel. A missing ε or step is the norm's default (`LINF_DEFAULTS` for ℓ∞:
+    the entry point's paper values; ℓ2: ε 0.5, step ε/4)."""
 
-    epsilon: float = 8.0            # l-inf radius of the threat model, on the 0-255 scale
-    step_size: float = 2.0          # PGD step size, on the 0-255 scale
+    LINF_DEFAULTS: ClassVar[tuple[float, float]] = (8.0, 2.0)
+
+    epsilon: float | None = None    # radius of the threat model: linf on the 0-255 scale (default 8), l2 the l2 norm
+                                    # in [0,1] pixels (default 0.5)
+    step_size: float | None = None  # PGD step size on the same scale (default: linf 2, l2 epsilon/4)
+    norm: str = "linf"              # the threat model's norm: linf or l2
 
     def check_threat(self):
-        _check_finite("epsilon", self.epsilon)
-        _check_finite("step_size", self.step_size)
-        check_range("epsilon", self.epsilon, 0.0, 255.0, low_inclusive=False)
-        check_range("step_size", self.step_size, 0.0, 255.0, low_inclusive=False)
+        self.epsilon, self.step_size = resolve_threat_numbers(self.norm, self.epsilon, self.step_size,
+                                                              self.LINF_DEFAULTS)
+
+
+def resolve_threat_numbers(norm, epsilon, step_size, linf_defaults=(8.0, 2.0), prefix: str = ""):
+    """(ε, step) with the norm's defaults filled in, checked on the norm's scale (one line for a bad value)."""
+    check_norm(norm)
+    if epsilon is None:
+        epsilon = linf_defaults[0] if norm == "linf" else DEFAULT_EPSILON[norm]
+    if step_size is None:
+        step_size = linf_defaults[1] if norm == "linf" else default_step(norm, epsilon if isinstance(
+            epsilon, (int, float)) and not isinstance(epsilon, bool) else 0.0)
+    check_threat_numbers(norm, epsilon, step_size, prefix)
+    return epsilon, step_size
 
 
 # --- issue 13: the evaluation threat and the validation split (every entry point that trains) ------------
 @dataclass
 class EvalThreatConfig:
-    """The threat every reported `<attack>_acc` is measured at (0-255 scale), whatever the training threat."""
+    """The threat every reported `<attack>_acc` is measured at, whatever the training threat. Its norm defaults
+    to the training threat's (train, finetune_adv) or the source's recorded one (transfer, lwf, retrain_blocks:
+    resolved when the source is loaded, `resolve_source_eval_threat`), its ε and step to the norm's defaults."""
 
-    eval_epsilon: float = 8.0       # l-inf radius of the final robust evaluation, on the 0-255 scale
-    eval_step_size: float = 2.0     # PGD step size of the final robust evaluation, on the 0-255 scale
+    eval_norm: str | None = None           # norm of the final robust evaluation (default: the training threat's,
+                                           # else the source's recorded norm, else linf)
+    eval_epsilon: float | None = None      # its radius: linf on the 0-255 scale (default 8), l2 in [0,1] pixels
+                                           # (default 0.5)
+    eval_step_size: float | None = None    # its PGD step size on the same scale (default: linf 2, l2 epsilon/4)
 
-    def check_eval_threat(self):
-        for name in ("eval_epsilon", "eval_step_size"):
-            check_range(name, _check_finite(name, getattr(self, name)), 0.0, 255.0, low_inclusive=False)
+    def check_eval_threat(self, training_norm: str | None = None):
+        if self.eval_norm is None:
+            self.eval_norm = training_norm
+        if self.eval_norm is None:      # known once the source is loaded: check the numbers on the widest scale
+            check_threat_numbers("l2", 1.0 if self.eval_epsilon is None else self.eval_epsilon,
+                                 1.0 if self.eval_step_size is None else self.eval_step_size, "eval_")
+            return
+        self.eval_epsilon, self.eval_step_size = resolve_threat_numbers(self.eval_norm, self.eval_epsilon,
+                                                                        self.eval_step_size, prefix="eval_")
+
+    def resolve_source_eval_threat(self, recorded_norm: str | None) -> None:
+        """The source-based strategies' default: the source's recorded norm (linf when none is recorded)."""
+        if self.eval_norm is None:
+            self.eval_norm = recorded_norm if recorded_norm in NORMS else "linf"
+        self.check_eval_threat()
 
 
 @dataclass

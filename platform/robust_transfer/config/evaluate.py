@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 from ..attacks.budget import BUDGET_KNOBS, AttackBudget
-from ..attacks.specs import AttackSpec, parse_attacks
+from ..attacks.specs import AttackSpec, check_attack_norm, parse_attacks
+from ..norms import check_norm, check_threat_numbers
 from ..device import check_device
 from ..errors import ConfigError, one_of
-from .common import MODEL_URI_HELP, ThreatConfig, _check_positive_int, check_experiment, check_seed
+from .common import MODEL_URI_HELP, _check_positive_int, check_experiment, check_seed
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,18 @@ def suite_preset(suite: str) -> SuitePreset:
 
 
 @dataclass
-class EvaluateConfig(ThreatConfig):
-    """`evaluate`: robustness of a model on a test split (or its validation split: split=val)."""
+class EvaluateConfig:
+    """`evaluate`: robustness of a model on a test split (or its validation split: split=val), under the
+    model's own threat (recorded at training or import) unless norm / epsilon / step_size are given."""
 
     ENTRY_POINT = "evaluate"
     SPLITS: ClassVar[tuple[str, ...]] = SPLITS
+
+    epsilon: float | None = None    # radius: linf on the 0-255 scale, l2 the l2 norm in [0,1] pixels (default: the
+                                    # model's own when the norm is its own, else linf 8, l2 0.5)
+    step_size: float | None = None  # PGD step size on the same scale (default: the model's own, else linf 2,
+                                    # l2 epsilon/4)
+    norm: str | None = None         # the threat model's norm, linf or l2 (default: the model's own, else linf)
 
     model: str = ""                # the model: a checkpoint path, runs:/<id>/..., models:/<name>/<version> or
                                    # models:/<name>@<alias>
@@ -113,6 +121,19 @@ class EvaluateConfig(ThreatConfig):
         preset = suite_preset(self.suite)
         preset.specs(self.attacks)
         preset.budget_with(**self.budget_overrides())
+
+    def check_threat(self):
+        """The given numbers on their norm's scale (without a norm: the model's, known once it is loaded; checked
+        here on the range both norms allow, ℓ∞'s (0, 255], and again on the model's when the threat is built),
+        and no ℓ∞-only attack under ℓ2."""
+        if self.norm is not None:
+            check_norm(self.norm)
+        norm = self.norm or "linf"
+        check_threat_numbers(norm, 1.0 if self.epsilon is None else self.epsilon,
+                             1.0 if self.step_size is None else self.step_size)
+        if self.norm is not None and self.norm != "linf":
+            for spec in suite_preset(self.suite).specs(self.attacks):
+                check_attack_norm(spec, self.norm)
 
     def budget_overrides(self) -> dict:
         """The budget knobs as given (None: the suite's)."""

@@ -6,10 +6,11 @@ import math
 import re
 from dataclasses import dataclass
 
+from ..norms import MAX_EPSILON, NORMS
 from ..errors import ConfigError, ModelError, check_range, one_of
 
 FORMATS = ("torchvision", "robustness", "robustbench", "keymap")
-IMPORT_NORMS = ("linf", "l2")
+IMPORT_NORMS = NORMS      # the threat models the platform evaluates and trains under (attacks/threat.py)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -52,7 +53,7 @@ class ImportConfig:
         if self.epsilon is not None:
             if not isinstance(self.epsilon, (int, float)) or not math.isfinite(self.epsilon):
                 raise ConfigError(f"epsilon={self.epsilon!r} must be a finite number")
-            check_range("epsilon", self.epsilon, 0.0, 255.0)
+            check_range("epsilon", self.epsilon, 0.0, MAX_EPSILON[self.norm])   # 0: a natural (ε = 0) source
         if self.input_size is not None:
             check_range("input_size", self.input_size, 8, 1024)
 

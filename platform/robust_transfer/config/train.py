@@ -4,12 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..data.spec import parse_spec
-from ..errors import check_range, one_of
+from ..errors import ConfigError, check_range, one_of
 from ..models import check_arch
 from .common import (SCHEDULES, CommonConfig, EvalThreatConfig, ThreatConfig, ValidationConfig, _check_finite,
                      _check_positive_int, check_checkpoint_dir, milestone_fractions)
 
 TRAIN_MODES = ("natural", "pgd", "free", "fgsm-rs")
+LINF_ONLY_MODES = ("free", "fgsm-rs")   # Shafahi et al. 2019, Wong et al. 2020: defined for the ℓ∞ ball only
 
 
 @dataclass
@@ -37,12 +38,15 @@ class TrainConfig(CommonConfig, ThreatConfig, EvalThreatConfig, ValidationConfig
     def __post_init__(self):
         CommonConfig.__post_init__(self)
         self.check_threat()
-        self.check_eval_threat()
+        self.check_eval_threat(self.norm)
         self.check_validation()
         parse_spec(self.dataset)
         check_arch(self.arch)
         if self.mode not in TRAIN_MODES:
             raise one_of("mode", self.mode, TRAIN_MODES)
+        if self.norm != "linf" and self.mode in LINF_ONLY_MODES:
+            raise ConfigError(f"mode={self.mode} is an l-inf method (signed-gradient steps on a box); with "
+                              f"norm={self.norm} use mode=pgd or mode=natural")
         if self.schedule not in SCHEDULES:
             raise one_of("schedule", self.schedule, SCHEDULES)
         _check_positive_int("steps", self.steps, 1000)

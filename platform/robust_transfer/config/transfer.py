@@ -166,9 +166,8 @@ class FinetuneAdvConfig(CommonConfig, ThreatConfig, EvalThreatConfig, Validation
     """`finetune_adv` (Fig. 3 baseline, Hendrycks et al. 2019): end-to-end fine-tuning on PGD-k examples."""
 
     ENTRY_POINT = "finetune-adv"
+    LINF_DEFAULTS = (FINETUNE_ADV["epsilon"], FINETUNE_ADV["step_size"])   # ℓ∞ without ε or step: the paper's
 
-    epsilon: float = FINETUNE_ADV["epsilon"]
-    step_size: float = FINETUNE_ADV["step_size"]
     steps: int = FINETUNE_ADV["steps"]   # PGD steps of the adversarial fine-tuning (paper: 3)
     epochs: int = FINETUNE_ADV["epochs"]
     lr: float = FINETUNE_ADV["lr"]
@@ -180,7 +179,7 @@ class FinetuneAdvConfig(CommonConfig, ThreatConfig, EvalThreatConfig, Validation
     def __post_init__(self):
         CommonConfig.__post_init__(self)
         self.check_threat()
-        self.check_eval_threat()
+        self.check_eval_threat(self.norm)
         self.check_validation()
         self.check_source()
         _check_positive_int("steps", self.steps, 1000)

@@ -6,7 +6,7 @@ Each check that fires adds a flag (name → one-line details):
     pgd_steps                accuracy under PGD does not fall as steps grow (PGD-20 → PGD-100, or, when
                              no PGD-100 runs, → APGD-CE: more, adaptive steps on the same loss) while a
                              stronger attack finds more (PGD is stuck, not converged); or it rises with steps
-    pgd_epsilon              accuracy under PGD-20 at a huge ε (64/255) is not near 0
+    pgd_epsilon              accuracy under PGD-20 at a huge ε (ℓ∞: 64/255; ℓ2: 16) is not near 0
     blackbox_beats_whitebox  the score-based black-box attack (Square) beats every white-box attack
     cw_below_ce              PGD on the CW margin is far below PGD on cross-entropy (saturated softmax)
     zero_gradients           ∇ₓ CE is zero or not finite for a share of the correctly classified examples
@@ -46,6 +46,7 @@ class MaskingThresholds:
     steps_gap: float = 0.05        # pgd_steps: PGD-20 above the worst case by more than this, yet PGD-100 no lower
     steps_rise: float = 0.02       # pgd_steps: PGD-100 above PGD-20 by more than this (accuracy rising with steps)
     large_epsilon: float = 64.0    # pgd_epsilon: ε (0–255 scale) where any model should be broken ...
+    large_epsilon_l2: float = 16.0  # the same under ℓ2 (ℓ2 norm in [0,1] pixels: 32× CIFAR's 0.5, > 5× ImageNet's 3)
     large_eps_acc: float = 0.10    # ... flag when its PGD-20 accuracy there is above this
     blackbox_margin: float = 0.01  # blackbox_beats_whitebox: Square below the best white-box attack by more than this
     cw_gap: float = 0.10           # cw_below_ce: PGD-k(CE) − CW-k above this
@@ -229,21 +230,28 @@ def _square(correct, by_name) -> str | None:
 
 
 def _epsilon_check(runner, d, t, threat) -> None:
-    """Accuracy must go to ~0 as ε grows: checked when the large ε is above the evaluated one."""
-    if t.large_epsilon > threat.epsilon:
-        _check_large_epsilon(runner, d, t)
+    """Accuracy must go to ~0 as ε grows: checked when the large ε (of the threat's norm) is above the evaluated
+    one."""
+    large = t.large_epsilon if threat.norm == "linf" else t.large_epsilon_l2
+    if large > threat.epsilon:
+        _check_large_epsilon(runner, d, t, threat.norm, large)
     else:
-        d.skipped["pgd_epsilon"] = f"epsilon {threat.epsilon:g} is not below large_epsilon {t.large_epsilon:g}"
+        d.skipped["pgd_epsilon"] = f"epsilon {threat.epsilon:g} is not below large_epsilon {large:g} ({threat.norm})"
 
 
-def _check_large_epsilon(runner, d: Diagnostics, t: MaskingThresholds) -> None:
-    big = ThreatModel(t.large_epsilon, min(255.0, 2.5 * t.large_epsilon / 20))
-    label = f"pgd20@eps{t.large_epsilon:g}"
+def _check_large_epsilon(runner, d: Diagnostics, t: MaskingThresholds, norm: str = "linf",
+                         large: float | None = None) -> None:
+    large = t.large_epsilon if large is None else large
+    top = 255.0 if norm == "linf" else large
+    big = ThreatModel(large, min(top, 2.5 * large / 20), norm)
+    suffix = big.suffix                      # ℓ∞: the names stored runs have; ℓ2: _l2
+    label = f"pgd20@eps{large:g}{suffix}"
     ok = runner.attack(AttackSpec("pgd20", "pgd", 20), big, label=label)
     big_acc = _acc(ok)
-    d.measurements[f"diag_pgd20_eps{t.large_epsilon:g}_acc"] = big_acc
+    d.measurements[f"diag_pgd20_eps{large:g}_acc{suffix}"] = big_acc
     if big_acc > t.large_eps_acc:
-        d.flags["pgd_epsilon"] = (f"PGD-20 at ε={t.large_epsilon:g}/255 leaves accuracy {big_acc:.3f} "
+        where = f"{large:g}/255" if norm == "linf" else f"{large:g} (l2)"
+        d.flags["pgd_epsilon"] = (f"PGD-20 at ε={where} leaves accuracy {big_acc:.3f} "
                                   f"(> {t.large_eps_acc:g}): accuracy should go to ~0 as ε grows")
 
 

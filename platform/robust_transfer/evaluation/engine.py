@@ -183,7 +183,7 @@ class AttackRunner:
         state = self.store.dir / f"{label}-{json_sha256(params)[:16]}.state.json" if self.store else None
         start, cpu0 = time.perf_counter(), time.process_time()
         res = run_autoattack(self.model, x, y, eps=threat.eps, seed=seed_for(self.seed, label),
-                             batch_size=self.batch_size, device=self.device, state_path=state)
+                             batch_size=self.batch_size, device=self.device, state_path=state, norm=threat.norm)
         self.run.seconds[label] = time.perf_counter() - start
         self.run.cpu_seconds[label] = time.process_time() - cpu0
         self.run.resumed[label] = len(res.resumed)

@@ -11,6 +11,7 @@ from dataclasses import fields
 import torch
 
 from ..attacks import ThreatModel
+from ..attacks.specs import check_attack_norm
 from ..config.evaluate import EvaluateConfig
 from ..device import resolve_device
 from ..digests import indices_sha256, tensors_sha256, weights_sha256
@@ -45,11 +46,14 @@ def evaluate_config(cfg: EvaluateConfig, *, model: torch.nn.Module | None = None
     nn.Module to evaluate instead of loading `cfg.model` (which then only names it). `cfg` was validated
     when it was made, so a bad value has failed before anything loads."""
     net, meta = (model, {}) if model is not None else load_any_model(cfg.model)
+    own = own_threat(meta)            # the model's recorded threat: the default of whatever cfg leaves out
     data, val_split = data_for_model(meta, cfg.dataset, cfg.split, cfg.data_dir, cfg.progress, net,
                                      download=cfg.download)
     if cfg.n_examples > len(data):
         raise ConfigError(f"n_examples={cfg.n_examples} is larger than the {cfg.split} split ({len(data)} examples)")
     options = {k: getattr(cfg, k) for k in _CONFIG_FIELDS if k not in _DATA_FIELDS}
+    threat = evaluation_threat(cfg.norm, cfg.epsilon, cfg.step_size, own)
+    options.update(norm=threat.norm, epsilon=threat.epsilon, step_size=threat.step_size)
     options["diagnostics"] = None if cfg.diagnostics else False      # true: whatever the suite runs
     ev = evaluate_tensors(net, data.images, data.labels, thresholds=thresholds, data_sha256=data.sha256(), **options)
     ev.meta, ev.data = meta, data
@@ -60,9 +64,31 @@ def evaluate_config(cfg: EvaluateConfig, *, model: torch.nn.Module | None = None
     return ev
 
 
+def own_threat(meta: dict) -> ThreatModel | None:
+    """The threat a model records: `eval_threat` (what its reported `<attack>_acc` were measured at), else
+    `threat_model` (its training threat, or the one its publisher states: `rtl import --norm --epsilon`)."""
+    for key in ("eval_threat", "threat_model"):
+        try:
+            found = ThreatModel.from_dict(meta.get(key))
+        except ConfigError:          # a recorded threat we cannot attack with (e.g. an imported ε=0): skip it
+            found = None
+        if found is not None:
+            return found
+    return None
+
+
+def evaluation_threat(norm, epsilon, step_size, own: ThreatModel | None) -> ThreatModel:
+    """The evaluation's threat: what is given, the rest from the model's own threat `own` (its norm; its ε and
+    step when the norm is its own and no ε is given), else the norm's defaults (ℓ∞ 8/2, ℓ2 0.5/ε÷4)."""
+    norm = norm or (own.norm if own is not None else "linf")
+    if own is not None and own.norm == norm and epsilon is None:
+        return ThreatModel(own.epsilon, step_size if step_size is not None else own.step_size, norm)
+    return ThreatModel(epsilon, step_size, norm)
+
+
 def evaluate(model, dataset: str = "", *, thresholds: MaskingThresholds | None = None, **options) -> Evaluation:
     """`evaluate_config` in keywords: `model` is an nn.Module, a checkpoint path or an MLflow model URI;
-    `options` are `EvaluateConfig`'s fields (split, suite, attacks, epsilon, step_size, n_examples, seed,
+    `options` are `EvaluateConfig`'s fields (split, suite, attacks, norm, epsilon, step_size, n_examples, seed,
     batch_size, device, data_dir, progress, download, diagnostics, resume, cascade and the budget knobs
     apgd_iters, apgd_restarts, apgd_targets, square_queries, square_restarts, deepfool_iters)."""
     unknown = sorted(set(options) - set(_CONFIG_FIELDS))
@@ -76,14 +102,22 @@ def evaluate(model, dataset: str = "", *, thresholds: MaskingThresholds | None =
     return evaluate_config(EvaluateConfig(model=name, dataset=dataset, **options), model=obj, thresholds=thresholds)
 
 
+def threat_metrics(metrics: dict[str, float], threat: ThreatModel) -> dict[str, float]:
+    """The evaluation's metric names under its threat: unchanged for ℓ∞; every name but `clean_acc` (no threat)
+    ends in `_l2` for ℓ2 (`pgd20_acc_l2`, `aa_acc_l2`), so an ℓ2 number never overwrites an ℓ∞ one."""
+    return {k if k == "clean_acc" else k + threat.suffix: v for k, v in metrics.items()}
+
+
 def evaluate_tensors(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, suite: str = "quick",
-                     attacks: str | tuple = "", epsilon: float = 8.0, step_size: float = 2.0,
+                     attacks: str | tuple = "", epsilon: float | None = None, step_size: float | None = None,
+                     norm: str | None = None,
                      n_examples: int | None = 1000, seed: int = 0, batch_size: int = 256, device="auto",
                      progress: bool = True, diagnostics: bool | None = None, resume: bool = True,
                      thresholds: MaskingThresholds | None = None, data_sha256: str | None = None,
                      store_root=None, cascade: bool = True, **budget) -> Evaluation:
     """The suite's attacks on a seeded subset of in-memory data: uint8 [N,3,H,W] (or float pixels in [0,1])
-    and int labels [N]. `n_examples=None`: all of them. `diagnostics`: None runs the suite's, True or False
+    and int labels [N], under the threat `norm` (linf, the default, or l2), `epsilon`, `step_size` (None: the
+    norm's defaults). `n_examples=None`: all of them. `diagnostics`: None runs the suite's, True or False
     forces them on or off. `budget`: apgd_iters, apgd_restarts, apgd_targets, square_queries, square_restarts,
     deepfool_iters (default: the suite's). `store_root` (default `cache_dir()/eval`) keeps per-attack,
     per-batch results when `resume`. The model is moved to `device` (nn.Module.to is in place) and every
@@ -93,7 +127,9 @@ def evaluate_tensors(model: torch.nn.Module, images: torch.Tensor, labels: torch
     preset = suite_preset(suite)
     specs = preset.specs(attacks)
     bud = preset.budget_with(**budget)
-    threat = ThreatModel(epsilon, step_size)
+    threat = ThreatModel(epsilon, step_size, norm or "linf")
+    for spec in specs:
+        check_attack_norm(spec, threat.norm)
     idx = checked_examples(images, labels, n_examples=n_examples, seed=seed, batch_size=batch_size)
     diagnosed = preset.diagnosed if diagnostics is None else bool(diagnostics)
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
@@ -128,8 +164,9 @@ def evaluate_tensors(model: torch.nn.Module, images: torch.Tensor, labels: torch
         # is `worst_acc`, and also `<suite>_worst_acc` so a registered version keeps it apart from other suites'.
         metrics[substitute_metric(suite)] = metrics["worst_acc"]
     metrics.update(runner.run.extra_metrics)
+    metrics = threat_metrics(metrics, threat)
     if diag is not None:
-        metrics.update(diag.measurements)
+        metrics.update(diag.measurements)         # (named for their own threat by diagnostics.py)
     n = idx.numel()
     params = {"attacks": [s.name for s in run_specs], **threat.to_dict(), "n_examples": n, "seed": seed,
               "batch_size": batch_size, "suite": suite, "budget": bud.to_dict(), "attack_seconds": runner.run.seconds,

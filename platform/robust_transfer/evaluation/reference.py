@@ -155,9 +155,13 @@ def _read_flags(path: Path) -> torch.Tensor | None:
     return None if state.robust_flags is None else state.robust_flags.bool().cpu()
 
 
+AA_NORMS = {"linf": "Linf", "l2": "L2"}     # our norm names → AutoAttack's
+
+
 def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, seed: int, batch_size: int,
-                   device: torch.device, state_path: Path | None = None) -> ReferenceResult:
-    """The reference AutoAttack (version 'standard', ℓ∞, radius `eps` on [0,1] pixels) on (x, y).
+                   device: torch.device, state_path: Path | None = None, norm: str = "linf") -> ReferenceResult:
+    """The reference AutoAttack (version 'standard', norm 'Linf' or 'L2' for `norm` linf or l2, radius `eps` on
+    [0,1] pixels) on (x, y).
 
     `x`: float pixels [n, C, H, W] in [0,1]; `y`: int64 labels [n]. With `state_path` the run is
     resumable (AutoAttack's own state file); without one a temporary file is used and removed.
@@ -181,7 +185,7 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         logger.propagate = False                  # its lines are ours to report, not the root logger's
         try:
             with eval_mode(model), _resumable_states():
-                adversary = AutoAttack(model, norm="Linf", eps=float(eps), version=VERSION, seed=int(seed),
+                adversary = AutoAttack(model, norm=AA_NORMS[norm], eps=float(eps), version=VERSION, seed=int(seed),
                                        device=device)
                 with torch.no_grad():
                     num_classes = int(model(x[:1].to(device)).shape[1])

@@ -127,7 +127,8 @@ def pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat, ste
     and `finetune_adv` both call it: the one place a training threat model turns into examples."""
     from ..attacks import pgd_train
 
-    return pgd_train(model, x, y, eps=threat.eps, alpha=threat.alpha, steps=steps, generator=generator)
+    return pgd_train(model, x, y, eps=threat.eps, alpha=threat.alpha, steps=steps, generator=generator,
+                     norm=threat.norm)
 
 
 def memory_format_for(arch: str) -> torch.memory_format:

@@ -167,8 +167,9 @@ def config_fingerprint(cfg) -> str:
     skip = ("resume", "progress", "device", "data_dir", "register_as", "compile", "channels_last")
     keep = {k: v for k, v in asdict(cfg).items() if k not in skip}
     # (so checkpoints written before these fields existed still match)
-    for name, default in (("precision", "auto"), ("eval_seed", 0), ("sync_bn", False)):
-        if keep.get(name) == default:
+    for name, default in (("precision", "auto"), ("eval_seed", 0), ("sync_bn", False), ("norm", "linf"),
+                          ("eval_norm", "linf"), ("eval_norm", None)):
+        if name in keep and keep[name] == default:
             keep.pop(name)
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -333,7 +334,8 @@ def log_epoch(logger: RunLogger, metrics: dict[str, float], epoch: int, budget: 
         acc = metrics.get("train_clean_acc", metrics.get("train_adv_acc"))
         tqdm.write(f"{t.desc or t.strategy} epoch {epoch + 1}/{budget.epochs}  loss {metrics['train_loss']:.3f}  "
                    f"train acc {acc:.3f}  val clean {metrics['val_clean_acc']:.3f}  "
-                   f"pgd10 {metrics['val_pgd10_acc']:.3f}  {metrics['images_per_s']:.0f} img/s")
+                   f"pgd10 {next(v for k, v in metrics.items() if k.startswith('val_pgd10_acc')):.3f}  "
+                   f"{metrics['images_per_s']:.0f} img/s")
 
 
 def resume(t: Training, objective: Objective, opt: torch.optim.Optimizer, logger: RunLogger) -> tuple[int, int]:

@@ -3,11 +3,12 @@
 Start from the source c(θ_r), replace the head for the target's classes, and train everything
 end to end on PGD-k adversarial examples of the target:
 
-    min_{θ, w}  CE( f(x', θ, w), y ),   x' = PGD_k(x) in B∞(x, ε) ∩ [0,1]
+    min_{θ, w}  CE( f(x', θ, w), y ),   x' = PGD_k(x) in B(x, ε) ∩ [0,1]   (ℓ∞, or ℓ2 with norm=l2)
 
 Paper (A.2, ImageNet sources): k=3, step 3, ε=5; 50 epochs, batch 128, lr 0.01 → 0.001 at epoch
 30. PGD_k is Madry's (the last iterate, `attacks.pgd_train`) at the TRAINING threat `epsilon`/`step_size`;
-the reported `pgd20_acc` is measured at the evaluation threat `eval_epsilon`/`eval_step_size` (8/2), as
+the reported `pgd20_acc` is measured at the evaluation threat `eval_epsilon`/`eval_step_size` (ℓ∞ 8/2; under
+`norm=l2` the evaluation is ℓ2 too by default and reports `pgd20_acc_l2`), as
 every other row of a table. It costs about k+1 forward/backward passes per update, against `transfer`'s ~0 (cached z):
 that is the paper's "3× faster" comparison. The paper's defaults are at the top of config/transfer.py.
 """

@@ -56,11 +56,22 @@ def setup(cfg, logger: RunLogger, source: Source, *, data: str = "target", seed:
     if seed:
         torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    threat = ThreatModel(cfg.epsilon, cfg.step_size) if hasattr(cfg, "epsilon") else None
+    threat = ThreatModel(cfg.epsilon, cfg.step_size, cfg.norm) if hasattr(cfg, "epsilon") else None
+    if getattr(cfg, "eval_norm", "") is None:     # the evaluation threat defaults to the source's recorded norm
+        cfg.resolve_source_eval_threat(recorded_norm(source.meta))
+        logger.log_params({k: getattr(cfg, k) for k in ("eval_norm", "eval_epsilon", "eval_step_size")})
     splits = load_splits(getattr(cfg, data), source, cfg, param=data)
     logger.set_tags({"rtl.source_model": source.uri, "rtl.source_arch": source.model.arch,
                      "rtl.data": splits.train.spec, "rtl.data_sha256": splits.train.sha256()})
     return Setup(device, threat, source, splits)
+
+
+def recorded_norm(meta: dict) -> str | None:
+    """The norm a model's metadata records: its evaluation threat's, else its training / published threat's."""
+    for key in ("eval_threat", "threat_model"):
+        if (meta.get(key) or {}).get("norm"):
+            return str(meta[key]["norm"])
+    return None
 
 
 def load_data(spec: str, source: Source, *, per_class: int | None, seed: int, upsample: bool, data_dir=None,

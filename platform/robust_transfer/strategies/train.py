@@ -103,7 +103,7 @@ def checkpoint_dir(cfg: TrainConfig) -> Path:
 def train(cfg: TrainConfig, logger: RunLogger, *, run_id: str | None = None) -> TrainingResult:
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    threat = ThreatModel(cfg.epsilon, cfg.step_size)      # the training threat (pgd, free, fgsm-rs)
+    threat = ThreatModel(cfg.epsilon, cfg.step_size, cfg.norm)   # the training threat (pgd, free, fgsm-rs)
     data = load_training_data(cfg)
     fast = FastPath.of(cfg, device, cfg.arch)   # precision, channels_last, compile
     model = on_device(create_model(cfg.arch, data.train.num_classes, input_size=data.train.image_size), device, fast)

@@ -7,7 +7,8 @@
 - The TEST metrics (`clean_acc`, `pgd{eval_steps}_acc`) are computed once, at the end, and reported.
 
 Both run through the engine `rtl evaluate` runs (`evaluation.evaluate_tensors`, suite quick) at the
-EVALUATION threat (`eval_epsilon`, `eval_step_size`), so `<attack>_acc` means the same everywhere:
+EVALUATION threat (`eval_norm`, `eval_epsilon`, `eval_step_size`), so `<attack>_acc` means the same everywhere
+(an ℓ2 evaluation's names carry `_l2`: `pgd20_acc_l2`, `val_pgd10_acc_l2`; attacks.threat.metric_suffix):
 correct on the clean image and not fooled by the attack; and a strategy's test numbers equal
 `rtl evaluate`'s on the same model, examples (`n_examples`, `seed` = the config's `eval_seed`) and batch size.
 Both are seeded by `eval_seed` (the same for every training seed by default, like `val_seed`), so seeded runs
@@ -32,8 +33,8 @@ EVAL_BATCH_SIZE = 256    # as `rtl evaluate`'s default: the same batches, hence 
 
 
 def eval_threat(cfg) -> ThreatModel:
-    """The threat every reported `<attack>_acc` is measured at (default 8/255, step 2/255)."""
-    return ThreatModel(cfg.eval_epsilon, cfg.eval_step_size)
+    """The threat every reported `<attack>_acc` is measured at (default ℓ∞ 8/255, step 2/255)."""
+    return ThreatModel(cfg.eval_epsilon, cfg.eval_step_size, cfg.eval_norm or "linf")
 
 
 def split_training(data: ImageData, cfg) -> Split:
@@ -58,7 +59,8 @@ def accuracies(model, data: ImageData, threat: ThreatModel, attacks: tuple[str, 
 
     n = None if n_examples is None else min(n_examples, len(data))
     ev = evaluate_tensors(model, data.images, data.labels, suite="quick", attacks=",".join(attacks),
-                          epsilon=threat.epsilon, step_size=threat.step_size, n_examples=n, seed=seed,
+                          epsilon=threat.epsilon, step_size=threat.step_size, norm=threat.norm, n_examples=n,
+                          seed=seed,
                           batch_size=EVAL_BATCH_SIZE, device=device, progress=progress, diagnostics=False,
                           resume=False)
     indices = select_examples(len(data), n, seed)   # the examples evaluate_tensors chose (checked by their hash)
@@ -71,7 +73,8 @@ def val_metrics(model, val: ImageData, threat: ThreatModel, *, seed: int, device
     """The per-epoch validation check: `val_clean_acc`, `val_pgd10_acc` (`seed`: the config's eval_seed, which
     picks the checked validation images and the attack's random starts)."""
     res, _ = accuracies(model, val, threat, ("clean", VAL_ATTACK), n_examples=VAL_EXAMPLES, seed=seed, device=device)
-    return {"val_clean_acc": res.metrics["clean_acc"], f"val_{VAL_ATTACK}_acc": res.metrics[f"{VAL_ATTACK}_acc"]}
+    name = f"{VAL_ATTACK}_acc{threat.suffix}"
+    return {"val_clean_acc": res.metrics["clean_acc"], f"val_{name}": res.metrics[name]}
 
 
 @dataclass
@@ -89,7 +92,7 @@ def reported_metrics(model, test: ImageData, threat: ThreatModel, *, eval_steps:
     config's eval_seed, which picks the test examples and the attacks' random starts)."""
     res, indices = accuracies(model, test, threat, ("clean", f"pgd{eval_steps}"), n_examples=n_examples, seed=seed,
                               device=device, progress=progress)
-    metrics = {k: v for k, v in res.metrics.items() if k != "worst_acc"}
+    metrics = {k: v for k, v in res.metrics.items() if k != f"worst_acc{threat.suffix}"}
     correct = {name.replace("-", "_").replace("@", "_"): [int(c) for c in flags.tolist()]
                for name, flags in res.correct.items()}   # attack names as in the metric names, without _acc
     per_example = {"split": "test", "n_examples": res.n_examples, "indices_sha256": res.indices_sha256,

@@ -125,11 +125,12 @@ def same(paper, ours) -> bool | None:
 def rows(step) -> list[tuple[str, str, str, bool | None]]:
     """(item, paper's value, ours, agreement) for every parameter the step's `paper:` block names."""
     defaults = entry_defaults(step.entry)
+    built = getattr(step, "config", None)    # a default the config resolves (ε, step: the norm's) as it runs
     out = []
     for item, paper in step.paper.items():
         if item in NOTE_KEYS:
             continue
-        ours = step.params[item] if item in step.params else defaults.get(item)
+        ours = step.params[item] if item in step.params else getattr(built, item, defaults.get(item))
         shown = _text(ours)
         if item == "milestones":  # fractions of the budget: say which updates they are when it is in updates
             total = step.params.get("iterations", defaults.get("iterations"))

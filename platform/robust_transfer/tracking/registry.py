@@ -113,6 +113,22 @@ def registered_version(model_uri: str) -> tuple[str, str] | None:
     return name, str(aliases[m.group("alias")])
 
 
+def eval_tag_prefix(norm: str) -> str:
+    """Where a version's evaluation tags live: `eval.` for ℓ∞ (as stored versions have them), `eval_l2.` for ℓ2."""
+    return "eval." if norm in (None, "linf") else f"eval_{norm}."
+
+
+def masking_tag(tag: str, norm: str) -> str:
+    """A masking tag's name under `norm`: as stored for ℓ∞; ℓ2: `rtl.masking_flags_l2`, `rtl.masking_l2.<flag>`."""
+    from ..evaluation.diagnostics import FLAG_TAG_PREFIX, MASKING_TAG
+
+    if norm in (None, "linf"):
+        return tag
+    if tag == MASKING_TAG:
+        return f"{MASKING_TAG}_{norm}"
+    return f"{FLAG_TAG_PREFIX[:-1]}_{norm}.{tag[len(FLAG_TAG_PREFIX):]}"
+
+
 def tag_model_version(model_uri: str, ev, run_id: str | None) -> tuple[str, str] | None:
     """Put an `evaluation.Evaluation` on the registered version it came from: `metric.<name>` per metric, the
     masking flags (stale per-flag tags removed), and `eval.*` (time, run, suite, examples) for `promote`."""
@@ -124,23 +140,28 @@ def tag_model_version(model_uri: str, ev, run_id: str | None) -> tuple[str, str]
     client = mlflow_client(fluent=True)
     name, version = found
     res = ev.result
+    # ℓ∞ evaluations keep the names stored versions have; an ℓ2 one's metrics end in _l2 (evaluation.front) and
+    # its other tags live under `eval_l2.*` and `rtl.masking_l2*`, so neither norm's evaluation overwrites the other's
+    norm = res.params.get("norm", "linf")
+    ev_prefix, flag_tag_prefix = eval_tag_prefix(norm), masking_tag(FLAG_TAG_PREFIX, norm)
     tags = {f"metric.{k}": f"{v:.4f}" for k, v in res.metrics.items()}
-    tags.update(ev.diagnostics.tags())
-    tags.update({"eval.timestamp": str(int(time.time() * 1000)), "eval.suite": ev.suite,
-                 "eval.n_examples": str(res.n_examples), "eval.indices_sha256": res.indices_sha256,
-                 "eval.epsilon": str(res.params.get("epsilon")), "eval.split": str(res.params.get("split", "test")),
-                 "eval.per_attack": "cascade" if res.params.get("cascade") else "independent"})
+    tags.update({masking_tag(k, norm): v for k, v in ev.diagnostics.tags().items()})
+    tags.update({f"{ev_prefix}{k}": v for k, v in {
+        "timestamp": str(int(time.time() * 1000)), "suite": ev.suite, "n_examples": str(res.n_examples),
+        "indices_sha256": res.indices_sha256, "norm": str(norm), "epsilon": str(res.params.get("epsilon")),
+        "split": str(res.params.get("split", "test")),
+        "per_attack": "cascade" if res.params.get("cascade") else "independent"}.items()})
     if res.params.get("aa_impl"):     # what aa_acc is: the reference AutoAttack or our substitute (issue 15)
-        tags["eval.aa_impl"] = res.params["aa_impl"]
+        tags[f"{ev_prefix}aa_impl"] = res.params["aa_impl"]
     if res.params.get("val_split"):   # split=val: the metrics are val_*; which validation split it was
-        tags["eval.val_split"] = res.params["val_split"]
+        tags[f"{ev_prefix}val_split"] = res.params["val_split"]
     if ev.data is not None:
-        tags.update({"eval.data": ev.data.spec, "eval.data_sha256": ev.data.sha256()})
+        tags.update({f"{ev_prefix}data": ev.data.spec, f"{ev_prefix}data_sha256": ev.data.sha256()})
     if run_id:
-        tags["eval.run_id"] = run_id
+        tags[f"{ev_prefix}run_id"] = run_id
     current = client.get_model_version(name, version).tags or {}
     for k in current:
-        if (k.startswith(FLAG_TAG_PREFIX) or k == "eval.val_split") and k not in tags:   # stale
+        if (k.startswith(flag_tag_prefix) or k == f"{ev_prefix}val_split") and k not in tags:   # stale
             client.delete_model_version_tag(name, version, k)
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
