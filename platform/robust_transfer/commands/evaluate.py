@@ -7,6 +7,7 @@ import warnings
 
 from ..config import EvaluateConfig
 from .common import print_table
+from .registry import entry_point
 
 
 def threat_text(params: dict) -> str:
@@ -14,7 +15,6 @@ def threat_text(params: dict) -> str:
     if params.get("norm", "linf") == "linf":
         return f"ℓ∞ ε={params['epsilon']:g}/255"
     return f"ℓ2 ε={params['epsilon']:g}"
-from .registry import entry_point
 
 
 @entry_point(EvaluateConfig, help="Robust accuracy per attack and worst case per example: suite=quick (PGD-20, "
