@@ -52,8 +52,11 @@ def test_feature_cache_is_built_once_and_reused_across_runs_and_heads(workdir, s
 
 
 def test_cached_and_recomputed_features_train_the_same_head(workdir, sources):
-    cached = run_strategy(transfer, cfg(sources.src, checkpoint_dir="a"), MemoryLogger())
-    online = run_strategy(transfer, cfg(sources.src, checkpoint_dir="b", feature_cache=False), MemoryLogger())
+    # fp32: under bf16 autocast (precision=auto on a CPU with native bf16) the online path recomputes the features
+    # in bf16 each step while the cache holds them once, so the two heads agree only to bf16 rounding.
+    cached = run_strategy(transfer, cfg(sources.src, checkpoint_dir="a", precision="fp32"), MemoryLogger())
+    online = run_strategy(transfer, cfg(sources.src, checkpoint_dir="b", feature_cache=False, precision="fp32"),
+                          MemoryLogger())
     for (k, a), b in zip(cached.model.head.state_dict().items(), online.model.head.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), k
 
