@@ -1,30 +1,16 @@
-"""Shared fixtures: tiny real-format datasets and an isolated MLflow/cache per test."""
+"""Shared fixtures: tiny real-format datasets, tiny trained models, tiny sources, and an isolated MLflow/cache per
+test. The helpers they are built from are in tests/support/ (one place for each; tests/test_layout.py holds it)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from support.synthetic import synthetic, write_imagefolder
+from support.transfer import Sources, make_source
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-def write_imagefolder(root: Path, n_classes: int = 3, n_train: int = 24, n_test: int = 12, size: int = 16,
-                      seed: int = 0) -> Path:
-    """A learnable ImageFolder tree (PNG): each class is a colour with noise and a class-specific stripe."""
-    rng = np.random.default_rng(seed)
-    palette = rng.uniform(0.15, 0.85, size=(n_classes, 3))
-    for split, n in (("train", n_train), ("test", n_test)):
-        for c in range(n_classes):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = palette[c] + rng.normal(0, 0.08, size=(size, size, 3))
-                img[:, (c * size) // n_classes] += 0.3
-                Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(d / f"{i:04d}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +59,53 @@ def wd(workdir, mlflow_db_template) -> Path:
 
     shutil.copy(mlflow_db_template, workdir / "mlflow.db")
     return workdir
+
+
+# ------------------------------------------------------------- tiny models on `synthetic` tensors (attacks, evaluation)
+# Module-scoped: each test file trains its own copy, so no file sees what another file did to a model.
+@pytest.fixture(scope="module")
+def data():
+    """(train, test): 2000 and 300 learnable 16×16 10-class tensors (support.synthetic)."""
+    return synthetic(2000, seed=0), synthetic(300, seed=1)
+
+
+@pytest.fixture(scope="module")
+def natural(data):
+    """A naturally trained TinyCNN: clean accuracy > 0.85, no robustness."""
+    import torch
+
+    from support.models import TinyCNN, train
+
+    (x, y), _ = data
+    torch.manual_seed(0)
+    return train(TinyCNN(), x, y, epochs=6)
+
+
+@pytest.fixture(scope="module")
+def robust(data):
+    """A TinyCNN warm-started for an epoch, then PGD-3 adversarially trained for two."""
+    import torch
+
+    from support.models import TinyCNN, train
+
+    (x, y), _ = data
+    torch.manual_seed(1)
+    model = train(TinyCNN(), x, y, epochs=1)
+    return train(model, x, y, epochs=2, adv_steps=3, seed=1)
+
+
+# ------------------------------------------------------------- tiny source checkpoints (the transfer strategies)
+@pytest.fixture(scope="module")
+def sources(tiny_folder, tmp_path_factory) -> Sources:
+    root = tmp_path_factory.mktemp("sources")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RTL_CACHE_DIR", str(root / "cache"))
+        src = make_source(root / "src", tiny_folder)
+        src32 = make_source(root / "src32", tiny_folder, input_size=32, train=False)
+    return Sources(tiny_folder, f"imagefolder:{tiny_folder}", str(src), str(src32))
+
+
+@pytest.fixture(scope="module")
+def other_folder(tmp_path_factory) -> Path:
+    """A different 4-class target task (other colours), same 16×16 size."""
+    return write_imagefolder(tmp_path_factory.mktemp("other") / "other", n_classes=4, n_train=16, n_test=8, seed=7)

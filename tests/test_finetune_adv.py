@@ -6,7 +6,7 @@ import torch
 from robust_transfer.config import FinetuneAdvConfig
 from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies.finetune_adv import finetune_adv
-from transfer_helpers import all_runs, mlflow_run, other_folder, run_strategy, sources, state  # noqa: F401
+from support.transfer import all_runs, mlflow_run, run_strategy, state
 
 
 def test_everything_trains_on_adversarial_examples_with_a_new_head(workdir, sources, other_folder):

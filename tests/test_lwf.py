@@ -11,7 +11,7 @@ from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies import features
 from robust_transfer.strategies.lwf import feature_distance, lwf, lwf_loss
 from robust_transfer.strategies.common import batchnorm_modules
-from transfer_helpers import all_runs, mlflow_run, other_folder, run_strategy, sources, state  # noqa: F401
+from support.transfer import all_runs, mlflow_run, run_strategy, state
 
 
 def cfg(src, **kw) -> LwfConfig:

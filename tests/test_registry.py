@@ -4,11 +4,9 @@ usable wherever a model is taken. The slow test runs against a real `mlflow serv
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,8 @@ import pytest
 from robust_transfer.cli import main
 from robust_transfer.errors import ConfigError
 from robust_transfer.promotion import Judged, Policy, decide
+from support.net import free_port, wait_http
+from support.transfer import all_runs
 
 
 # ------------------------------------------------------------------------------------------ policies (fast)
@@ -72,17 +72,11 @@ def test_min_delta_and_same_version():
 
 
 # ------------------------------------------------------------------------------------------ a real server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """`mlflow server` on 127.0.0.1 (a free port), sqlite backend and artifact store in a temporary folder."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     exe = Path(sys.executable).with_name("mlflow")
     log = open(root / "server.log", "w")
     proc = subprocess.Popen([str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -92,17 +86,7 @@ def mlflow_server(tmp_path_factory):
                             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no job runner
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-1500:]}")
-            time.sleep(0.5)
+        wait_http(f"{url}/health", proc, log=root / "server.log")
         yield url
     finally:
         proc.terminate()
@@ -298,6 +282,6 @@ def test_a_non_finite_score_never_promotes(workdir, capfd, policy, metrics, valu
     assert rc == 6 and len(err) == 1 and err[0].startswith("error: policy ") and value in err[0], (rc, err)
     assert "not a finite number" in err[0] and policy.split()[1][:8] in err[0]
     assert "champion" not in (client.get_registered_model("nf").aliases or {})
-    promote_runs = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+    promote_runs = [r for r in all_runs(client)
                     if r.data.tags.get("rtl.strategy") == "promote"]
     assert [r.info.status for r in promote_runs] == ["FAILED"]

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from robust_transfer.config import RetrainBlocksConfig
 from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies.retrain_blocks import retrain_blocks
-from transfer_helpers import FAST, all_runs, load_source, mlflow_run, rtl, sources, state  # noqa: F401
+from support.transfer import FAST, all_runs, load_source, mlflow_run, rtl, state
 
 
 def cfg(src, **kw) -> RetrainBlocksConfig:
