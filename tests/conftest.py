@@ -74,11 +74,11 @@ def natural(data):
     """A naturally trained TinyCNN: clean accuracy > 0.85, no robustness."""
     import torch
 
-    from support.models import TinyCNN, train
+    from support.models import TinyCNN, train_tiny
 
     (x, y), _ = data
     torch.manual_seed(0)
-    return train(TinyCNN(), x, y, epochs=6)
+    return train_tiny(TinyCNN(), x, y, epochs=6)
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +86,12 @@ def robust(data):
     """A TinyCNN warm-started for an epoch, then PGD-3 adversarially trained for two."""
     import torch
 
-    from support.models import TinyCNN, train
+    from support.models import TinyCNN, train_tiny
 
     (x, y), _ = data
     torch.manual_seed(1)
-    model = train(TinyCNN(), x, y, epochs=1)
-    return train(model, x, y, epochs=2, adv_steps=3, seed=1)
+    model = train_tiny(TinyCNN(), x, y, epochs=1)
+    return train_tiny(model, x, y, epochs=2, adv_steps=3, seed=1)
 
 
 # ------------------------------------------------------------- tiny source checkpoints (the transfer strategies)

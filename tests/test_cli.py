@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from robust_transfer.checkpoints import save_checkpoint
 from robust_transfer.cli import main
 from robust_transfer.models import create_model
-from support.transfer import all_runs, train_args
+from support.transfer import all_runs, mlflow_run, train_args
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -125,22 +125,14 @@ def test_train_then_evaluate_tracks_runs_registers_and_loads_by_alias(workdir, t
     assert tags["threat.epsilon"] == "8.0" and tags["lineage.run_id"] == runs["train"].info.run_id
 
 
-def _mlflow_run(workdir, entry, params):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [str(BIN / "mlflow"), "run", str(REPO), "-e", entry, "--env-manager", "local"]
-    for k, v in params.items():
-        cmd += ["-P", f"{k}={v}"]
-    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.slow
 def test_mlflow_run_train_and_evaluate(workdir, tiny_folder):
-    out = _mlflow_run(workdir, "train", {"dataset": f"imagefolder:{tiny_folder}", "iterations": 2, "batch_size": 16,
+    out = mlflow_run(workdir, "train", **{"dataset": f"imagefolder:{tiny_folder}", "iterations": 2, "batch_size": 16,
                                          "n_examples": 6, "checkpoint_dir": str(workdir / "ck"), "device": "cpu"})
     assert out.returncode == 0, out.stderr[-2000:]
     (train_run,) = all_runs(workdir)
     assert train_run.info.status == "FINISHED" and "pgd20_acc" in train_run.data.metrics
-    out = _mlflow_run(workdir, "evaluate", {"model": f"runs:/{train_run.info.run_id}/checkpoint", "n_examples": 6})
+    out = mlflow_run(workdir, "evaluate", **{"model": f"runs:/{train_run.info.run_id}/checkpoint", "n_examples": 6})
     assert out.returncode == 0, out.stderr[-2000:]
     ev = next(r for r in all_runs(workdir) if r.data.tags.get("rtl.strategy") == "evaluate")
     assert ev.info.status == "FINISHED" and {"clean_acc", "pgd20_acc", "cw20_acc"} <= set(ev.data.metrics)
@@ -148,7 +140,7 @@ def test_mlflow_run_train_and_evaluate(workdir, tiny_folder):
 
 @pytest.mark.slow
 def test_mlflow_run_with_a_bad_value_fails_the_run(workdir, tiny_folder):
-    out = _mlflow_run(workdir, "train", {"dataset": f"imagefolder:{tiny_folder}", "mode": "trades"})
+    out = mlflow_run(workdir, "train", **{"dataset": f"imagefolder:{tiny_folder}", "mode": "trades"})
     assert out.returncode != 0
     assert "error: mode='trades' is not allowed" in out.stderr
     assert [r.info.status for r in all_runs(workdir)] == ["FAILED"]

@@ -31,6 +31,7 @@ def test_only_the_k_deepest_blocks_are_reinitialised_and_trained(workdir, source
     for i, prefix in enumerate(prefixes):
         keys = [key for key in before if key.startswith(prefix)]
         weights = [key for key in keys if key.endswith("weight")]
+        assert weights, f"no weights under {prefix}"
         if i < n_blocks - k:   # frozen: parameters AND BatchNorm statistics exactly the source's
             assert all(torch.equal(before[key], after[key]) for key in keys), prefix
         else:                  # re-initialised (then trained on natural examples)

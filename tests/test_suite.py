@@ -108,6 +108,7 @@ def test_table4_searches_a_front_with_the_grids_compute(scale):
     suite = load_suite(REPO / "projects" / "table4.yaml", scale, version="v")
     steps = {s.name: s for s in suite.steps}
     grid = sorted({s.name for s in suite.steps if s.entry == "lwf" and s.name.startswith("table4-lwf-")})
+    assert grid, "no table4-lwf-* step"
     front = steps["table4-front"]
     cfg = front.config
     assert front.entry == "search" and cfg.trials == len(grid) and cfg.trials_scope == "study"

@@ -4,7 +4,7 @@
 - `synthetic`: data builders — `write_imagefolder` (a learnable PNG ImageFolder), `synthetic` (learnable
   10-class tensors), `as_images` (floats in [0,1] → uint8 images).
 - `models`: tiny models (`TinyCNN`), the gradient-masking wrappers (`ScaledLogits`, `NoisyOutput`,
-  `SaturatedSoftmax`) and `train` (SGD, optionally Madry-style PGD) for them.
+  `SaturatedSoftmax`) and `train_tiny` (SGD, optionally Madry-style PGD) for them.
 - `net`: `free_port`, and `wait_http` ("start a server, wait until healthy").
 - `transfer`: tiny source checkpoints, strategies run as the command layer runs them, the CLI in-process,
   `mlflow run`, and `all_runs` (every run in a store).

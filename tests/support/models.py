@@ -7,7 +7,7 @@ from torch import nn
 
 from support.synthetic import NUM_CLASSES, SIZE
 
-EPS = 8 / 255   # the ℓ∞ budget `train` trains robust models for (CIFAR's ε = 8)
+EPS = 8 / 255   # the ℓ∞ budget `train_tiny` trains robust models for (CIFAR's ε = 8)
 
 
 class TinyCNN(nn.Module):
@@ -61,7 +61,7 @@ class SaturatedSoftmax(nn.Module):
         return torch.softmax(self.model(x) * 1e3, dim=1)
 
 
-def train(model, x, y, *, epochs, adv_steps=0, seed=0, lr=0.05):
+def train_tiny(model, x, y, *, epochs, adv_steps=0, seed=0, lr=0.05):
     """SGD; with adv_steps > 0, Madry-style PGD adversarial training using our own `pgd`."""
     from robust_transfer.attacks import pgd
 

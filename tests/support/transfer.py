@@ -95,6 +95,7 @@ def state(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 def mlflow_env(workdir: Path) -> dict[str, str]:
+    """This environment with the venv's executables first on PATH and no MLflow run to attach to."""
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("MLFLOW_RUN_ID", None)
@@ -102,11 +103,11 @@ def mlflow_env(workdir: Path) -> dict[str, str]:
 
 
 def mlflow_run(workdir: Path, entry: str, **params) -> subprocess.CompletedProcess:
-    """`mlflow run <repo> -e <entry> -P k=v ... --env-manager local`, as a user would type it."""
+    """`mlflow run <repo> -e <entry> -P k=v ... --env-manager local` in `workdir`, as a user would type it."""
     cmd = [str(BIN / "mlflow"), "run", str(REPO), "-e", entry, "--env-manager", "local"]
     for k, v in params.items():
         cmd += ["-P", f"{k}={v}"]
-    return subprocess.run(cmd, env=mlflow_env(workdir), capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, cwd=workdir, env=mlflow_env(workdir), capture_output=True, text=True, timeout=300)
 
 
 def train_args(folder, *extra: str) -> list[str]:
