@@ -31,6 +31,13 @@ def tiny_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def own_cache(tmp_path, monkeypatch) -> Path:
+    """The test's own RTL_CACHE_DIR (decoded datasets, downloads): no test sees what another cached."""
+    monkeypatch.setenv("RTL_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
     """A clean working directory with its own sqlite MLflow store, caches and checkpoints."""
     monkeypatch.chdir(tmp_path)

@@ -23,9 +23,7 @@ from robust_transfer.errors import ConfigError, DataError
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RTL_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def _img(h: int, w: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
