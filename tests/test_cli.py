@@ -127,12 +127,12 @@ def test_train_then_evaluate_tracks_runs_registers_and_loads_by_alias(workdir, t
 
 @pytest.mark.slow
 def test_mlflow_run_train_and_evaluate(workdir, tiny_folder):
-    out = mlflow_run(workdir, "train", **{"dataset": f"imagefolder:{tiny_folder}", "iterations": 2, "batch_size": 16,
-                                         "n_examples": 6, "checkpoint_dir": str(workdir / "ck"), "device": "cpu"})
+    out = mlflow_run(workdir, "train", dataset=f"imagefolder:{tiny_folder}", iterations=2, batch_size=16,
+                     n_examples=6, checkpoint_dir=str(workdir / "ck"), device="cpu")
     assert out.returncode == 0, out.stderr[-2000:]
     (train_run,) = all_runs(workdir)
     assert train_run.info.status == "FINISHED" and "pgd20_acc" in train_run.data.metrics
-    out = mlflow_run(workdir, "evaluate", **{"model": f"runs:/{train_run.info.run_id}/checkpoint", "n_examples": 6})
+    out = mlflow_run(workdir, "evaluate", model=f"runs:/{train_run.info.run_id}/checkpoint", n_examples=6)
     assert out.returncode == 0, out.stderr[-2000:]
     ev = next(r for r in all_runs(workdir) if r.data.tags.get("rtl.strategy") == "evaluate")
     assert ev.info.status == "FINISHED" and {"clean_acc", "pgd20_acc", "cw20_acc"} <= set(ev.data.metrics)
@@ -140,7 +140,7 @@ def test_mlflow_run_train_and_evaluate(workdir, tiny_folder):
 
 @pytest.mark.slow
 def test_mlflow_run_with_a_bad_value_fails_the_run(workdir, tiny_folder):
-    out = mlflow_run(workdir, "train", **{"dataset": f"imagefolder:{tiny_folder}", "mode": "trades"})
+    out = mlflow_run(workdir, "train", dataset=f"imagefolder:{tiny_folder}", mode="trades")
     assert out.returncode != 0
     assert "error: mode='trades' is not allowed" in out.stderr
     assert [r.info.status for r in all_runs(workdir)] == ["FAILED"]
