@@ -127,3 +127,10 @@ def test_wait_http_fails_the_test_with_the_log_when_the_server_exits(tmp_path):
     dead.wait(timeout=30)
     with pytest.raises(pytest.fail.Exception, match=r"exited \(3\).*address already in use"):
         wait_http(f"http://127.0.0.1:{free_port()}/", dead, timeout=60, log=log)
+
+
+def test_support_paths_point_at_the_checkout():
+    """tests/support/ is one level deeper than the test modules: its REPO must still be the checkout."""
+    from support.transfer import BIN, REPO
+
+    assert REPO == TESTS.parent and (REPO / "MLproject").is_file() and (BIN / "mlflow").exists()

@@ -1,5 +1,6 @@
-"""Helpers for the transfer-strategy tests: tiny source checkpoints, MLflow run lookups, the CLI.
-(The `sources` and `other_folder` fixtures built from them are in tests/conftest.py.)"""
+"""Tiny source checkpoints and strategies run as the command layer runs them; the CLI in-process, its `train`
+argv, and through `mlflow run`; every run of an MLflow store. (The `sources` and `other_folder` fixtures built
+from them are in tests/conftest.py.)"""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]   # tests/support/transfer.py → the checkout
 BIN = REPO / ".venv" / "bin"
 
 
