@@ -61,7 +61,7 @@ def mlflow_runs(*, experiment="robust-transfer"):
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread(monkeypatch):
+def one_torch_thread_here_and_in_workers(monkeypatch):
     """Tiny models on 2 shared cores: one intra-op thread is ~10x faster than two contending ones."""
     import torch
 
