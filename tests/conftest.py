@@ -1,36 +1,18 @@
-"""Shared fixtures: tiny real-format datasets and an isolated MLflow/cache per test."""
+"""Shared fixtures: tiny real-format datasets, tiny trained models, tiny sources, and an isolated MLflow/cache per
+test. The helpers they are built from are in tests/support/ (one place for each; tests/test_layout.py holds it)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from support.net import free_port, wait_http
+from support.synthetic import synthetic, write_imagefolder
+from support.transfer import Sources, make_source
 
-
-def write_imagefolder(root: Path, n_classes: int = 3, n_train: int = 24, n_test: int = 12, size: int = 16,
-                      seed: int = 0) -> Path:
-    """A learnable ImageFolder tree (PNG): each class is a colour with noise and a class-specific stripe."""
-    rng = np.random.default_rng(seed)
-    palette = rng.uniform(0.15, 0.85, size=(n_classes, 3))
-    for split, n in (("train", n_train), ("test", n_test)):
-        for c in range(n_classes):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = palette[c] + rng.normal(0, 0.08, size=(size, size, 3))
-                img[:, (c * size) // n_classes] += 0.3
-                Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(d / f"{i:04d}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +30,13 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory) -> Path:
     return write_imagefolder(tmp_path_factory.mktemp("tiny") / "tiny")
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch) -> Path:
+    """The test's own RTL_CACHE_DIR (decoded datasets, downloads): no test sees what another cached."""
+    monkeypatch.setenv("RTL_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 @pytest.fixture
@@ -81,10 +70,54 @@ def wd(workdir, mlflow_db_template) -> Path:
     return workdir
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# ------------------------------------------------------------- tiny models on `synthetic` tensors (attacks, evaluation)
+# Module-scoped: each test file trains its own copy, so no file sees what another file did to a model.
+@pytest.fixture(scope="module")
+def data():
+    """(train, test): 2000 and 300 learnable 16×16 10-class tensors (support.synthetic)."""
+    return synthetic(2000, seed=0), synthetic(300, seed=1)
+
+
+@pytest.fixture(scope="module")
+def natural(data):
+    """A naturally trained TinyCNN: clean accuracy > 0.85, no robustness."""
+    import torch
+
+    from support.models import TinyCNN, train_tiny
+
+    (x, y), _ = data
+    torch.manual_seed(0)
+    return train_tiny(TinyCNN(), x, y, epochs=6)
+
+
+@pytest.fixture(scope="module")
+def robust(data):
+    """A TinyCNN warm-started for an epoch, then PGD-3 adversarially trained for two."""
+    import torch
+
+    from support.models import TinyCNN, train_tiny
+
+    (x, y), _ = data
+    torch.manual_seed(1)
+    model = train_tiny(TinyCNN(), x, y, epochs=1)
+    return train_tiny(model, x, y, epochs=2, adv_steps=3, seed=1)
+
+
+# ------------------------------------------------------------- tiny source checkpoints (the transfer strategies)
+@pytest.fixture(scope="module")
+def sources(tiny_folder, tmp_path_factory) -> Sources:
+    root = tmp_path_factory.mktemp("sources")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RTL_CACHE_DIR", str(root / "cache"))
+        src = make_source(root / "src", tiny_folder)
+        src32 = make_source(root / "src32", tiny_folder, input_size=32, train=False)
+    return Sources(tiny_folder, f"imagefolder:{tiny_folder}", str(src), str(src32))
+
+
+@pytest.fixture(scope="module")
+def other_folder(tmp_path_factory) -> Path:
+    """A different 4-class target task (other colours), same 16×16 size."""
+    return write_imagefolder(tmp_path_factory.mktemp("other") / "other", n_classes=4, n_train=16, n_test=8, seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -102,17 +135,7 @@ def mlflow_server(tmp_path_factory):
                             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no job runner
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-1500:]}")
-            time.sleep(0.5)
+        wait_http(f"{url}/health", proc, log=root / "server.log")
         yield url
     finally:
         proc.terminate()

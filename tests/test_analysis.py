@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from transfer_helpers import BIN, REPO, all_runs, make_source, mlflow_env, other_folder, rtl  # noqa: F401 (fixture)
+from support.transfer import BIN, REPO, all_runs, make_source, mlflow_env, rtl
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

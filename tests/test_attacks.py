@@ -1,6 +1,7 @@
 """attacks/: threat model, PGD/FGSM invariants, analytic optimum, early exit, per-example evaluation, ART oracle.
 
-Everything runs on tiny synthetic tensors and models trained here (no dataset needed).
+Everything runs on tiny synthetic tensors and tiny models (tests/support/; the `data`, `natural` and `robust`
+fixtures are in tests/conftest.py; no dataset needed).
 """
 from __future__ import annotations
 
@@ -16,28 +17,13 @@ from robust_transfer.attacks import (AttackOutput, ThreatModel, cw_margin_loss, 
                                      pgd, pgd_attack)
 from robust_transfer.errors import ConfigError, DataError
 from robust_transfer.evaluation import EvalResult, evaluate_tensors, select_examples
+from support.models import EPS, TinyCNN
+from support.synthetic import NUM_CLASSES, SIZE
 
-EPS, ALPHA = 8 / 255, 2 / 255
-SIZE, NUM_CLASSES = 16, 10
-
-
-# ---------------------------------------------------------------- tiny models and synthetic data
-class TinyCNN(nn.Module):
-    """Pixels in [0,1] → normalise inside → conv-BN-ReLU ×2 → linear (like ImageClassifier, 100× cheaper)."""
-
-    def __init__(self, num_classes=NUM_CLASSES, size=SIZE):
-        super().__init__()
-        self.register_buffer("mean", torch.full((1, 3, 1, 1), 0.5))
-        self.register_buffer("std", torch.full((1, 3, 1, 1), 0.25))
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
-        self.head = nn.Linear(32 * (size // 4) ** 2, num_classes)
-
-    def forward(self, x):
-        return self.head(self.body((x - self.mean) / self.std))
+ALPHA = 2 / 255
 
 
+# ---------------------------------------------------------------- models only these tests need
 class Linear2(nn.Module):
     """logits = W x + b on flattened pixels: the optimal ℓ∞ attack is known in closed form."""
 
@@ -63,60 +49,9 @@ class CountingWrapper(nn.Module):
         return self.model(x)
 
 
-def synthetic(n: int, seed: int):
-    """Learnable 10-class images: a class colour (robust but noisy cue) + a faint ±0.03 class
-    texture over every pixel (very predictive but breakable within ε=8/255) + pixel noise."""
-    templates = torch.Generator().manual_seed(1234)          # the same classes for every split
-    texture = torch.randint(0, 2, (NUM_CLASSES, 3, SIZE, SIZE), generator=templates).float() * 2 - 1
-    colour = 0.3 + 0.4 * torch.rand(NUM_CLASSES, 3, 1, 1, generator=templates)
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-    x = (colour[y] + 0.06 * torch.randn(n, 3, 1, 1, generator=g) + 0.03 * texture[y]
-         + 0.05 * torch.randn(n, 3, SIZE, SIZE, generator=g))
-    return x.clamp(0, 1), y
-
-
-def train(model, x, y, *, epochs, adv_steps=0, seed=0, lr=0.05):
-    """SGD; with adv_steps > 0, Madry-style PGD adversarial training using our own `pgd`."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 128):
-            xb, yb = x[perm[i:i + 128]], y[perm[i:i + 128]]
-            if adv_steps:
-                xb = pgd(model, xb, yb, eps=EPS, alpha=2.5 * EPS / adv_steps, steps=adv_steps, generator=g)
-            model.train()
-            loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
-
-
 def accuracy(model, x, y) -> float:
     with torch.no_grad():
         return (model(x).argmax(1) == y).float().mean().item()
-
-
-@pytest.fixture(scope="module")
-def data():
-    return synthetic(2000, seed=0), synthetic(300, seed=1)
-
-
-@pytest.fixture(scope="module")
-def natural_model(data):
-    (x, y), _ = data
-    torch.manual_seed(0)
-    return train(TinyCNN(), x, y, epochs=6)
-
-
-@pytest.fixture(scope="module")
-def robust_model(data):
-    (x, y), _ = data
-    torch.manual_seed(1)
-    model = train(TinyCNN(), x, y, epochs=1)
-    return train(model, x, y, epochs=2, adv_steps=3, seed=1)
 
 
 def small_batch(n=16, seed=0):
@@ -263,12 +198,12 @@ def test_cw_margin_loss_hand_computed():
 
 
 # ---------------------------------------------------------------- early exit
-def test_early_exit_never_raises_accuracy_and_costs_less(natural_model, data):
+def test_early_exit_never_raises_accuracy_and_costs_less(natural, data):
     _, (x, y) = data
     x, y = x[:128], y[:128]
     results = {}
     for early_exit in (False, True):
-        counted = CountingWrapper(natural_model)
+        counted = CountingWrapper(natural)
         out = pgd_attack(counted, x, y, eps=EPS, alpha=ALPHA, steps=10, early_exit=early_exit,
                          generator=torch.Generator().manual_seed(3))
         assert isinstance(out, AttackOutput) and out.forward_images == counted.images
@@ -322,13 +257,13 @@ def independent(model, images, labels, **kw) -> EvalResult:
                             **kw).result
 
 
-def test_per_example_metrics_worst_case_and_determinism(natural_model, data):
+def test_per_example_metrics_worst_case_and_determinism(natural, data):
     _, (x, y) = data
     images = (x * 255).round().to(torch.uint8)                # the data module's format
-    natural_model.train()
+    natural.train()
     kwargs = dict(attacks=("clean", "pgd5", "cw5", "fgsm"), n_examples=100, seed=7, batch_size=32)
-    res = independent(natural_model, images, y, **kwargs)
-    assert natural_model.training                             # flag restored
+    res = independent(natural, images, y, **kwargs)
+    assert natural.training                             # flag restored
     assert isinstance(res, EvalResult)
     assert list(res.metrics) == ["clean_acc", "pgd5_acc", "cw5_acc", "fgsm_acc", "worst_acc"]
     assert list(res.correct) == ["clean", "pgd5", "cw5", "fgsm"]
@@ -338,57 +273,57 @@ def test_per_example_metrics_worst_case_and_determinism(natural_model, data):
     idx = select_examples(len(y), 100, seed=7)
     assert res.indices_sha256 == hashlib.sha256(idx.numpy().astype("<i8").tobytes()).hexdigest()
     assert res.seconds > 0 and res.images_per_s > 0
-    natural_model.eval()
-    clean = natural_model(images[idx].float() / 255).argmax(1) == y[idx]
+    natural.eval()
+    clean = natural(images[idx].float() / 255).argmax(1) == y[idx]
     assert torch.equal(res.correct["clean"], clean)
     assert res.metrics["clean_acc"] == pytest.approx(clean.float().mean().item(), abs=0)
     worst = torch.stack(list(res.correct.values())).all(0)
     assert res.metrics["worst_acc"] == pytest.approx(worst.float().mean().item(), abs=0)
 
-    again = independent(natural_model, images, y, **kwargs)
+    again = independent(natural, images, y, **kwargs)
     assert again.metrics == res.metrics
     assert all(torch.equal(again.correct[k], res.correct[k]) for k in res.correct)
     # Float pixels k/255 are the same images as uint8 k; one attack alone gives the same numbers.
-    as_float = independent(natural_model, images.float() / 255, y, **{**kwargs, "attacks": ["pgd5"]})
+    as_float = independent(natural, images.float() / 255, y, **{**kwargs, "attacks": ["pgd5"]})
     assert torch.equal(as_float.correct["pgd5"], res.correct["pgd5"])
-    as_text = independent(natural_model, images, y, **{**kwargs, "attacks": "clean, PGD5,pgd5"})
+    as_text = independent(natural, images, y, **{**kwargs, "attacks": "clean, PGD5,pgd5"})
     assert list(as_text.metrics) == ["clean_acc", "pgd5_acc", "worst_acc"]     # CLI-style list, deduplicated
 
 
-def test_the_front_door_rejects_bad_requests(natural_model, data):
+def test_the_front_door_rejects_bad_requests(natural, data):
     _, (x, y) = data
     with pytest.raises(ConfigError, match="attack='pgdx'"):
-        independent(natural_model, x, y, attacks=("clean", "pgdx"))
+        independent(natural, x, y, attacks=("clean", "pgdx"))
     with pytest.raises(ConfigError, match="n_examples=1000.*300 examples"):
-        independent(natural_model, x, y)                                  # default 1000 > 300
+        independent(natural, x, y)                                  # default 1000 > 300
     with pytest.raises(DataError, match=r"\[0,1\]"):
-        independent(natural_model, x * 255, y, n_examples=10)
+        independent(natural, x * 255, y, n_examples=10)
     with pytest.raises(DataError, match="labels"):
-        independent(natural_model, x, y[:-1], n_examples=10)
+        independent(natural, x, y[:-1], n_examples=10)
     with pytest.raises(DataError, match="uint8"):
-        independent(natural_model, x.to(torch.int32), y, n_examples=10)
+        independent(natural, x.to(torch.int32), y, n_examples=10)
     with pytest.raises(ConfigError, match="batch_size=0"):
-        independent(natural_model, x, y, n_examples=10, batch_size=0)
+        independent(natural, x, y, n_examples=10, batch_size=0)
 
 
 # ---------------------------------------------------------------- the oracle: ART's PGD on the same model
-def test_natural_model_is_not_robust(natural_model, data):
+def test_natural_model_is_not_robust(natural, data):
     _, (x, y) = data
-    assert accuracy(natural_model, x, y) > 0.85
-    out = pgd_attack(natural_model, x, y, eps=EPS, alpha=ALPHA, steps=20, early_exit=True,
+    assert accuracy(natural, x, y) > 0.85
+    out = pgd_attack(natural, x, y, eps=EPS, alpha=ALPHA, steps=20, early_exit=True,
                      generator=torch.Generator().manual_seed(0))
     assert 1 - out.fooled.float().mean().item() <= 0.05
 
 
-def test_pgd20_agrees_with_art(robust_model, data):
+def test_pgd20_agrees_with_art(robust, data):
     from art.attacks.evasion import ProjectedGradientDescentPyTorch
     from art.estimators.classification import PyTorchClassifier
 
     _, (x, y) = data                                          # 300 held-out examples
-    clean = accuracy(robust_model, x, y)
-    ours = independent(robust_model, x, y, attacks=("clean", "pgd20"), n_examples=None, seed=0).metrics["pgd20_acc"]
+    clean = accuracy(robust, x, y)
+    ours = independent(robust, x, y, attacks=("clean", "pgd20"), n_examples=None, seed=0).metrics["pgd20_acc"]
 
-    classifier = PyTorchClassifier(model=robust_model, loss=nn.CrossEntropyLoss(), input_shape=(3, SIZE, SIZE),
+    classifier = PyTorchClassifier(model=robust, loss=nn.CrossEntropyLoss(), input_shape=(3, SIZE, SIZE),
                                    nb_classes=NUM_CLASSES, clip_values=(0.0, 1.0))
     art_pgd = ProjectedGradientDescentPyTorch(classifier, norm=np.inf, eps=EPS, eps_step=ALPHA, max_iter=20,
                                               num_random_init=1, batch_size=300, verbose=False)

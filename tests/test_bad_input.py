@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from conftest import write_imagefolder
 from robust_transfer.cli import main
+from support.synthetic import write_imagefolder
+from support.transfer import all_runs
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -547,7 +547,7 @@ def _r28(w: World) -> Path:
     import torch
     import torchvision
 
-    import hostile_files as hf
+    import support.hostile_files as hf
     from robust_transfer import create_model
 
     root.mkdir(exist_ok=True)
@@ -666,10 +666,10 @@ def test_the_baseline_of_the_derived_rows_is_a_valid_config(world):
 
 
 @pytest.fixture(scope="module")
-def derived_wd(tmp_path_factory, mlflow_template):
+def derived_wd(tmp_path_factory, mlflow_db_template):
     """One working directory and MLflow store for every derived row (each is refused before a run opens)."""
     wd = tmp_path_factory.mktemp("bad-input-derived")
-    shutil.copy(mlflow_template, wd / "mlflow.db")
+    shutil.copy(mlflow_db_template, wd / "mlflow.db")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(wd)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{wd / 'mlflow.db'}")
@@ -693,7 +693,7 @@ def test_derived_bad_input_in_process(derived_wd, world, capfd, cmd, field, bad,
     assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
     assert all(value in lines[0] for value in named), f"the line does not name what is allowed: {lines[0]}"
     assert "Traceback" not in err
-    assert not [r.info.run_id for r in _runs(derived_wd) if r.info.status == "RUNNING"]
+    assert not [r.info.run_id for r in all_runs(derived_wd) if r.info.status == "RUNNING"]
 
 
 def _snapshot(*roots: Path) -> dict[str, str]:
@@ -704,19 +704,6 @@ def _snapshot(*roots: Path) -> dict[str, str]:
             if p.is_file() and not p.name.startswith("mlflow.db"):
                 out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
-
-
-def _runs(wd: Path):
-    client = MlflowClient(f"sqlite:///{wd / 'mlflow.db'}")
-    exps = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(exps, max_results=1000) if exps else []
-
-
-@pytest.fixture(scope="module")
-def mlflow_template(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("bad-input-mlflow") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()   # tables created once, not per case
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -732,9 +719,9 @@ def study_template(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def wd(workdir, mlflow_template, study_template, world) -> Path:
+def wd(workdir, mlflow_db_template, study_template, world) -> Path:
     """A working directory with an MLflow store, a finished checkpoint and a study that must survive."""
-    shutil.copy(mlflow_template, workdir / "mlflow.db")
+    shutil.copy(mlflow_db_template, workdir / "mlflow.db")
     shutil.copy(study_template, workdir / "optuna.db")
     shutil.copytree(world.src, workdir / "ck")
     return workdir
@@ -746,7 +733,7 @@ def _check(wd: Path, before: dict, rc: int, err: str, kind: str, needle: str, ru
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
     assert "Traceback" not in err
-    new = [r for r in _runs(wd) if r.info.run_id not in set(runs_before)]
+    new = [r for r in all_runs(wd) if r.info.run_id not in set(runs_before)]
     assert all(r.info.status == "FAILED" for r in new), [(r.info.run_name, r.info.status) for r in new]
     after = _snapshot(*before["roots"])
     changed = [p for p, h in before["files"].items() if after.get(p) != h]
@@ -807,7 +794,7 @@ def test_bad_input_through_mlflow_run_fails_the_launcher_run(wd, world):
     ours = [ln for ln in out.stderr.splitlines() if ln.startswith("error: ")]
     assert ours == ["error: warm_start=2.0 is out of range; allowed: [0.0, 1.0]"], out.stderr[-2000:]
     assert "Traceback" not in out.stderr
-    runs = _runs(wd)
+    runs = all_runs(wd)
     assert len(runs) == 1 and runs[0].info.status == "FAILED", [(r.info.run_id, r.info.status) for r in runs]
     after = _snapshot(*before["roots"])
     assert all(after.get(p) == h for p, h in before["files"].items())

@@ -26,9 +26,8 @@ REAL_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
-def data_env(tmp_path, monkeypatch):
+def data_env(own_cache, tmp_path, monkeypatch):
     """Every test caches into its own tmp dir and never sees the real data unless it asks."""
-    monkeypatch.setenv("RTL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("RTL_DATA_DIR", str(tmp_path / "no-data-here"))
 
 

@@ -6,7 +6,7 @@ from robust_transfer.demo import main
 
 @pytest.mark.slow
 def test_demo_runs_every_step_and_prints_the_table(workdir, tmp_path, capsys):
-    from conftest import write_imagefolder
+    from support.synthetic import write_imagefolder
 
     data = write_imagefolder(tmp_path / "six", n_classes=6, n_train=12, n_test=8)
     argv = ["--source", f"imagefolder:{data}:half-a", "--target", f"imagefolder:{data}:half-b", "--per-class", "8",

@@ -14,7 +14,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 BIN = Path(sys.executable).parent
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent   # support/ddp_worker.py: what each torchrun rank runs
 PLATFORM = TESTS.parent / "platform"
 # fp32, 6 SGD updates: the two ranks' gradients are summed in another order than one process sums its batch,
 # so the parameters agree to float rounding, not bit for bit (measured max |Δ| 1.5e-8, parameters up to 0.49)
@@ -32,7 +32,7 @@ def _torchrun(workdir: Path, *args: str, **kw) -> subprocess.Popen:
 
 
 def _worker(workdir, folder, out, mode, *extra, ranks=2):
-    args = [str(TESTS / "ddp_worker.py"), str(folder), str(workdir / out), mode, *extra]
+    args = [str(TESTS / "support" / "ddp_worker.py"), str(folder), str(workdir / out), mode, *extra]
     if ranks == 1:
         p = subprocess.run([sys.executable, *args], cwd=workdir, env=_env(workdir), capture_output=True, text=True,
                            timeout=600)

@@ -56,9 +56,10 @@ def test_every_relative_link_resolves_inside_the_repository(page):
 
 def test_every_docs_page_is_linked_from_the_readme():
     linked = {(REPO / link.partition("#")[0]).resolve() for link in _links(README)}
-    for page in (REPO / "docs").glob("*.md"):
-        if page.name not in NOT_FROM_README:
-            assert page.resolve() in linked, f"docs/{page.name} is not linked from README.md"
+    pages = [page for page in (REPO / "docs").glob("*.md") if page.name not in NOT_FROM_README]
+    assert pages, "no docs/*.md page to look for"
+    for page in pages:
+        assert page.resolve() in linked, f"docs/{page.name} is not linked from README.md"
     for page in ("CONTRIBUTING.md", "LICENSE", "CITATION.cff", "CHANGELOG.md"):
         assert (REPO / page).resolve() in linked, f"{page} is not linked from README.md"
 

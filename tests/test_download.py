@@ -78,9 +78,7 @@ def server(tmp_path):
     httpd.server_close()
 
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RTL_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def _served_cifar10(server, monkeypatch, *, published_md5: bool) -> tuple[bytes, str]:

@@ -1,6 +1,6 @@
 """Strong evaluation (issue #5): suites, ART attacks, gradient-masking diagnostics, resumability, registry tags.
 
-Models are tiny and trained here (tests/test_attacks.py's helpers); the whole file stays well
+Models are tiny and trained here (tests/support/, the conftest's `data` and `natural`); the whole file stays well
 under 3 minutes on two cores. Our PGD against ART's PGD is in test_attacks.py (not repeated).
 """
 from __future__ import annotations
@@ -22,53 +22,15 @@ from robust_transfer.errors import ConfigError
 from robust_transfer.evaluation import (FLAGS, MASKING_TAG, SUITES, MaskingWarning, evaluate_tensors, suite_attacks,
                                         suite_budget)
 from robust_transfer.evaluation.store import AttackState, EvalStore
-from test_attacks import TinyCNN, synthetic, train
+from support.models import NoisyOutput, SaturatedSoftmax, ScaledLogits
+from support.synthetic import as_images
+from support.transfer import all_runs
 
 # Small budgets: enough to break a natural tiny model, cheap on CPU.
 FAST = dict(apgd_iters=10, apgd_targets=2, square_queries=150, deepfool_iters=10)
 
 
-class ScaledLogits(nn.Module):
-    """Gradient masking by construction: logits ×1e4 saturate the softmax, ∇ₓ CE underflows to exactly 0."""
-
-    def __init__(self, model: nn.Module, scale: float = 1e4):
-        super().__init__()
-        self.model = model
-        self.register_buffer("scale", torch.tensor(float(scale)))
-
-    def forward(self, x):
-        return self.model(x) * self.scale
-
-
-class NoisyOutput(nn.Module):
-    """A randomised model: Gaussian noise on the logits even in eval mode."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        out = self.model(x)
-        return out + torch.randn_like(out)
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def data():
-    return synthetic(2000, seed=0), synthetic(200, seed=1)
-
-
-@pytest.fixture(scope="module")
-def natural(data):
-    (x, y), _ = data
-    torch.manual_seed(0)
-    return train(TinyCNN(), x, y, epochs=6)
-
-
-def _images(x):
-    return (x * 255).round().to(torch.uint8)
 
 
 # ---------------------------------------------------------------- names, suites, budgets
@@ -169,7 +131,7 @@ def test_config_checks_suites_attacks_and_budgets_without_the_evaluation_library
 # ---------------------------------------------------------------- the evidence: natural and masked models
 def test_natural_model_is_broken_by_every_attack_and_not_flagged(natural, data):
     _, (x, y) = data
-    ev = evaluate_tensors(natural, _images(x), y, suite="standard", n_examples=64, batch_size=64, device="cpu",
+    ev = evaluate_tensors(natural, as_images(x), y, suite="standard", n_examples=64, batch_size=64, device="cpu",
                           progress=False, resume=False, **{**FAST, "square_queries": 500})
     m = ev.result.metrics
     print("\nnatural:", {k: round(v, 3) for k, v in m.items()})
@@ -190,7 +152,7 @@ def test_masked_model_is_flagged_and_pgd_overstates_it(natural, data):
     _, (x, y) = data
     masked = ScaledLogits(natural)
     with pytest.warns(MaskingWarning, match="gradient masking"):
-        ev = evaluate_tensors(masked, _images(x), y, suite="standard", n_examples=64, batch_size=64, device="cpu",
+        ev = evaluate_tensors(masked, as_images(x), y, suite="standard", n_examples=64, batch_size=64, device="cpu",
                               progress=False, resume=False, **FAST)
     m, flags = ev.result.metrics, ev.diagnostics.flags
     print("\nmasked:", {k: round(v, 3) for k, v in m.items()}, "\nflags:", flags)
@@ -209,7 +171,7 @@ def test_randomised_model_is_flagged(natural, data):
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskingWarning)
-        ev = evaluate_tensors(NoisyOutput(natural), _images(x), y, suite="standard", attacks="pgd5", n_examples=32,
+        ev = evaluate_tensors(NoisyOutput(natural), as_images(x), y, suite="standard", attacks="pgd5", n_examples=32,
                               batch_size=32, device="cpu", progress=False, resume=False)
     assert "randomised_output" in ev.diagnostics.flags
     assert "cw_below_ce" in ev.diagnostics.skipped and "pgd_steps" in ev.diagnostics.skipped
@@ -218,7 +180,7 @@ def test_randomised_model_is_flagged(natural, data):
 
 def test_quick_suite_runs_no_diagnostics_and_reports_no_aa(natural, data):
     _, (x, y) = data
-    ev = evaluate_tensors(natural, _images(x), y, suite="quick", n_examples=16, batch_size=16, device="cpu",
+    ev = evaluate_tensors(natural, as_images(x), y, suite="quick", n_examples=16, batch_size=16, device="cpu",
                           progress=False, resume=False)
     assert list(ev.result.metrics) == ["clean_acc", "pgd20_acc", "cw20_acc", "worst_acc"]
     assert ev.diagnostics is None and ev.masking_flags == []
@@ -227,7 +189,7 @@ def test_quick_suite_runs_no_diagnostics_and_reports_no_aa(natural, data):
 # ---------------------------------------------------------------- resumable
 def test_full_evaluation_resumes_after_an_interruption(natural, data, tmp_path, monkeypatch):
     _, (x, y) = data
-    images = _images(x)
+    images = as_images(x)
     # Every attack on every example (cascade=False): the per-attack, per-batch store is what is tested here;
     # test_reference.py resumes a cascade.
     kwargs = dict(suite="full", n_examples=48, batch_size=16, device="cpu", progress=False, diagnostics=False,
@@ -342,8 +304,8 @@ def test_standard_on_registered_models_tags_the_version_and_promote_refuses_flag
     warning_lines = [line for line in out.err.splitlines() if line.startswith("warning: possible gradient masking")]
     assert len(warning_lines) == 1                                              # the masked model only
 
-    runs = {r.data.tags["rtl.model"]: r for r in client.search_runs(
-        [e.experiment_id for e in client.search_experiments()], "tags.`rtl.strategy` = 'evaluate'")}
+    runs = {r.data.tags["rtl.model"]: r for r in all_runs(
+        client, "tags.`rtl.strategy` = 'evaluate'")}
     for uri, name in (("models:/tiny/1", "tiny"), ("models:/tiny-masked@challenger", "tiny-masked")):
         run = runs[uri]
         assert run.info.status == "FINISHED" and run.data.tags["rtl.suite"] == "standard"
@@ -392,22 +354,11 @@ def test_bad_input_is_one_clear_line(workdir, tiny_folder, capsys, extra, code, 
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
 
 
-class SaturatedSoftmax(nn.Module):
-    """The other classic: a softmax output layer at low temperature outputs saturated probabilities."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return torch.softmax(self.model(x) * 1e3, dim=1)
-
-
 def test_saturated_softmax_model_is_flagged(natural, data):
     _, (x, y) = data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskingWarning)
-        ev = evaluate_tensors(SaturatedSoftmax(natural), _images(x), y, suite="standard",
+        ev = evaluate_tensors(SaturatedSoftmax(natural), as_images(x), y, suite="standard",
                               attacks="pgd20,cw20,pgd100,apgd-dlr,square", n_examples=32, batch_size=32,
                               device="cpu", progress=False, resume=False, **{**FAST, "square_queries": 300})
     m, flags = ev.result.metrics, ev.diagnostics.flags

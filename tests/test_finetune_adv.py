@@ -6,7 +6,7 @@ import torch
 from robust_transfer.config import FinetuneAdvConfig
 from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies.finetune_adv import finetune_adv
-from transfer_helpers import all_runs, mlflow_run, other_folder, run_strategy, sources, state  # noqa: F401
+from support.transfer import all_runs, mlflow_run, run_strategy, state
 
 
 def test_everything_trains_on_adversarial_examples_with_a_new_head(workdir, sources, other_folder):
@@ -20,7 +20,7 @@ def test_everything_trains_on_adversarial_examples_with_a_new_head(workdir, sour
     after = state(res.model)
     assert res.model.num_classes == 4 and after["head.weight"].shape[0] == 4
     convs = [k for k in before if k.endswith(".weight") and before[k].dim() == 4]
-    assert all(not torch.equal(before[k], after[k]) for k in convs)               # end to end
+    assert convs and all(not torch.equal(before[k], after[k]) for k in convs)     # end to end
     assert not torch.equal(before["body.0.1.running_mean"], after["body.0.1.running_mean"])
     assert log.history("train_adv_acc") and set(res.metrics) == {"clean_acc", "pgd2_acc", "val_clean_acc", "val_pgd10_acc"}
     assert res.meta["training"]["steps"] == 2 and res.meta["lineage"]["strategy"] == "finetune_adv"

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
 from robust_transfer.cli import main
+from support.net import free_port
+from support.transfer import REPO, SHARED_DATA
 
 NAME = "first-hour"
 
@@ -106,14 +107,6 @@ def test_rtl_runs_record_the_git_commit(registered):
                                                   "HEAD"]).returncode == 0, sha
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body: dict) -> tuple[int, dict]:
     import json
     import urllib.error
@@ -141,7 +134,7 @@ def test_the_venvs_mlflow_serves_a_registered_model_without_path(registered, tmp
 
     import numpy as np
 
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env.update(PATH="/usr/bin:/bin", MLFLOW_TRACKING_URI=os.environ["MLFLOW_TRACKING_URI"])
     log = open(tmp_path / "serve.log", "w")
@@ -332,7 +325,6 @@ def test_the_readmes_first_result_works_in_order_on_a_fresh_clone(tmp_path):
     import time
     import urllib.request
 
-    from conftest import SHARED_DATA
 
     commands = _readme_first_result_commands()
     assert commands[0].split("#")[0].strip() == "make venv", commands   # what creates .venv comes first
@@ -360,7 +352,7 @@ def test_the_readmes_first_result_works_in_order_on_a_fresh_clone(tmp_path):
             if a in _SMALL:
                 argv[i + 1] = _SMALL[a]
         if argv[:2] == [".venv/bin/mlflow", "ui"]:
-            port = _free_port()
+            port = free_port()
             proc = subprocess.Popen(argv + ["--port", str(port)], cwd=clone, env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, start_new_session=True)
             try:

@@ -23,9 +23,7 @@ from robust_transfer.errors import ConfigError, DataError
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RTL_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def _img(h: int, w: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
@@ -428,7 +426,7 @@ def test_a_large_resize_is_memory_mapped_and_equal_to_the_in_memory_one(tmp_path
 
 
 # --- issue 28: images that lie about their size, archives that lie about theirs, the smaller doors -----------------
-import hostile_files as hostile  # noqa: E402
+import support.hostile_files as hostile  # noqa: E402
 
 LIARS = {"jpeg-65000": hostile.jpeg(65000, 65000), "jpeg-20000": hostile.jpeg(20000, 20000),
          "jpeg-8193x8192": hostile.jpeg(8193, 8192), "jpeg-junk-before-frame": hostile.jpeg(65000, 65000, garbage_before_sof=b"\x01\x02"),

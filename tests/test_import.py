@@ -19,7 +19,7 @@ import torchvision
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from transfer_helpers import FAST, all_runs, rtl
+from support.transfer import FAST, all_runs, rtl
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)

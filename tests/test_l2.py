@@ -22,7 +22,8 @@ from robust_transfer.cli import main
 from robust_transfer.config import EvaluateConfig, FinetuneAdvConfig, LwfConfig, TrainConfig, TransferConfig
 from robust_transfer.errors import ConfigError
 from robust_transfer.evaluation import evaluate_tensors
-from test_attacks import TinyCNN, synthetic
+from support.models import TinyCNN
+from support.synthetic import synthetic
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

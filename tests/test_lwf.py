@@ -11,7 +11,7 @@ from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies import features
 from robust_transfer.strategies.lwf import feature_distance, lwf, lwf_loss
 from robust_transfer.strategies.common import batchnorm_modules
-from transfer_helpers import all_runs, mlflow_run, other_folder, run_strategy, sources, state  # noqa: F401
+from support.transfer import all_runs, mlflow_run, run_strategy, state
 
 
 def cfg(src, **kw) -> LwfConfig:
@@ -51,9 +51,9 @@ def test_warm_start_phase_changes_only_the_head(workdir, sources, other_folder):
     res = run_strategy(lwf, cfg(sources.src, target=f"imagefolder:{other_folder}", warm_start=1.0), MemoryLogger())
     after = state(res.model)
     assert res.meta["training"]["warm_updates"] == 6 and res.meta["training"]["head"] == "new"
-    for k in before:
-        if k.startswith("head."):
-            continue
+    body = [k for k in before if not k.startswith("head.")]
+    assert body
+    for k in body:
         assert torch.equal(before[k], after[k]), f"{k} changed during warm start"
     assert after["head.weight"].shape == (4, res.model.feature_dim)
 
@@ -71,7 +71,7 @@ def test_after_warm_start_everything_but_batchnorm_trains(workdir, sources):
     for k in bn_keys:
         assert torch.equal(before[k], after[k]), f"BatchNorm tensor {k} changed"
     convs = [k for k in before if k.endswith(".weight") and before[k].dim() == 4]
-    assert all(not torch.equal(before[k], after[k]) for k in convs)
+    assert convs and all(not torch.equal(before[k], after[k]) for k in convs)
     assert not torch.equal(before["head.weight"], after["head.weight"])
     assert all(not m.training for m in batchnorm_modules(res.model))  # BN modules stayed in eval mode
 

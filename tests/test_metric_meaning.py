@@ -86,4 +86,4 @@ def test_evaluation_threat_is_separate_and_defaults_to_8_and_2():
     assert not hasattr(TransferConfig(source_model="x"), "epsilon")   # transfer trains on natural examples only
 
 
-from transfer_helpers import other_folder, run_strategy, sources  # noqa: E402,F401  (module fixtures)
+from support.transfer import run_strategy  # noqa: E402

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,20 +16,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from robust_transfer.cli import main
+from support.net import free_port, wait_http
+from support.transfer import all_runs, train_args
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def _train_args(folder, *extra):
-    return ["train", "--dataset", f"imagefolder:{folder}", "--iterations", "2", "--batch-size", "16",
-            "--n-examples", "6", "--progress", "false", "--device", "cpu", *extra]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _clean_env(**extra) -> dict:
@@ -44,7 +34,7 @@ def _clean_env(**extra) -> dict:
 @pytest.fixture
 def champion(wd, tiny_folder, capsys):
     """A tiny trained model registered as `tiny-served`, alias `champion`; returns (name, train run)."""
-    assert main(_train_args(tiny_folder, "--register-as", "tiny-served", "--checkpoint-dir", "ck")) == 0
+    assert main(train_args(tiny_folder, "--register-as", "tiny-served", "--checkpoint-dir", "ck")) == 0
     capsys.readouterr()
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     version = client.get_registered_model("tiny-served").aliases["challenger"]
@@ -123,24 +113,14 @@ def test_a_fresh_process_without_the_checkout_loads_the_champion_and_predicts(ch
 def test_mlflow_models_serve_answers_a_batch_with_logits(champion, wd):
     """`mlflow models serve -m models:/name@champion --env-manager local` on a free loopback port (~20 s)."""
     name, _ = champion
-    port = _free_port()
+    port = free_port()
     log = open(wd / "serve.log", "w")
     server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}@champion",
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
                               cwd=wd, env=_clean_env(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, (wd / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "server did not answer /ping within 120 s"
-            time.sleep(1)
+        wait_http(f"http://127.0.0.1:{port}/ping", server, log=wd / "serve.log")
         batch = np.random.default_rng(2).random((5, 3, 16, 16)).astype(np.float32)
         req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
                                      data=json.dumps({"inputs": batch.tolist()}).encode(),
@@ -302,11 +282,6 @@ def _mlflow_run(cwd: Path, uri: str, entry: str, params: dict, *extra: str, time
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _finished_runs(folder: Path):
-    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
-    return client.search_runs([e.experiment_id for e in client.search_experiments()])
-
-
 @pytest.mark.slow
 def test_mlflow_run_search_from_a_scratch_folder_keeps_everything_there_and_the_checkout_clean(workdir, tiny_folder,
                                                                                                capsys):
@@ -314,7 +289,7 @@ def test_mlflow_run_search_from_a_scratch_folder_keeps_everything_there_and_the_
     land in the folder the command was typed in (MLflow runs the entry point in the checkout). ~2-4 min.
     (A fresh store, not the `wd` template: that one's Default experiment keeps the artifact folder it was made in.)"""
     wd = workdir
-    assert main(_train_args(tiny_folder, "--checkpoint-dir", "src")) == 0
+    assert main(train_args(tiny_folder, "--checkpoint-dir", "src")) == 0
     capsys.readouterr()
     before = _checkout_state()
     sets = (f"source_model={wd / 'src'} target=imagefolder:{tiny_folder} iterations=2 batch_size=16 n_examples=6 "
@@ -328,7 +303,7 @@ def test_mlflow_run_search_from_a_scratch_folder_keeps_everything_there_and_the_
     study = optuna.load_study(study_name="lwf-lambda", storage=f"sqlite:///{wd / 'optuna.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
     assert list((wd / "checkpoints").glob("lwf-*")), "the trial's checkpoint is under the launch folder"
-    runs = [r for r in _finished_runs(wd) if r.data.tags.get("rtl.strategy") in ("search", "lwf")]
+    runs = [r for r in all_runs(wd) if r.data.tags.get("rtl.strategy") in ("search", "lwf")]
     assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 2  # the search and its trial
     trial = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
     search = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
@@ -350,7 +325,7 @@ def test_mlflow_run_from_a_git_uri_with_the_venv_not_activated(tmp_path, tiny_fo
                       {"dataset": f"imagefolder:{tiny_folder}", "iterations": 2, "batch_size": 16, "n_examples": 6,
                        "device": "cpu"}, "--env-manager", "local", RTL_CACHE_DIR=str(tmp_path / "cache"), PATH=path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    (run,) = _finished_runs(work)
+    (run,) = all_runs(work)
     assert run.info.status == "FINISHED" and run.info.run_name == "train-imagefolder:tiny-small-cnn-natural"
     assert list((work / "checkpoints").glob("train-*")) and not (clone / "checkpoints").exists()
 
@@ -375,6 +350,6 @@ def test_mlflow_run_through_the_virtualenv_env_manager(tmp_path, tiny_folder):
                       RTL_CACHE_DIR=str(tmp_path / "cache"))
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "bin/activate && bash bin/mlflow-entry train" in out.stderr
-    (run,) = _finished_runs(work)
+    (run,) = all_runs(work)
     assert run.info.status == "FINISHED" and run.data.tags["mlflow.project.env"] == "virtualenv"
     assert list((work / "checkpoints").glob("train-*"))

@@ -109,11 +109,12 @@ def steps_of(name: str, scale: str = "paper") -> dict:
 
 
 # --------------------------------------------------------------------------------------------- sources
-@pytest.mark.parametrize("name", [p.stem for p in PROJECTS])
+# The ImageNet suites start from ImageNet ResNet-50s (tested below), not from a WRN source of their own.
+@pytest.mark.parametrize("name", [p.stem for p in PROJECTS if p.stem not in IMAGENET_SUITES])
 def test_every_robust_wrn_source_is_trained_as_footnote_2_says(name):
-    for step in plan(name).steps:
-        if step.name not in ROBUST_SOURCES:
-            continue
+    sources = [step for step in plan(name).steps if step.name in ROBUST_SOURCES]
+    assert sources, f"{name}: no robust WRN source step ({sorted(ROBUST_SOURCES)}) in its paper plan"
+    for step in sources:
         cfg = config(step)
         assert_settings(cfg, MADRY_SOURCE, f"{name}/{step.name}")
         assert cfg.dataset == ROBUST_SOURCES[step.name]
@@ -237,10 +238,11 @@ def test_fig3_fine_tunes_at_eps_5_from_a_source_that_never_saw_the_target():
 
 def test_fig4_and_fig5_models_sit_on_imagenet_features_of_cifar100():
     for name in ("fig4", "fig5"):
-        for s in plan(name).steps:
-            if s.entry == "transfer":
-                cfg = config(s)
-                assert cfg.source_model in IMAGENET.values() and cfg.target == "cifar100", (name, s.name)
+        transfers = [s for s in plan(name).steps if s.entry == "transfer"]
+        assert transfers, f"{name}: no transfer step"
+        for s in transfers:
+            cfg = config(s)
+            assert cfg.source_model in IMAGENET.values() and cfg.target == "cifar100", (name, s.name)
     fig4 = steps_of("fig4")
     assert {config(s).mlp_depth for s in fig4.values() if s.entry == "transfer" and config(s).head == "mlp"} == {1, 2}
     assert all(config(s).width == 2048 for s in fig4.values() if s.entry == "transfer" and config(s).head == "mlp")
@@ -251,9 +253,9 @@ def test_fig4_and_fig5_models_sit_on_imagenet_features_of_cifar100():
 def test_every_paper_scale_step_builds_its_config_and_every_difference_is_explained(name):
     suite = plan(name)
     assert suite.description, f"{name}: no paper-scale description"
-    for step in suite.steps:
-        if step.select is not None:  # a select step runs no entry point: it chooses among steps checked here
-            continue
+    runs = [step for step in suite.steps if step.select is None]   # a select step runs no entry point: it chooses
+    assert runs, f"{name}: no step runs an entry point"              # among the steps checked here
+    for step in runs:
         config(step)  # the plan built a valid config from the parameters
         differs = [item for item, _, _, agree in rows(step) if agree is False]
         assert not differs or step.paper.get("deviation"), f"{name}/{step.name} differs from the paper in {differs}"

@@ -1,7 +1,7 @@
 """Issue 15: the reference AutoAttack (pyautoattack), the cascade, one attack grammar, registry aa_acc.
 
-Models are tiny and trained here (tests/test_attacks.py's helpers). The agreement test runs Croce &
-Hein's AutoAttack (5000 Square queries on every robust example) and is marked slow.
+Models are tiny and trained here (tests/support/, the conftest's `data`, `natural` and `robust`). The agreement
+test runs Croce & Hein's AutoAttack (5000 Square queries on every robust example) and is marked slow.
 """
 from __future__ import annotations
 
@@ -18,37 +18,13 @@ from robust_transfer.cli import main
 from robust_transfer.errors import ConfigError
 from robust_transfer.evaluation import MASKING_TAG, MaskingWarning, evaluate_tensors, suite_attacks
 from robust_transfer.evaluation.reference import LABEL
-from test_attacks import TinyCNN, synthetic, train
-from test_evaluation import SaturatedSoftmax
+from support.models import SaturatedSoftmax, ScaledLogits
+from support.synthetic import as_images
 
 FAST = dict(apgd_iters=10, apgd_targets=2, square_queries=150, deepfool_iters=10)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def data():
-    return synthetic(2000, seed=0), synthetic(300, seed=1)
-
-
-@pytest.fixture(scope="module")
-def robust(data):
-    (x, y), _ = data
-    torch.manual_seed(1)
-    model = train(TinyCNN(), x, y, epochs=1)
-    return train(model, x, y, epochs=2, adv_steps=3, seed=1)
-
-
-@pytest.fixture(scope="module")
-def natural(data):
-    (x, y), _ = data
-    torch.manual_seed(0)
-    return train(TinyCNN(), x, y, epochs=6)
-
-
-def _images(x):
-    return (x * 255).round().to(torch.uint8)
 
 
 # ---------------------------------------------------------------- one grammar
@@ -79,8 +55,8 @@ def test_cascade_keeps_the_worst_case_and_attacks_fewer_examples(robust, data, t
     _, (x, y) = data
     kw = dict(suite="quick", attacks="pgd5,cw5,fgsm,pgd20r2", n_examples=200, batch_size=64, device="cpu",
               progress=False)
-    alone = evaluate_tensors(robust, _images(x), y, cascade=False, resume=False, **kw)
-    cascade = evaluate_tensors(robust, _images(x), y, cascade=True, store_root=tmp_path, **kw)
+    alone = evaluate_tensors(robust, as_images(x), y, cascade=False, resume=False, **kw)
+    cascade = evaluate_tensors(robust, as_images(x), y, cascade=True, store_root=tmp_path, **kw)
     a, c = alone.result.correct, cascade.result.correct
     print("\nalone:", alone.result.metrics, "\ncascade:", cascade.result.metrics, "\nattacked:", cascade.extra["attacked"])
     assert torch.equal(torch.stack(list(a.values())).all(0), torch.stack(list(c.values())).all(0))
@@ -96,7 +72,7 @@ def test_cascade_keeps_the_worst_case_and_attacks_fewer_examples(robust, data, t
     assert att["cw5"] < alone.extra["attacked"]["cw5"] and att["pgd20r2"] <= att["fgsm"] <= att["cw5"]
     assert cascade.result.params["cascade"] is True and alone.result.params["cascade"] is False
     # Resumed from the store (the cascade keys include which examples each attack saw): the same answers.
-    again = evaluate_tensors(robust, _images(x), y, cascade=True, store_root=tmp_path, **kw)
+    again = evaluate_tensors(robust, as_images(x), y, cascade=True, store_root=tmp_path, **kw)
     assert all(n == 4 for k, n in again.extra["resumed_batches"].items()), again.extra["resumed_batches"]
     assert all(torch.equal(again.result.correct[k], c[k]) for k in c)
 
@@ -108,8 +84,8 @@ def test_cascade_changes_nothing_per_example_for_apgd_and_square_too(robust, dat
     _, (x, y) = data
     kw = dict(suite="standard", attacks="pgd3,apgd-ce,apgd-t,square", n_examples=160, batch_size=80, device="cpu",
               progress=False, resume=False, diagnostics=False, apgd_iters=8, apgd_targets=2, square_queries=60)
-    alone = evaluate_tensors(robust, _images(x), y, cascade=False, **kw)
-    cascade = evaluate_tensors(robust, _images(x), y, cascade=True, **kw)
+    alone = evaluate_tensors(robust, as_images(x), y, cascade=False, **kw)
+    cascade = evaluate_tensors(robust, as_images(x), y, cascade=True, **kw)
     a, c = alone.result.correct, cascade.result.correct
     print("\nalone:", alone.result.metrics, "\ncascade:", cascade.result.metrics, "\nattacked:", cascade.extra["attacked"])
     prefix = torch.ones_like(a["clean"])
@@ -124,7 +100,7 @@ def test_cascade_changes_nothing_per_example_for_apgd_and_square_too(robust, dat
 
 def test_art_implementations_stay_available_by_name(robust, data):
     _, (x, y) = data
-    ev = evaluate_tensors(robust, _images(x), y, suite="standard", attacks="pgd3,apgd-t@art,square@art", n_examples=32,
+    ev = evaluate_tensors(robust, as_images(x), y, suite="standard", attacks="pgd3,apgd-t@art,square@art", n_examples=32,
                           batch_size=32, device="cpu", progress=False, resume=False, diagnostics=False,
                           apgd_iters=4, apgd_targets=1, square_queries=20)
     m, specs = ev.result.metrics, ev.result.params["specs"]
@@ -134,11 +110,9 @@ def test_art_implementations_stay_available_by_name(robust, data):
 
 
 def test_cascade_diagnostics_still_see_a_masked_model(natural, data):
-    from test_evaluation import ScaledLogits
-
     _, (x, y) = data
     with pytest.warns(MaskingWarning):
-        ev = evaluate_tensors(ScaledLogits(natural), _images(x), y, suite="standard", n_examples=64, batch_size=64,
+        ev = evaluate_tensors(ScaledLogits(natural), as_images(x), y, suite="standard", n_examples=64, batch_size=64,
                               device="cpu", progress=False, resume=False, **FAST)
     flags = ev.diagnostics.flags
     print("\ncascade masked:", {k: round(v, 3) for k, v in ev.result.metrics.items()}, sorted(flags))
@@ -151,8 +125,8 @@ def test_cascade_diagnostics_still_see_a_masked_model(natural, data):
 def test_reference_autoattack_agrees_with_standard_and_neither_is_above_pgd20(robust, data):
     _, (x, y) = data
     kw = dict(n_examples=80, batch_size=80, device="cpu", progress=False, resume=False, seed=3)
-    ours = evaluate_tensors(robust, _images(x), y, suite="standard", **kw)
-    ref = evaluate_tensors(robust, _images(x), y, suite="autoattack", **kw)
+    ours = evaluate_tensors(robust, as_images(x), y, suite="standard", **kw)
+    ref = evaluate_tensors(robust, as_images(x), y, suite="autoattack", **kw)
     m, r = ours.result.metrics, ref.result.metrics
     print(f"\nrobust tiny CNN, n=80: clean {m['clean_acc']:.3f} pgd20 {m['pgd20_acc']:.3f} standard worst {m['standard_worst_acc']:.3f} "
           f"reference aa {r['aa_acc']:.3f} ({ref.result.params['aa_impl']}); sub-attacks "
@@ -173,8 +147,8 @@ def test_autoattack_checks_become_flags_and_its_state_file_resumes(natural, data
     kw = dict(suite="autoattack", n_examples=8, batch_size=8, device="cpu", progress=False, store_root=tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskingWarning)
-        first = evaluate_tensors(SaturatedSoftmax(natural), _images(x), y, **kw)
-        again = evaluate_tensors(SaturatedSoftmax(natural), _images(x), y, **kw)
+        first = evaluate_tensors(SaturatedSoftmax(natural), as_images(x), y, **kw)
+        again = evaluate_tensors(SaturatedSoftmax(natural), as_images(x), y, **kw)
     flags = first.diagnostics.flags
     print("\nsaturated softmax, reference:", first.result.metrics, sorted(flags))
     assert "output_probabilities" in flags and flags["output_probabilities"].startswith("AutoAttack check: ")

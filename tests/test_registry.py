@@ -11,6 +11,7 @@ import pytest
 from robust_transfer.cli import main
 from robust_transfer.errors import ConfigError
 from robust_transfer.promotion import Judged, Policy, decide
+from support.transfer import all_runs
 
 
 # ------------------------------------------------------------------------------------------ policies (fast)
@@ -252,6 +253,6 @@ def test_a_non_finite_score_never_promotes(workdir, capfd, policy, metrics, valu
     assert rc == 6 and len(err) == 1 and err[0].startswith("error: policy ") and value in err[0], (rc, err)
     assert "not a finite number" in err[0] and policy.split()[1][:8] in err[0]
     assert "champion" not in (client.get_registered_model("nf").aliases or {})
-    promote_runs = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+    promote_runs = [r for r in all_runs(client)
                     if r.data.tags.get("rtl.strategy") == "promote"]
     assert [r.info.status for r in promote_runs] == ["FAILED"]

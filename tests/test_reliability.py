@@ -4,7 +4,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,9 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+from support.net import free_port, wait_http
+from support.transfer import all_runs
 
 BIN = Path(sys.executable).parent
 
@@ -56,7 +58,7 @@ def test_sigkill_mid_training_then_resume_equals_an_uninterrupted_run(workdir, t
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    runs = all_runs(client)
     by_ckpt = {r.data.params["checkpoint_dir"]: r for r in runs}
     assert len(runs) == 2  # the resumed run continued the killed one instead of starting a third
     a, b = by_ckpt["straight"], by_ckpt["victim"]
@@ -69,16 +71,14 @@ def test_sigkill_mid_training_then_resume_equals_an_uninterrupted_run(workdir, t
     assert steps[-1] == 5 and set(steps) == set(range(6))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def _get(url, auth=None):
     req = urllib.request.Request(url)
     if auth:
-        req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+        req.add_header("Authorization", _basic(*auth))
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status
@@ -90,7 +90,7 @@ def _get(url, auth=None):
 
 @pytest.mark.slow
 def test_tracking_server_with_basic_auth_refuses_anonymous_requests(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret",
            "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini")}
     (tmp_path / "auth.ini").write_text(
@@ -103,10 +103,7 @@ def test_tracking_server_with_basic_auth_refuses_anonymous_requests(tmp_path):
                               stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1"
-        deadline = time.time() + 120
-        while time.time() < deadline and _get(url, ("admin", "s3cret-Passw0rd!")) != 200:
-            assert server.poll() is None, "mlflow server exited"
-            time.sleep(1)
+        wait_http(url, server, headers={"Authorization": _basic("admin", "s3cret-Passw0rd!")})
         assert _get(url, ("admin", "s3cret-Passw0rd!")) == 200
         assert _get(url) == 401
         assert _get(url, ("admin", "wrong")) == 401
@@ -176,11 +173,6 @@ def test_checkpoint_dir_replaces_only_nothing_an_empty_dir_or_a_checkpoint_of_ou
         assert not [p for p in workdir.iterdir() if p.name.startswith(f".{target.name}.")]
 
 
-def _runs(client):
-    exps = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(exps, max_results=1000)
-
-
 def test_resume_continues_only_the_run_that_wrote_the_state_and_never_a_finished_one(workdir, tiny_folder, capfd):
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     assert main(_tiny_train(tiny_folder, workdir / "a")) == 0
@@ -214,11 +206,11 @@ def test_resume_continues_only_the_run_that_wrote_the_state_and_never_a_finished
         {k: v for k, v in ckpt_b.items() if k != "train_state.json"}
     assert history(run_a) == before[run_a][0] and history(run_b) == before[run_b][0]
     assert client.get_run(run_b).info.status == "FINISHED"
-    assert len(_runs(client)) == 2   # no run was created or reopened by a refusal
+    assert len(all_runs(client)) == 2   # no run was created or reopened by a refusal
     # 5. the run that wrote it, interrupted (KILLED): resumed, into that same run
     client.set_terminated(run_a, "KILLED")
     assert main(_tiny_train(tiny_folder, workdir / "a", "--resume")) == 0
-    assert client.get_run(run_a).info.status == "FINISHED" and len(_runs(client)) == 2
+    assert client.get_run(run_a).info.status == "FINISHED" and len(all_runs(client)) == 2
 
 
 def _tables(db: Path) -> set:
@@ -262,7 +254,7 @@ def test_a_failed_storage_command_creates_and_changes_nothing(workdir, tiny_fold
     # in memory: refused before anything runs (it used to print 74 lines and lose the study)
     for url in ("sqlite:///", "sqlite://", "sqlite:///:memory:"):
         _one_line(capfd, 5, main(["search", "--space", str(space), "--storage", url, "--trials", "1"]), "in-memory")
-    assert _runs(MlflowClient(os.environ["MLFLOW_TRACKING_URI"])) == []
+    assert all_runs() == []
 
 
 def test_a_deleted_experiment_is_refused_before_anything_is_created(workdir, tiny_folder, capfd):
@@ -280,7 +272,7 @@ def test_a_deleted_experiment_is_refused_before_anything_is_created(workdir, tin
     _one_line(capfd, 2, main(["evaluate", "--model", str(workdir / "nope"), "--experiment", "gone",
                               "--device", "cpu"]), "")
     assert not (workdir / "o.db").exists() and not (workdir / "ck").exists()
-    assert _runs(client) == []
+    assert all_runs(client) == []
 
 
 @pytest.mark.parametrize("n,batch_size", [(15, 7), (15, 14), (72, 71), (29, 4), (2, 1), (9, 8)])
@@ -316,7 +308,7 @@ def test_transfer_with_a_batchnorm_head_trains_when_the_last_batch_would_hold_on
 # Issue 28: images that lie about their size, archives whose members claim gigabytes. Each case runs as its own
 # `rtl` process; its peak RSS (getrusage(RUSAGE_CHILDREN) of a parent that runs only it) is compared with a bare
 # `rtl --help` measured the same way, in the same test.
-from hostile_files import bmp, gif, jpeg, png, tar_gz_with_big_member  # noqa: E402
+from support.hostile_files import bmp, gif, jpeg, png, tar_gz_with_big_member  # noqa: E402
 
 RSS_RUNNER = ("import resource, subprocess, sys\n"
               "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
@@ -438,7 +430,7 @@ def test_a_killed_training_run_is_closed_by_the_next_command(workdir, tiny_folde
     assert victim.poll() is None, victim.stderr.read()
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    [run] = _runs(client)
+    [run] = all_runs(client)
     assert run.info.status == "RUNNING" and run.data.tags["rtl.pid"] == str(victim.pid)
     assert main(["evaluate", "--model", str(workdir / "victim"), "--n-examples", "4", "--attacks", "pgd1",
                  "--device", "cpu", "--progress", "false"]) == 0
@@ -459,4 +451,4 @@ def test_resume_refuses_a_deleted_run_and_a_missing_state_in_one_line(workdir, t
             missing.mkdir()
         _one_line(capfd, 4, main(_tiny_train(tiny_folder, missing, "--resume")), "no saved training state")
     assert not (workdir / "nothing-here").exists() and not list((workdir / "empty").iterdir())
-    assert [r.info.run_id for r in _runs(client)] == []   # the deleted run is hidden; nothing new was created
+    assert [r.info.run_id for r in all_runs(client)] == []   # the deleted run is hidden; nothing new was created

@@ -698,7 +698,7 @@ def test_an_aa_column_comes_from_another_steps_run_and_the_claim_is_paired_on_it
     assert claims["aa-holds"]["smallest_detectable"] == f"{m:.3f}" and claims["aa-holds"]["rule"] == "unpaired"
     assert "(unpaired: binomial n=200; examples unknown)" in claims["aa-holds"]["values"]
 
-    from claim_helpers import per_example
+    from support.claims import per_example
 
     client.log_dict(aa, per_example(200, clean=120, pgd20=50, aa=48, worst=48), "evaluation/per_example.json")
     assert main(["report", "--project", str(workdir / "aa.yaml"), "--scale", "cpu", "--out", "out"]) == 0

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from robust_transfer.config import RetrainBlocksConfig
 from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies.retrain_blocks import retrain_blocks
-from transfer_helpers import FAST, all_runs, load_source, mlflow_run, rtl, sources, state  # noqa: F401
+from support.transfer import FAST, all_runs, load_source, mlflow_run, rtl, state
 
 
 def cfg(src, **kw) -> RetrainBlocksConfig:
@@ -31,6 +31,7 @@ def test_only_the_k_deepest_blocks_are_reinitialised_and_trained(workdir, source
     for i, prefix in enumerate(prefixes):
         keys = [key for key in before if key.startswith(prefix)]
         weights = [key for key in keys if key.endswith("weight")]
+        assert weights, f"no weights under {prefix}"
         if i < n_blocks - k:   # frozen: parameters AND BatchNorm statistics exactly the source's
             assert all(torch.equal(before[key], after[key]) for key in keys), prefix
         else:                  # re-initialised (then trained on natural examples)

@@ -23,6 +23,7 @@ import pytest
 
 from robust_transfer.cli import main
 from robust_transfer.errors import ConfigError, SearchError
+from support.net import free_port, wait_http
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = REPO / "search_spaces"
@@ -60,7 +61,7 @@ def mlflow_runs(*, experiment="robust-transfer"):
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread(monkeypatch):
+def one_torch_thread_here_and_in_workers(monkeypatch):
     """Tiny models on 2 shared cores: one intra-op thread is ~10x faster than two contending ones."""
     import torch
 
@@ -505,7 +506,7 @@ def test_a_grid_over_the_strategy_and_n_like_low_data(wd, tiny_folder, capsys):
     """low_data.yaml's shape: the entry point itself is searched (transfer vs train) × per_class, on a grid."""
     import optuna
 
-    from transfer_helpers import make_source
+    from support.transfer import make_source
 
     source = make_source(wd / "source", tiny_folder, train=False)
     space = write(wd / "grid.yaml", f"""\
@@ -613,12 +614,6 @@ def _pg_reachable(url: str) -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres_url(tmp_path_factory):
     """RTL_TEST_POSTGRES_URL (default the local server); else a throwaway cluster (initdb + pg_ctl)."""
@@ -633,7 +628,7 @@ def postgres_url(tmp_path_factory):
         pytest.skip(f"no PostgreSQL at {PG_URL} and no initdb/pg_ctl on this machine")
     bindir = bins[-1].parent
     root = tmp_path_factory.mktemp("pg")
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     as_user: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root: use the postgres system user
         as_user = ["runuser", "-u", "postgres", "--"]
@@ -854,22 +849,12 @@ def test_optuna_dashboard_serves_the_study_over_http(workdir, tiny_folder):
         t = study.ask()
         t.suggest_float("lr", 0.001, 0.2, log=True)
         study.tell(t, v)
-    port = _free_port()
+    port = free_port()
     exe = Path(sys.executable).with_name("optuna-dashboard")
     proc = subprocess.Popen([str(exe), url, "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline, data = time.time() + 60, None
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
-                    data = json.loads(r.read())
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"optuna-dashboard exited: {proc.stderr.read().decode()[-500:]}")
-                time.sleep(0.5)
-        assert data is not None, "optuna-dashboard did not answer"
+        data = json.loads(wait_http(f"http://127.0.0.1:{port}/api/studies", proc, timeout=60))
         summary = next(s for s in data["study_summaries"] if s["study_name"] == "dash")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}", timeout=5) as r:
             detail = json.loads(r.read())

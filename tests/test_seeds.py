@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from robust_transfer.cli import main
 from robust_transfer.suites import load_suite
+from support.transfer import all_runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,8 +117,7 @@ def test_bad_seeds_are_one_line_naming_the_value_and_what_is_allowed(suite_file,
     assert len(err.splitlines()) == 1, err
     assert fragment in err and "allowed: a list of distinct whole numbers" in err and "seeded.yaml:" in err, err
     assert "steps.1.seeds" in err
-    assert not MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).search_runs(
-        [e.experiment_id for e in MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).search_experiments()])
+    assert not all_runs()
 
 
 def test_seeds_need_an_entry_point_with_a_seed_and_leave_params_seed_alone(suite_file, capsys):
@@ -338,8 +338,7 @@ report:
 """)
     assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 0
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    exps = [e.experiment_id for e in client.search_experiments()]
-    heads = client.search_runs(exps, "tags.`rtl.step` = 'head'")
+    heads = all_runs(client, "tags.`rtl.step` = 'head'")
     assert sorted((r.data.tags["rtl.seed"], r.data.params["seed"], r.info.status) for r in heads) == [
         ("0", "0", "FINISHED"), ("1", "1", "FINISHED")]
     assert len({r.data.tags["rtl.seeds_key"] for r in heads}) == 1 and heads[0].data.tags["rtl.seeds"] == "0,1"

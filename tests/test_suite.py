@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from robust_transfer.cli import main
 from robust_transfer.suites import load_suite
+from support.transfer import all_runs
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -56,11 +57,6 @@ def project(workdir, tiny_folder):
     (workdir / "projects" / "sources.yaml").write_text(SHARED.format(folder=tiny_folder))
     (workdir / "projects" / "mini.yaml").write_text(SUITE)
     return workdir
-
-
-def _runs(client, filter_string=""):
-    exps = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(exps, filter_string, max_results=500)
 
 
 @pytest.mark.parametrize("path", PROJECTS, ids=[p.stem for p in PROJECTS])
@@ -114,6 +110,7 @@ def test_table4_searches_a_front_with_the_grids_compute(scale):
     suite = load_suite(REPO / "projects" / "table4.yaml", scale, version="v")
     steps = {s.name: s for s in suite.steps}
     grid = sorted({s.name for s in suite.steps if s.entry == "lwf" and s.name.startswith("table4-lwf-")})
+    assert grid, "no table4-lwf-* step"
     front = steps["table4-front"]
     cfg = front.config
     assert front.entry == "search" and cfg.trials == len(grid) and cfg.trials_scope == "study"
@@ -171,7 +168,7 @@ def test_bad_suite_files_fail_with_file_line_and_exit_7(project, capsys, what, b
     assert main(["suite", "--project", str(path), "--scale", "tiny"]) == 7
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fragment in err and "bad.yaml:" in err, err
-    assert not _runs(MlflowClient(os.environ["MLFLOW_TRACKING_URI"]))  # nothing started
+    assert not all_runs()  # nothing started
 
 
 @pytest.mark.parametrize("claim,code,fragment", [
@@ -185,7 +182,7 @@ def test_a_malformed_report_fails_before_any_step_runs(project, capsys, claim, c
     assert main(["suite", "--project", str(path), "--scale", "tiny"]) == code
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fragment in err, err
-    assert not _runs(MlflowClient(os.environ["MLFLOW_TRACKING_URI"]))
+    assert not all_runs()
 
 
 def test_set_gives_a_required_variable_and_an_unknown_one_is_refused(project, capsys):
@@ -215,8 +212,8 @@ def test_suite_runs_steps_as_children_passes_models_by_alias_and_reuses_finished
     path = str(project / "projects" / "mini.yaml")
     assert main(["suite", "--project", path, "--scale", "tiny", "--report", "false"]) == 0
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    suite_run = _runs(client, "tags.`rtl.strategy` = 'suite'")[0]
-    steps = {r.data.tags["rtl.step"]: r for r in _runs(client, "tags.`rtl.step` != ''")}
+    suite_run = all_runs(client, "tags.`rtl.strategy` = 'suite'")[0]
+    steps = {r.data.tags["rtl.step"]: r for r in all_runs(client, "tags.`rtl.step` != ''")}
     assert set(steps) == {"src", "head", "check"}
     for r in steps.values():
         assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == suite_run.info.run_id
@@ -232,8 +229,8 @@ def test_suite_runs_steps_as_children_passes_models_by_alias_and_reuses_finished
     assert main(["suite", "--project", path, "--scale", "tiny", "--report", "false"]) == 0
     out = capsys.readouterr().out
     assert out.count("reused run") == 3
-    assert len(_runs(client, "tags.`rtl.step` != ''")) == 3  # nothing ran again
-    second = _runs(client, "tags.`rtl.strategy` = 'suite'")[0]
+    assert len(all_runs(client, "tags.`rtl.step` != ''")) == 3  # nothing ran again
+    second = all_runs(client, "tags.`rtl.strategy` = 'suite'")[0]
     assert second.data.metrics["steps_reused"] == 3
 
 
@@ -245,7 +242,7 @@ def test_a_failing_step_fails_the_suite_with_one_line_and_keeps_finished_steps(p
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "step 'check' (evaluate) failed" in err
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    status = {r.data.tags.get("rtl.step", "suite"): r.info.status for r in _runs(client)}
+    status = {r.data.tags.get("rtl.step", "suite"): r.info.status for r in all_runs(client)}
     assert status == {"src": "FINISHED", "head": "FINISHED", "check": "FAILED", "suite": "FAILED"}
 
 
@@ -263,7 +260,7 @@ def test_killed_suite_resumes_from_its_finished_steps(project):
     deadline = time.time() + 240
     while time.time() < deadline and victim.poll() is None:
         try:
-            running = _runs(client, "tags.`rtl.step` = 'head' and attributes.status = 'RUNNING'")
+            running = all_runs(client, "tags.`rtl.step` = 'head' and attributes.status = 'RUNNING'")
         except Exception:  # the database may not exist yet
             running = []
         if running:
@@ -272,13 +269,13 @@ def test_killed_suite_resumes_from_its_finished_steps(project):
     assert victim.poll() is None, victim.stdout.read()
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
-    first = {r.data.tags["rtl.step"]: (r.info.run_id, r.info.status) for r in _runs(client, "tags.`rtl.step` != ''")}
+    first = {r.data.tags["rtl.step"]: (r.info.run_id, r.info.status) for r in all_runs(client, "tags.`rtl.step` != ''")}
     assert first["src"][1] == "FINISHED" and first["head"][1] == "RUNNING"
 
     rerun = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     after = {}
-    for r in _runs(client, "tags.`rtl.step` != ''"):
+    for r in all_runs(client, "tags.`rtl.step` != ''"):
         after.setdefault(r.data.tags["rtl.step"], []).append((r.info.run_id, r.info.status))
     assert after["src"] == [first["src"]]                        # reused, not re-run
     assert sorted(s for _, s in after["head"]) == ["FINISHED", "KILLED"]  # the orphan is closed, then re-run
@@ -298,12 +295,12 @@ def test_suite_through_mlflow_run_reuses_steps_run_by_rtl_in_another_experiment(
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.count("reused run") == 3, res.stdout
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    suites = _runs(client, "tags.`rtl.strategy` = 'suite'")
+    suites = all_runs(client, "tags.`rtl.strategy` = 'suite'")
     launcher = [r for r in suites if r.info.experiment_id == "0"]
     assert len(suites) == 2, [(r.info.experiment_id, r.info.status) for r in suites]
     assert len(launcher) == 1 and launcher[0].info.status == "FINISHED"
     assert launcher[0].data.metrics["steps_reused"] == 3
-    assert len(_runs(client, "tags.`rtl.step` != ''")) == 3  # nothing ran twice
+    assert len(all_runs(client, "tags.`rtl.step` != ''")) == 3  # nothing ran twice
 
 
 FRONT_SPACE = """\
@@ -352,7 +349,7 @@ def test_a_search_step_runs_through_mlflow_run_with_its_study_beside_the_store(p
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    (step_run,) = _runs(client, "tags.`rtl.step` = 'front'")
+    (step_run,) = all_runs(client, "tags.`rtl.step` = 'front'")
     for t in trials:
         run = client.get_run(t.user_attrs["mlflow_run_id"])
         assert run.data.tags["mlflow.parentRunId"] == step_run.info.run_id
@@ -509,9 +506,9 @@ def test_a_suite_run_and_its_steps_are_tagged_with_the_machine(project, capsys):
     assert capsys.readouterr().out.count("reused run") == 5
     machine = machine_description()
     assert machine.endswith(" GiB") and f", {os.cpu_count()} cores, " in machine
-    suite_run = _runs(client, "tags.`rtl.strategy` = 'suite'")[0]
+    suite_run = all_runs(client, "tags.`rtl.strategy` = 'suite'")[0]
     assert suite_run.data.tags["rtl.machine"] == machine
-    assert {r.data.tags["rtl.machine"] for r in _runs(client, "tags.`rtl.step` != ''")} == {machine}
+    assert {r.data.tags["rtl.machine"] for r in all_runs(client, "tags.`rtl.step` != ''")} == {machine}
 
 
 def test_a_suite_run_records_every_claim_and_step_budget_before_its_first_step(project, capsys):
@@ -531,12 +528,12 @@ def test_a_suite_run_records_every_claim_and_step_budget_before_its_first_step(p
     out = capsys.readouterr().out
     # every suite file beside it: sources.yaml, mini.yaml and pick.yaml plan 8 distinct steps
     assert "registered 1 claims and 8 steps" in out and out.index("registered") < out.index("[1/6]")
-    suite_run = _runs(client, "tags.`rtl.strategy` = 'suite'")[0]
+    suite_run = all_runs(client, "tags.`rtl.strategy` = 'suite'")[0]
     record = load_dict(f"runs:/{suite_run.info.run_id}/registration.json")
     assert suite_run.data.tags["rtl.registration"] and set(record["claims"]) == {"pick/b-beats-a"}
     assert record["steps"]["cand-b"] == [next(s for s in suite.steps if s.name == "cand-b").params_key]
     assert {s.name for s in suite.steps} | {"head", "check"} == set(record["steps"])
-    first_step = min(r.info.start_time for r in _runs(client, "tags.`rtl.step` = 'best'"))
+    first_step = min(r.info.start_time for r in all_runs(client, "tags.`rtl.step` = 'best'"))
     assert record["recorded_at_ms"] <= first_step     # the select step ran after the record
     assert main(["report", "--project", str(path), "--scale", "tiny", "--out", "out"]) == 0
     with open(project / "out" / "tiny" / "pick-claims.csv", newline="") as f:
@@ -599,7 +596,7 @@ def test_a_suite_selects_the_best_candidate_and_autoattack_evaluates_it_by_alias
     assert main(["suite", "--project", str(path), "--scale", "tiny", "--report", "false"]) == 0
     out = capsys.readouterr().out
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    steps = {r.data.tags["rtl.step"]: r for r in _runs(client, "tags.`rtl.step` != ''")}
+    steps = {r.data.tags["rtl.step"]: r for r in all_runs(client, "tags.`rtl.step` != ''")}
     assert set(steps) == {"src", "cand-a", "cand-b", "best", "best-aa"}
     best, aa = steps["best"], steps["best-aa"]
     chosen = best.data.tags["rtl.selected_step"]
@@ -646,7 +643,7 @@ def test_a_variable_cycle_or_bomb_is_one_line_exit_7(project, capsys, what, vari
     assert main(["suite", "--project", str(path), "--scale", "tiny", "--dry-run", "true", *extra]) == 7
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fragment in err and "vars.yaml:" in err and "params.dataset" in err, err
-    assert not _runs(MlflowClient(os.environ["MLFLOW_TRACKING_URI"]))
+    assert not all_runs()
 
 
 def test_variables_that_expand_to_nothing_a_billion_times_are_expanded_once_each():

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port
 from robust_transfer.cli import main
 from robust_transfer.suites import load_suite
 from robust_transfer.suites.dag import dependencies, waves
+from support.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

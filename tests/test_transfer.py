@@ -13,7 +13,7 @@ from robust_transfer.evaluation import evaluate_tensors
 from robust_transfer.reporting import MemoryLogger
 from robust_transfer.strategies import features
 from robust_transfer.strategies.transfer import transfer
-from transfer_helpers import FAST, all_runs, mlflow_run, other_folder, rtl, run_strategy, sources, state  # noqa: F401
+from support.transfer import FAST, all_runs, mlflow_run, rtl, run_strategy, state
 
 
 def cfg(src, **kw) -> TransferConfig:

@@ -2,7 +2,7 @@
 the MLflow run (when one was created) marked FAILED."""
 import pytest
 
-from transfer_helpers import all_runs, other_folder, rtl, sources  # noqa: F401
+from support.transfer import all_runs, rtl
 
 FAST = ["--progress", "false", "--n-examples", "6", "--eval-steps", "1", "--iterations", "1"]
 

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from robust_transfer.analysis import claim_stats as st
 from robust_transfer.cli import main
+from support.transfer import all_runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -207,7 +208,7 @@ def test_tautologies_small_samples_and_non_finite_numbers_in_a_report(wd, capsys
 def test_paired_only_on_the_same_examples_otherwise_unpaired_and_the_report_says_which(wd):
     """Both runs log per-example correctness: on equal indices_sha256 the claim is paired; on another subset of
     examples it falls back to the unpaired rule, and the verdict line says so."""
-    from claim_helpers import per_example
+    from support.claims import per_example
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     exp = client.create_experiment("suites")
@@ -233,7 +234,7 @@ def test_paired_only_on_the_same_examples_otherwise_unpaired_and_the_report_says
 
 
 def test_a_per_example_file_that_disagrees_with_the_run_is_not_used(wd, capsys):
-    from claim_helpers import per_example
+    from support.claims import per_example
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     exp = client.create_experiment("suites")
@@ -475,8 +476,7 @@ def test_a_tiny_suite_written_by_someone_else_gets_nothing_counted_as_supported(
     index = (workdir / "out" / "tiny" / "index.md").read_text()
     assert "2 claims registered before their runs: 2 uninformative. 1 registered after their runs" in index
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    (report_run,) = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                       "tags.`rtl.strategy` = 'report'")
+    (report_run,) = all_runs(client, "tags.`rtl.strategy` = 'report'")
     assert "claims_supported" not in report_run.data.metrics and report_run.data.metrics["claims_uninformative"] == 2
 
     from robust_transfer.analysis.publish import compose

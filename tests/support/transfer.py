@@ -1,4 +1,6 @@
-"""Helpers for the transfer-strategy tests: tiny source checkpoints, MLflow run lookups, the CLI."""
+"""Tiny source checkpoints and strategies run as the command layer runs them; the CLI in-process, its `train`
+argv, and through `mlflow run`; every run of an MLflow store. (The `sources` and `other_folder` fixtures built
+from them are in tests/conftest.py.)"""
 from __future__ import annotations
 
 import os
@@ -6,13 +8,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import torch
 
-from conftest import write_imagefolder
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]   # tests/support/transfer.py → the checkout
 BIN = REPO / ".venv" / "bin"
+SHARED_DATA = REPO.parent / "shared" / "data"   # ../shared/data beside the checkout (the real datasets)
 
 
 def make_source(path: Path, folder: Path, *, epochs: int = 12, seed: int = 0, input_size: int | None = None,
@@ -67,22 +67,6 @@ class Sources:
     src32: str         # random small-cnn source with 32×32 inputs (for size mismatches)
 
 
-@pytest.fixture(scope="module")
-def sources(tiny_folder, tmp_path_factory) -> Sources:
-    root = tmp_path_factory.mktemp("sources")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RTL_CACHE_DIR", str(root / "cache"))
-        src = make_source(root / "src", tiny_folder)
-        src32 = make_source(root / "src32", tiny_folder, input_size=32, train=False)
-    return Sources(tiny_folder, f"imagefolder:{tiny_folder}", str(src), str(src32))
-
-
-@pytest.fixture(scope="module")
-def other_folder(tmp_path_factory) -> Path:
-    """A different 4-class target task (other colours), same 16×16 size."""
-    return write_imagefolder(tmp_path_factory.mktemp("other") / "other", n_classes=4, n_train=16, n_test=8, seed=7)
-
-
 FAST = ["--progress", "false", "--n-examples", "12", "--eval-steps", "3", "--batch-size", "16"]
 
 
@@ -93,12 +77,19 @@ def rtl(*argv: str) -> int:
     return main([str(a) for a in argv])
 
 
-def all_runs():
+def all_runs(where=None, filter_string: str = "", max_results: int = 1000) -> list:
+    """Every run of every experiment in an MLflow store: `where` is an `MlflowClient`, a working directory
+    holding `mlflow.db`, or None (the store MLFLOW_TRACKING_URI names)."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    if where is None:
+        client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    elif isinstance(where, MlflowClient):
+        client = where
+    else:
+        client = MlflowClient(f"sqlite:///{Path(where) / 'mlflow.db'}")
     exps = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(exps, max_results=1000) if exps else []
+    return client.search_runs(exps, filter_string, max_results=max_results) if exps else []
 
 
 def state(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -106,6 +97,7 @@ def state(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 def mlflow_env(workdir: Path) -> dict[str, str]:
+    """This environment with the venv's executables first on PATH and no MLflow run to attach to."""
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("MLFLOW_RUN_ID", None)
@@ -113,8 +105,14 @@ def mlflow_env(workdir: Path) -> dict[str, str]:
 
 
 def mlflow_run(workdir: Path, entry: str, **params) -> subprocess.CompletedProcess:
-    """`mlflow run <repo> -e <entry> -P k=v ... --env-manager local`, as a user would type it."""
+    """`mlflow run <repo> -e <entry> -P k=v ... --env-manager local` in `workdir`, as a user would type it."""
     cmd = [str(BIN / "mlflow"), "run", str(REPO), "-e", entry, "--env-manager", "local"]
     for k, v in params.items():
         cmd += ["-P", f"{k}={v}"]
-    return subprocess.run(cmd, env=mlflow_env(workdir), capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, cwd=workdir, env=mlflow_env(workdir), capture_output=True, text=True, timeout=300)
+
+
+def train_args(folder, *extra: str) -> list[str]:
+    """`rtl train` argv for two iterations on the imagefolder `folder`: a run in seconds."""
+    return ["train", "--dataset", f"imagefolder:{folder}", "--iterations", "2", "--batch-size", "16",
+            "--n-examples", "6", "--progress", "false", "--device", "cpu", *extra]
