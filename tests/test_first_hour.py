@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from robust_transfer.cli import main
-from support.net import free_port
+from support.net import free_port, wait_http
 from support.transfer import REPO, SHARED_DATA
 
 NAME = "first-hour"
@@ -128,8 +128,6 @@ def test_the_venvs_mlflow_serves_a_registered_model_without_path(registered, tmp
     import os
     import signal
     import sys
-    import time
-    import urllib.request
     from pathlib import Path
 
     import numpy as np
@@ -143,17 +141,7 @@ def test_the_venvs_mlflow_serves_a_registered_model_without_path(registered, tmp
                             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow models serve did not start: {(tmp_path / 'serve.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+        wait_http(f"{url}/ping", proc, timeout=90, log=tmp_path / "serve.log")
         batch = np.random.default_rng(0).random((2, 3, 16, 16)).astype(np.float32)
         status, answer = _post(f"{url}/invocations", {"inputs": batch.tolist()})
         assert status == 200, answer
@@ -322,8 +310,6 @@ def test_the_readmes_first_result_works_in_order_on_a_fresh_clone(tmp_path):
     import shlex
     import signal
     import sys
-    import time
-    import urllib.request
 
 
     commands = _readme_first_result_commands()
@@ -356,16 +342,7 @@ def test_the_readmes_first_result_works_in_order_on_a_fresh_clone(tmp_path):
             proc = subprocess.Popen(argv + ["--port", str(port)], cwd=clone, env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, start_new_session=True)
             try:
-                deadline = time.monotonic() + 90
-                while True:
-                    try:
-                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                            if r.status == 200:
-                                break
-                    except OSError:
-                        pass
-                    assert proc.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
-                    time.sleep(0.5)
+                wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=90)
             finally:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=30)

@@ -22,7 +22,7 @@ from robust_transfer.cli import main
 from robust_transfer.config import EvaluateConfig, FinetuneAdvConfig, LwfConfig, TrainConfig, TransferConfig
 from robust_transfer.errors import ConfigError
 from robust_transfer.evaluation import evaluate_tensors
-from support.models import TinyCNN
+from support.models import TinyCNN, train_tiny
 from support.synthetic import synthetic
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -203,20 +203,11 @@ def l2_robust():
     """A tiny CNN trained with PGD-ℓ2 (Madry, ε = 0.5, 3 steps) on the synthetic 10-class data."""
     x, y = synthetic(2000, seed=0)
     torch.manual_seed(1)
-    m = TinyCNN()
-    opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
-    g = torch.Generator().manual_seed(1)
-    for _ in range(3):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 128):
-            xb, yb = x[perm[i:i + 128]], y[perm[i:i + 128]]
-            xb = pgd_train(m, xb, yb, eps=0.5, alpha=0.25, steps=3, generator=g, norm="l2")
-            m.train()
-            loss = F.cross_entropy(m(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return m.eval()
+
+    def l2_pgd(m, xb, yb, g):
+        return pgd_train(m, xb, yb, eps=0.5, alpha=0.25, steps=3, generator=g, norm="l2")
+
+    return train_tiny(TinyCNN(), x, y, epochs=3, seed=1, attack=l2_pgd)
 
 
 @pytest.mark.slow

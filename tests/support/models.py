@@ -61,8 +61,9 @@ class SaturatedSoftmax(nn.Module):
         return torch.softmax(self.model(x) * 1e3, dim=1)
 
 
-def train_tiny(model, x, y, *, epochs, adv_steps=0, seed=0, lr=0.05):
-    """SGD; with adv_steps > 0, Madry-style PGD adversarial training using our own `pgd`."""
+def train_tiny(model, x, y, *, epochs, adv_steps=0, seed=0, lr=0.05, attack=None):
+    """SGD; with adv_steps > 0, Madry-style PGD adversarial training using our own `pgd` (ℓ∞, EPS); or with
+    `attack(model, xb, yb, generator)`, training on what it returns (e.g. PGD-ℓ2)."""
     from robust_transfer.attacks import pgd
 
     g = torch.Generator().manual_seed(seed)
@@ -71,7 +72,9 @@ def train_tiny(model, x, y, *, epochs, adv_steps=0, seed=0, lr=0.05):
         perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), 128):
             xb, yb = x[perm[i:i + 128]], y[perm[i:i + 128]]
-            if adv_steps:
+            if attack is not None:
+                xb = attack(model, xb, yb, g)
+            elif adv_steps:
                 xb = pgd(model, xb, yb, eps=EPS, alpha=2.5 * EPS / adv_steps, steps=adv_steps, generator=g)
             model.train()
             loss = F.cross_entropy(model(xb), yb)
