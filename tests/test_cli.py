@@ -136,6 +136,9 @@ def test_mlflow_run_train_and_evaluate(workdir, tiny_folder):
     assert out.returncode == 0, out.stderr[-2000:]
     ev = next(r for r in all_runs(workdir) if r.data.tags.get("rtl.strategy") == "evaluate")
     assert ev.info.status == "FINISHED" and {"clean_acc", "pgd20_acc", "cw20_acc"} <= set(ev.data.metrics)
+    # `mlflow run` logged norm='' (a None default) first; the threat resolved from the model is a tag beside it
+    assert ev.data.params["norm"] in ("", "''") and ev.data.tags["rtl.resolved.norm"] == "linf"
+    assert float(ev.data.tags["rtl.resolved.epsilon"]) == 8.0
 
 
 @pytest.mark.slow

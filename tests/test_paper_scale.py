@@ -80,7 +80,7 @@ FREE_URESNET = {"arch": "resnet50", "resize": 224, "mode": "free", "replay": 4, 
 # Table 3, Fig. 3 ("starting from the Free-4 robust ImageNet model"), Fig. 4 ("on top of the robust feature
 # extractors from ImageNet") and Fig. 5 ("a model transferred from a naturally trained ImageNet source. Rows 3-5
 # are for models transferred from a robust ImageNet source") use ImageNet ResNet-50 sources.
-IMAGENET_SUITES = ["table3", "fig3", "fig4", "fig5"]
+IMAGENET_SUITES = ["table3", "fig3", "fig4", "fig5", "table2_l2"]   # table2_l2: the published ℓ2 ResNet-50s
 
 
 # --------------------------------------------------------------------------------------------- helpers

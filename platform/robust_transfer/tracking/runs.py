@@ -55,10 +55,17 @@ class MLflowLogger:
         self.client = mlflow_client()
 
     def log_params(self, params: dict) -> None:
+        """Log params; one already on the run keeps its value (MLflow refuses a change). That happens under
+        `mlflow run`, which logs every MLproject parameter first, a None default as '': a value resolved later
+        (the model's own threat, `norm=''` → `linf`) goes to the tag `rtl.resolved.<key>` instead."""
         # One batch (one database commit) per 100 params, not one per param: a search trial logs ~30.
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)) for k, v in params.items()]
+        logged = self.client.get_run(self.run_id).data.params
+        resolved = {f"rtl.resolved.{k}": str(v) for k, v in params.items() if k in logged and logged[k] != str(v)}
+        if resolved:
+            self.set_tags(resolved)
+        items = [Param(k, str(v)) for k, v in params.items() if k not in logged]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
