@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 
+from ..reporting import NullLogger
+
 
 def print_table(title: str, rows: dict[str, float]) -> None:
     print(f"\n{title}")
@@ -45,23 +47,11 @@ def resolve_source(uri: str):
     return Source.of(model, meta, uri)
 
 
-class OtherRank:
+class OtherRank(NullLogger):
     """What a training command's body logs to on a torchrun rank other than 0: nothing (rank 0's run is the
     job's; this rank only trains)."""
 
     run_id = None
-
-    def log_params(self, params):
-        pass
-
-    def log_metrics(self, metrics, step=None):
-        pass
-
-    def set_tags(self, tags):
-        pass
-
-    def log_artifact(self, path, artifact_path=None):
-        pass
 
 
 @contextlib.contextmanager

@@ -118,6 +118,12 @@ def run_dag(client, suite: Suite, steps: list[Step], experiment_id: str, project
     runs: dict[int, object] = {}         # position → its FINISHED run
     failures: list[str] = []
     pending = list(range(n))
+
+    def fail(i: int, step: Step, error) -> None:
+        state[i] = "failed"
+        failures.append(step.label)
+        print(f"[{i + 1}/{n}] {step.label}: FAILED: {error}", file=sys.stderr, flush=True)
+
     with ray_cluster(address, workers, env, error=SuiteError, log_to_driver=True) as ray:
         _check_fits(ray, steps, address, workers)
         remote = ray.remote(_remote_step)
@@ -162,9 +168,7 @@ def run_dag(client, suite: Suite, steps: list[Step], experiment_id: str, project
                                                    finished={k: v for k, v in finished.items() if v},
                                                    parent_run_id=parent_run_id)
                     except UserError as e:
-                        state[i] = "failed"
-                        failures.append(step.label)
-                        print(f"[{i + 1}/{n}] {step.label}: FAILED: {e}", file=sys.stderr, flush=True)
+                        fail(i, step, e)
                         continue
                     state[i], runs[i] = "ok", run
                     on_done(i, step, run, was_reused, time.time() - t0)
@@ -183,16 +187,12 @@ def run_dag(client, suite: Suite, steps: list[Step], experiment_id: str, project
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 run_id, error = None, SuiteError(f"step {step.name!r} ({step.entry}): its Ray task failed: {first[:300]}")
             if error is not None:
-                state[i] = "failed"
-                failures.append(step.label)
-                print(f"[{i + 1}/{n}] {step.label}: FAILED: {error}", file=sys.stderr, flush=True)
+                fail(i, step, error)
                 continue
             try:
                 run = finish_step(client, suite, step, run_id)
             except UserError as e:
-                state[i] = "failed"
-                failures.append(step.label)
-                print(f"[{i + 1}/{n}] {step.label}: FAILED: {e}", file=sys.stderr, flush=True)
+                fail(i, step, e)
                 continue
             state[i], runs[i] = "ok", run
             on_done(i, step, run, False, time.time() - t0)
