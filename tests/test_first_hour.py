@@ -356,3 +356,11 @@ def test_the_readmes_first_result_works_in_order_on_a_fresh_clone(tmp_path):
     client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")   # the README's store: mlflow.db where typed
     runs = client.search_runs([client.get_experiment_by_name("robust-transfer").experiment_id])
     assert sorted(r.data.tags["rtl.strategy"] for r in runs if r.info.status == "FINISHED") == ["evaluate", "train"]
+
+
+def test_training_progress_draws_no_redraws_off_a_terminal(workdir, tiny_folder, capfd):
+    """The engine's bar too (its torchrun rank check must not force it on): stderr is no terminal here."""
+    assert main(["train", "--dataset", f"imagefolder:{tiny_folder}", "--iterations", "3", "--batch-size", "8",
+                 "--n-examples", "4", "--progress", "true", "--device", "cpu"]) == 0
+    err = capfd.readouterr().err
+    assert "\r" not in err and "it/s" not in err

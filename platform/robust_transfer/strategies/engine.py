@@ -291,7 +291,7 @@ def fit(t: Training, objective: Objective, logger: RunLogger) -> TrainingResult:
                     | ({"rtl.world_size": str(ranks.world_size)} if ranks.parallel else {}))
     start_epoch, update = resume(t, objective, opt, logger) if t.resumable else (0, 0)
     bar = tqdm(total=budget.total_updates, initial=update, desc=t.desc or t.strategy, unit="it",
-               disable=bar_disabled(cfg.progress) or not ranks.main, leave=False)
+               disable=bar_disabled(cfg.progress) if ranks.main else True, leave=False)
     last_val: dict[str, float] = {}
     with cpu_threads(objective.threads):
         for epoch in range(start_epoch, budget.epochs):
