@@ -125,7 +125,7 @@ def test_wait_http_fails_the_test_with_the_log_when_the_server_exits(tmp_path):
     log.write_text("address already in use\n")
     dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     dead.wait(timeout=30)
-    with pytest.raises(pytest.fail.Exception, match=r"exited \(3\).*address already in use"):
+    with pytest.raises(AssertionError, match=r"exited \(3\).*address already in use"):
         wait_http(f"http://127.0.0.1:{free_port()}/", dead, timeout=60, log=log)
 
 

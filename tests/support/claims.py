@@ -10,6 +10,8 @@ def per_example(n: int, first: int = 0, **correct: int) -> dict:
 
     from robust_transfer.digests import indices_sha256
 
+    bad = {a: k for a, k in correct.items() if not 0 <= k <= n}
+    assert not bad, f"correct counts must lie in [0, {n}]: {bad}"   # else the lists are not n long
     idx = list(range(first, first + n))
     return {"split": "test", "n_examples": n, "indices_sha256": indices_sha256(torch.tensor(idx)), "indices": idx,
             "correct": {a: [1] * k + [0] * (n - k) for a, k in correct.items()}}

@@ -2,6 +2,7 @@
 `ddp_worker.py <imagefolder> <out.pt> <mode> [key=value ...]`. It trains `nobn` (cnn4's convolutions without
 BatchNorm: per-rank BatchNorm statistics would differ from one process's by design, as under DDP) through the
 library's engine and writes rank 0's final parameters to <out.pt>."""
+import os
 import sys
 
 import torch
@@ -28,7 +29,9 @@ def main(folder: str, out: str, mode: str, *extra: str) -> None:
               precision="fp32", augment=True, n_examples=6, eval_steps=1, progress=False, device="cpu",
               checkpoint_dir=f"{out}.ckpt", replay=2)
     kw |= {k: type(kw.get(k, ""))(v) if k in kw else v for k, v in (e.split("=", 1) for e in extra)}
+    assert ranks.world_size == int(os.environ.get("WORLD_SIZE", "1")), "this process did not join torchrun's job"
     result = train(TrainConfig(**kw), MemoryLogger())
+    assert all(torch.isfinite(p).all() for p in result.model.parameters()), "training diverged on this rank"
     if ranks.main:
         torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, out)
 

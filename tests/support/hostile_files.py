@@ -17,6 +17,7 @@ def png(width: int, height: int, rows: int = 1) -> bytes:
     """A valid PNG signature and IHDR (8-bit RGB, `width`×`height`) whose image data stops a third of the way into
     its first row (`rows` times that): libpng reports "Not enough image data" (which crashed torchvision's
     decoder), PIL "image file is truncated". (Data that stops at a row boundary, PIL decodes: the rest is zeros.)"""
+    assert 0 < width < 2**31 and 0 < height < 2**31, "PNG dimensions are 1 .. 2^31-1 (the spec)"
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * (1 + min(width, 64)) * rows)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")

@@ -81,4 +81,5 @@ def train_tiny(model, x, y, *, epochs, adv_steps=0, seed=0, lr=0.05, attack=None
             opt.zero_grad()
             loss.backward()
             opt.step()
+    assert torch.isfinite(loss), f"training diverged (loss {loss.item()}): every check on this model would be moot"
     return model.eval()

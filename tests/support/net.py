@@ -7,7 +7,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 
 
 def free_port() -> int:
@@ -38,8 +37,6 @@ def wait_http(url: str, proc: subprocess.Popen, *, timeout: float = 120, headers
                     return r.read()
         except OSError:   # not listening yet (URLError), or not ready (an HTTP error status)
             pass
-        if proc.poll() is not None:
-            pytest.fail(f"the server exited ({proc.returncode}) before {url} answered: {_tail(proc, log)}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{url} did not answer within {timeout:.0f} s: {_tail(proc, log)}")
+        assert proc.poll() is None, f"the server exited ({proc.returncode}) before {url} answered: {_tail(proc, log)}"
+        assert time.monotonic() <= deadline, f"{url} did not answer within {timeout:.0f} s: {_tail(proc, log)}"
         time.sleep(0.5)

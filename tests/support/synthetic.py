@@ -13,6 +13,7 @@ SIZE, NUM_CLASSES = 16, 10   # `synthetic`'s images: 16×16, 10 classes
 def write_imagefolder(root: Path, n_classes: int = 3, n_train: int = 24, n_test: int = 12, size: int = 16,
                       seed: int = 0) -> Path:
     """A learnable ImageFolder tree (PNG): each class is a colour with noise and a class-specific stripe."""
+    assert 1 <= n_classes <= size, f"{n_classes} classes need {n_classes} distinct stripe columns, size={size}"
     rng = np.random.default_rng(seed)
     palette = rng.uniform(0.15, 0.85, size=(n_classes, 3))
     for split, n in (("train", n_train), ("test", n_test)):
@@ -41,4 +42,5 @@ def synthetic(n: int, seed: int):
 
 def as_images(x: torch.Tensor) -> torch.Tensor:
     """Pixels in [0,1] → the uint8 images the evaluation front door takes."""
+    assert x.min() >= 0 and x.max() <= 1, "pixels outside [0,1] would wrap around in uint8"
     return (x * 255).round().to(torch.uint8)
