@@ -141,8 +141,12 @@ def test_tracking_storage_is_a_sqlite_file_beside_the_mlflow_store(tmp_path, mon
         with pytest.raises(SearchError, match=fragment):
             resolve(bad)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    with pytest.raises(SearchError, match="beside a sqlite MLflow tracking store"):
+    monkeypatch.delenv("RTL_STUDY_DIR", raising=False)
+    with pytest.raises(SearchError, match="beside a sqlite MLflow tracking store.*set RTL_STUDY_DIR"):
         resolve("tracking:x.db")
+    # a tracking server has no folder of ours: RTL_STUDY_DIR names one, so one YAML value serves both stores
+    monkeypatch.setenv("RTL_STUDY_DIR", str(tmp_path / "studies"))
+    assert resolve("tracking:x.db") == f"sqlite:///{tmp_path / 'studies' / 'x.db'}"
 
 
 def test_space_becomes_optuna_distributions_and_ray_domains(tiny_folder):

@@ -96,9 +96,10 @@ def test_which_steps_run_together_in_hand_written_plans(workdir, tiny_folder):
 # evaluations (AutoAttack) and select steps of what those made.
 SHIPPED = {
     "table4": [["src-large-natural", "src-large-robust"],
-               ["reason-table4-lwf-0p1-3x", "table4-front", "table4-lwf-0p001", "table4-lwf-0p01", "table4-lwf-0p1",
-                "table4-lwf-1p0", "tr-large-natural-c10", "tr-large-robust-c10"],
-               ["aa-tr-large-natural-c10", "aa-tr-large-robust-c10", "table4-best-lwf"],
+               ["table4-front", "table4-lwf-0p001", "table4-lwf-0p01", "table4-lwf-0p1", "table4-lwf-1p0",
+                "table4-paper-schedule-lwf-0p01", "table4-paper-schedule-lwf-0p1", "table4-paper-schedule-lwf-1p0",
+                "tr-large-natural-c10", "tr-large-robust-c10"],
+               ["aa-tr-large-natural-c10", "aa-tr-large-robust-c10", "table4-best-lwf", "table4-paper-schedule-best-lwf"],
                ["aa-table4-best-lwf"]],
     "fig1": [["src-c10-robust", "src-large-robust"], ["fig1-retrain-c10", "fig1-retrain-large"]],
     "table1": [["src-c10-natural", "src-c10-robust", "src-large-natural", "src-large-robust", "src-split-natural",

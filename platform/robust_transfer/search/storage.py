@@ -14,8 +14,12 @@ from ..errors import SearchError
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 HELP = ("sqlite:///optuna.db, an RDB URL such as postgresql://user@host:5432/db, journal:PATH "
         "(a journal file), redis://host:6379/0 (a Redis journal) or tracking:NAME.db (a sqlite file beside the "
-        "MLflow sqlite tracking store)")
+        "MLflow sqlite tracking store, or in $RTL_STUDY_DIR when the store is a server)")
 TRACKING = "tracking:"   # `tracking:optuna.db`: a sqlite study file in the MLflow tracking store's folder
+# A tracking server (http://, a database) has no folder of ours: `tracking:` studies then go to this folder, which
+# the user names (`bin/cpu-scale-run` sets it beside the server's store). A suite YAML keeps one storage value for
+# both kinds of store, so a step's parameters (and so its registration) do not depend on where the runs are kept.
+STUDY_DIR_ENV = "RTL_STUDY_DIR"
 
 
 def resolve(url: str) -> str:
@@ -32,8 +36,12 @@ def resolve(url: str) -> str:
 
     uri = absolute_tracking_uri(tracking_uri())
     if not uri.startswith("sqlite:///"):
+        folder = os.environ.get(STUDY_DIR_ENV, "")
+        if folder:
+            return f"sqlite:///{Path(folder).resolve() / name}"
         raise SearchError(f"storage={url!r} puts the study beside a sqlite MLflow tracking store, but the tracking "
-                          f"URI is {redact(uri)!r}; give a storage URL: {HELP}")
+                          f"URI is {redact(uri)!r}: set {STUDY_DIR_ENV} to a folder for the study, or give a "
+                          f"storage URL: {HELP}")
     return f"sqlite:///{Path(_sqlite_file(uri)).parent / name}"
 
 

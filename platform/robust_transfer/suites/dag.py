@@ -20,7 +20,7 @@ from .plan import Step, Suite
 from .run import find_reusable, finish_step, launch_step, run_step, step_failure, step_tags
 
 # What a step's process needs from the suite's environment (absolute paths: a Ray worker runs elsewhere).
-FORWARD_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RTL_CACHE_DIR", "RTL_DATA_DIR",
+FORWARD_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RTL_CACHE_DIR", "RTL_DATA_DIR", "RTL_STUDY_DIR",
                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "OMP_NUM_THREADS", "PATH")
 CONCURRENT_STORES = "an MLflow tracking server (http://host:5000, e.g. `mlflow server --backend-store-uri " \
                     "postgresql://...`) or a database URI (postgresql://, mysql://, mssql://)"
@@ -79,7 +79,7 @@ def worker_env() -> dict[str, str]:
 
     env = {k: os.environ[k] for k in FORWARD_ENV if os.environ.get(k)}
     env["MLFLOW_TRACKING_URI"] = absolute_tracking_uri(tracking_uri())
-    for k in ("RTL_CACHE_DIR", "RTL_DATA_DIR"):
+    for k in ("RTL_CACHE_DIR", "RTL_DATA_DIR", "RTL_STUDY_DIR"):
         if env.get(k):
             env[k] = str(Path(env[k]).resolve())
     package_root = str(Path(__file__).resolve().parents[2])
