@@ -1,5 +1,6 @@
 """Suites (projects/*.yaml): planning, validation, step reuse, models passed by alias, kill and resume."""
 import csv
+import math
 import json
 import os
 import shutil
@@ -658,3 +659,80 @@ def test_variables_that_expand_to_nothing_a_billion_times_are_expanded_once_each
     assert substitute("{a}{a}", {"a": "{model:src}"}, steps, "tiny", used, ValueError) == \
         "models:/tiny-src@s-1models:/tiny-src@s-1"
     assert used == ["src", "src"]   # a memoised variable still names its upstream step each time
+
+
+SIZED = """\
+name: sized
+scales:
+  tiny: {description: "planned only: sample sizes"}
+steps:
+  - use: src
+  - {name: a500, entry: transfer, params: {source_model: "{model:src}", n_examples: 500, device: cpu}}
+  - {name: b500, entry: transfer, seeds: 3, params: {source_model: "{model:src}", n_examples: 500, device: cpu}}
+  - {name: a5k, entry: transfer, params: {source_model: "{model:src}", n_examples: 5000, device: cpu}}
+  - {name: b5k, entry: transfer, params: {source_model: "{model:src}", n_examples: 5000, device: cpu}}
+  - {name: e500, entry: evaluate, params: {model: "{model:a500}", n_examples: 500, device: cpu}}
+report:
+  - claim: small-sample
+    text: t
+    compare: {a: a500.pgd20_acc, op: ">", b: b500.pgd20_acc, by: 0.05}
+  - claim: large-sample
+    text: t
+    compare: {a: a5k.clean_acc, op: ">", b: b5k.clean_acc, by: 0.05}
+  - claim: one-run
+    text: t
+    compare: {a: e500.clean_acc, op: ">", b: e500.pgd20_acc}
+  - claim: floor
+    text: t
+    compare: {a: a500.pgd20_acc, op: ">=", b: 0}
+  - claim: fronts
+    text: t
+    hypervolume: {axes: [clean_acc, pgd20_acc], sets: {small: {steps: [a500, b500]}, large: {steps: [a5k, b5k]}}}
+    compare: {a: small.hypervolume, op: ">", b: large.hypervolume}
+"""
+
+
+def test_a_dry_run_prints_each_claims_smallest_detectable_difference_at_the_planned_sizes(project, capsys):
+    path = project / "projects" / "sized.yaml"
+    path.write_text(SIZED)
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--dry-run", "true"]) == 0
+    out = capsys.readouterr().out
+    lines = {ln.split(":")[0].strip().split(" [")[0]: ln for ln in out.splitlines()}
+    # by hand, Agresti–Coull at p = 0.5: p̃ = (250 + 2)/504 = 0.5, se = sqrt(0.25/504); two runs in quadrature
+    sdd_500 = 2 * math.sqrt(0.25 / 504 + 0.25 / 504)
+    assert f"SDD {sdd_500:.3f}" in out and "0.063" in out
+    assert lines["small-sample"].endswith("may be uninformative"), out
+    assert f"decides only if the effect clears θ by SDD−θ = {sdd_500 - 0.05:.3f}" in out
+    assert "b500: n=500, 3 seeds (no credit)" in out and "paired at run time (bound)" in out
+    sdd_5k = 2 * math.sqrt(0.25 / 5004 + 0.25 / 5004)          # 0.020 ≤ θ = 0.05
+    assert f"SDD {sdd_5k:.3f}" in out and lines["large-sample"].endswith("decides"), out
+    # one run's two numbers add linearly (their correlation is unknown), and an evaluate run is not paired
+    one = next(ln for ln in out.splitlines() if ln.strip().startswith("e500.clean_acc > e500.pgd20_acc"))
+    assert f"SDD {2 * 2 * math.sqrt(0.25 / 504):.3f}" in one and "paired" not in one, one
+    assert lines["floor"].endswith("cannot fail") and "holds for every value its metrics could take" in out
+    assert lines["fronts"].endswith("no standard error") and "a hypervolume: no standard error" in out
+    assert out.splitlines()[-1] == "claims: 1 decide, 2 may be uninformative, 1 cannot fail, 1 no standard error"
+
+
+def test_claim_plan_records_take_priors_from_a_reports_csvs(project, tmp_path, capsys):
+    from robust_transfer.analysis import claim_plan as cp
+    from robust_transfer.analysis import claim_stats as st
+    from robust_transfer.analysis.report_spec import load_report_spec
+
+    path = project / "projects" / "sized.yaml"
+    path.write_text(SIZED)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "sized.csv").write_text("label,metric,ours,paper,step,run_id\nx,pgd20_acc,0.1,,a500,r1\n"
+                                       "y,pgd20_acc,0.02,,b500,r2\n")
+    (results / "sized-claims.csv").write_text("claim,kind,values\nsmall-sample,paper,0.1 > 0.02\n")  # skipped
+    priors = cp.load_priors(results)
+    assert priors == {("a500", "pgd20_acc"): 0.1, ("b500", "pgd20_acc"): 0.02}
+    suite = load_suite(path, "tiny")
+    planned = cp.plan_claims(suite.steps, cp.claims_at(load_report_spec(path), "tiny"), priors)
+    small = next(c for c in planned if c.name == "small-sample")
+    want = 2 * math.sqrt(st.binomial_se(0.1, 500) ** 2 + st.binomial_se(0.02, 500) ** 2)
+    assert small.comparisons[0].detectable == pytest.approx(want) and want < 0.05
+    assert small.flag == cp.DECIDES and small.comparisons[0].paired
+    assert main(["suite", "--project", str(path), "--scale", "tiny", "--priors", str(results)]) == 2
+    assert "dry_run" in capsys.readouterr().err

@@ -127,9 +127,14 @@ class Judgement:
     why: str              # one phrase: what decided it
 
 
+def threshold(*, strict: bool, size: float) -> float:
+    """θ, the effect a comparison asks for: max(δ, FLOOR) for a directional one (`strict`), τ for a tolerance."""
+    return max(size, FLOOR) if strict else size
+
+
 def judge(iv: Interval, *, strict: bool, size: float, depth: float | None = None) -> Judgement:
     """The verdict of one comparison from its interval (module doc). `size`: δ (strict) or τ; `depth`: range_depth."""
-    theta = max(size, FLOOR) if strict else size
+    theta = threshold(strict=strict, size=size)
     if depth is not None and depth <= 0:
         return Judgement(UNINFORMATIVE, theta, "holds for every value its metrics could take")
     if depth is not None and depth < iv.detectable:

@@ -27,13 +27,14 @@ from .report_runs import metric_value
 _SUBSET_TAG = {"test": "rtl.eval_indices_sha256", "val": "rtl.val_indices_sha256"}
 
 
-def _split(metric: str) -> str:
+def metric_split(metric: str) -> str:
+    """Which split a metric was measured on: `val_*` validation, `train_*` training, any other test."""
     return "val" if metric.startswith("val_") else "train" if metric.startswith("train_") else "test"
 
 
 def example_count(run: dict, metric: str) -> int | None:
     """How many examples one run measured `metric` on (None: unknown)."""
-    split = _split(metric)
+    split = metric_split(metric)
     if split == "val":
         from ..strategies.validate import VAL_EXAMPLES   # the per-epoch check's cap on validation images
 
@@ -50,7 +51,8 @@ def _int(v) -> int | None:
     return n if n > 0 else None
 
 
-def _is_accuracy(metric: str) -> bool:
+def is_accuracy(metric: str) -> bool:
+    """What the engine reads as an accuracy (a binomial SE from its example count): `<attack>_acc` and `mean`."""
     return metric.endswith("_acc") or metric == "mean"
 
 
@@ -72,16 +74,16 @@ def standard_error(record: dict, metric: str, per_example=None) -> tuple[float |
         mean = sum(values) / len(values)
         sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
         se, rule = sd / math.sqrt(len(values)), f"seeds n={len(values)}"
-        if not _is_accuracy(metric) or n is None:
+        if not is_accuracy(metric) or n is None:
             return se, rule
-        tag = _SUBSET_TAG.get(_split(metric))
+        tag = _SUBSET_TAG.get(metric_split(metric))
         subsets = {r["tags"].get(tag) for r in runs} if tag else {None}
         if len(subsets) == 1 and None not in subsets:     # one subset for every seed: its own sampling error
             return math.sqrt(se ** 2 + _binomial(record, metric, n) ** 2), rule + f" + subset binomial n={n}"
         return max(se, _binomial(record, metric, n * len(values))), rule
-    if _is_accuracy(metric) and n is not None:
+    if is_accuracy(metric) and n is not None:
         return _binomial(record, metric, n), f"binomial n={n}"
-    got = per_example.values(runs[0], metric) if per_example is not None and not _is_accuracy(metric) else None
+    got = per_example.values(runs[0], metric) if per_example is not None and not is_accuracy(metric) else None
     if got is not None and len(got[1]) >= 2:
         return float(np.std(got[1], ddof=1) / math.sqrt(len(got[1]))), f"per-image n={len(got[1])}"
     logged = record["metrics"].get(f"{metric}_se")
@@ -123,7 +125,7 @@ def _examples(record: dict, metric: str, per_example) -> str | None:
     ids = set()
     for r in runs:
         got = per_example.values(r, metric) if per_example is not None else None
-        tag = _SUBSET_TAG.get(_split(metric))
+        tag = _SUBSET_TAG.get(metric_split(metric))
         ids.add(got[0] if got else (r["tags"].get(tag) if tag else None))
     if None in ids:
         return None

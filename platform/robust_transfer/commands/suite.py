@@ -33,10 +33,11 @@ def run_suite(cfg: SuiteConfig) -> dict:
     from ..suites.registration import record as record_registration
 
     suite = load_suite(cfg.project, cfg.scale, overrides=parse_set(cfg.set))
-    if cfg.report:  # a malformed report: say so now, not after hours of steps
+    spec: dict = {"report": []}
+    if cfg.report or cfg.dry_run:  # a malformed report: say so now, not after hours of steps
         from ..analysis.report_spec import load_report_spec
 
-        load_report_spec(cfg.project)
+        spec = load_report_spec(cfg.project)
     project_root = project_root_for(Path(cfg.project))
     steps = suite.steps
     if cfg.only:
@@ -60,7 +61,14 @@ def run_suite(cfg: SuiteConfig) -> dict:
 
             for k, wave in enumerate(waves(steps), 1):
                 print(f"together {k}: {', '.join(wave)}")
-        return {"steps": [s.label for s in steps]}
+        # every claim at this scale, sized on the whole plan (not only `--only`'s steps): what it could detect
+        from ..analysis.claim_plan import claims_at, load_priors, plan_claims, render as render_claims
+
+        priors = load_priors(cfg.priors) if cfg.priors else None
+        planned = plan_claims(suite.steps, claims_at(spec, suite.scale), priors)
+        for line in render_claims(planned, suite.scale, priors=bool(priors)):
+            print(line)
+        return {"steps": [s.label for s in steps], "claims": planned}
 
     from ..suites.dag import check_concurrent_store
 

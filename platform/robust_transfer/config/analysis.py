@@ -148,7 +148,10 @@ class SuiteConfig:
     reuse: str = "exact"               # which finished step runs count as done: exact, same entry, parameters and
                                        # code version; params, any code version; never
     only: str = ""                     # run only these steps (comma list) and what they need; no report
-    dry_run: bool = False              # print the plan (steps, keys, parameters) and stop
+    dry_run: bool = False              # print the plan (steps, keys, parameters; each claim's smallest detectable
+                                       # difference at the planned sample sizes) and stop
+    priors: str = ""                   # dry_run: accuracies to size the claims with, a report's CSV or folder
+                                       # (e.g. docs/results/cpu; default p = 0.5, the largest standard error)
     report: bool = True                # end with the `report` step
     out: str = "docs/results"          # where `report` writes <scale>/<table>.md|csv|png
     experiment: str = "robust-transfer"  # the MLflow experiment of the suite's runs
@@ -169,6 +172,8 @@ class SuiteConfig:
         if not _NAME.match(str(self.scale)):
             raise ConfigError(f"scale={self.scale!r} is not a valid scale name (letters, digits, '.', '_', '-')")
         check_experiment(self.experiment)
+        if self.priors and not self.dry_run:
+            raise ConfigError(f"priors={self.priors!r} sizes the claims of a dry run only; add dry_run=true")
         _check_positive_int("workers", self.workers, 1024)
         if self.ray_address and self.workers == 1:
             raise ConfigError(f"ray_address={self.ray_address!r} needs workers >= 2 (workers=1 runs the steps in "
