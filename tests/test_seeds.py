@@ -291,6 +291,12 @@ def test_metric_stats_and_standard_errors_by_hand():
     assert se == pytest.approx(math.sqrt(0.01 / 3 + _pooled(0.6, 100) ** 2)) and rule == "seeds n=3 + subset binomial n=100"
     assert standard_error(runs[0], "clean_acc") == (pytest.approx(_pooled(0.5, 100)), "binomial n=100")
     assert standard_error({**runs[0], "params": {}}, "clean_acc") == (None, "no standard error")   # n unknown
+    # an ℓ2 evaluation's accuracies (`<attack>_acc_l2`) are accuracies too: a binomial SE, values in [0, 1]
+    from robust_transfer.analysis.claim_stats import metric_range
+
+    l2 = {**runs[0], "metrics": {"pgd20_acc_l2": 0.3, "aa_acc_l2": 0.2}}
+    assert standard_error(l2, "pgd20_acc_l2") == (pytest.approx(_pooled(0.3, 100)), "binomial n=100")
+    assert metric_range("aa_acc_l2") == (0.0, 1.0) and metric_range("val_pgd10_acc_l2") == (0.0, 1.0)
 
 
 def test_a_seeded_claim_without_standard_errors_is_uninformative(seeded_store, workdir):

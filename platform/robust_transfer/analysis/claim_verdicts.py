@@ -52,8 +52,9 @@ def _int(v) -> int | None:
 
 
 def is_accuracy(metric: str) -> bool:
-    """What the engine reads as an accuracy (a binomial SE from its example count): `<attack>_acc` and `mean`."""
-    return metric.endswith("_acc") or metric == "mean"
+    """What the engine reads as an accuracy (a binomial SE from its example count): `<attack>_acc`, its ℓ2
+    evaluation's `<attack>_acc_l2` (docs/evaluation.md) and `mean`."""
+    return metric.endswith(("_acc", "_acc_l2")) or metric == "mean"
 
 
 def _binomial(record: dict, metric: str, n: int) -> float | None:
