@@ -51,7 +51,7 @@ def _int(v) -> int | None:
 
 
 def _is_accuracy(metric: str) -> bool:
-    return metric.endswith("_acc") or metric == "mean"
+    return metric.endswith(("_acc", "_acc_l2")) or metric == "mean"      # an ℓ2 evaluation's: `pgd20_acc_l2`
 
 
 def _binomial(record: dict, metric: str, n: int) -> float | None:
