@@ -249,3 +249,25 @@ def is_per_attack_metric(name: str) -> bool:
     base = base[:-len("_l2")] if base.endswith("_l2") else base      # an ℓ2 evaluation's name (docs/evaluation.md)
     return (base.endswith("_acc") and not base.startswith(("train_", "diag_")) and base != "clean_acc"
             and not base.endswith("worst_acc"))
+
+
+# --- per-example correctness (`evaluation/per_example.json`): one key per logged accuracy -------------------------
+_ACC_SUFFIXES = ("_acc", "_acc_l2")
+
+
+def per_example_key(metric: str) -> str | None:
+    """The key of a test accuracy in `evaluation/per_example.json`'s `correct`: the metric without `_acc`
+    (`pgd20_acc` → `pgd20`, `aa_acc` → `aa`, `worst_acc` → `worst`, `aa_apgd_ce_acc` → `aa_apgd_ce`), an ℓ2 one's
+    `_l2` kept (`pgd20_acc_l2` → `pgd20_l2`, so it never reads an ℓ∞ number's vector); None for a name that is no
+    accuracy. The writer (evaluation.EvalResult.per_example_record) and the reader (analysis/per_example.py) use it."""
+    base = metric[len("val_"):] if metric.startswith("val_") else metric
+    for suffix in _ACC_SUFFIXES:
+        if base.endswith(suffix) and len(base) > len(suffix):
+            return base[:-len(suffix)] + suffix[len("_acc"):]
+    return None
+
+
+def per_example_metric(key: str) -> str:
+    """The test metric a `correct` key holds the vector of: `per_example_key`'s inverse (`pgd20_l2` →
+    `pgd20_acc_l2`, `clean` → `clean_acc`)."""
+    return key[:-len("_l2")] + "_acc_l2" if key.endswith("_l2") else key + "_acc"

@@ -40,7 +40,7 @@ SUPPORTED, NOT_SUPPORTED, NOT_RUN, UNINFORMATIVE = "supported", "not supported",
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, UNINFORMATIVE, NOT_RUN)
 
 # The values a metric can take: what "holds for every value" is evaluated over (other metrics: unbounded).
-_RANGES = [(re.compile(r"^(val_|train_)?([a-z0-9]+_acc(_l2)?|mean)$"), (0.0, 1.0)),   # _l2: an ℓ2 evaluation
+_RANGES = [(re.compile(r"^(val_|train_)?([a-z0-9_]+_acc(_l2)?|mean)$"), (0.0, 1.0)),   # ℓ2 accuracies end in _l2
            (re.compile(r"^hypervolume$"), (0.0, 1.0)),
            (re.compile(r"^grad_edge_corr_"), (-1.0, 1.0)),
            (re.compile(r"^(feature_distance|feature_norm|grad_l2)"), (0.0, math.inf))]

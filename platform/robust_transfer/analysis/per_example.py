@@ -5,7 +5,10 @@ Training, transfer and evaluate runs log, beside their accuracies,
     {"split": "test", "n_examples": n, "indices_sha256": "...", "indices": [int, ...],
      "correct": {"clean": [0/1, ...], "pgd20": [0/1, ...]}}
 
-(attack names as in the metric names without `_acc`). Two runs whose `indices_sha256` are equal were evaluated on
+(written by evaluation.EvalResult.per_example_record, whose module says what each 1 means). A metric's key is
+`expr.per_example_key`: the metric name without `_acc` (`pgd20_acc` → `pgd20`, `aa_acc` → `aa`, `worst_acc` →
+`worst`), an ℓ2 one's `_l2` kept (`pgd20_acc_l2` → `pgd20_l2`); files written before ℓ2 keys existed have none, so
+their ℓ2 numbers stay unpaired, as they were. Two runs whose `indices_sha256` are equal were evaluated on
 the same examples, in the same order, so the engine (analysis/claim_verdicts.py) can resample the examples once for
 both sides. A file that is absent, malformed, or disagrees with the run's logged metric is not used: the claim then
 falls back to the unpaired rule, and the warning says why.
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..digests import indices_sha256
+from ..expr import per_example_key, per_example_metric
 
 ARTIFACT = "evaluation/per_example.json"
 _TOLERANCE = 1e-6     # a logged accuracy and the mean of its per-example correctness must agree
@@ -78,9 +82,10 @@ def parse(data, metrics: dict[str, float]) -> tuple[dict | None, str | None]:
         if not isinstance(values, list) or len(values) != n or any(v not in (0, 1) for v in values):
             return None, f"correct[{attack!r}] is not {n} values of 0/1"
         vec = np.asarray(values, dtype=float)
-        logged = metrics.get(f"{attack}_acc")
+        metric = per_example_metric(attack)
+        logged = metrics.get(metric)
         if logged is not None and abs(float(vec.mean()) - float(logged)) > _TOLERANCE:
-            return None, f"mean of correct[{attack!r}] = {vec.mean():.4f} but the run logged {attack}_acc={logged:.4f}"
+            return None, f"mean of correct[{attack!r}] = {vec.mean():.4f} but the run logged {metric}={logged:.4f}"
         out[attack] = vec
     return {"sha": sha, "n": n, "correct": out}, None
 
@@ -128,19 +133,20 @@ class PerExample:
         return got["sha"], got["values"]
 
     def values(self, run: dict, metric: str) -> tuple[str, np.ndarray] | None:
-        """(indices_sha256, per-example values) of a TEST metric of one run: `<attack>_acc` → correct[<attack>],
-        `mean` → (clean + pgd20) / 2, an analysis metric → its per-image column; None when the run has no usable
-        file or not this metric."""
+        """(indices_sha256, per-example values) of a TEST metric of one run: an accuracy → correct[its key]
+        (`per_example_key`), `mean` → (clean + pgd20) / 2, an analysis metric → its per-image column; None when the
+        run has no usable file or not this metric."""
         if metric.startswith(("val_", "train_")):
             return None
-        if not metric.endswith("_acc") and metric != "mean":
+        key = per_example_key(metric)
+        if key is None and metric != "mean":
             return self._analysis(run, metric)
         got = self.of(run)
         if got is None:
             return None
-        if metric == "mean":
+        if key is None:       # mean
             parts = [got["correct"].get(a) for a in ("clean", "pgd20")]
             return None if any(p is None for p in parts) else (got["sha"], (parts[0] + parts[1]) / 2)
-        if not metric.endswith("_acc") or metric[:-len("_acc")] not in got["correct"]:
+        if key not in got["correct"]:
             return None
-        return got["sha"], got["correct"][metric[:-len("_acc")]]
+        return got["sha"], got["correct"][key]

@@ -1,4 +1,5 @@
-"""`evaluate`: robustness of a model, logged to MLflow and put on its registered version (evaluation/)."""
+"""`evaluate`: robustness of a model, logged to MLflow and put on its registered version (evaluation/); per-example
+correctness of every logged accuracy is the run's artifact `evaluation/per_example.json` (evaluation/result.py)."""
 from __future__ import annotations
 
 import json
@@ -24,6 +25,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     """`rtl evaluate` / the `evaluate` entry point: evaluate, log to MLflow, tag a registered version."""
     from ..evaluation import MaskingWarning, evaluate_config
     from ..expr import CASCADE_MARK, CASCADE_NOTE, is_per_attack_metric
+    from ..strategies.validate import log_per_example
     from ..tracking import tracked_run
     from ..tracking.lineage import log_dataset
     from ..tracking.registry import link_evaluation, tag_model_version
@@ -39,6 +41,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         given = cfg.to_params()           # the threat the evaluation resolved (the model's own by default)
         log.log_params({k: res.params[k] for k in ("norm", "epsilon", "step_size") if k not in given})
         log.log_metrics(res.metrics)
+        # every accuracy's 0/1 per example (evaluation/result.py): what lets a claim pair this run's numbers with
+        # each other and with a training run's evaluated on the same examples (analysis/per_example.py)
+        log_per_example(log, res.per_example_record(cfg.split))
         dataset = log_dataset(ev.data.spec, cfg.split, ev.data.sha256(), "evaluation", n=len(ev.data))
         model_id = link_evaluation(log.run_id, cfg.model, res.metrics, dataset)
         run_tags = {"rtl.data": ev.data.spec, "rtl.data_sha256": ev.data.sha256(),

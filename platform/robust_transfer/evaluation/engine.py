@@ -45,6 +45,7 @@ class AttackRun:
     skipped: dict[str, str] = field(default_factory=dict)            # attack name → why it did not run
     attacked: dict[str, int] = field(default_factory=dict)           # attack name → examples it attacked
     extra_metrics: dict[str, float] = field(default_factory=dict)    # the reference's per-sub-attack numbers
+    extra_correct: dict[str, torch.Tensor] = field(default_factory=dict)  # … and their flags (metric → bool [n])
     reference_flags: dict[str, str] = field(default_factory=dict)    # AutoAttack's own checks that fired
     reference_deviation: str = ""                                    # how the reference run differs from standard
 
@@ -203,7 +204,9 @@ class AttackRunner:
                     full = correct.clone()
                 else:
                     continue
-            self.run.extra_metrics[f"aa_{sub.replace('-', '_')}_acc"] = full.float().mean().item()
+            metric = f"aa_{sub.replace('-', '_')}_acc"
+            self.run.extra_metrics[metric] = full.float().mean().item()
+            self.run.extra_correct[metric] = full
         for sub, s in res.seconds.items():
             self.run.seconds[f"{label}/{sub}"] = s
         self.run.reference_flags.update(res.flags)

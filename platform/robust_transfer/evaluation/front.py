@@ -60,6 +60,7 @@ def evaluate_config(cfg: EvaluateConfig, *, model: torch.nn.Module | None = None
     ev.result.params["split"] = cfg.split
     if cfg.split == "val":      # validation metrics are val_* everywhere (runs, version tags, promotion policies)
         ev.result.metrics = {f"val_{k}": v for k, v in ev.result.metrics.items()}
+        ev.result.per_example = {f"val_{k}": v for k, v in ev.result.per_example.items()}
         ev.result.params["val_split"] = val_split
     return ev
 
@@ -102,7 +103,7 @@ def evaluate(model, dataset: str = "", *, thresholds: MaskingThresholds | None =
     return evaluate_config(EvaluateConfig(model=name, dataset=dataset, **options), model=obj, thresholds=thresholds)
 
 
-def threat_metrics(metrics: dict[str, float], threat: ThreatModel) -> dict[str, float]:
+def threat_metrics(metrics: dict, threat: ThreatModel) -> dict:
     """The evaluation's metric names under its threat: unchanged for ℓ∞; every name but `clean_acc` (no threat)
     ends in `_l2` for ℓ2 (`pgd20_acc_l2`, `aa_acc_l2`), so an ℓ2 number never overwrites an ℓ∞ one."""
     return {k if k == "clean_acc" else k + threat.suffix: v for k, v in metrics.items()}
@@ -156,15 +157,17 @@ def evaluate_tensors(model: torch.nn.Module, images: torch.Tensor, labels: torch
     seconds = time.perf_counter() - start
 
     worst = torch.stack(list(correct.values())).all(dim=0)
-    metrics = {s.metric: correct[s.name].float().mean().item() for s in run_specs}
-    metrics["worst_acc"] = worst.float().mean().item()
+    # metric → the examples it counts (its mean is the metric): the per-example record (result.py's module doc)
+    per_example = {s.metric: correct[s.name] for s in run_specs}
+    per_example["worst_acc"] = worst
     reference = any(s.kind == "autoattack" for s in run_specs)
     if preset.diagnosed and not reference:
         # `aa_acc` is only ever the reference AutoAttack's number (issue 24 §4): a substitute suite's worst case
         # is `worst_acc`, and also `<suite>_worst_acc` so a registered version keeps it apart from other suites'.
-        metrics[substitute_metric(suite)] = metrics["worst_acc"]
-    metrics.update(runner.run.extra_metrics)
-    metrics = threat_metrics(metrics, threat)
+        per_example[substitute_metric(suite)] = worst
+    per_example.update(runner.run.extra_correct)
+    per_example = threat_metrics(per_example, threat)
+    metrics = {k: v.float().mean().item() for k, v in per_example.items()}
     if diag is not None:
         metrics.update(diag.measurements)         # (named for their own threat by diagnostics.py)
     n = idx.numel()
@@ -173,7 +176,8 @@ def evaluate_tensors(model: torch.nn.Module, images: torch.Tensor, labels: torch
               "cascade": cascade, "specs": [s.resolve(bud).describe() for s in run_specs],
               "aa_impl": aa_impl(suite, run_specs, runner.run.reference_deviation)}
     result = EvalResult(metrics=metrics, correct=correct, n_examples=n, indices_sha256=idx_sha, seconds=seconds,
-                        images_per_s=n / seconds if seconds > 0 else float("inf"), params=params)
+                        images_per_s=n / seconds if seconds > 0 else float("inf"), params=params, indices=idx,
+                        per_example=per_example)
     ev = Evaluation(result=result, meta={}, data=None, suite=suite, diagnostics=diag, budget=bud,
                     extra={"resumed_batches": runner.run.resumed, "skipped": runner.run.skipped,
                            "attack_seconds": runner.run.seconds, "attack_cpu_seconds": runner.run.cpu_seconds,

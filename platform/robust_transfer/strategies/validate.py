@@ -52,10 +52,10 @@ def record_split(logger: RunLogger, split: Split) -> None:
 
 def accuracies(model, data: ImageData, threat: ThreatModel, attacks: tuple[str, ...], *, n_examples: int | None,
                seed: int, device, progress: bool = False):
-    """`rtl evaluate`'s quick engine on in-memory data (no result store): (EvalResult, the evaluated indices).
-    The strategies' one door into the evaluation library (so its imports are re-pointed in one place)."""
-    from ..digests import indices_sha256
-    from ..evaluation import evaluate_tensors, select_examples
+    """`rtl evaluate`'s quick engine on in-memory data (no result store): its EvalResult, whose `indices` are the
+    evaluated examples (`evaluation.select_examples`, which `rtl evaluate` runs through too). The strategies' one
+    door into the evaluation library (so its imports are re-pointed in one place)."""
+    from ..evaluation import evaluate_tensors
 
     n = None if n_examples is None else min(n_examples, len(data))
     ev = evaluate_tensors(model, data.images, data.labels, suite="quick", attacks=",".join(attacks),
@@ -63,16 +63,13 @@ def accuracies(model, data: ImageData, threat: ThreatModel, attacks: tuple[str, 
                           seed=seed,
                           batch_size=EVAL_BATCH_SIZE, device=device, progress=progress, diagnostics=False,
                           resume=False)
-    indices = select_examples(len(data), n, seed)   # the examples evaluate_tensors chose (checked by their hash)
-    if indices_sha256(indices) != ev.result.indices_sha256:
-        raise RuntimeError("the evaluation's example selection changed: per-example results would be misaligned")
-    return ev.result, indices
+    return ev.result
 
 
 def val_metrics(model, val: ImageData, threat: ThreatModel, *, seed: int, device) -> dict[str, float]:
     """The per-epoch validation check: `val_clean_acc`, `val_pgd10_acc` (`seed`: the config's eval_seed, which
     picks the checked validation images and the attack's random starts)."""
-    res, _ = accuracies(model, val, threat, ("clean", VAL_ATTACK), n_examples=VAL_EXAMPLES, seed=seed, device=device)
+    res = accuracies(model, val, threat, ("clean", VAL_ATTACK), n_examples=VAL_EXAMPLES, seed=seed, device=device)
     name = f"{VAL_ATTACK}_acc{threat.suffix}"
     return {"val_clean_acc": res.metrics["clean_acc"], f"val_{name}": res.metrics[name]}
 
@@ -90,13 +87,10 @@ def reported_metrics(model, test: ImageData, threat: ThreatModel, *, eval_steps:
                      device, progress: bool) -> Reported:
     """The reported numbers: clean and PGD-`eval_steps` accuracy on the test split, once, at the end (`seed`: the
     config's eval_seed, which picks the test examples and the attacks' random starts)."""
-    res, indices = accuracies(model, test, threat, ("clean", f"pgd{eval_steps}"), n_examples=n_examples, seed=seed,
-                              device=device, progress=progress)
+    res = accuracies(model, test, threat, ("clean", f"pgd{eval_steps}"), n_examples=n_examples, seed=seed,
+                     device=device, progress=progress)
     metrics = {k: v for k, v in res.metrics.items() if k != f"worst_acc{threat.suffix}"}
-    correct = {name.replace("-", "_").replace("@", "_"): [int(c) for c in flags.tolist()]
-               for name, flags in res.correct.items()}   # attack names as in the metric names, without _acc
-    per_example = {"split": "test", "n_examples": res.n_examples, "indices_sha256": res.indices_sha256,
-                   "indices": [int(i) for i in indices.tolist()], "correct": correct}
+    per_example = res.per_example_record("test", metrics)   # keys as the metric names without _acc (ℓ2: `_l2`)
     return Reported(metrics, {"n_examples": res.n_examples, "indices_sha256": res.indices_sha256}, per_example)
 
 
