@@ -804,3 +804,90 @@ def test_timing_csv_publish_counts_a_shared_step_run_once(wd, capsys):
     assert "| [ta](#ta) | 4 | 16.0 | 2023-11-14 22:13 – 2023-11-14 23:13 |" in section
     assert "| [tb](#tb) | 2 | 10.5 | 2023-11-14 23:13 – 2023-11-15 00:43 |" in section
     assert "No timing recorded yet" in compose(wd / "nothing", "cpu", "# Results")
+
+
+# --- history: every suite run behind a page, from the store (docs/results.md "History") ----------------------------
+def test_history_csv_lists_every_suite_attempt_and_publish_names_the_failed_one_and_two_commits(wd):
+    import types
+
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from robust_transfer.analysis.publish import compose
+    from robust_transfer.suites.registration import TAG as REGISTRATION_TAG
+    from robust_transfer.suites.run import suite_tags
+    from robust_transfer.tracking.source import GIT_COMMIT_TAG
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.create_experiment("history")
+    version = "c" * 64
+
+    def suite_run(start_min, minutes, status, commit, registration, *, scale="cpu", project="ha", params=None,
+                  metrics=None, steps=()):
+        """A suite run with the tags `rtl suite` gives it (suites/run.suite_tags, tracked_run's rtl.strategy, the
+        git commit, the registration hash) and its child step runs (plus the report step, which is no step)."""
+        tags = {"rtl.strategy": "suite", GIT_COMMIT_TAG: commit, REGISTRATION_TAG: registration,
+                **suite_tags(types.SimpleNamespace(name=project, scale=scale, code_version=version))}
+        start = T0 + start_min * 60_000
+        rid = client.create_run(exp, start_time=start, tags=tags).info.run_id
+        client.log_batch(rid, params=[Param(k, str(v)) for k, v in
+                                      {"project": f"{project}.yaml", "scale": scale, "reuse": "exact",
+                                       **(params or {})}.items()],
+                         metrics=[Metric(k, v, start, 0) for k, v in (metrics or {}).items()])
+        for i, step_status in enumerate(steps):
+            child = client.create_run(exp, start_time=start + i, tags={"mlflow.parentRunId": rid, "rtl.step": f"s{i}",
+                                                                       "rtl.scale": scale, "rtl.project": project})
+            client.set_terminated(child.info.run_id, step_status, end_time=start + i + 1)
+        report = client.create_run(exp, start_time=start, tags={"mlflow.parentRunId": rid, "rtl.project": project,
+                                                                "rtl.strategy": "report"})
+        client.set_terminated(report.info.run_id, "FINISHED", end_time=start + 1)
+        client.set_terminated(rid, status, end_time=start + minutes * 60_000)
+        return rid
+
+    a, b = "a" * 40, "b" * 40
+    ids = {"failed": suite_run(0, 10, "FAILED", a, "1" * 16, steps=["FINISHED", "FAILED"]),
+           "killed": suite_run(12, 2, "KILLED", b, "2" * 16),
+           "finished": suite_run(15, 45, "FINISHED", b, "3" * 16, params={"workers": 2, "ray_address": ""},
+                                 metrics={"steps_run": 1, "steps_reused": 2}, steps=["FINISHED"])}
+    suite_run(100, 5, "FAILED", a, "4" * 16, scale="paper")      # another scale: not this page's
+    suite_run(100, 5, "FAILED", a, "5" * 16, project="other")    # another suite
+    (wd / "ha.yaml").write_text(TIMED.format(name="ha", rows="      - {label: s0, step: s0}"))
+    assert main(["report", "--project", "ha.yaml", "--scale", "cpu", "--out", "out"]) == 0
+
+    rows = _csv(wd / "out/cpu/ha-history.csv")
+    assert list(rows[0]) == ["run_id", "status", "start", "end", "minutes", "commit", "code_version", "registration",
+                             "steps_run", "steps_reused", "workers"]
+    got = [(r["run_id"], r["status"], r["start"], r["end"], float(r["minutes"]), r["commit"], r["code_version"],
+            r["registration"], r["steps_run"], r["steps_reused"], r["workers"]) for r in rows]
+    assert got == [   # oldest first; 1 worker when the suite logged no `workers` param (it does only for > 1)
+        (ids["failed"], "FAILED", "2023-11-14T22:13:20Z", "2023-11-14T22:23:20Z", 10.0, "a" * 10, "c" * 10,
+         "1" * 10, "2", "", "1"),
+        (ids["killed"], "KILLED", "2023-11-14T22:25:20Z", "2023-11-14T22:27:20Z", 2.0, "b" * 10, "c" * 10,
+         "2" * 10, "0", "", "1"),
+        (ids["finished"], "FINISHED", "2023-11-14T22:28:20Z", "2023-11-14T23:13:20Z", 45.0, "b" * 10, "c" * 10,
+         "3" * 10, "1", "2", "2")]
+    assert "every suite run: [ha-history.csv](ha-history.csv)" in (wd / "out/cpu/index.md").read_text()
+
+    page = compose(wd / "out", "cpu", "# Results\n\nintro")
+    assert page.startswith("# Results\n\nintro\n\n## History: the suite runs behind this page\n")
+    section = page[page.index("## History"):page.index("## Where and how long")]
+    lines = section.splitlines()
+    assert ("3 suite runs of 1 suite: from 2023-11-14 22:13 to 2023-11-14 23:13 UTC (1 h 0 min wall time); commit "
+            f"`{'a' * 10}`, `{'b' * 10}`, code version `{'c' * 10}`.") in lines
+    assert ("**Warning: the suite runs behind this page ran 2 commits**: its numbers may come from different code "
+            "(the table says which suite ran which).") in lines
+    assert (f"| [ha](#ha) | 3 (1/1/1) | 2023-11-14 22:13 | 2023-11-14 23:13 | `{'a' * 10}`, `{'b' * 10}` | "
+            f"`{'1' * 10}`, `{'2' * 10}`, `{'3' * 10}` |") in lines
+    assert ("Attempts that did not finish: ha FAILED (started 2023-11-14 22:13, ended 2023-11-14 22:23 UTC, after 2 "
+            "step runs); ha KILLED (started 2023-11-14 22:25, ended 2023-11-14 22:27 UTC, after 0 step runs).") in lines
+
+    # the finished attempt alone: one commit, no warning, nothing unfinished
+    with open(wd / "out/cpu/ha-history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerow(rows[2])
+    section = compose(wd / "out", "cpu", "# Results")
+    section = section[section.index("## History"):section.index("## Where and how long")]
+    assert "1 h 0 min" not in section and "0 h 45 min wall time" in section
+    assert "Warning" not in section and "Every attempt finished." in section
+    assert "No suite history yet" in compose(wd / "nothing", "cpu", "# Results")

@@ -706,9 +706,10 @@ def test_a_dry_run_prints_each_claims_smallest_detectable_difference_at_the_plan
     assert "b500: n=500, 3 seeds (no credit)" in out and "paired at run time (bound)" in out
     sdd_5k = 2 * math.sqrt(0.25 / 5004 + 0.25 / 5004)          # 0.020 ≤ θ = 0.05
     assert f"SDD {sdd_5k:.3f}" in out and lines["large-sample"].endswith("decides"), out
-    # one run's two numbers add linearly (their correlation is unknown), and an evaluate run is not paired
+    # the unpaired bound adds one run's two numbers linearly (their correlation is unknown); an evaluate run logs
+    # its per-example correctness, so the engine pairs them at run time
     one = next(ln for ln in out.splitlines() if ln.strip().startswith("e500.clean_acc > e500.pgd20_acc"))
-    assert f"SDD {2 * 2 * math.sqrt(0.25 / 504):.3f}" in one and "paired" not in one, one
+    assert f"SDD {2 * 2 * math.sqrt(0.25 / 504):.3f}" in one and "paired at run time (bound)" in one, one
     assert lines["floor"].endswith("cannot fail") and "holds for every value its metrics could take" in out
     assert lines["fronts"].endswith("no standard error") and "a hypervolume: no standard error" in out
     assert out.splitlines()[-1] == "claims: 1 decide, 2 may be uninformative, 1 cannot fail, 1 no standard error"

@@ -483,3 +483,17 @@ def test_a_tiny_suite_written_by_someone_else_gets_nothing_counted_as_supported(
 
     results = compose(workdir / "out", "tiny", "# Results")
     assert "2 paper claims registered before their runs: 2 uninformative. 1 registered after" in results
+    # the history row of the real suite run: its tags, its one step run as its child (issue 29)
+    from robust_transfer.tracking.source import GIT_COMMIT_TAG
+
+    (suite_run,) = all_runs(client, "tags.`rtl.strategy` = 'suite'")
+    with open(workdir / "out" / "tiny" / "someone-history.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    tags = suite_run.data.tags
+    assert {k: row[k] for k in ("run_id", "status", "commit", "code_version", "registration", "steps_run",
+                                "steps_reused", "workers")} == {
+        "run_id": suite_run.info.run_id, "status": "FINISHED", "commit": tags.get(GIT_COMMIT_TAG, "")[:10],
+        "code_version": tags["rtl.code_version"][:10], "registration": tags["rtl.registration"][:10],
+        "steps_run": "1", "steps_reused": "0", "workers": "1"}
+    assert row["code_version"] and row["registration"] and float(row["minutes"]) > 0
+    assert "1 suite run of 1 suite: from " in results and "Every attempt finished." in results

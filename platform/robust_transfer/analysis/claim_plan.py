@@ -47,9 +47,9 @@ DECIDES, MAY_BE, CANNOT_FAIL, NO_SE, NOT_PLANNED = (
     "decides", "may be uninformative", "cannot fail", "no standard error", "not planned")
 FLAGS = (DECIDES, MAY_BE, CANNOT_FAIL, NO_SE, NOT_PLANNED)
 WORST_P = 0.5          # binomial_se is largest at p = 0.5: the planned SE when no prior is known
-# Entry points whose runs end in strategies/engine.finish, which logs `evaluation/per_example.json` (evaluate
-# runs log only the indices' hash: the engine cannot pair them).
-PER_EXAMPLE_ENTRIES = {"train", "transfer", "lwf", "finetune_adv", "retrain_blocks"}
+# Entry points whose runs log `evaluation/per_example.json`: the training ones (strategies/engine.finish) and
+# `evaluate` (its `seed` is the training entry points' `eval_seed`: the same seeded examples).
+PER_EXAMPLE_ENTRIES = {"train", "transfer", "lwf", "finetune_adv", "retrain_blocks", "evaluate"}
 _MAX_SELECT_DEPTH = 10   # a select step among select steps: followed this deep
 
 
@@ -164,7 +164,7 @@ def _one_step(step: str, metric: str, runs: list, priors: dict) -> tuple[float |
         how = f"n={n}"
     se, prior = _accuracy_se(step, metric, n, priors)
     seeds = f", {len(runs)} seeds (no credit)" if len(runs) > 1 else ""
-    seed = getattr(cfg, "eval_seed", None)
+    seed = getattr(cfg, "seed" if entry == "evaluate" else "eval_seed", None)
     key = (n, seed) if split == "test" and entry in PER_EXAMPLE_ENTRIES and seed is not None else None
     return se, how + seeds + prior, key
 

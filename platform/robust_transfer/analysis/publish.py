@@ -1,8 +1,8 @@
-"""docs/results.md from what `rtl report` wrote: where and how long the suites ran, the claim verdicts of every
-suite, then every suite's tables and figures. Nothing here holds a number: they all come from the reports' CSV and
-Markdown files. When each claim was registered comes from the same CSVs (`registered`, `registration_note`: the
-suite runs' records, analysis/claim_registration.py): a claim registered after its runs is listed, and counted
-apart, never among the supported; a reason counts as tested only when registered before the runs of the miss it
+"""docs/results.md from what `rtl report` wrote: which suite runs stand behind it (every attempt, its commit), where
+and how long the suites ran, the claim verdicts of every suite, then every suite's tables and figures. Nothing here
+holds a number: they all come from the reports' CSV and Markdown files. When each claim was registered comes from
+the same CSVs (`registered`, `registration_note`: the suite runs' records, analysis/claim_registration.py): a claim
+registered after its runs is listed, and counted apart, never among the supported; a reason counts as tested only when registered before the runs of the miss it
 explains and its verdict says something (supported or not supported).
 
     python -m robust_transfer.analysis.publish --results docs/results --scale cpu --intro docs/results_intro.md \
@@ -154,6 +154,13 @@ def _when(iso: str) -> str:
     return iso.replace("T", " ").rstrip("Z")[:16] if iso else "?"
 
 
+def _span(start: str, end: str) -> str:
+    """'2 h 25 min' between two ISO times (the CSVs' UTC `...Z`)."""
+    minutes = round((datetime.fromisoformat(end.rstrip("Z")) - datetime.fromisoformat(start.rstrip("Z")))
+                    .total_seconds() / 60)
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
 def timing_summary(scale_dir: Path) -> list[str]:
     """Where the suites ran, from first suite start to last suite end, and their step time: all from the
     reports' `*-timing.csv` (the MLflow runs' start/end times and rtl.machine tags)."""
@@ -166,9 +173,7 @@ def timing_summary(scale_dir: Path) -> list[str]:
     starts, ends = [r["start"] for r in suites if r["start"]], [r["end"] for r in suites if r["end"]]
     out = [f"Machine: {'; '.join(machines) if machines else 'not recorded'}."]
     if starts and ends:
-        span = (datetime.fromisoformat(max(ends).rstrip("Z")) - datetime.fromisoformat(min(starts).rstrip("Z")))
-        hours, minutes = divmod(round(span.total_seconds() / 60), 60)
-        out.append(f"Suite runs: from {_when(min(starts))} to {_when(max(ends))} UTC ({hours} h {minutes} min).")
+        out.append(f"Suite runs: from {_when(min(starts))} to {_when(max(ends))} UTC ({_span(min(starts), max(ends))}).")
     distinct = {r["run_id"] for r in rows if r["kind"] == "step"}
     out += [f"Step time: {_step_minutes(rows):.1f} min over {len(distinct)} distinct step runs "
             "(a run several suites read counts once).", "",
@@ -179,6 +184,74 @@ def timing_summary(scale_dir: Path) -> list[str]:
         when = f"{_when(run['start'])} – {_when(run['end']) if run['end'] else 'not ended'}" if run else "not recorded"
         out.append(f"| [{suite}](#{suite}) | {n} | {_step_minutes(suite_rows):.1f} | {when} |")
     return out + [""]
+
+
+def _history_rows(scale_dir: Path) -> dict[str, list[dict]]:
+    """suite → the rows of its `<suite>-history.csv` (report_history.history_frame: every suite run, oldest
+    first), in SUITE_ORDER."""
+    paths = sorted(scale_dir.glob("*-history.csv"), key=lambda p: _order(p.name[:-len("-history.csv")]))
+    out = {}
+    for path in paths:
+        with open(path, newline="", encoding="utf-8") as f:
+            out[path.name[:-len("-history.csv")]] = list(csv.DictReader(f))
+    return out
+
+
+def _distinct(rows: list[dict], column: str) -> list[str]:
+    """The values of `column` in the rows' order (oldest run first), each once; runs that recorded none left out."""
+    return list(dict.fromkeys(r[column] for r in rows if r[column]))
+
+
+def _n(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def history_summary(scale_dir: Path) -> list[str]:
+    """Which suite runs stand behind the page, from the reports' `*-history.csv` (every run of every suite, from
+    the store): first start to last end, the commits and code versions (a warning when there are several), one
+    row per suite, and every attempt that did not finish."""
+    by_suite = _history_rows(scale_dir)
+    rows = [r for suite_rows in by_suite.values() for r in suite_rows]
+    if not rows:
+        return ["*No suite history yet: `rtl report` writes it (`<suite>-history.csv`, from the suite runs).*", ""]
+    starts, ends = [r["start"] for r in rows if r["start"]], [r["end"] for r in rows if r["end"]]
+    commits, versions = _distinct(rows, "commit"), _distinct(rows, "code_version")
+    running = [r for r in rows if r["status"] == "RUNNING"]
+    line = f"{_n(len(rows), 'suite run')} of {_n(len(by_suite), 'suite')}"
+    if starts and ends:
+        line += f": from {_when(min(starts))} to {_when(max(ends))} UTC ({_span(min(starts), max(ends))} wall time)"
+    line += (f"; commit {', '.join(f'`{c}`' for c in commits) or 'not recorded'}, code version "
+             f"{', '.join(f'`{v}`' for v in versions) or 'not recorded'}")
+    line += f"; {len(running)} still running when the reports were written." if running else "."
+    out = [line, ""]
+    if len(commits) > 1 or len(versions) > 1:
+        what = [f"{len(commits)} commits" if len(commits) > 1 else "", f"{len(versions)} code versions"
+                if len(versions) > 1 else ""]
+        out += [f"**Warning: the suite runs behind this page ran {' and '.join(w for w in what if w)}**: its numbers "
+                "may come from different code (the table says which suite ran which).", ""]
+    out += ["| suite | attempts (finished/failed/killed) | first start (UTC) | last end (UTC) | commit | registration |",
+            "|---|---|---|---|---|---|"]
+    for suite, suite_rows in by_suite.items():
+        n = {s: sum(r["status"] == s for r in suite_rows) for s in ("FINISHED", "FAILED", "KILLED", "RUNNING")}
+        attempts = f"{len(suite_rows)} ({n['FINISHED']}/{n['FAILED']}/{n['KILLED']})" + (
+            f", {n['RUNNING']} running" if n["RUNNING"] else "")
+        first = min((r["start"] for r in suite_rows if r["start"]), default="")
+        last = max((r["end"] for r in suite_rows if r["end"]), default="")
+        out.append(f"| [{suite}](#{suite}) | {attempts} | {_when(first)} | {_when(last) if last else 'not ended'} | "
+                   f"{', '.join(f'`{c}`' for c in _distinct(suite_rows, 'commit')) or 'not recorded'} | "
+                   f"{', '.join(f'`{g}`' for g in _distinct(suite_rows, 'registration')) or 'not recorded'} |")
+    unfinished = [(suite, r) for suite, suite_rows in by_suite.items() for r in suite_rows if r["status"] != "FINISHED"]
+    out += ["", "Attempts that did not finish: " + "; ".join(_unfinished(s, r) for s, r in unfinished) + "."
+            if unfinished else "Every attempt finished."]
+    return out + [""]
+
+
+def _unfinished(suite: str, r: dict) -> str:
+    """'table1 KILLED (started 2026-12-02 13:11, ended 2026-12-02 13:17 UTC, after 1 step run)'."""
+    if not r["end"]:
+        return f"{suite} {r['status']} (started {_when(r['start'])} UTC, not ended)"
+    return (f"{suite} {r['status']} (started {_when(r['start'])}, ended {_when(r['end'])} UTC, "
+            f"after {_n(int(r['steps_run'] or 0), 'step run')})")
 
 
 def suite_sections(scale_dir: Path) -> list[str]:
@@ -198,7 +271,8 @@ def suite_sections(scale_dir: Path) -> list[str]:
 
 def compose(results: Path, scale: str, intro: str) -> str:
     scale_dir = results / scale
-    parts = [intro.rstrip(), "", "## Where and how long these runs took", ""] + timing_summary(scale_dir)
+    parts = [intro.rstrip(), "", "## History: the suite runs behind this page", ""] + history_summary(scale_dir)
+    parts += ["## Where and how long these runs took", ""] + timing_summary(scale_dir)
     parts += ["## Claims, checked against our runs", ""]
     parts += claims_summary(scale_dir)
     parts += [f"## Tables and figures (scale `{scale}`)", ""] + suite_sections(scale_dir)

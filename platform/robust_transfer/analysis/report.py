@@ -6,7 +6,8 @@ For every step a table or figure names, the newest FINISHED run tagged `rtl.step
 `<out>/<scale>/index.md`; other suites' files in the same folder are never touched.
 
 One module per job: the spec (report_spec.py), which runs (report_runs.py), tables (report_tables.py), figures
-(report_figures.py), claims (report_claims.py, the engine in claim_verdicts.py), timing (report_timing.py); the
+(report_figures.py), claims (report_claims.py, the engine in claim_verdicts.py), timing (report_timing.py), every
+attempt at the suite (report_history.py); the
 command is commands/report.py. Here: the files (`write_report`) and this suite's section of index.md.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .report_spec import (FIGURE_KINDS, NOT_RUN, _subst, check_scale, load_repor
                           report_steps, scale_description)
 from .report_tables import (TABLE_COLUMNS, _md, _runs_line, csv_columns, format_value, is_accuracy,  # noqa: F401
                             render_table, suite_line, table_frame)
+from .report_history import history_frame
 from .report_timing import compute_line, timing_frame
 
 # --- writing -------------------------------------------------------------------------------------------
@@ -55,7 +57,8 @@ def write_report(spec: dict, scale: str, out: str | Path = "docs/results", *,
 
     Never fails on missing runs (a "not run" cell, a warning). Returns {"dir", "files", "tables"
     (name → tidy DataFrame), "markdown" (name → str), "figures" (name → matplotlib Figure),
-    "runs" (select_runs-style DataFrame of every step read), "warnings", "claims", "timing" (timing_frame)}.
+    "runs" (select_runs-style DataFrame of every step read), "warnings", "claims", "timing" (timing_frame),
+    "history" (history_frame: every run of the suite at the scale)}.
     """
     import mlflow
 
@@ -132,11 +135,16 @@ def write_report(spec: dict, scale: str, out: str | Path = "docs/results", *,
     timing = timing_frame(spec["name"], sel)
     _write_csv(timing, out_dir / f"{spec['name']}-timing.csv")
     files.append(out_dir / f"{spec['name']}-timing.csv")
-    section[4:4] = [f"{compute_line(timing)} Times: [{spec['name']}-timing.csv]({spec['name']}-timing.csv)", ""]
+    history = history_frame(spec["name"], sel)
+    _write_csv(history, out_dir / f"{spec['name']}-history.csv")
+    files.append(out_dir / f"{spec['name']}-history.csv")
+    section[4:4] = [f"{compute_line(timing)} Times: [{spec['name']}-timing.csv]({spec['name']}-timing.csv); "
+                    f"every suite run: [{spec['name']}-history.csv]({spec['name']}-history.csv)", ""]
     update_index(out_dir / "index.md", spec["name"], "\n".join(section), scale)
     files.append(out_dir / "index.md")
     return {"dir": out_dir, "files": files, "tables": tables, "markdown": markdown, "figures": figures,
-            "runs": sel.frame(), "warnings": warnings, "claims": claims, "timing": timing}
+            "runs": sel.frame(), "warnings": warnings, "claims": claims, "timing": timing,
+            "history": history}
 
 
 __all__ = ["load_report_spec", "check_scale", "scale_description", "report_steps", "select_runs", "RunSelector",

@@ -30,7 +30,7 @@ def _record(row: pd.Series) -> dict:
         return {k[n:]: v for k, v in row.items() if k.startswith(prefix) and not _missing(v)}
 
     return {"run_id": row["run_id"], "experiment_id": row.get("experiment_id"), "start_time": row.get("start_time"),
-            "end_time": row.get("end_time"),
+            "end_time": row.get("end_time"), "status": row.get("status"),
             "metrics": section("metrics."), "params": section("params."), "tags": section("tags.")}
 
 
@@ -102,12 +102,27 @@ class RunSelector:
                     out.append((step, r))
         return out
 
+    def _suite_filter(self, suite: str) -> str:
+        return f"tags.`rtl.strategy` = 'suite' and tags.`rtl.project` = '{suite}' and tags.`rtl.scale` = '{self.scale}'"
+
     def suite_run(self, suite: str) -> dict | None:
         """The newest run of suite `suite` at this scale, whatever its status (a suite whose last step is
         this report is still RUNNING)."""
-        df = _search(f"tags.`rtl.strategy` = 'suite' and tags.`rtl.project` = '{suite}' and "
-                     f"tags.`rtl.scale` = '{self.scale}'", self.experiment_ids, 1)
+        df = _search(self._suite_filter(suite), self.experiment_ids, 1)
         return _record(df.iloc[0]) if len(df) else None
+
+    def suite_runs(self, suite: str) -> list[dict]:
+        """Every run of suite `suite` at this scale, oldest first, whatever its status: each attempt (a stopped
+        one KILLED, a failed one FAILED, this report's own suite RUNNING) is part of a page's history."""
+        df = _search(self._suite_filter(suite), self.experiment_ids, 10_000)
+        return [_record(r) for _, r in df.iterrows()][::-1]
+
+    def step_children(self, run: dict) -> list[dict]:
+        """The child runs of a suite run that are steps (tag rtl.step), whatever their status: the steps it ran
+        (a reused step's run belongs to the suite run that made it; the report step has no rtl.step)."""
+        df = _search(f"tags.`mlflow.parentRunId` = '{run['run_id']}'",
+                     [run["experiment_id"]] if run.get("experiment_id") else self.experiment_ids, 10_000)
+        return [r for r in (_record(row) for _, row in df.iterrows()) if r["tags"].get("rtl.step")]
 
     def children(self, run: dict) -> list[dict]:
         """Newest first; children live in their parent's experiment. For a seeded run: one combined record
