@@ -569,7 +569,10 @@ def test_aa_steps_evaluate_the_headline_models_on_a_prefix_of_their_pgd20_exampl
             cfg = step.config
             # PGD-20 again in the same run, each attack on every clean-correct example: a paired comparison
             assert cfg.attacks.split(",") == ["clean", "pgd20", "autoattack"] and cfg.cascade is False, step.name
-            assert int(step.params["n_examples"]) == (100 if scale == "cpu" else 10000), step.name
+            # cpu: 100 images for a table column, 500 where a claim reads it (AA within 5 points of PGD-20, issue 29)
+            claimed = {"aa-tr-large-robust-c10", "aa-t2-split-robust-other", "aa-t2-split-robust-same"}
+            want = (500 if step.name in claimed else 100) if scale == "cpu" else 10000
+            assert int(step.params["n_examples"]) == want, step.name
             # the evaluated examples are a prefix of the PGD-20 step's (the same seed, no more of them)
             trained = [steps[c] for c in (steps[model].upstream if steps[model].select else [model])]
             for t in trained:
