@@ -134,14 +134,20 @@ def claims_summary(scale_dir: Path) -> list[str]:
     return out
 
 
-def _timing_rows(scale_dir: Path) -> dict[str, list[dict]]:
-    """suite → the rows of its `<suite>-timing.csv` (report.timing_frame), in SUITE_ORDER."""
-    paths = sorted(scale_dir.glob("*-timing.csv"), key=lambda p: _order(p.name[:-len("-timing.csv")]))
+def _suite_csvs(scale_dir: Path, kind: str) -> dict[str, list[dict]]:
+    """suite → the rows of its `<suite>-<kind>.csv` (`timing`: report.timing_frame; `history`:
+    report_history.history_frame, every suite run oldest first), in SUITE_ORDER."""
+    suffix = f"-{kind}.csv"
+    paths = sorted(scale_dir.glob(f"*{suffix}"), key=lambda p: _order(p.name[:-len(suffix)]))
     out = {}
     for path in paths:
         with open(path, newline="", encoding="utf-8") as f:
-            out[path.name[:-len("-timing.csv")]] = list(csv.DictReader(f))
+            out[path.name[:-len(suffix)]] = list(csv.DictReader(f))
     return out
+
+
+def _timing_rows(scale_dir: Path) -> dict[str, list[dict]]:
+    return _suite_csvs(scale_dir, "timing")
 
 
 def _step_minutes(rows: list[dict]) -> float:
@@ -187,14 +193,7 @@ def timing_summary(scale_dir: Path) -> list[str]:
 
 
 def _history_rows(scale_dir: Path) -> dict[str, list[dict]]:
-    """suite → the rows of its `<suite>-history.csv` (report_history.history_frame: every suite run, oldest
-    first), in SUITE_ORDER."""
-    paths = sorted(scale_dir.glob("*-history.csv"), key=lambda p: _order(p.name[:-len("-history.csv")]))
-    out = {}
-    for path in paths:
-        with open(path, newline="", encoding="utf-8") as f:
-            out[path.name[:-len("-history.csv")]] = list(csv.DictReader(f))
-    return out
+    return _suite_csvs(scale_dir, "history")
 
 
 def _distinct(rows: list[dict], column: str) -> list[str]:
