@@ -740,3 +740,16 @@ def test_claim_plan_records_take_priors_from_a_reports_csvs(project, tmp_path, c
     assert small.flag == cp.DECIDES and small.comparisons[0].paired
     assert main(["suite", "--project", str(path), "--scale", "tiny", "--priors", str(results)]) == 2
     assert "dry_run" in capsys.readouterr().err
+
+
+def test_claim_plan_says_an_analysis_claim_gets_its_standard_error_from_per_image_values_at_run_time():
+    """Fig. 5's claim reads `analyze` metrics: the plan has no SE for them, but the engine will (their per-image CSV,
+    analysis/per_example.py), so the plan says so instead of implying the claim can never decide."""
+    from robust_transfer.analysis import claim_plan as cp
+    from robust_transfer.analysis.report_spec import load_report_spec
+
+    path = REPO / "projects" / "fig5.yaml"
+    planned = cp.plan_claims(load_suite(path, "cpu", version="v").steps, cp.claims_at(load_report_spec(path), "cpu"), {})
+    lines = cp.render(planned, "cpu")
+    assert planned and all(c.flag == cp.NO_SE for c in planned), lines
+    assert "per-image SE at run time only (the analysis CSV)" in "\n".join(lines), lines

@@ -150,6 +150,8 @@ def _one_step(step: str, metric: str, runs: list, priors: dict) -> tuple[float |
     cfg, entry = runs[0].config, runs[0].entry
     split = metric_split(metric)
     if not is_accuracy(metric):
+        if entry == "analyze":   # its per-image CSV gives the engine an SE (analysis/per_example.py), not the plan
+            return None, f"{metric}: per-image SE at run time only (the analysis CSV)", None
         return None, f"{metric}: no standard error before running", None
     if split == "train":
         return 0.0, "training split (size unknown before running: left out)", None
