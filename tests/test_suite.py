@@ -753,3 +753,24 @@ def test_claim_plan_says_an_analysis_claim_gets_its_standard_error_from_per_imag
     lines = cp.render(planned, "cpu")
     assert planned and all(c.flag == cp.NO_SE for c in planned), lines
     assert "per-image SE at run time only (the analysis CSV)" in "\n".join(lines), lines
+
+
+def test_cpu_scale_run_refuses_an_unknown_part_and_uncommitted_suites(tmp_path):
+    """bin/cpu-scale-run: the page must come from one commit, so uncommitted changes under projects/ (or platform/,
+    search_spaces/) are refused before anything starts (exit 2), as is a PART that names no preset."""
+    repo = tmp_path / "repo"
+    (repo / "bin").mkdir(parents=True)
+    shutil.copy(REPO / "bin" / "cpu-scale-run", repo / "bin" / "cpu-scale-run")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    run = lambda **env: subprocess.run(["bash", str(repo / "bin" / "cpu-scale-run"), str(tmp_path / "out")],  # noqa: E731
+                                       capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+    bad = run(PART="c")
+    assert bad.returncode == 2 and "PART=c: use a, b or all" in bad.stderr
+    (repo / "projects").mkdir()
+    (repo / "projects" / "table1.yaml").write_text("name: table1\n")      # a suite edited, not committed
+    dirty = run(PART="a")
+    assert dirty.returncode == 2 and "uncommitted changes" in dirty.stderr, dirty.stderr
+    assert not (tmp_path / "out").exists()          # refused before it made anything
