@@ -675,6 +675,7 @@ steps:
   - {name: a5k, entry: transfer, params: {source_model: "{model:src}", n_examples: 5000, device: cpu}}
   - {name: b5k, entry: transfer, params: {source_model: "{model:src}", n_examples: 5000, device: cpu}}
   - {name: e500, entry: evaluate, params: {model: "{model:a500}", n_examples: 500, device: cpu}}
+  - {name: o500, entry: transfer, params: {source_model: "{model:src}", target: "cifar10-jpeg:half-b", n_examples: 500, device: cpu}}
 report:
   - claim: small-sample
     text: t
@@ -688,6 +689,9 @@ report:
   - claim: floor
     text: t
     compare: {a: a500.pgd20_acc, op: ">=", b: 0}
+  - claim: other-data
+    text: t
+    compare: {a: a500.pgd20_acc, op: ">", b: o500.pgd20_acc}
   - claim: fronts
     text: t
     hypervolume: {axes: [clean_acc, pgd20_acc], sets: {small: {steps: [a500, b500]}, large: {steps: [a5k, b5k]}}}
@@ -715,7 +719,10 @@ def test_a_dry_run_prints_each_claims_smallest_detectable_difference_at_the_plan
     assert f"SDD {2 * 2 * math.sqrt(0.25 / 504):.3f}" in one and "paired at run time (bound)" in one, one
     assert lines["floor"].endswith("cannot fail") and "holds for every value its metrics could take" in out
     assert lines["fronts"].endswith("no standard error") and "a hypervolume: no standard error" in out
-    assert out.splitlines()[-1] == "claims: 1 decide, 2 may be uninformative, 1 cannot fail, 1 no standard error"
+    # the same seeded 500 indices into another dataset are other images: not paired (claim_verdicts.example_id)
+    other = next(ln for ln in out.splitlines() if ln.strip().startswith("a500.pgd20_acc > o500.pgd20_acc"))
+    assert f"SDD {sdd_500:.3f}" in other and "paired at run time" not in other, other
+    assert out.splitlines()[-1] == "claims: 1 decide, 3 may be uninformative, 1 cannot fail, 1 no standard error"
 
 
 def test_claim_plan_records_take_priors_from_a_reports_csvs(project, tmp_path, capsys):

@@ -233,6 +233,32 @@ def test_paired_only_on_the_same_examples_otherwise_unpaired_and_the_report_says
     assert f"detectable {m:.3f} (unpaired: binomial n=40; different examples)" in row["values"]
 
 
+def test_equal_indices_into_two_datasets_are_not_paired(wd):
+    """Table 2's same-classes and other-classes targets: one seeded prefix of 1,000 is the same index list on two
+    50-class halves of equal size, but different images. The engine pairs on dataset + indices (the `rtl.data`
+    tag), so these fall back to the unpaired rule; on one dataset they stay paired."""
+    from support.claims import per_example
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.create_experiment("suites")
+    a = _run(client, exp, "s-a", {"clean_acc": 0.40}, params={"n_examples": 40}, tags={"rtl.data": "half-a"})
+    b = _run(client, exp, "s-b", {"clean_acc": 0.25}, params={"n_examples": 40}, tags={"rtl.data": "half-b"})
+    for rid, k in ((a, 16), (b, 10)):
+        client.log_dict(rid, per_example(40, clean=k), "evaluation/per_example.json")
+    (wd / "p.yaml").write_text("name: p\nscales: {cpu: {}}\nsteps: []\nreport:\n  - claim: a-beats-b\n    text: t\n"
+                               '    compare: {a: s-a.clean_acc, op: ">", b: s-b.clean_acc}\n')
+    assert main(["report", "--project", "p.yaml", "--scale", "cpu", "--out", "out"]) == 0
+    row = _claims(wd / "out" / "cpu" / "p-claims.csv")["a-beats-b"]
+    m = 2 * math.sqrt(_ac(0.40, 40) ** 2 + _ac(0.25, 40) ** 2)
+    assert row["rule"] == "unpaired" and row["same_examples"] == "different examples"
+    assert f"detectable {m:.3f} (unpaired: binomial n=40; different examples)" in row["values"]
+
+    client.set_tag(b, "rtl.data", "half-a")                # the same dataset: paired again
+    assert main(["report", "--project", "p.yaml", "--scale", "cpu", "--out", "out"]) == 0
+    row = _claims(wd / "out" / "cpu" / "p-claims.csv")["a-beats-b"]
+    assert row["rule"] == "paired" and row["same_examples"] == "same examples"
+
+
 def test_a_per_example_file_that_disagrees_with_the_run_is_not_used(wd, capsys):
     from support.claims import per_example
 

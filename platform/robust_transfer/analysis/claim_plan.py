@@ -62,7 +62,7 @@ class PlannedNumber:
     run: str                    # which run: numbers of one run add linearly in SE(D)
     se: float | None            # None: no standard error before running
     how: str                    # how its sample was found, e.g. `n=500`, `val n=256`, `n=500, 3 seeds (no credit)`
-    paired_key: tuple | None    # (n_examples, eval seed) when its run logs per-example correctness; else None
+    paired_key: tuple | None    # (dataset, n_examples, eval seed) when its run logs per-example correctness; else None
     planned: bool = True        # False: its step is not in the plan at this scale
 
 
@@ -167,7 +167,10 @@ def _one_step(step: str, metric: str, runs: list, priors: dict) -> tuple[float |
     se, prior = _accuracy_se(step, metric, n, priors)
     seeds = f", {len(runs)} seeds (no credit)" if len(runs) > 1 else ""
     seed = getattr(cfg, "seed" if entry == "evaluate" else "eval_seed", None)
-    key = (n, seed) if split == "test" and entry in PER_EXAMPLE_ENTRIES and seed is not None else None
+    # the dataset too (its spec; "" = the model's own, unknown before running): equal indices into two datasets are
+    # different images, which the engine does not pair (claim_verdicts.example_id)
+    data = getattr(cfg, "target", "") or getattr(cfg, "dataset", "")
+    key = (data, n, seed) if split == "test" and entry in PER_EXAMPLE_ENTRIES and seed is not None else None
     return se, how + seeds + prior, key
 
 

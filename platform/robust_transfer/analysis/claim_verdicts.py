@@ -27,6 +27,17 @@ from .report_runs import metric_value
 _SUBSET_TAG = {"test": "rtl.eval_indices_sha256", "val": "rtl.val_indices_sha256"}
 
 
+def example_id(run: dict, indices_sha: str | None) -> str | None:
+    """Which examples a run measured on: its dataset (the `rtl.data` spec) and the indices into that dataset's split.
+    The indices alone are not enough: a seeded prefix of 1,000 is the same index list on two 50-class halves of
+    equal size, yet they are different images (Table 2's same-classes vs other-classes targets), which must not be
+    paired. A run without an `rtl.data` tag (a hand-made record) is known by its indices only."""
+    if indices_sha is None:
+        return None
+    data = run["tags"].get("rtl.data")
+    return f"{data}|{indices_sha}" if data else indices_sha
+
+
 def metric_split(metric: str) -> str:
     """Which split a metric was measured on: `val_*` validation, `train_*` training, any other test."""
     return "val" if metric.startswith("val_") else "train" if metric.startswith("train_") else "test"
@@ -105,7 +116,7 @@ class Atom:
     se: float | None = None
     se_rule: str = ""
     n_seeds: int | None = None
-    examples: str | None = None       # which examples: the indices' SHA-256, "mixed" across seeds, None unknown
+    examples: str | None = None       # which examples: `example_id` (dataset + indices), "mixed" across seeds, None unknown
     group: str = ""                   # the run(s): numbers of one run are correlated
 
 
@@ -127,7 +138,7 @@ def _examples(record: dict, metric: str, per_example) -> str | None:
     for r in runs:
         got = per_example.values(r, metric) if per_example is not None else None
         tag = _SUBSET_TAG.get(metric_split(metric))
-        ids.add(got[0] if got else (r["tags"].get(tag) if tag else None))
+        ids.add(example_id(r, got[0] if got else (r["tags"].get(tag) if tag else None)))
     if None in ids:
         return None
     return ids.pop() if len(ids) == 1 else "mixed"
@@ -180,7 +191,7 @@ def read_atom(ref: tuple, sel, *, chosen: dict, volumes: dict, per_example=None)
 
 
 def _per_example_matrix(atom: Atom, per_example) -> tuple[str, np.ndarray] | None:
-    """(indices SHA-256, seeds × examples) when every seed run of the atom logged the metric per example."""
+    """(`example_id`, seeds × examples) when every seed run of the atom logged the metric per example."""
     if per_example is None or atom.record is None:
         return None
     rows, shas = [], set()
@@ -188,7 +199,7 @@ def _per_example_matrix(atom: Atom, per_example) -> tuple[str, np.ndarray] | Non
         got = per_example.values(r, atom.metric)
         if got is None:
             return None
-        shas.add(got[0])
+        shas.add(example_id(r, got[0]))
         rows.append(got[1])
     if len(shas) != 1 or len({len(x) for x in rows}) != 1:
         return None
