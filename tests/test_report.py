@@ -891,3 +891,15 @@ def test_history_csv_lists_every_suite_attempt_and_publish_names_the_failed_one_
     assert "1 h 0 min" not in section and "0 h 45 min wall time" in section
     assert "Warning" not in section and "Every attempt finished." in section
     assert "No suite history yet" in compose(wd / "nothing", "cpu", "# Results")
+
+
+def test_l2_accuracies_are_shown_as_percentages_like_every_accuracy():
+    """The ℓ2 table printed `PGD-20 (ℓ2)` as 0.334 beside a clean 68.90: one `is_accuracy` (report_runs) for the
+    tables and the claim engine, which already read `_acc_l2` as an accuracy."""
+    from robust_transfer.analysis import claim_verdicts, report_tables
+
+    assert report_tables.format_value(0.334, "pgd20_acc_l2") == "33.40"
+    assert report_tables.format_value(0.5, "mean") == "50.00" and report_tables.format_value(0.6, "clean_acc") == "60.00"
+    assert report_tables.format_value(1.5, "feature_distance_mean") == "1.5"
+    assert report_tables.metric_header("pgd20_acc_l2") == "PGD-20 (ℓ2)"
+    assert claim_verdicts.is_accuracy is report_tables.is_accuracy

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import claim_stats as st
 from .claims import REF, comparisons, ref_text
-from .report_runs import metric_value
+from .report_runs import is_accuracy, metric_value
 
 _SUBSET_TAG = {"test": "rtl.eval_indices_sha256", "val": "rtl.val_indices_sha256"}
 
@@ -60,12 +60,6 @@ def _int(v) -> int | None:
     except (TypeError, ValueError):
         return None
     return n if n > 0 else None
-
-
-def is_accuracy(metric: str) -> bool:
-    """What the engine reads as an accuracy (a binomial SE from its example count): `<attack>_acc`, its ℓ2
-    evaluation's `<attack>_acc_l2` (docs/evaluation.md) and `mean`."""
-    return metric.endswith(("_acc", "_acc_l2")) or metric == "mean"
 
 
 def _binomial(record: dict, metric: str, n: int) -> float | None:

@@ -15,6 +15,12 @@ import pandas as pd
 from ..errors import ConfigError
 DERIVED_METRICS = {"mean": ("clean_acc", "pgd20_acc")}   # mean = (clean_acc + pgd20_acc) / 2
 
+
+def is_accuracy(metric: str) -> bool:
+    """An accuracy (a fraction: shown as a percentage; the claim engine gives it a binomial SE from its example
+    count): `<attack>_acc`, its ℓ2 evaluation's `<attack>_acc_l2` (docs/evaluation.md) and the derived `mean`."""
+    return metric.endswith(("_acc", "_acc_l2")) or metric in DERIVED_METRICS
+
 # --- run selection -------------------------------------------------------------------------------------
 def _search(filter_string: str, experiment_ids: list[str] | None, max_results: int) -> pd.DataFrame:
     import mlflow

@@ -13,7 +13,7 @@ import re
 import pandas as pd
 
 from ..expr import CASCADE_MARK, CASCADE_NOTE, is_per_attack_metric
-from .report_runs import DERIVED_METRICS, RunSelector, _missing, metric_stats, metric_value, run_ids
+from .report_runs import DERIVED_METRICS, RunSelector, _missing, is_accuracy, metric_stats, metric_value, run_ids
 from .report_spec import NO_VALUE, NOT_RUN, _at_scale, _subst, scale_description
 
 # --- tables --------------------------------------------------------------------------------------------
@@ -117,11 +117,6 @@ def format_cell(r, metric: str) -> str:
     if not _missing(r.std) and r.n and r.n > 1:
         text += f" ± {format_value(r.std, metric)}"
     return text + f" (n={int(r.n)})"
-
-
-def is_accuracy(metric: str) -> bool:
-    """Accuracies (fractions) are shown as percentages; other metrics (e.g. feature distances) as numbers."""
-    return metric.endswith("_acc") or metric in DERIVED_METRICS
 
 
 def format_value(v, metric: str = "clean_acc") -> str:
