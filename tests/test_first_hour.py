@@ -107,6 +107,24 @@ def test_rtl_runs_record_the_git_commit(registered):
                                                   "HEAD"]).returncode == 0, sha
 
 
+def test_a_frozen_copy_without_git_records_the_commit_it_was_copied_from(monkeypatch):
+    """bin/cpu-scale-run runs the suites from `git archive` of a commit (no .git): it sets RTL_GIT_COMMIT, which
+    the runs record instead of nothing (the 2026-12-07 run's history said "commit not recorded")."""
+    from robust_transfer.tracking import source
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setattr(source, "_checkout_commit", lambda: None)
+    source.git_commit.cache_clear()
+    try:
+        monkeypatch.setenv("RTL_GIT_COMMIT", sha)
+        assert source.git_commit() == sha and source.source_tags({}) == {source.GIT_COMMIT_TAG: sha}
+        source.git_commit.cache_clear()
+        monkeypatch.setenv("RTL_GIT_COMMIT", "not-a-commit")
+        assert source.git_commit() is None and source.source_tags({}) == {}
+    finally:
+        source.git_commit.cache_clear()
+
+
 def _post(url: str, body: dict) -> tuple[int, dict]:
     import json
     import urllib.error

@@ -21,7 +21,7 @@ from .run import find_reusable, finish_step, launch_step, run_step, step_failure
 
 # What a step's process needs from the suite's environment (absolute paths: a Ray worker runs elsewhere).
 FORWARD_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RTL_CACHE_DIR", "RTL_DATA_DIR", "RTL_STUDY_DIR",
-               "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "OMP_NUM_THREADS", "PATH")
+               "RTL_GIT_COMMIT", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "OMP_NUM_THREADS", "PATH")
 CONCURRENT_STORES = "an MLflow tracking server (http://host:5000, e.g. `mlflow server --backend-store-uri " \
                     "postgresql://...`) or a database URI (postgresql://, mysql://, mssql://)"
 
