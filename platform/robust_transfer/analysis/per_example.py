@@ -10,8 +10,9 @@ Training, transfer and evaluate runs log, beside their accuracies,
 `worst`), an ℓ2 one's `_l2` kept (`pgd20_acc_l2` → `pgd20_l2`); files written before ℓ2 keys existed have none, so
 their ℓ2 numbers stay unpaired, as they were. Two runs whose `indices_sha256` are equal and whose dataset (the
 `rtl.data` tag) is the same were evaluated on the same examples, in the same order, so the engine
-(analysis/claim_verdicts.py, `example_id`) can resample the examples once for both sides. A file that is absent, malformed, or disagrees with the run's logged metric is not used: the claim then
-falls back to the unpaired rule, and the warning says why.
+(analysis/claim_verdicts.py, `example_id`) can resample the examples once for both sides. A file that is absent,
+malformed, or disagrees with the run's logged metric is not used: the claim then falls back to the unpaired rule,
+and the warning says why.
 
 `analyze` runs log one row per image (analysis/analyze.py): `gradients.csv` (`grad_edge_corr` per model key: the
 metric `grad_edge_corr_<key>`) and `feature_distance.csv` (`distance_to_augmented`, `distance_to_partner`,

@@ -21,6 +21,7 @@ def is_accuracy(metric: str) -> bool:
     count): `<attack>_acc`, its ℓ2 evaluation's `<attack>_acc_l2` (docs/evaluation.md) and the derived `mean`."""
     return metric.endswith(("_acc", "_acc_l2")) or metric in DERIVED_METRICS
 
+
 # --- run selection -------------------------------------------------------------------------------------
 def _search(filter_string: str, experiment_ids: list[str] | None, max_results: int) -> pd.DataFrame:
     import mlflow
