@@ -158,7 +158,7 @@ Q = ["--progress", "false"]
 def test_rtl_analyze_gradients_end_to_end(tracked, ckpts, capsys):
     a, b32 = ckpts     # b32 takes 32×32 inputs: the 16×16 images are resized for it
     assert rtl("analyze", "--what", "gradients", "--model", f"{a},{b32}", "--labels", "natural src,robust src",
-               "--n-images", "4", *Q) == 0
+               "--n-images", "4", "--grid-images", "2", *Q) == 0
     (run,) = all_runs()
     assert run.info.status == "FINISHED" and run.data.tags["rtl.strategy"] == "analyze"
     assert run.data.tags["rtl.model"] == f"{a},{b32}" and run.data.tags["rtl.data"].startswith("imagefolder:")
@@ -172,6 +172,16 @@ def test_rtl_analyze_gradients_end_to_end(tracked, ckpts, capsys):
     rows = list(csv.DictReader(open(download_artifacts(run_id=run.info.run_id, artifact_path="gradients.csv",
                                                        tracking_uri=os.environ["MLFLOW_TRACKING_URI"]))))
     assert len(rows) == 8 and {r["model_label"] for r in rows} == {"natural src", "robust src"}
+    # the numbers are over all 4 images, though the picture shows 2 (a claim reads them: Fig. 5 on 1,000 images)
+    for key in ("natural_src", "robust_src"):
+        mine = [float(r["grad_edge_corr"]) for r in rows if r["metric_key"] == key]
+        assert len(mine) == 4 and m[f"grad_edge_corr_{key}"] == pytest.approx(sum(mine) / 4, abs=1e-5)
+    from PIL import Image
+
+    with Image.open(download_artifacts(run_id=run.info.run_id, artifact_path="gradients.png",
+                                       tracking_uri=os.environ["MLFLOW_TRACKING_URI"])) as im:
+        width_in = im.size[0] / im.info["dpi"][0]
+    assert width_in == pytest.approx(1.2 + 1.3 * 2, abs=0.05)     # gradient_grid_figure: 1.2 + 1.3 per column
     assert "grad_edge_corr_natural_src" in capsys.readouterr().out
 
 
@@ -199,7 +209,9 @@ def test_rtl_analyze_feature_distance_end_to_end(tracked, ckpts):
     (["--model", "A,B", "--labels", "one"], 2, "labels='one' gives 1 label(s) for 2 models"),
     (["--model", "missing-dir"], 4, "model 'missing-dir' does not exist"),
     (["--what", "feature-distance", "--model", "A,B"], 2, "what=feature-distance takes exactly one model"),
-    (["--model", "{a}", "--n-images", "999"], 2, "n_images=999 is out of range; allowed: [1, 64]"),
+    (["--model", "{a}", "--grid-images", "999"], 2, "grid_images=999 is out of range; allowed: [1, 64]"),
+    (["--model", "{a}", "--n-images", "4", "--grid-images", "5"], 2, "grid_images=5 is more than n_images=4"),
+    (["--what", "feature-distance", "--model", "{a}", "--grid-images", "4"], 2, "grid_images=4 is for what=gradients"),
     (["--model", "{a}", "--dataset", "imagefolder:{other}"], 4, "has 3 classes but dataset="),
 ])
 def test_bad_input_is_one_line_and_the_right_exit_code(tracked, ckpts, other_folder, capsys, argv, code, fragment):

@@ -84,6 +84,7 @@ def test_evaluate_logs_every_accuracy_per_example_on_a_training_runs_examples(ru
     trained = _artifact(runs["uri"], runs["train"])
     assert rec["indices"] == trained["indices"] and len(rec["indices"]) == N
     assert rec["indices_sha256"] == trained["indices_sha256"] == run.data.tags["rtl.eval_indices_sha256"]
+    assert run.data.tags["rtl.eval_examples"] == str(N)
     parsed, why = parse(rec, metrics)                      # what the claim engine reads: usable as is
     assert why is None and set(parsed["correct"]) == set(rec["correct"])
 

@@ -299,6 +299,26 @@ def test_metric_stats_and_standard_errors_by_hand():
     assert metric_range("aa_acc_l2") == (0.0, 1.0) and metric_range("val_pgd10_acc_l2") == (0.0, 1.0)
 
 
+def test_a_split_smaller_than_asked_for_divides_by_what_was_measured():
+    """A source evaluated on its whole split asks for 10,000 examples; a 100-class half holds 5,000. The binomial SE
+    divides by the count measured: the run's `rtl.eval_examples` tag, else its per-example file's length, and the
+    asked-for `n_examples` only when neither is there."""
+    from robust_transfer.analysis.claim_verdicts import standard_error
+
+    run = {"run_id": "src", "params": {"n_examples": "10000"}, "tags": {}, "metrics": {"pgd20_acc": 0.09}}
+    assert standard_error(run, "pgd20_acc") == (pytest.approx(_pooled(0.09, 10000)), "binomial n=10000")
+    tagged = run | {"tags": {"rtl.eval_examples": "5000"}}
+    assert standard_error(tagged, "pgd20_acc") == (pytest.approx(_pooled(0.09, 5000)), "binomial n=5000")
+    # a run from before the tag: the length of its evaluation/per_example.json (analysis/per_example.PerExample.of)
+
+    class Files:
+        def of(self, r):
+            return {"n": 2500} if r["run_id"] == "src" else None
+
+    assert standard_error(run, "pgd20_acc", Files()) == (pytest.approx(_pooled(0.09, 2500)), "binomial n=2500")
+    assert standard_error(tagged, "pgd20_acc", Files())[1] == "binomial n=5000"     # the tag is what was measured
+
+
 def test_a_seeded_claim_without_standard_errors_is_uninformative(seeded_store, workdir):
     """A metric with no standard error (not an accuracy, one run, none logged) cannot be told from noise."""
     bad = REPORT.replace('compare: {a: s-robust.pgd20_acc, op: ">", b: s-natural.pgd20_acc}',

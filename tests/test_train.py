@@ -55,6 +55,7 @@ def test_final_evaluation_logs_per_example_correctness(workdir, tiny_folder):
     assert rec["indices"] == sorted(set(rec["indices"])) and len(rec["indices"]) == n
     by_hand = hashlib.sha256(torch.tensor(rec["indices"]).numpy().astype("<i8").tobytes()).hexdigest()  # int64 LE
     assert rec["indices_sha256"] == by_hand == log.tags["rtl.eval_indices_sha256"]
+    assert log.tags["rtl.eval_examples"] == "12"      # how many were measured: what a standard error divides by
     for name, flags in rec["correct"].items():
         assert len(flags) == n and set(flags) <= {0, 1}
         assert sum(flags) / n == pytest.approx(res.metrics[f"{name}_acc"])

@@ -122,7 +122,10 @@ def analyze_gradients(cfg: AnalyzeConfig, log, out_dir: Path) -> dict[str, float
                          f"{linf[j].item():.6g}", f"{align[j].item():.6f}"])
         model.cpu()
     log.log_metrics(metrics)
-    fig = gradient_grid_figure(sub.images, grid_rows, title=_tex_safe(f"∇ₓ loss on {data.spec}:{cfg.split}"))
+    cols = cfg.grid_columns(len(idx))   # the picture shows the first images; the numbers are over all of them
+    shown = f" (first {cols} of {len(idx)} images)" if cols < len(idx) else ""
+    fig = gradient_grid_figure(sub.images[:cols], [(label, g[:cols]) for label, g in grid_rows],
+                               title=_tex_safe(f"∇ₓ loss on {data.spec}:{cfg.split}{shown}"))
     fig.savefig(out_dir / "gradients.png")
     _write_csv(out_dir / "gradients.csv", ["model_label", "metric_key", "model", "image_index", "label", "class",
                                            "grad_l2", "grad_linf", "grad_edge_corr"], rows)

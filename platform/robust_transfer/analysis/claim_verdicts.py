@@ -7,7 +7,7 @@ Each number's unpaired standard error (`standard_error`):
   `rtl.eval_indices_sha256`, or `rtl.val_indices_sha256` for a `val_*` metric) the seeds' spread holds no
   test-sampling error, so the subset's binomial SE is added; when each seed saw its own examples, the binomial SE
   of all n·N examples pooled is the floor (three seeds' std can be near 0 by chance);
-- one run: the binomial SE of an accuracy on its examples (`n_examples`; `val_*`: the
+- one run: the binomial SE of an accuracy on its examples (as measured: `example_count`; `val_*`: the
   validation images checked, at most 256; `train_*`: the training split); `mean` = (clean + PGD-20)/2: the mean of
   the two SEs (their worst-case correlation); any other metric: std/√n of its per-image values (analysis runs'
   CSVs: analysis/per_example.py), or a logged `<metric>_se`, else none — and a comparison without a standard error
@@ -20,11 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..data.validation import VAL_TAG
+from ..evaluation.inputs import EVAL_EXAMPLES_TAG, EVAL_INDICES_TAG
 from . import claim_stats as st
 from .claims import REF, comparisons, ref_text
 from .report_runs import is_accuracy, metric_value
 
-_SUBSET_TAG = {"test": "rtl.eval_indices_sha256", "val": "rtl.val_indices_sha256"}
+_SUBSET_TAG = {"test": EVAL_INDICES_TAG, "val": VAL_TAG}
 
 
 def example_id(run: dict, indices_sha: str | None) -> str | None:
@@ -43,15 +45,24 @@ def metric_split(metric: str) -> str:
     return "val" if metric.startswith("val_") else "train" if metric.startswith("train_") else "test"
 
 
-def example_count(run: dict, metric: str) -> int | None:
-    """How many examples one run measured `metric` on (None: unknown)."""
+def example_count(run: dict, metric: str, per_example=None) -> int | None:
+    """How many examples one run measured `metric` on (None: unknown). A test metric: the count the evaluation
+    recorded (`rtl.eval_examples`), else the length of its per-example file, else the `n_examples` parameter — which
+    is what was asked for, and more than was measured when the split is smaller (a source evaluated on its whole
+    split asks for 10,000; a 100-class half holds 5,000)."""
     split = metric_split(metric)
     if split == "val":
         from ..strategies.validate import VAL_EXAMPLES   # the per-epoch check's cap on validation images
 
         size = _int(run["params"].get("val_size"))
         return min(size, VAL_EXAMPLES) if size else None
-    return _int(run["params"].get("train_size" if split == "train" else "n_examples"))
+    if split == "train":
+        return _int(run["params"].get("train_size"))
+    measured = _int(run["tags"].get(EVAL_EXAMPLES_TAG))
+    if measured is None and per_example is not None:
+        got = per_example.of(run)
+        measured = got["n"] if got else None
+    return measured or _int(run["params"].get("n_examples"))
 
 
 def _int(v) -> int | None:
@@ -74,7 +85,7 @@ def standard_error(record: dict, metric: str, per_example=None) -> tuple[float |
     """(unpaired standard error of the record's `metric`, how it was obtained) — see the module doc."""
     runs = record.get("seed_runs") or [record]
     values = [v for v in (metric_value(r, metric) for r in runs) if v is not None]
-    counts = [example_count(r, "clean_acc" if metric == "mean" else metric) for r in runs]
+    counts = [example_count(r, "clean_acc" if metric == "mean" else metric, per_example) for r in runs]
     n = min(counts) if counts and None not in counts else None
     if len(values) >= 2:
         mean = sum(values) / len(values)

@@ -24,6 +24,7 @@ def threat_text(params: dict) -> str:
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     """`rtl evaluate` / the `evaluate` entry point: evaluate, log to MLflow, tag a registered version."""
     from ..evaluation import MaskingWarning, evaluate_config
+    from ..evaluation.inputs import evaluation_tags
     from ..expr import CASCADE_MARK, CASCADE_NOTE, is_per_attack_metric
     from ..strategies.validate import log_per_example
     from ..tracking import tracked_run
@@ -47,7 +48,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         dataset = log_dataset(ev.data.spec, cfg.split, ev.data.sha256(), "evaluation", n=len(ev.data))
         model_id = link_evaluation(log.run_id, cfg.model, res.metrics, dataset)
         run_tags = {"rtl.data": ev.data.spec, "rtl.data_sha256": ev.data.sha256(),
-                    "rtl.eval_indices_sha256": res.indices_sha256, "rtl.eval_attacks": ",".join(res.params["attacks"]),
+                    **evaluation_tags(res.n_examples, res.indices_sha256), "rtl.eval_attacks": ",".join(res.params["attacks"]),
                     "rtl.eval_budget": json.dumps(ev.budget.to_dict(), sort_keys=True),
                     "rtl.eval_per_attack": "cascade" if res.params.get("cascade") else "independent"}
         cascaded = [m for m in res.metrics if res.params.get("cascade") and is_per_attack_metric(m)]

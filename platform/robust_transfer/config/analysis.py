@@ -13,7 +13,8 @@ from .common import _NAME, MODEL_URI_HELP, _check_positive_int, check_experiment
 _RAY_ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5})$")
 ANALYSES = ("gradients", "feature-distance")
 ANALYZE_DEFAULT_N_IMAGES = {"gradients": 8, "feature-distance": 1000}  # feature-distance: capped at the split
-ANALYZE_MAX_GRID_IMAGES = 64   # columns of the gradient grid
+ANALYZE_MAX_GRID_IMAGES = 64   # columns of the gradient grid at most
+ANALYZE_DEFAULT_GRID_IMAGES = 8  # columns shown by default: the measured images can be many more (a claim needs them)
 ANALYZE_MAX_MODELS = 16        # rows of the gradient grid (besides the images)
 def _comma_list(text) -> list[str]:
     return [s.strip() for s in str(text or "").split(",")]
@@ -35,6 +36,8 @@ class AnalyzeConfig:
     split: str = "test"                # the split the images come from
     n_images: int | None = None        # images analysed (default: 8 for gradients; 1000, or the whole split if
                                        # smaller, for feature-distance)
+    grid_images: int | None = None     # gradients: the first this many analysed images are the picture's columns
+                                       # (default: n_images, at most 8); the metrics and the CSV cover all n_images
     seed: int = 0                      # which images, and the augmentation's randomness
     batch_size: int = 128              # images per batch
     device: str = "auto"               # where to run (auto: cuda when available)
@@ -72,10 +75,19 @@ class AnalyzeConfig:
         if self.n_images is not None:
             if not isinstance(self.n_images, int) or isinstance(self.n_images, bool):
                 raise ConfigError(f"n_images={self.n_images!r} must be a whole number")
-            if self.what == "gradients":
-                check_range("n_images", self.n_images, 1, ANALYZE_MAX_GRID_IMAGES)
-            else:  # a distance to a *different* image needs two
-                check_range("n_images", self.n_images, 2, 10**7)
+            # gradients: any number measured (the picture shows `grid_images` of them); a distance to a
+            # *different* image needs two
+            check_range("n_images", self.n_images, 1 if self.what == "gradients" else 2, 10**7)
+        if self.grid_images is not None:
+            if not isinstance(self.grid_images, int) or isinstance(self.grid_images, bool):
+                raise ConfigError(f"grid_images={self.grid_images!r} must be a whole number")
+            if self.what != "gradients":
+                raise ConfigError(f"grid_images={self.grid_images} is for what=gradients (the picture's columns); "
+                                  f"what={self.what} draws no grid")
+            check_range("grid_images", self.grid_images, 1, ANALYZE_MAX_GRID_IMAGES)
+            if self.n_images is not None and self.grid_images > self.n_images:
+                raise ConfigError(f"grid_images={self.grid_images} is more than n_images={self.n_images}; the grid "
+                                  "shows some of the analysed images")
         check_seed("seed", self.seed)
         check_experiment(self.experiment)
         _check_positive_int("batch_size", self.batch_size, 65_536)
@@ -83,6 +95,10 @@ class AnalyzeConfig:
 
     def models(self) -> list[str]:
         return _comma_list(self.model)
+
+    def grid_columns(self, n_analysed: int) -> int:
+        """How many of the `n_analysed` images the gradient grid shows."""
+        return min(n_analysed, self.grid_images or ANALYZE_DEFAULT_GRID_IMAGES)
 
     def label_list(self) -> list[str]:
         """One label per model: the given ones, else the model URIs/paths."""

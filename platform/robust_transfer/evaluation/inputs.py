@@ -11,6 +11,14 @@ import torch
 
 from ..errors import ConfigError, DataError
 
+# The run tags that say which test examples a run's final evaluation measured: their indices' digest (what lets a
+# claim pair two runs) and how many (what a standard error divides by: the split can hold fewer than were asked for).
+EVAL_INDICES_TAG, EVAL_EXAMPLES_TAG = "rtl.eval_indices_sha256", "rtl.eval_examples"
+
+
+def evaluation_tags(n_examples: int, indices_sha256: str) -> dict[str, str]:
+    return {EVAL_INDICES_TAG: indices_sha256, EVAL_EXAMPLES_TAG: str(int(n_examples))}
+
 
 def select_examples(n_total: int, n_examples: int | None, seed: int) -> torch.Tensor:
     """A seeded random subset of range(n_total), sorted; None means all examples.

@@ -45,6 +45,7 @@ from ..data.loader import batch_count, epoch_seed
 from ..data.validation import Split
 from ..distributed import Ranks
 from ..errors import ModelError
+from ..evaluation.inputs import evaluation_tags
 from ..progress import bar_disabled
 from ..reporting import RunLogger
 from .common import (EpochMeter, FastPath, TrainingBudget, cpu_threads, load_optimizer_tensors, lr_at, make_sgd,
@@ -381,7 +382,7 @@ def finish(t: Training, meta: dict, logger: RunLogger, last_val: dict[str, float
     rep = reported_metrics(t.model, t.data.test, eval_threat(cfg), eval_steps=cfg.eval_steps, n_examples=cfg.n_examples,
                            seed=cfg.eval_seed, device=t.device, progress=cfg.progress)
     logger.log_metrics(rep.metrics)
-    logger.set_tags({"rtl.eval_indices_sha256": rep.where["indices_sha256"]})
+    logger.set_tags(evaluation_tags(rep.where["n_examples"], rep.where["indices_sha256"]))
     log_per_example(logger, rep.per_example)
     meta = meta | {"evaluation": rep.metrics | rep.where}
     state = load_train_state(t.checkpoint_dir) if t.resumable else None   # kept beside the final model
