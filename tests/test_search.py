@@ -17,6 +17,7 @@ import textwrap
 import time
 import urllib.request
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -456,16 +457,27 @@ def test_multi_objective_pareto_front_with_constraint_and_parallel_trials(wd, ti
                  "--set", "epochs=1"]) == 0
     out = capsys.readouterr().out
     study = optuna.load_study(study_name="mo", storage=storage)
-    feasible = [t for t in study.trials if t.values[0] >= 0.5]
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    failed = [t for t in study.trials if t.state.name != "COMPLETE"]
+    # `--trials 4` counts finished trials: a trial that fails is replaced (runner.optimize_optuna). CI saw one do so
+    # once in ~30 runs of this test under load (2026-12-07), and the test then read the failed trial's values. The
+    # replacement is the contract; each failure must be a FAIL the CLI printed, and its error reaches CI's log.
+    assert len(complete) == 4 and all(t.state.name == "FAIL" for t in failed), out
+    for t in failed:
+        assert f"trial {t.number:>3} FAIL" in out, out
+        warnings.warn(f"trial {t.number} failed and was replaced: {t.user_attrs.get('error', 'no error recorded')}",
+                      stacklevel=1)
+    feasible = [t for t in complete if t.values[0] >= 0.5]
     # Whether one epoch on the tiny folder reaches 0.5 depends on the seeds: the CLI must say either way.
     assert ("Pareto front: trial" in out) == bool(feasible) and ("no feasible trial" in out) == (not feasible), out
-    assert len(study.directions) == 2 and len(study.trials) == 4
-    for t in study.trials:
-        assert t.state.name == "COMPLETE"
+    assert len(study.directions) == 2
+    for t in complete:
         assert t.constraints == {"clean_acc >= 0.5": pytest.approx(0.5 - t.values[0])}   # Optuna 5 constraints
     parent = next(r for r in mlflow_runs() if r.data.tags.get("rtl.strategy") == "search")
     children = [r for r in mlflow_runs() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 4   # threads: every child still nested under the study's run
+    # threads: every child still nested under the study's run (a failed trial's too, FAILED)
+    assert len([c for c in children if c.info.status == "FINISHED"]) == 4
+    assert all(c.info.status in ("FINISHED", "FAILED") for c in children) and len(children) <= len(study.trials)
     best = json.loads(Path(mlflow.artifacts.download_artifacts(
         run_id=parent.info.run_id, artifact_path="search/best_trials.json", dst_path=str(wd / "dl"))).read_text())
     assert {b["number"] for b in best} <= {t.number for t in feasible}
