@@ -437,6 +437,36 @@ def test_registration_before_then_after_an_edit_a_budget_change_and_a_late_reaso
     assert report()["a-beats-b"]["registered"] == "before"
 
 
+def test_a_claim_written_after_its_evidence_was_seen_is_after_whatever_the_records_say(wd):
+    """A re-plan written after a miss was seen elsewhere (another store, an earlier run): a new store records it before
+    its own re-run, so only `written_after:` keeps it counted apart. Claims without the key keep their hashes."""
+    from robust_transfer.analysis.claims import claim_fingerprint
+    from robust_transfer.analysis.report_spec import load_report_spec
+    from robust_transfer.errors import SuiteError
+    from robust_transfer.suites import load_suite
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.create_experiment("suites")
+    (wd / "projects").mkdir()
+    path = wd / "projects" / "reg.yaml"
+    seen = "the run of 2026-12-07: a-beats-b uninformative on 8 images"
+    path.write_text(REG + REASON.replace("    text:", f'    written_after: "{seen}"\n    text:'))
+    suite = load_suite(path, "tiny")
+    _suite_run(client, exp, suite)                       # recorded before every run it reads
+    for name, clean in (("s-a", 0.70), ("s-b", 0.55), ("s-c", 0.65)):
+        _step_run(client, exp, suite, name, clean)
+    assert main(["report", "--project", str(path), "--scale", "tiny", "--out", "out"]) == 0
+    rows = _claims(wd / "out" / "tiny" / "reg-claims.csv")
+    assert (rows["a-beats-b"]["registered"], rows["c-explains"]["registered"]) == ("before", "after")
+    assert rows["c-explains"]["registration_note"] == f"written after its evidence was seen: {seen}"
+    raw = {"text": "t", "compare": {"a": "s-a.clean_acc", "op": ">", "b": 0.5}}
+    assert claim_fingerprint(raw) != claim_fingerprint(raw | {"written_after": seen})
+    assert set(claim_fingerprint(raw)[1]) == {"text", "kind", "explains", "compare", "choose", "hypervolume", "scales"}
+    path.write_text(REG + REASON.replace("    text:", "    written_after: ''\n    text:"))
+    with pytest.raises(SuiteError, match="written_after='' must say which evidence was seen"):
+        load_report_spec(path)
+
+
 def test_the_suite_run_records_every_suite_beside_it_before_its_first_step(wd):
     """The record covers every suite file in the folder (a shared step another suite ran first is registered by
     whichever suite run came first) and says which file it could not read."""

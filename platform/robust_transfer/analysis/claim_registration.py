@@ -5,7 +5,8 @@ A claim is `before` when one record, made before the first of the runs it reads 
 YAML states it now (the same hash of text, compare, choose, hypervolume, scales, kind, explains) and, for every step
 run it reads, the parameters that run ran with (`rtl.params_key` among the record's keys for that step: the budget).
 A reason claim also needs its record to precede the runs of the claim it explains: a reason written after the miss
-it explains was seen is reported, and counted apart. Anything else is `after`, with one line saying why.
+it explains was seen is reported, and counted apart. Anything else is `after`, with one line saying why; so is a
+claim that says it was written after its evidence was seen (`written_after:`, analysis/claims.py).
 """
 from __future__ import annotations
 
@@ -64,6 +65,9 @@ class Registrations:
                explained_runs: list[tuple[str, dict]] | None = None) -> dict:
         """{registered: before|after, registered_at (the record's time, or ""), note (one line)} of claim `key`
         ("<suite>/<claim>") that read `runs` ((step, run) each); `explained_runs`: a reason's explained claim's."""
+        if claim.get("written_after"):   # the claim says it was written after its evidence was seen: no record helps
+            return {"registered": AFTER, "registered_at": "",
+                    "note": f"written after its evidence was seen: {claim['written_after']}"}
         starts = [s for s in (_ms(r.get("start_time")) for _, r in runs + (explained_runs or [])) if s is not None]
         first = min(starts) if starts else None
         records = self.records()

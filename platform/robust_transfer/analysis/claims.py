@@ -31,6 +31,10 @@ steps, the one whose validation expression is largest, and the comparison reads 
 paper's claims rest on), `reason` (why a claim is missed, stated so a run can test it: `explains` names the claim,
 a claim of the same suite at an overlapping scale) or `added` (ours, beyond the paper).
 
+`written_after: "<the evidence seen>"` says the claim was written after evidence it is about was seen (a re-plan
+of a claim whose miss a run showed): it is reported `registered: after` whatever the records say, because a new
+store would otherwise record it before its own re-run and count it. It is hashed only where given.
+
 Sets of runs compared as fronts (analysis/front.py): `hypervolume` names point sets, and a comparison reads
 `<set>.hypervolume`, the 2-D hypervolume of the set's points on `axes` (both maximised) above `reference`.
 
@@ -50,7 +54,8 @@ from ..expr import ExprError, linear_form
 
 REF = re.compile(r"(?<![\w.-])([A-Za-z0-9][A-Za-z0-9-]*)(?:\[([A-Za-z_]\w*)=([\w.+-]+)\])?\.([A-Za-z_]\w*)")
 CLAIM_KINDS = ("premise", "paper", "reason", "added")   # results.md's order
-CLAIM_KEYS = ("claim", "text", "paper", "compare", "scales", "choose", "hypervolume", "kind", "explains")
+CLAIM_KEYS = ("claim", "text", "paper", "compare", "scales", "choose", "hypervolume", "kind", "explains",
+              "written_after")
 HASHED = ("text", "kind", "explains", "compare", "choose", "hypervolume", "scales")   # what registration covers
 OPS = {">": (True, 1.0), "<": (True, -1.0), ">=": (False, 1.0), "<=": (False, -1.0)}   # op → (directional, sign)
 _MAX_PARTS = 50        # comparisons in one claim
@@ -161,8 +166,10 @@ def describe(tree: dict, top: bool = True) -> str:
 
 def claim_fingerprint(raw: dict) -> tuple[str, dict[str, str]]:
     """(hash of the claim, {field: hash}) over HASHED: what a suite run records when it starts."""
+    # `written_after` only where given, so every claim without it keeps the hash its suite runs recorded
+    keys = HASHED + (("written_after",) if raw.get("written_after") is not None else ())
     fields = {k: hashlib.sha256(json.dumps(raw.get(k), sort_keys=True, ensure_ascii=False, default=str).encode())
-              .hexdigest()[:16] for k in HASHED}
+              .hexdigest()[:16] for k in keys}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16], fields
 
 
@@ -181,6 +188,10 @@ def claim_entry(raw: dict, where: str) -> dict:
     unknown = set(raw) - set(CLAIM_KEYS)
     if unknown:
         raise SuiteError(f"{at}: unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(CLAIM_KEYS[1:])}")
+    written_after = raw.get("written_after")
+    if written_after is not None and not (isinstance(written_after, str) and written_after.strip()):
+        raise SuiteError(f"{at}: written_after={written_after!r} must say which evidence was seen before the claim "
+                         "was written (e.g. \"the run of 2026-12-07: f5-... uninformative on 8 images\")")
     kind = raw.get("kind", "paper")
     if kind not in CLAIM_KINDS:
         raise SuiteError(f"{at}: kind={kind!r} is not allowed; use one of {', '.join(CLAIM_KINDS)}")
@@ -203,7 +214,7 @@ def claim_entry(raw: dict, where: str) -> dict:
     return {"type": "claim", "name": name, "text": str(raw["text"]), "paper": str(raw.get("paper", "")),
             "compare": tree, "compare_text": describe(tree), "steps": list(dict.fromkeys(steps)),
             "scales": raw.get("scales"), "choose": choose, "hypervolume": hv, "kind": kind, "explains": explains,
-            "hash": digest, "fields": fields}
+            "written_after": written_after.strip() if written_after else None, "hash": digest, "fields": fields}
 
 
 def _explains_entry(raw, kind: str, where: str) -> str | None:
