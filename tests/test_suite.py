@@ -781,3 +781,48 @@ def test_cpu_scale_run_refuses_an_unknown_part_and_uncommitted_suites(tmp_path):
     dirty = run(PART="a")
     assert dirty.returncode == 2 and "uncommitted changes" in dirty.stderr, dirty.stderr
     assert not (tmp_path / "out").exists()          # refused before it made anything
+
+
+def test_cpu_scale_run_second_chain_runs_beside_the_first_niced_and_a_failure_exits_7(tmp_path):
+    """bin/cpu-scale-run CHAIN2=...: those suites run beside SUITES (one step at a time, at the DAG steps' nice 15), the
+    server outlives both chains, and a suite failing in either chain does not stop the others: exit 7 naming it.
+    A real `mlflow server` (the script's own); `rtl` is a stand-in that records how each suite was started."""
+    repo = tmp_path / "repo"
+    (repo / "bin").mkdir(parents=True)
+    shutil.copy(REPO / "bin" / "cpu-scale-run", repo / "bin" / "cpu-scale-run")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    venv_bin = tmp_path / "bin"
+    venv_bin.mkdir()
+    (venv_bin / "mlflow").symlink_to(Path(sys.executable).parent / "mlflow")
+    record = tmp_path / "suites.txt"
+    # the stand-in: one line per suite (name, --workers, its niceness, whether the server answers), then it waits a
+    # little so that the two chains overlap; a suite named in FAIL exits 1
+    (venv_bin / "rtl").write_text(f"""#!/usr/bin/env bash
+name=$(basename "$3" .yaml)
+up=$(curl -sf "$MLFLOW_TRACKING_URI/health" > /dev/null && echo up || echo down)
+echo "$name workers=$7 nice=$(nice) server=$up start=$(date +%s.%N)" >> {record}
+sleep 2
+[ "$name" != "$FAIL" ]
+""")
+    (venv_bin / "rtl").chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "VENV_BIN": str(venv_bin), "SUITES": "table1 table2", "CHAIN2": "table7 fig3",
+           "PAGE": "0", "PORT": str(5200 + os.getpid() % 500), "FAIL": "table7"}
+    proc = subprocess.run(["bash", str(repo / "bin" / "cpu-scale-run"), str(out)], capture_output=True, text=True,
+                          env=env, timeout=180)
+    assert proc.returncode == 7, proc.stdout + proc.stderr
+    lines = {ln.split()[0]: ln.split()[1:] for ln in record.read_text().splitlines()}
+    assert sorted(lines) == ["fig3", "table1", "table2", "table7"]          # fig3 ran after table7 failed
+    assert all(v[2] == "server=up" for v in lines.values())               # the server outlived both chains
+    base = os.nice(0)                                                   # the tests' own niceness (CI may set one)
+    first, second = [f"nice={base}"], [f"nice={min(base + 15, 19)}"]
+    assert lines["table1"][:2] == ["workers=2", *first] and lines["table2"][:2] == ["workers=2", *first]
+    assert lines["table7"][:2] == ["workers=1", *second] and lines["fig3"][:2] == ["workers=1", *second]
+    start = {k: float(v[3].split("=")[1]) for k, v in lines.items()}
+    assert abs(start["table7"] - start["table1"]) < 2                   # side by side, not after the first chain
+    run_log = (out / "logs" / "run.log").read_text()
+    assert "second chain: table7 fig3" in run_log and "suite table7: FAILED" in run_log
+    assert run_log.rstrip().endswith("failed: table7")
