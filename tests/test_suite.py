@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from robust_transfer.cli import main
 from robust_transfer.suites import load_suite
+from support.net import free_port
 from support.transfer import all_runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -810,7 +811,7 @@ sleep 2
     (venv_bin / "rtl").chmod(0o755)
     out = tmp_path / "out"
     env = {**os.environ, "VENV_BIN": str(venv_bin), "SUITES": "table1 table2", "CHAIN2": "table7 fig3",
-           "PAGE": "0", "PORT": str(5200 + os.getpid() % 500), "FAIL": "table7"}
+           "PAGE": "0", "PORT": str(free_port()), "FAIL": "table7"}
     proc = subprocess.run(["bash", str(repo / "bin" / "cpu-scale-run"), str(out)], capture_output=True, text=True,
                           env=env, timeout=180)
     assert proc.returncode == 7, proc.stdout + proc.stderr
