@@ -763,9 +763,8 @@ def test_claim_plan_says_an_analysis_claim_gets_its_standard_error_from_per_imag
     assert "per-image SE at run time only (the analysis CSV)" in "\n".join(lines), lines
 
 
-def test_cpu_scale_run_refuses_an_unknown_part_and_uncommitted_suites(tmp_path):
-    """bin/cpu-scale-run: the page must come from one commit, so uncommitted changes under projects/ (or platform/,
-    search_spaces/) are refused before anything starts (exit 2), as is a PART that names no preset."""
+def _repo_with_cpu_scale_run(tmp_path: Path) -> Path:
+    """A git repository holding only bin/cpu-scale-run, committed (the script refuses uncommitted suites)."""
     repo = tmp_path / "repo"
     (repo / "bin").mkdir(parents=True)
     shutil.copy(REPO / "bin" / "cpu-scale-run", repo / "bin" / "cpu-scale-run")
@@ -773,6 +772,13 @@ def test_cpu_scale_run_refuses_an_unknown_part_and_uncommitted_suites(tmp_path):
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    return repo
+
+
+def test_cpu_scale_run_refuses_an_unknown_part_and_uncommitted_suites(tmp_path):
+    """bin/cpu-scale-run: the page must come from one commit, so uncommitted changes under projects/ (or platform/,
+    search_spaces/) are refused before anything starts (exit 2), as is a PART that names no preset."""
+    repo = _repo_with_cpu_scale_run(tmp_path)
     run = lambda **env: subprocess.run(["bash", str(repo / "bin" / "cpu-scale-run"), str(tmp_path / "out")],  # noqa: E731
                                        capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
     bad = run(PART="c")
@@ -788,13 +794,7 @@ def test_cpu_scale_run_second_chain_runs_beside_the_first_niced_and_a_failure_ex
     """bin/cpu-scale-run CHAIN2=...: those suites run beside SUITES (one step at a time, at the DAG steps' nice 15), the
     server outlives both chains, and a suite failing in either chain does not stop the others: exit 7 naming it.
     A real `mlflow server` (the script's own); `rtl` is a stand-in that records how each suite was started."""
-    repo = tmp_path / "repo"
-    (repo / "bin").mkdir(parents=True)
-    shutil.copy(REPO / "bin" / "cpu-scale-run", repo / "bin" / "cpu-scale-run")
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    repo = _repo_with_cpu_scale_run(tmp_path)
     venv_bin = tmp_path / "bin"
     venv_bin.mkdir()
     (venv_bin / "mlflow").symlink_to(Path(sys.executable).parent / "mlflow")
