@@ -3,9 +3,17 @@ shows them with their digest. (The code's commit is `source.py`; the model an ev
 `registry.link_evaluation`.)"""
 from __future__ import annotations
 
+import time
+
 import mlflow
 
 DIGEST_CHARS = 36   # MLflow stores a dataset digest in 36 characters: the SHA-256's first 36 hex digits
+# MLflow's SQL store looks a dataset up by (experiment, name, digest) and inserts it when missing, without a lock:
+# two runs logging the same split at once (search trials in threads or worker processes) can both miss it, and the
+# second insert fails on the unique constraint. Its transaction is rolled back, so logging again finds the row.
+# sqlite and PostgreSQL say it so (raw, or inside an MlflowException from a tracking server).
+_DATASET_INSERT_RACE = ("UNIQUE constraint failed: datasets", "duplicate key value violates unique constraint")
+_ATTEMPTS = 3
 
 
 def dataset_input(spec: str, split: str, sha256: str, n: int | None = None):
@@ -23,5 +31,12 @@ def dataset_input(spec: str, split: str, sha256: str, n: int | None = None):
 def log_dataset(spec: str, split: str, sha256: str, context: str, n: int | None = None):
     """Log one split as an input of the active run (`context`: training, evaluation, ...); returns the dataset."""
     ds = dataset_input(spec, split, sha256, n)
-    mlflow.log_input(ds, context=context)
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            mlflow.log_input(ds, context=context)
+            return ds
+        except Exception as e:      # noqa: BLE001 — only the insert race is retried, anything else is re-raised
+            if attempt == _ATTEMPTS or not any(m in str(e) for m in _DATASET_INSERT_RACE):
+                raise
+            time.sleep(0.05 * attempt)
     return ds
