@@ -31,12 +31,13 @@ def dataset_input(spec: str, split: str, sha256: str, n: int | None = None):
 def log_dataset(spec: str, split: str, sha256: str, context: str, n: int | None = None):
     """Log one split as an input of the active run (`context`: training, evaluation, ...); returns the dataset."""
     ds = dataset_input(spec, split, sha256, n)
-    for attempt in range(1, _ATTEMPTS + 1):
+    for attempt in range(1, _ATTEMPTS):
         try:
             mlflow.log_input(ds, context=context)
             return ds
         except Exception as e:      # noqa: BLE001 — only the insert race is retried, anything else is re-raised
-            if attempt == _ATTEMPTS or not any(m in str(e) for m in _DATASET_INSERT_RACE):
+            if not any(m in str(e) for m in _DATASET_INSERT_RACE):
                 raise
             time.sleep(0.05 * attempt)
+    mlflow.log_input(ds, context=context)     # the last attempt: whatever it raises goes to the caller
     return ds
